@@ -1,0 +1,133 @@
+"""The command line: thin. Each command parses its options, calls one library
+function, and renders the result as a table or as JSON. Errors are mapped to
+one line and an exit status here, in :class:`TietoolGroup`, and nowhere else.
+
+Start-up stays light: nothing heavy (h5py, numpy, TensorFlow) is imported
+until a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any, Callable
+
+import click
+
+from . import __version__
+from .errors import TietoolError
+
+EXIT_OK = 0
+EXIT_NOT_TIED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+
+EXIT_CODES = """\b
+Exit status:
+  0  success (verify-tie: tied, every stored copy identical)
+  1  verify-tie: not tied, a copy differs, or no output layer
+  2  bad input or usage: one line "Error: FILE: what is wrong" on stderr
+  3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
+
+
+def _debug_enabled(ctx: click.Context | None) -> bool:
+    if os.environ.get("TIETOOL_DEBUG", "") not in ("", "0"):
+        return True
+    root = ctx.find_root() if ctx else None
+    return bool(root and root.obj and root.obj.get("debug"))
+
+
+class TietoolGroup(click.Group):
+    """Maps every error to one line on stderr and an exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TietoolError as exc:
+            if _debug_enabled(ctx):
+                traceback.print_exc()
+            click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            ctx.exit(130)
+        except BrokenPipeError:
+            # `tietool inspect ... | head`: not an error worth a traceback
+            sys.stderr.close()
+            ctx.exit(EXIT_OK)
+        except MemoryError:
+            click.echo("Error: out of memory", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except Exception as exc:  # a bug in tietool, not bad input
+            if _debug_enabled(ctx):
+                traceback.print_exc()
+            click.echo(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+                       "(please report; --debug shows the traceback)", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _one_line(text: str) -> str:
+    from .render import printable
+
+    return printable(" ".join(text.split("\n")))
+
+
+# -- shared options (decorators) -------------------------------------------------
+
+def json_option(f: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")(f)
+
+
+def output(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """The one place results are printed: JSON for scripts, text for people.
+    Rendering happens before anything is written, so output is all or nothing."""
+    text = json.dumps(data, indent=2, default=_json_default) if as_json else render(data)
+    click.echo(text)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+# -- commands ------------------------------------------------------------------------
+
+@click.group(cls=TietoolGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="tietool")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Read, verify, run and convert checkpoints whose embedding and output
+    (decoder) weights are tied: Keras 2 / transformers TF HDF5 (tf_model.h5),
+    Keras 3 .weights.h5 / .keras, and safetensors. No TensorFlow needed, and
+    nothing from a checkpoint is ever executed."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--filter", "filter_glob", metavar="GLOB", help="Only list tensors whose name matches GLOB (e.g. '*embed*').")
+@json_option
+def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
+    """List every stored tensor of PATH (file, shard index or model folder)
+    with the format, config highlights and tie groups. Reads headers only."""
+    from .inspect import inspect_checkpoint
+    from .render import render_inspect
+
+    output(inspect_checkpoint(path, filter_glob=filter_glob), as_json, render_inspect)
+
+
+def main() -> None:
+    cli(prog_name="tietool")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

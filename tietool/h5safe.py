@@ -1,0 +1,332 @@
+"""The only way tietool touches HDF5: safe accessors over h5py.
+
+Modelled on keras' ``saving_lib`` helpers, stricter: soft and external links,
+external storage and virtual datasets are refused; every dataset's declared
+size is checked against what it stores and against the file before anything
+is read; attributes are size-capped; HDF5 is kept from loading filter plugins
+from the environment. h5py's own errors are turned into one-line
+:class:`~tietool.errors.CorruptCheckpointError`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+# Filter plugins are shared libraries: a hostile file naming a filter must not
+# make HDF5 dlopen something from HDF5_PLUGIN_PATH. Set before h5py loads
+# HDF5, then switch dynamic loading off for good measure.
+os.environ["HDF5_PLUGIN_PATH"] = os.devnull
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import dtypes  # noqa: E402
+from .errors import CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError  # noqa: E402
+
+try:
+    h5py.h5pl.set_loading_state(0)
+except Exception:  # pragma: no cover - very old HDF5
+    pass
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Largest attribute we will read (model_config of a huge model is a few MB).
+MAX_ATTR_BYTES = 64 * 1024 * 1024
+#: Objects (groups + datasets) we are willing to walk in one file.
+MAX_OBJECTS = 2_000_000
+MAX_DEPTH = 64
+#: Chunked/compressed datasets may legitimately store less than they declare,
+#: but not this much less (DEFLATE tops out near 1032:1).
+MAX_EXPANSION = 1100
+EXPANSION_FLOOR = 1 << 20
+
+
+def is_hdf5(path: str) -> bool:
+    """HDF5 signature at offset 0 or at a power-of-two user-block offset."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            pos = 0
+            while pos + 8 <= size:
+                fh.seek(pos)
+                if fh.read(8) == HDF5_SIGNATURE:
+                    return True
+                pos = 512 if pos == 0 else pos * 2
+    except OSError:
+        return False
+    return False
+
+
+def open_file(source: str | io.IOBase, label: str, size: int | None = None) -> h5py.File:
+    """Open read-only. ``label`` is the name used in error messages."""
+    try:
+        if isinstance(source, str):
+            return h5py.File(source, "r", locking=False)
+        return h5py.File(source, "r")
+    except OSError as exc:
+        raise CorruptCheckpointError(f"not a readable HDF5 file ({_h5_reason(exc)})", label) from None
+
+
+def _h5_reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # h5py messages look like "Unable to synchronously open file (file signature not found)"
+    if "(" in text and text.endswith(")"):
+        text = text[text.rfind("(") + 1 : -1]
+    return text
+
+
+@dataclass
+class DatasetEntry:
+    path: str  # full path without the leading "/"
+    dataset: h5py.Dataset
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+    offset: int | None  # contiguous, allocated, little-endian: raw byte offset in the HDF5 file
+    object_key: Any  # the object's address: equal for hard links to one dataset
+    needs_view: str | None  # bfloat16 stored as opaque: view raw bytes as this
+
+
+class SafeH5:
+    """A read-only HDF5 file walked through checks. ``label`` names the file
+    in every error; ``file_size`` bounds what datasets may claim."""
+
+    def __init__(self, source: str | io.IOBase, label: str, file_size: int | None = None):
+        self.label = label
+        if file_size is None and isinstance(source, str):
+            file_size = os.path.getsize(source)
+        self.file_size = file_size
+        self.file = open_file(source, label)
+        self._objects = 0
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+        except Exception:
+            pass
+
+    # -- guarded calls ----------------------------------------------------
+    def guard(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run an h5py call; HDF5 failures become one clear error."""
+        try:
+            return fn()
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            if isinstance(exc, (CorruptCheckpointError, UnsafeCheckpointError)):
+                raise
+            raise CorruptCheckpointError(f"cannot read {what} ({_h5_reason(exc)})", self.label) from None
+
+    # -- links and walking -------------------------------------------------
+    def check_link(self, group: h5py.Group, name: str, path: str) -> None:
+        link = self.guard(path, lambda: group.get(name, getlink=True))
+        if isinstance(link, h5py.SoftLink):
+            raise UnsafeCheckpointError(f"soft link at /{path} (to {link.path}) refused", self.label)
+        if isinstance(link, h5py.ExternalLink):
+            raise UnsafeCheckpointError(
+                f"external link at /{path} (to {link.filename}:{link.path}) refused", self.label
+            )
+        if link is None:
+            raise CorruptCheckpointError(f"/{path} is missing", self.label)
+
+    def get(self, path: str) -> h5py.Group | h5py.Dataset:
+        """Object at ``path``, each step's link checked."""
+        node = self.file
+        walked = []
+        for part in path.strip("/").split("/"):
+            if not part:
+                continue
+            walked.append(part)
+            if not isinstance(node, h5py.Group) or not self.guard("/".join(walked), lambda: part in node):
+                raise CorruptCheckpointError(f"/{'/'.join(walked)} is missing", self.label)
+            self.check_link(node, part, "/".join(walked))
+            node = self.guard("/".join(walked), lambda: node[part])
+        return node
+
+    def has(self, path: str) -> bool:
+        node = self.file
+        for part in path.strip("/").split("/"):
+            if not isinstance(node, h5py.Group) or not self.guard(path, lambda: part in node):
+                return False
+            self.check_link(node, part, path)
+            node = self.guard(path, lambda: node[part])
+        return True
+
+    def walk(self, root: str = "") -> Iterator[DatasetEntry]:
+        """Every dataset below ``root``, in name order, links checked. A
+        dataset reached by two hard links is yielded twice, with the same
+        ``object_key``; a group reached twice is walked once (no cycles)."""
+        start = self.get(root) if root else self.file
+        seen_groups: set = set()
+        yield from self._walk(start, root.strip("/"), 0, seen_groups)
+
+    def _walk(self, group: h5py.Group, prefix: str, depth: int, seen: set) -> Iterator[DatasetEntry]:
+        if depth > MAX_DEPTH:
+            raise UnsafeCheckpointError(f"groups nested deeper than {MAX_DEPTH} at /{prefix}", self.label)
+        key = self._object_key(group, prefix)
+        if key in seen:
+            return
+        seen.add(key)
+        names = self.guard(f"/{prefix}", lambda: sorted(group.keys(), key=natural_key))
+        for name in names:
+            self._objects += 1
+            if self._objects > MAX_OBJECTS:
+                raise UnsafeCheckpointError(f"more than {MAX_OBJECTS} objects", self.label)
+            path = f"{prefix}/{name}" if prefix else name
+            self.check_link(group, name, path)
+            obj = self.guard(f"/{path}", lambda: group[name])
+            if isinstance(obj, h5py.Group):
+                yield from self._walk(obj, path, depth + 1, seen)
+            elif isinstance(obj, h5py.Dataset):
+                yield self.dataset_entry(obj, path)
+            # named datatypes carry no data: nothing to list
+
+    def _object_key(self, obj, path: str):
+        # The object header address: one per stored object, shared by hard links.
+        return self.guard(f"/{path}", lambda: h5py.h5o.get_info(obj.id).addr)
+
+    # -- datasets -----------------------------------------------------------
+    def dataset_entry(self, ds: h5py.Dataset, path: str) -> DatasetEntry:
+        where = f"dataset /{path}"
+        if self.guard(where, lambda: ds.is_virtual):
+            raise UnsafeCheckpointError(f"{where} is a virtual dataset (reads other files); refused", self.label)
+        external = self.guard(where, lambda: ds.external)
+        if external:
+            files = ", ".join(str(e[0]) for e in external)
+            raise UnsafeCheckpointError(f"{where} keeps its data in external file(s) {files}; refused", self.label)
+        shape = self.guard(where, lambda: ds.shape)
+        if shape is None:  # null dataspace
+            raise CorruptCheckpointError(f"{where} has no dataspace", self.label)
+        shape = tuple(int(d) for d in shape)
+        h5dtype = self.guard(where, lambda: ds.dtype)
+        needs_view = None
+        dt = dtypes.from_numpy(h5dtype) if h5dtype.kind != "V" else None
+        if h5dtype.kind == "V" and h5dtype.itemsize == 2 and h5dtype.fields is None:
+            # bfloat16 has no HDF5 type: Keras stores it as 2-byte opaque, and
+            # Keras 3 marks it with a `dtype` attribute. No other 2-byte opaque
+            # type is written by Keras, so an unmarked one is read the same way.
+            marker = self.attr(ds, "dtype", where) if "dtype" in self.guard(where, lambda: ds.attrs.keys()) else None
+            if marker in (None, "bfloat16"):
+                dt, needs_view = dtypes.DTYPES["bfloat16"], "bfloat16"
+        if dt is None:
+            raise UnsupportedFormatError(f"{where} has dtype {h5dtype} which is not a tensor dtype", self.label)
+        declared = dtypes.nbytes_for(shape, dt.name)
+        dcpl = self.guard(where, lambda: ds.id.get_create_plist())
+        layout = self.guard(where, lambda: dcpl.get_layout())
+        stored = self.guard(where, lambda: ds.id.get_storage_size())
+        offset = None
+        if layout == h5py.h5d.CONTIGUOUS:
+            if declared and stored != declared:
+                raise UnsafeCheckpointError(
+                    f"{where} declares {declared} bytes ({_shape(shape)} {dt.name}) but stores {stored}; refused",
+                    self.label,
+                )
+            raw_offset = self.guard(where, lambda: ds.id.get_offset())
+            if declared:
+                if raw_offset is None:
+                    raise CorruptCheckpointError(f"{where} has no data stored", self.label)
+                if self.file_size is not None and raw_offset + declared > self.file_size:
+                    raise CorruptCheckpointError(
+                        f"{where} data ends at byte {raw_offset + declared}, past the end of the file "
+                        f"({self.file_size} bytes): truncated?",
+                        self.label,
+                    )
+                if h5dtype.byteorder in "<=|" or needs_view:
+                    offset = raw_offset
+        elif layout == h5py.h5d.CHUNKED:
+            if declared > EXPANSION_FLOOR and declared > MAX_EXPANSION * max(stored, 1):
+                raise UnsafeCheckpointError(
+                    f"{where} declares {declared} bytes ({_shape(shape)} {dt.name}) but stores only {stored}; "
+                    "refused as a shape/decompression bomb",
+                    self.label,
+                )
+            if self.file_size is not None and stored > self.file_size:
+                raise CorruptCheckpointError(f"{where} claims more stored bytes than the file has", self.label)
+        elif layout == h5py.h5d.COMPACT:
+            if declared > 64 * 1024:
+                raise CorruptCheckpointError(f"{where} is compact but declares {declared} bytes", self.label)
+        else:
+            raise UnsupportedFormatError(f"{where} has an unsupported storage layout", self.label)
+        key = self._object_key(ds, path)
+        return DatasetEntry(path, ds, shape, dt.name, declared, offset, key, needs_view)
+
+    def read_rows(self, entry: DatasetEntry, start: int, stop: int) -> np.ndarray:
+        ds = entry.dataset
+        where = f"dataset /{entry.path}"
+        if not entry.shape:
+            arr = self.guard(where, lambda: ds[()])
+            arr = np.asarray(arr)
+        else:
+            arr = self.guard(where, lambda: ds[start:stop])
+        if entry.needs_view:
+            arr = np.ascontiguousarray(arr).view(dtypes.numpy_dtype(entry.needs_view))
+        elif arr.dtype.byteorder == (">" if np.little_endian else "<"):
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        return arr
+
+    # -- attributes ---------------------------------------------------------
+    def attr_names(self, obj) -> list[str]:
+        return list(self.guard("attributes", lambda: obj.attrs.keys()))
+
+    def attr(self, obj, name: str, where: str | None = None) -> Any:
+        """An attribute's value, size-capped; bytes decoded as UTF-8; numpy
+        string arrays turned into lists of str."""
+        where = where or (obj.name or "/")
+        label = f"attribute {name!r} of {where}"
+
+        def _read():
+            aid = obj.attrs.get_id(name)
+            try:
+                size = aid.get_storage_size()
+            except RuntimeError:  # HDF5 reports an empty attribute's 0 bytes as a failure
+                size = 0
+            if size > MAX_ATTR_BYTES:
+                raise UnsafeCheckpointError(f"{label} is {size} bytes (limit {MAX_ATTR_BYTES})", self.label)
+            return obj.attrs[name]
+
+        value = self.guard(label, _read)
+        return _plain(value, label, self.label)
+
+    def json_attr(self, obj, name: str) -> Any:
+        """A JSON-valued attribute parsed as data (never deserialized as objects)."""
+        from .config import parse_json_text
+
+        text = self.attr(obj, name)
+        if not isinstance(text, str):
+            raise CorruptCheckpointError(f"attribute {name!r} is not a JSON string", self.label)
+        return parse_json_text(text, f"{self.label}:{name}")
+
+
+def _plain(value: Any, label: str, file_label: str) -> Any:
+    if isinstance(value, bytes):
+        return _decode(value, label, file_label)
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "SOU":
+            return [_decode(v, label, file_label) if isinstance(v, bytes) else str(v) for v in value.ravel().tolist()]
+        if value.size == 0:
+            return []
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _decode(raw: bytes, label: str, file_label: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptCheckpointError(f"{label} is not valid UTF-8", file_label) from None
+
+
+def natural_key(name: str) -> list:
+    """Sort "vars/2" before "vars/10" (Keras 3 numbers variables)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value)

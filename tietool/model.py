@@ -1,0 +1,150 @@
+"""The format-neutral checkpoint model.
+
+Every reader turns its layout into a :class:`Checkpoint`: an ordered mapping
+of stored tensors (:class:`TensorInfo`: name, shape, dtype, size and where the
+bytes live), the config, the metadata and whatever the format needs to be
+written back the same way (``layout``). Opening reads headers and attributes
+only; tensor data is read on request, whole or in bounded row blocks, through
+the format's :class:`TensorStore`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+
+from . import dtypes
+from .errors import TensorNotFoundError
+
+#: Default bound on one block of tensor data held in memory while streaming.
+CHUNK_BYTES = 16 * 1024 * 1024
+
+ROLE_WEIGHT = "weight"
+ROLE_OPTIMIZER = "optimizer"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str  # unique in the checkpoint (for HDF5: the full dataset path)
+    shape: tuple[int, ...]
+    dtype: str  # canonical dtype name, see tietool.dtypes
+    nbytes: int
+    file: str  # the file on disk that holds the bytes (the archive, for .keras)
+    offset: int | None = None  # absolute byte offset in `file` when stored contiguous and raw
+    role: str = ROLE_WEIGHT
+    layer: str | None = None  # Keras layer (group) the weight belongs to, when known
+    storage_key: Any = None  # equal keys = one stored object (HDF5 hard links)
+    alias_of: str | None = None  # safetensors dedup metadata: removed name -> kept name
+    locator: Any = field(default=None, compare=False, repr=False)  # format-private
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def computable(self) -> bool:
+        return dtypes.DTYPES[self.dtype].numpy is not None
+
+    def as_dict(self) -> dict:
+        d = {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "nbytes": self.nbytes,
+            "file": self.file,
+            "offset": self.offset,
+            "role": self.role,
+        }
+        if self.layer is not None:
+            d["layer"] = self.layer
+        if self.alias_of is not None:
+            d["alias_of"] = self.alias_of
+        return d
+
+
+class TensorStore(Protocol):
+    """What a reader provides to fetch data for the tensors it listed."""
+
+    def read_rows(self, info: TensorInfo, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` along axis 0 (the whole array for 0-d tensors)."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Checkpoint:
+    format: str  # e.g. "keras2-h5", "safetensors"; see tietool.formats
+    path: str  # what the user named (file or folder)
+    files: list[str]  # every file read, weights and config alike
+    tensors: dict[str, TensorInfo]
+    config: dict | None = None
+    config_source: str | None = None  # file (or file:attribute) the config came from
+    metadata: dict[str, Any] = field(default_factory=dict)
+    layout: dict[str, Any] = field(default_factory=dict)  # what a writer needs to restore the format
+    warnings: list[str] = field(default_factory=list)
+    store: TensorStore | None = field(default=None, repr=False)
+
+    # -- access -----------------------------------------------------------
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def __iter__(self) -> Iterator[TensorInfo]:
+        return iter(self.tensors.values())
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise TensorNotFoundError(f"no tensor named {name!r}", self.path) from None
+
+    def weights(self) -> list[TensorInfo]:
+        return [t for t in self.tensors.values() if t.role == ROLE_WEIGHT]
+
+    # -- data -------------------------------------------------------------
+    def read(self, name: str) -> np.ndarray:
+        """The whole tensor as a numpy array (native byte order)."""
+        info = self.info(name)
+        return self.store.read_rows(info, 0, info.shape[0] if info.shape else 1)
+
+    def rows_per_chunk(self, info: TensorInfo, max_bytes: int = CHUNK_BYTES) -> int:
+        if not info.shape or info.shape[0] == 0:
+            return 1
+        row_bytes = max(1, info.nbytes // info.shape[0])
+        return max(1, max_bytes // row_bytes)
+
+    def iter_chunks(self, name: str, max_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_row, block)`` along axis 0, each block at most
+        ``max_bytes`` (or one row, if a row is larger)."""
+        info = self.info(name)
+        if not info.shape:
+            yield 0, self.store.read_rows(info, 0, 1)
+            return
+        step = self.rows_per_chunk(info, max_bytes)
+        for start in range(0, info.shape[0], step):
+            stop = min(info.shape[0], start + step)
+            yield start, self.store.read_rows(info, start, stop)
+
+    # -- summary ----------------------------------------------------------
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def parameter_count(self) -> int:
+        """Elements of the stored model weights (optimizer state excluded)."""
+        return sum(t.numel for t in self.weights())

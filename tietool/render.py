@@ -1,0 +1,117 @@
+"""Turning library results into text for people. No I/O here."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from tabulate import tabulate
+
+
+def printable(text: str) -> str:
+    """Escape control and format characters so a hostile tensor name cannot
+    move the cursor, clear the screen or fake lines in a terminal."""
+    out = []
+    for ch in str(text):
+        if ch == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(ch)[0] in ("C", "Z") and ch != " ":
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n} B"  # pragma: no cover
+
+
+def shape_str(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def table(rows: list[list], headers: list[str]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def key_values(pairs: list[tuple[str, object]]) -> str:
+    return tabulate([[k, v] for k, v in pairs], tablefmt="plain", disable_numparse=True)
+
+
+def tie_label(highlights: dict) -> str | None:
+    tie = highlights.get("tie_word_embeddings")
+    if isinstance(tie, dict):
+        return f"{str(tie['value']).lower()} ({tie['source']})"
+    if "tie_weights" in highlights:
+        return f"{highlights['tie_weights']} (ReversibleEmbedding tie_weights)"
+    return None
+
+
+def render_inspect(report: dict) -> str:
+    s = report["summary"]
+    h = report["config_highlights"]
+    pairs: list[tuple[str, object]] = [
+        ("path", printable(report["path"])),
+        ("format", f"{report['format']} ({report['format_description']})"),
+        ("files", "\n".join(printable(f) for f in report["files"])),
+        ("tensors", f"{s['tensor_count']}" + (f" ({s['optimizer_tensor_count']} optimizer)" if s["optimizer_tensor_count"] else "")),
+        ("parameters", f"{s['parameter_count']:,}"),
+        ("total size", f"{human_bytes(s['total_bytes'])} ({s['total_bytes']:,} bytes)"),
+        ("by dtype", ", ".join(f"{k} {human_bytes(v)}" for k, v in s["bytes_by_dtype"].items()) or "-"),
+    ]
+    if report.get("config_source"):
+        pairs.append(("config", printable(report["config_source"])))
+        for key in ("model_type", "class_name"):
+            if h.get(key):
+                pairs.append((key.replace("_", " "), printable(str(h[key]))))
+        if h.get("architectures"):
+            pairs.append(("architectures", printable(", ".join(map(str, h["architectures"])))))
+        if h.get("vocab_size") is not None:
+            pairs.append(("vocab size", h["vocab_size"]))
+        if h.get("hidden_size") is not None:
+            pairs.append(("hidden size", h["hidden_size"]))
+        label = tie_label(h)
+        if label:
+            pairs.append(("tie_word_embeddings" if "tie_word_embeddings" in h else "tie_weights", label))
+    else:
+        pairs.append(("config", "none"))
+    for k, v in sorted(report["metadata"].items()):
+        if isinstance(v, (str, int, float)) and len(str(v)) < 120:
+            pairs.append((f"meta {printable(k)}", printable(str(v))))
+    parts = [key_values(pairs)]
+    has_roles = any(t["role"] != "weight" for t in report["tensors"])
+    headers = ["name", "shape", "dtype", "size"] + (["role"] if has_roles else [])
+    rows = []
+    for t in report["tensors"]:
+        row = [printable(t["name"]) + (f" -> {printable(t['alias_of'])}" if t.get("alias_of") else ""),
+               shape_str(t["shape"]), t["dtype"], human_bytes(t["nbytes"])]
+        if has_roles:
+            row.append(t["role"])
+        rows.append(row)
+    if "shown_count" in s:
+        parts.append(f"{s['shown_count']} of {s['tensor_count']} tensors match the filter")
+    parts.append(table(rows, headers) if rows else "(no tensors)")
+    if report.get("ties"):
+        parts.append(render_tie_groups(report["ties"]))
+    if report.get("config_code"):
+        lines = ["Code in the config (reported, never run):"]
+        lines += [f"  {printable(c['path'])}: {printable(c['what'])}" for c in report["config_code"]]
+        parts.append("\n".join(lines))
+    if report.get("warnings"):
+        parts.append("\n".join("warning: " + printable(w) for w in report["warnings"]))
+    return "\n\n".join(parts)
+
+
+def render_tie_groups(groups: list[dict]) -> str:
+    rows = []
+    for g in groups:
+        members = "\n".join(
+            printable(m["name"]) + (" (T)" if m.get("transposed") else "") + (f" [{m['role']}]" if m.get("role") not in (None, "stored") else "")
+            for m in g["members"]
+        )
+        rows.append([members, g["kind"], g.get("verdict", "-")])
+    return "Tie groups:\n" + table(rows, ["members", "stored as", "verdict"])
