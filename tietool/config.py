@@ -181,7 +181,22 @@ def highlights(config: Any) -> dict:
         ties = [e["tie_weights"] for e in embeds if e.get("tie_weights") is not None]
         if ties:
             out["tie_weights"] = ties[0] if len(set(ties)) == 1 else ties
+    # keras-hub backbones serialize their constructor arguments, not their
+    # layers: the sizes are plain keys somewhere in the tree.
+    if out.get("vocab_size") is None:
+        out["vocab_size"] = _find_int_anywhere(config, VOCAB_KEYS)
+    if out.get("hidden_size") is None:
+        out["hidden_size"] = _find_int_anywhere(config, HIDDEN_KEYS)
     return out
+
+
+def _find_int_anywhere(config: Any, keys: tuple[str, ...]) -> int | None:
+    for _, node in walk(config):
+        if isinstance(node, dict):
+            found = _first_int(node, keys)
+            if found is not None:
+                return found
+    return None
 
 
 def hf_tie_declaration(config: dict) -> dict:
