@@ -125,6 +125,36 @@ def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
     output(inspect_checkpoint(path, filter_glob=filter_glob), as_json, render_inspect)
 
 
+@cli.command("verify-tie", epilog=EXIT_CODES)
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--embedding", metavar="NAME", help="The embedding tensor [vocab, hidden] (default: detected).")
+@click.option("--decoder", metavar="NAME", help="The decoder / LM head tensor, [vocab, hidden] or [hidden, vocab] (default: detected).")
+@click.option("--atol", type=float, default=None, help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@json_option
+def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: float | None, rtol: float | None,
+                   as_json: bool) -> None:
+    """Find the embedding and decoder (LM head) weights of PATH and prove
+    whether they are tied: implicitly (one matrix, tie declared by the
+    config), by shared storage (hard link, safetensors alias), or as stored
+    copies (duplicate or transposed) compared value by value in one streaming
+    pass. Reports where copies differ and when the config contradicts the
+    weights.
+
+    Exact by default: bitwise, so bfloat16 and NaN payloads compare as
+    stored and -0.0 differs from 0.0. With --atol/--rtol, numpy.isclose
+    semantics (|a-b| <= atol + rtol*|b|; an option not given counts as 0),
+    and any NaN matches any NaN.
+    """
+    from .render import render_verify_tie
+    from .ties import verify_tie
+
+    report = verify_tie(path, embedding=embedding, decoder=decoder, atol=atol, rtol=rtol)
+    output(report, as_json, render_verify_tie)
+    if not report["tied"]:
+        click.get_current_context().exit(EXIT_NOT_TIED)
+
+
 def main() -> None:
     cli(prog_name="tietool")
 

@@ -106,12 +106,68 @@ def render_inspect(report: dict) -> str:
     return "\n\n".join(parts)
 
 
+def _member_label(m: dict) -> str:
+    text = printable(m["name"])
+    if m.get("transposed"):
+        text += " (T)"
+    text += f" [{m.get('role', '?')}]"
+    if m.get("same_storage_as"):
+        how = "alias of" if not m.get("stored", True) else "same storage as"
+        text += f" = {how} {printable(m['same_storage_as'])}"
+    return text
+
+
+def _evidence(g: dict) -> str:
+    lines = []
+    for c in g.get("comparisons", []):
+        if c["equal"] and c["identical"]:
+            lines.append(f"{printable(c['member'])}: identical")
+        elif c["equal"]:
+            lines.append(f"{printable(c['member'])}: equal within tolerance ({c.get('bits_differ', 0)} element(s) differ in bits, "
+                         f"max abs diff {c.get('max_abs_diff', 0.0):.6g})")
+        else:
+            what = "near copy" if c.get("near_copy") else "differs"
+            first = ", ".join(str(r) for r in c.get("first_rows", []))
+            lines.append(f"{printable(c['member'])}: {what}: max abs diff {c.get('max_abs_diff', 0.0):.6g}, "
+                         f"{c.get('rows_differ', 0)} row(s) differ" + (f" (first: {first})" if first else "")
+                         + (f", {c['nan_mismatch']} NaN on one side only" if c.get("nan_mismatch") else ""))
+    if not lines and g.get("tie_source"):
+        lines.append(printable(g["tie_source"]))
+    return "\n".join(lines) or "-"
+
+
 def render_tie_groups(groups: list[dict]) -> str:
+    """The tie groups of ``tietool.ties.TieGroup.as_dict()``."""
     rows = []
     for g in groups:
-        members = "\n".join(
-            printable(m["name"]) + (" (T)" if m.get("transposed") else "") + (f" [{m['role']}]" if m.get("role") not in (None, "stored") else "")
-            for m in g["members"]
-        )
-        rows.append([members, g["kind"], g.get("verdict", "-")])
-    return "Tie groups:\n" + table(rows, ["members", "stored as", "verdict"])
+        members = "\n".join(_member_label(m) for m in g["members"])
+        rows.append([members, g["kind"], g.get("verdict", "-"), _evidence(g)])
+    return "Tie groups:\n" + table(rows, ["members", "stored as", "verdict", "evidence"])
+
+
+def render_verify_tie(report: dict) -> str:
+    cfg = report.get("config") or {}
+    if cfg.get("value") is None:
+        declared = "nothing declared" + (f" ({printable(cfg['file'])})" if cfg.get("file") else " (no config)")
+    else:
+        declared = f"{cfg.get('key')}={str(cfg['value']).lower()} ({cfg.get('source')})"
+    pairs: list[tuple[str, object]] = [
+        ("path", printable(report["path"])),
+        ("format", report["format"]),
+        ("config", declared),
+        ("comparison", "exact (bitwise)" if report.get("exact") else f"atol={report.get('atol')}, rtol={report.get('rtol')}"),
+    ]
+    parts = [key_values(pairs)]
+    if report["groups"]:
+        parts.append(render_tie_groups(report["groups"]))
+    lines = []
+    for g in report["groups"]:
+        lines.append(f"{g['verdict']}: {printable(g.get('reason', ''))}")
+        cons = g.get("consistency")
+        if cons and not cons.get("consistent"):
+            lines.append(f"config/weights mismatch ({cons.get('wrong_side')} is wrong): {printable(cons['message'])}")
+    if not report["groups"]:
+        lines.append(printable(report.get("message", "no tie groups found")))
+    lines.append("TIED" if report["tied"] else "NOT TIED")
+    parts.append("\n".join(lines))
+    return "\n\n".join(parts)
