@@ -1,0 +1,369 @@
+"""tietool convert: lossless round trips on every fixture, ties, safe writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from tietool import OutputExistsError, UsageError, open_checkpoint
+from tietool.convert import convert, parse_size
+
+from conftest import FIXTURES, run_cli
+
+H5_FOLDERS = sorted(p.name for p in (FIXTURES / "tf").iterdir() if (p / "tf_model.h5").exists() or (p / "tf_model.h5.index.json").exists())
+H5_FILES = [
+    "keras2/full_model.h5",
+    "keras2/seed_shared/seed_shared_weights.h5",
+    "keras3/tied_revemb.weights.h5",
+    "keras3/untied_revemb.weights.h5",
+    "keras3/bf16_revemb.weights.h5",
+    "keras3/legacy_full.h5",
+]
+ST_SOURCES = ["pt/gpt2", "pt/gpt2_sharded", "pt/llama_bf16", "pt/llama_tied", "pt/llama_untied", "tf/gpt2_tf_safetensors"]
+
+
+# -- helpers ------------------------------------------------------------------------
+
+def h5_items(path) -> dict:
+    """Every object of an HDF5 file: path -> (kind, attrs, dtype, shape, bytes)."""
+    out = {}
+
+    def attrs(obj):
+        d = {}
+        for k in obj.attrs:
+            aid = obj.attrs.get_id(k)
+            t = aid.get_type()
+            kind = (t.get_class(), t.is_variable_str() if isinstance(t, h5py.h5t.TypeStringID) else None,
+                    t.get_cset() if isinstance(t, h5py.h5t.TypeStringID) else None)
+            v = obj.attrs[k]
+            v = v.tolist() if isinstance(v, np.ndarray) else v
+            d[k] = (kind, aid.get_space().get_simple_extent_type(), aid.shape, v)
+        return d
+
+    with h5py.File(path, "r") as f:
+        out[""] = ("group", attrs(f))
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                data = np.asarray(obj[()])
+                out[name] = ("dataset", attrs(obj), obj.dtype.str, obj.shape, data.tobytes())
+            else:
+                out[name] = ("group", attrs(obj))
+
+        f.visititems(visit)
+    return out
+
+
+def assert_same_h5(a, b, ignore_root_attrs=()):
+    ia, ib = h5_items(a), h5_items(b)
+    assert list(ia) == list(ib) or sorted(ia) == sorted(ib)
+    for k in ia:
+        if k == "" and ignore_root_attrs:
+            ra = {x: y for x, y in ia[k][1].items() if x not in ignore_root_attrs}
+            rb = {x: y for x, y in ib[k][1].items() if x not in ignore_root_attrs}
+            assert ra == rb
+            continue
+        assert ia[k] == ib[k], k
+
+
+def st_items(path) -> tuple[dict, dict]:
+    ck = open_checkpoint(path)
+    with ck:
+        tensors = {t.name: (t.dtype, t.shape, bytes(ck.store.read_bytes(t, 0, t.nbytes))) for t in ck}
+        return tensors, dict(ck.metadata)
+
+
+def weights_file(folder: Path) -> Path:
+    from tietool.formats import find_weights
+
+    return Path(find_weights(str(folder))[0])
+
+
+def check_safe_open(folder_or_file: Path):
+    paths = [folder_or_file] if folder_or_file.is_file() else list(folder_or_file.glob("*.safetensors"))
+    assert paths
+    for p in paths:
+        with safe_open(str(p), "np") as f:
+            for k in f.keys():
+                f.get_tensor(k) if "BF16" not in str(f.get_slice(k).get_dtype()) else None
+
+
+def no_temp_left(folder: Path):
+    assert not [p for p in folder.iterdir() if ".tietool-tmp-" in p.name]
+
+
+# -- H5 -> safetensors -> H5 ----------------------------------------------------------
+
+@pytest.mark.parametrize("name", H5_FOLDERS)
+def test_hf_tf_folder_round_trip(tmp_path, name):
+    src = FIXTURES / "tf" / name
+    st = tmp_path / "st"
+    back = tmp_path / "back"
+    r1 = convert(src, "safetensors", out=st)
+    check_safe_open(st)
+    r2 = convert(st, "h5", out=back)
+    assert r1["verified"] and r2["verified"]
+    # every non-weight file kept unchanged
+    for f in src.iterdir():
+        if f.suffix in (".json", ".npy") and not f.name.endswith("index.json"):
+            assert (st / f.name).read_bytes() == f.read_bytes()
+            assert (back / f.name).read_bytes() == f.read_bytes()
+    src_h5 = sorted(p.name for p in src.glob("*.h5"))
+    assert sorted(p.name for p in back.glob("*.h5")) == src_h5
+    for n in src_h5:
+        assert_same_h5(src / n, back / n)
+    if (src / "tf_model.h5.index.json").exists():
+        assert (back / "tf_model.h5.index.json").read_bytes() == (src / "tf_model.h5.index.json").read_bytes()
+    meta = st_items(weights_file(st))[1]
+    assert meta["format"] == "tf"
+    assert json.loads(meta["tietool.config"]) == json.loads((src / "config.json").read_text())
+    no_temp_left(tmp_path)
+
+
+@pytest.mark.parametrize("rel", H5_FILES)
+def test_h5_file_round_trip(tmp_path, rel):
+    src = FIXTURES / rel
+    st = tmp_path / "x.safetensors"
+    back = tmp_path / src.name
+    convert(src, "safetensors", out=st)
+    check_safe_open(st)
+    convert(st, "h5", out=back)
+    assert_same_h5(src, back)
+    with open_checkpoint(back) as a, open_checkpoint(src) as b:
+        assert a.format == b.format
+        assert a.config == b.config
+        assert a.layout.get("weight_names") == b.layout.get("weight_names")
+
+
+def test_full_model_config_kept(tmp_path):
+    src = FIXTURES / "keras2/full_model.h5"
+    st = tmp_path / "m.safetensors"
+    convert(src, "safetensors", out=st)
+    meta = st_items(st)[1]
+    with open_checkpoint(src) as ck:
+        assert json.loads(meta["tietool.config"]) == ck.config
+
+
+def test_bf16_keras3(tmp_path):
+    src = FIXTURES / "keras3/bf16_revemb.weights.h5"
+    st = tmp_path / "bf.safetensors"
+    convert(src, "safetensors", out=st)
+    with safe_open(str(st), "np") as f:
+        dts = {str(f.get_slice(k).get_dtype()) for k in f.keys()}
+    assert "BF16" in dts
+
+
+def test_keras3_sharded_folder_round_trip(tmp_path):
+    src = FIXTURES / "keras3/sharded"
+    convert(src, "safetensors", out=tmp_path / "st")
+    convert(tmp_path / "st", "h5", out=tmp_path / "back")
+    for p in src.glob("*.weights.h5"):
+        assert_same_h5(p, tmp_path / "back" / p.name)
+    assert (tmp_path / "back/untied_revemb.weights.json").read_bytes() == (src / "untied_revemb.weights.json").read_bytes()
+
+
+def test_keras_archive(tmp_path):
+    src = FIXTURES / "keras3/tied_revemb.keras"
+    st = tmp_path / "t.safetensors"
+    convert(src, "safetensors", out=st)
+    meta = st_items(st)[1]
+    with zipfile.ZipFile(src) as z:
+        cfg = json.loads(z.read("config.json"))
+        (tmp_path / "member.weights.h5").write_bytes(z.read("model.weights.h5"))
+    assert json.loads(meta["tietool.config"]) == cfg
+    r = convert(st, "h5", out=tmp_path / "t.weights.h5")
+    assert_same_h5(tmp_path / "member.weights.h5", tmp_path / "t.weights.h5", ignore_root_attrs=("tietool.config",))
+    assert r["files"] == [str(tmp_path / "t.weights.h5")]
+    with h5py.File(tmp_path / "t.weights.h5", "r") as f:
+        assert json.loads(f.attrs["tietool.config"]) == cfg
+
+
+# -- safetensors -> H5 -> safetensors ---------------------------------------------------
+
+@pytest.mark.parametrize("rel", ST_SOURCES)
+def test_safetensors_round_trip(tmp_path, rel):
+    src = FIXTURES / rel
+    h5 = tmp_path / "h5"
+    back = tmp_path / "back"
+    convert(src, "h5", out=h5)
+    with open_checkpoint(h5) as ck:
+        assert ck.format == "hf-tf-h5-shard"
+    convert(h5, "safetensors", out=back)
+    check_safe_open(back)
+    a_t, a_m = st_items(src)
+    b_t, b_m = st_items(back)
+    assert a_t == b_t
+    assert a_m == b_m
+    assert (back / "config.json").read_bytes() == (src / "config.json").read_bytes()
+
+
+def test_safetensors_file_round_trip_bf16(tmp_path):
+    src = FIXTURES / "pt/llama_bf16/model.safetensors"
+    convert(src, "h5", out=tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        ds = f["model.embed_tokens.weight"]
+        assert ds.dtype.kind == "V" and ds.attrs["dtype"] == "bfloat16"
+    convert(tmp_path / "m.h5", "safetensors", out=tmp_path / "m.safetensors")
+    assert st_items(src) == st_items(tmp_path / "m.safetensors")
+
+
+# -- ties ---------------------------------------------------------------------------------
+
+def test_t5_three_copies_become_one(tmp_path):
+    out = tmp_path / "t5.safetensors"
+    r = convert(FIXTURES / "tf/t5/tf_model.h5", "safetensors", out=out)
+    kept = "shared/shared/shared/embeddings:0"
+    assert r["aliases"] == {"encoder/shared/shared/embeddings:0": kept, "decoder/shared/shared/embeddings:0": kept}
+    with safe_open(str(out), "np") as f:
+        keys = set(f.keys())
+        meta = f.metadata()
+    assert kept in keys and not keys & set(r["aliases"])
+    assert all(meta[k] == kept for k in r["aliases"])
+    with open_checkpoint(out) as ck:
+        assert sum(1 for t in ck if t.shape == (64, 16) and "shared" in t.name) == 1
+    res = run_cli("verify-tie", out)
+    if "No such command" not in res.stderr:
+        assert res.returncode == 0, res.stderr
+
+
+def test_bert_copies_deduped_and_keep(tmp_path):
+    r = convert(FIXTURES / "tf/bert_mlm/tf_model.h5", "safetensors", out=tmp_path / "a.safetensors")
+    assert "mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0" in r["aliases"]
+    r2 = convert(FIXTURES / "tf/bert_mlm/tf_model.h5", "safetensors", out=tmp_path / "b.safetensors", ties="keep")
+    assert r2["aliases"] == {}
+    assert r2["tensors"] == r["tensors"] + len(r["aliases"])
+
+
+def test_different_copies_never_merged(tmp_path):
+    # a Keras 2 file where one layer's copy differs by one bit
+    src = tmp_path / "w.h5"
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = a.copy()
+    b.view(np.uint32)[2, 3] ^= 1
+    with h5py.File(src, "w") as f:
+        f.attrs["layer_names"] = [b"x", b"y"]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.21.0"
+        for layer, data in (("x", a), ("y", b)):
+            g = f.create_group(layer)
+            g.attrs["weight_names"] = [b"m/emb/weight:0"]
+            g.create_dataset("m/emb/weight:0", data=data)
+    r = convert(src, "safetensors", out=tmp_path / "w.safetensors")
+    assert r["aliases"] == {}
+    convert(tmp_path / "w.safetensors", "h5", out=tmp_path / "w2.h5")
+    assert_same_h5(src, tmp_path / "w2.h5")
+
+
+# -- safety ---------------------------------------------------------------------------------
+
+def test_existing_output_refused(tmp_path):
+    out = tmp_path / "o.safetensors"
+    out.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError):
+        convert(FIXTURES / "tf/gpt2/tf_model.h5", "safetensors", out=out)
+    assert out.read_bytes() == b"keep me"
+    res = run_cli("convert", FIXTURES / "tf/gpt2/tf_model.h5", "--to", "safetensors", "-o", out)
+    assert res.returncode == 2 and res.stderr.startswith("Error: ")
+    assert out.read_bytes() == b"keep me"
+    no_temp_left(tmp_path)
+    r = convert(FIXTURES / "tf/gpt2/tf_model.h5", "safetensors", out=out, force=True)
+    assert r["verified"] and out.read_bytes() != b"keep me"
+
+
+def test_existing_folder_output(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "x").write_text("x")
+    with pytest.raises(OutputExistsError):
+        convert(FIXTURES / "tf/gpt2", "safetensors", out=out)
+    assert [p.name for p in out.iterdir()] == ["x"]
+    convert(FIXTURES / "tf/gpt2", "safetensors", out=out, force=True)
+    assert (out / "model.safetensors").exists() and not (out / "x").exists()
+    no_temp_left(tmp_path)
+
+
+def test_unwritable_target(tmp_path):
+    blocker = tmp_path / "some_file"
+    blocker.write_text("")
+    res = run_cli("convert", FIXTURES / "tf/gpt2/tf_model.h5", "--to", "safetensors", "-o", blocker / "out.safetensors")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("Error: ")
+    assert blocker.read_text() == ""
+
+
+@pytest.mark.parametrize("to,src", [("safetensors", "tf/t5"), ("h5", "pt/gpt2")])
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch, to, src):
+    import tietool.writers as w
+
+    calls = {"n": 0}
+    real = w.copy_tensor
+
+    def boom(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(w, "copy_tensor", boom)
+    import tietool.writers.h5_writer as hw
+    import tietool.writers.safetensors_writer as sw
+
+    monkeypatch.setattr(hw, "copy_tensor", boom)
+    monkeypatch.setattr(sw, "copy_tensor", boom)
+    for out in (tmp_path / "folder_out", tmp_path / "file.out"):
+        calls["n"] = 0
+        source = FIXTURES / src if out.name == "folder_out" else weights_file(FIXTURES / src)
+        with pytest.raises(KeyboardInterrupt):
+            convert(source, to, out=out)
+        assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_input_untouched_and_defaults(tmp_path):
+    import shutil
+
+    src = tmp_path / "gpt2"
+    shutil.copytree(FIXTURES / "tf/gpt2", src)
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    r = convert(src, "safetensors")
+    assert r["output"] == str(tmp_path / "gpt2-safetensors")
+    r = convert(src / "tf_model.h5", "safetensors")
+    assert r["output"] == str(src / "model.safetensors")
+    after = {p.name: p.read_bytes() for p in src.iterdir() if p.name != "model.safetensors"}
+    assert after == before
+
+
+def test_sharded_safetensors_output(tmp_path):
+    r = convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "s", shard_size="10KB")
+    idx = json.loads((tmp_path / "s/model.safetensors.index.json").read_text())
+    assert len(set(idx["weight_map"].values())) >= 2
+    check_safe_open(tmp_path / "s")
+    convert(tmp_path / "s", "h5", out=tmp_path / "b")
+    assert_same_h5(FIXTURES / "tf/gpt2/tf_model.h5", tmp_path / "b/tf_model.h5")
+    assert r["verified"]
+
+
+def test_usage_errors(tmp_path):
+    with pytest.raises(UsageError):
+        convert(FIXTURES / "pt/gpt2", "safetensors", out=tmp_path / "x")
+    with pytest.raises(UsageError):
+        convert(FIXTURES / "tf/gpt2", "onnx", out=tmp_path / "x")
+    assert parse_size("10KB") == 10_000 and parse_size("2GiB") == 2 * 2**30
+
+
+def test_cli_json_summary(tmp_path):
+    res = run_cli("convert", FIXTURES / "tf/t5", "--to", "safetensors", "-o", tmp_path / "o", "--json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["aliases_recorded"] == 2 and data["tensors"] == 26 and data["files"]
+    assert res.stderr == ""  # not a terminal: no progress
+    res = run_cli("convert", tmp_path / "o", "--to", "h5", "-o", tmp_path / "b", "--quiet", "--no-verify")
+    assert res.returncode == 0, res.stderr
+    assert_same_h5(FIXTURES / "tf/t5/tf_model.h5", tmp_path / "b/tf_model.h5")

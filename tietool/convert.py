@@ -1,0 +1,533 @@
+"""Convert between Keras HDF5 and safetensors, losslessly: ``tietool convert``.
+
+What goes where
+---------------
+A file in gives a file out; a folder in gives a folder out (every non-weight
+file - config.json, generation_config.json, tokenizer files... - copied
+unchanged). Without ``out``: beside the source, the weights file renamed
+with the new extension (``tf_model.h5`` <-> ``model.safetensors``,
+``x.weights.h5`` -> ``x.safetensors``, ``full_model.h5`` -> ``full_model.safetensors``);
+a folder ``DIR`` gives ``DIR-safetensors`` / ``DIR-h5``. When the output is
+several files (``shard_size``, or an H5 checkpoint that was sharded) it is a
+folder.
+
+HDF5 -> safetensors
+-------------------
+One safetensors tensor per stored HDF5 dataset, named by its full dataset
+path (``transformer/tfgpt2lm_head_model/transformer/wte/embeddings:0``,
+``layers/reversible_embedding/vars/0``), bytes and dtype unchanged (Keras'
+2-byte opaque bfloat16 becomes ``BF16``). ``__metadata__`` (str -> str):
+
+* ``format``: ``"tf"`` for Keras 2 / transformers TF sources, ``"keras"`` for
+  Keras 3 ones. (Tensor names are HDF5 paths, not transformers' TF
+  safetensors names: load the file after converting it back to HDF5.)
+* ``tietool.layout``: JSON ``{"tietool": 1, "source_format": <reader format>,
+  "files": [{"name": <HDF5 file name>, "tree": <tree>}, ...],
+  "index": {"name": ..., "text": ...} | null}``. One ``files`` entry per HDF5
+  file (several for a sharded checkpoint, whose index file is kept verbatim
+  in ``index``). A tree lists every group with its attributes and every
+  dataset with its attributes, each attribute with its HDF5 type; see
+  :mod:`tietool.writers.h5_writer`. So ``layer_names``, ``weight_names`` (and
+  order), ``backend``, ``keras_version``, ``model_config``,
+  ``training_config``, Keras 3 ``vars`` ``name`` and the bfloat16 ``dtype``
+  markers all come back.
+* ``tietool.config``: the checkpoint's config as a JSON string (config.json
+  of an HF folder/file, ``model_config`` of a full-model H5, ``config.json``
+  of a ``.keras`` archive), when there is one.
+* ``<removed name>: <kept name>`` for each deduplicated copy (safetensors'
+  ``save_model`` convention), see Ties.
+
+safetensors -> HDF5
+-------------------
+* A file with ``tietool.layout`` gets its HDF5 file(s) back exactly as
+  described: same groups, dataset paths, attributes, dtypes and bytes; each
+  removed copy is written again from the tensor it names. A ``.keras``
+  source comes back as ``<stem>.weights.h5`` plus a root attribute
+  ``tietool.config`` (the archive's config.json).
+* Any other safetensors file gives transformers' TF shard layout: root
+  attribute ``layer_names`` = every tensor name in file order, one dataset per
+  tensor at its name (``/`` in a name makes groups), bfloat16 as Keras does
+  (2-byte opaque + ``dtype="bfloat16"`` attribute), plus a root attribute
+  ``tietool.safetensors`` = JSON ``{"metadata": <__metadata__>, "file": <name>}``.
+  Converting that back gives the same names, dtypes, shapes, bytes and
+  ``__metadata__`` (no dedupe happens on that way back). Aliases recorded in
+  ``__metadata__`` are kept there, not written as datasets.
+
+Ties
+----
+``ties="dedupe"`` (default, safetensors output): candidate copies are the
+tie groups of :func:`tietool.ties.find_ties` of kind ``duplicate-copies`` /
+``shared-storage`` (when that module is present), HDF5 hard links, and the
+same Keras 2 variable stored under two layer groups (the same weight name
+after the group: BERT's ``bert/...`` and ``mlm___cls/...``, T5's
+``shared``/``encoder``/``decoder``). Each candidate is compared with the first
+of its group bit by bit, streamed; only bit-identical copies are merged
+(written once, the others recorded as aliases). ``ties="keep"`` writes every
+stored tensor. HDF5 output always stores every copy the layout lists.
+
+Safety
+------
+The source is only read. An existing output is replaced only with
+``force``. Everything is written to a temporary file/folder beside the target
+and renamed into place when complete and verified (every tensor of the
+re-opened output compared byte for byte with its source, unless
+``verify=False``); on any error or interrupt the temporary is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Callable
+
+from .errors import CorruptCheckpointError, TietoolError, UsageError
+from .formats import open_checkpoint
+from .model import Checkpoint, TensorInfo
+from .writers import SourceFiles, atomic_output, raw_chunks
+
+TARGETS = ("safetensors", "h5")
+TIES = ("dedupe", "keep")
+H5_FORMATS = {"keras2-h5", "keras2-full-h5", "hf-tf-h5-sharded", "hf-tf-h5-shard", "keras3-weights-h5",
+              "keras3-weights-sharded", "keras3-archive"}
+ST_FORMATS = {"safetensors", "safetensors-sharded"}
+KERAS2_FORMATS = {"keras2-h5", "keras2-full-h5"}
+LAYOUT_KEY = "tietool.layout"
+CONFIG_KEY = "tietool.config"
+ST_ORIGIN_ATTR = "tietool.safetensors"
+SUFFIXES = (".safetensors.index.json", ".h5.index.json", ".weights.json", ".weights.h5", ".safetensors",
+            ".hdf5", ".h5", ".keras", ".json")
+
+ProgressFn = Callable[[str, int, int], None]  # (phase, bytes done, bytes total)
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """``"500MB"`` -> 500_000_000, ``"2GiB"`` -> 2*2**30, plain ints as bytes."""
+    if text is None or isinstance(text, int):
+        return text
+    s = text.strip().upper().replace(" ", "")
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "K": 10**3,
+             "M": 10**6, "G": 10**9, "B": 1}
+    for u, mult in units.items():
+        if s.endswith(u):
+            num = s[: -len(u)]
+            break
+    else:
+        num, mult = s, 1
+    try:
+        value = int(float(num) * mult)
+    except ValueError:
+        raise UsageError(f"bad size {text!r} (use e.g. 500MB, 5GB, 2GiB)") from None
+    if value <= 0:
+        raise UsageError(f"bad size {text!r}: must be positive")
+    return value
+
+
+def _stem(name: str) -> str:
+    for suf in SUFFIXES:
+        if name.endswith(suf) and len(name) > len(suf):
+            return name[: -len(suf)]
+    return os.path.splitext(name)[0] or name
+
+
+def _weights_path(ckpt: Checkpoint) -> str:
+    """The file the reader started from (index, archive or weights file)."""
+    return ckpt.path if os.path.isfile(ckpt.path) else ckpt.files[0]
+
+
+# -- dedupe ---------------------------------------------------------------------------
+
+def _keras2_suffix(ckpt: Checkpoint, t: TensorInfo) -> str | None:
+    if ckpt.format not in KERAS2_FORMATS or not t.layer:
+        return None
+    for prefix in ("", "model_weights/"):
+        p = f"{prefix}{t.layer}/"
+        if t.name.startswith(p):
+            return t.name[len(p):]
+    return None
+
+
+def _ties_groups(ckpt: Checkpoint) -> list[list[str]]:
+    try:
+        from .ties import find_ties  # written alongside; optional until it lands
+    except ImportError:
+        return []
+    try:
+        groups = find_ties(ckpt)
+    except TietoolError:
+        return []
+    out = []
+    for g in groups or []:
+        get = (lambda k: g.get(k)) if isinstance(g, dict) else (lambda k: getattr(g, k, None))
+        if get("kind") not in ("duplicate-copies", "shared-storage"):
+            continue
+        members = None
+        for key in ("members", "names", "tensors", "copies"):
+            members = get(key)
+            if members:
+                break
+        names = []
+        for m in members or []:
+            name = m if isinstance(m, str) else (m.get("name") if isinstance(m, dict) else getattr(m, "name", None))
+            if name in ckpt.tensors:
+                names.append(name)
+        if len(names) > 1:
+            out.append(names)
+    return out
+
+
+def _same_bytes(ckpt_a: Checkpoint, a: TensorInfo, ckpt_b: Checkpoint, b: TensorInfo, files: SourceFiles,
+                tick: Callable[[int], None] | None = None) -> bool:
+    import numpy as np
+
+    if a.nbytes != b.nbytes:
+        return False
+    ia, ib = raw_chunks(ckpt_a, a, files), raw_chunks(ckpt_b, b, files)
+    ba = bb = memoryview(b"")
+    while True:
+        if ba is not None and not len(ba):
+            ba = next(ia, None)
+        if bb is not None and not len(bb):
+            bb = next(ib, None)
+        if ba is None or bb is None:
+            return ba is None and bb is None
+        n = min(len(ba), len(bb))
+        if not np.array_equal(np.frombuffer(ba[:n], np.uint8), np.frombuffer(bb[:n], np.uint8)):
+            return False
+        if tick:
+            tick(n)
+        ba, bb = ba[n:], bb[n:]
+
+
+def find_copies(ckpt: Checkpoint, files: SourceFiles) -> dict[str, str]:
+    """``{removed: kept}`` for every stored tensor that is a verified
+    bit-identical copy of an earlier one."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    def union(names: list[str]) -> None:
+        for n in names:
+            parent.setdefault(n, n)
+        base = root(names[0])
+        for n in names[1:]:
+            r = root(n)
+            if r != base:
+                parent[r] = base
+
+    buckets: dict = {}
+    for t in ckpt:
+        if t.storage_key is not None:
+            buckets.setdefault(("storage", t.storage_key), []).append(t.name)
+        suffix = _keras2_suffix(ckpt, t)
+        if suffix is not None:
+            buckets.setdefault(("suffix", suffix), []).append(t.name)
+    groups = [g for g in buckets.values() if len(g) > 1] + _ties_groups(ckpt)
+    for g in groups:
+        union(g)
+    members: dict[str, list[str]] = {}
+    order = {n: i for i, n in enumerate(ckpt.tensors)}
+    for n in parent:
+        members.setdefault(root(n), []).append(n)
+    removed: dict[str, str] = {}
+    for names in members.values():
+        names = sorted(set(names), key=order.__getitem__)
+        pending = names
+        while len(pending) > 1:
+            kept, rest = pending[0], pending[1:]
+            k = ckpt.tensors[kept]
+            left = []
+            for n in rest:
+                t = ckpt.tensors[n]
+                same = t.shape == k.shape and t.dtype == k.dtype and (
+                    (t.storage_key is not None and t.storage_key == k.storage_key)
+                    or _same_bytes(ckpt, k, ckpt, t, files))
+                if same:
+                    removed[n] = kept
+                else:
+                    left.append(n)
+            pending = left
+    return removed
+
+
+# -- plans ----------------------------------------------------------------------------
+
+class Plan:
+    """What to write: ``outputs`` = list of (file name in the output folder or
+    '' for the single output file, kind, payload)."""
+
+    def __init__(self) -> None:
+        self.outputs: list[tuple[str, str, dict]] = []
+        self.aliases: dict[str, str] = {}
+        self.multi = False
+
+
+def _h5_layout(ckpt: Checkpoint) -> dict:
+    store = ckpt.store
+    h5files = getattr(store, "files", None)
+    if not h5files:
+        raise CorruptCheckpointError("no HDF5 file to describe", ckpt.path)
+    from .writers.h5_writer import describe_h5
+
+    files = []
+    for h5 in h5files:
+        if ckpt.format == "keras3-archive":
+            name = _stem(os.path.basename(ckpt.files[0])) + ".weights.h5"
+        else:
+            name = os.path.basename(h5.label)
+        files.append({"name": name, "tree": describe_h5(h5)})
+    index = None
+    if ckpt.format in ("hf-tf-h5-sharded", "keras3-weights-sharded"):
+        index_path = ckpt.files[0]
+        with open(index_path, encoding="utf-8") as fh:
+            index = {"name": os.path.basename(index_path), "text": fh.read()}
+    return {"tietool": 1, "source_format": ckpt.format, "files": files, "index": index}
+
+
+def _config_text(ckpt: Checkpoint) -> str | None:
+    if ckpt.config is not None:
+        return json.dumps(ckpt.config, ensure_ascii=False)
+    value = ckpt.metadata.get(CONFIG_KEY)
+    return value if isinstance(value, str) else None
+
+
+def _plan_to_safetensors(ckpt: Checkpoint, ties: str, shard_size: int | None, files: SourceFiles,
+                         src_name: str) -> Plan:
+    plan = Plan()
+    origin = ckpt.metadata.get(ST_ORIGIN_ATTR)
+    if isinstance(origin, str):
+        # an HDF5 file tietool wrote from safetensors: give the original back
+        try:
+            rec = json.loads(origin)
+            metadata = {str(k): str(v) for k, v in rec.get("metadata", {}).items()}
+            name = rec.get("file") or "model.safetensors"
+        except (ValueError, AttributeError):
+            raise CorruptCheckpointError(f"root attribute {ST_ORIGIN_ATTR} is not valid JSON", ckpt.path) from None
+        entries = [(t.name, t) for t in ckpt]
+    else:
+        removed = find_copies(ckpt, files) if ties == "dedupe" else {}
+        plan.aliases = removed
+        metadata = {"format": "keras" if ckpt.format.startswith("keras3") else "tf"}
+        metadata[LAYOUT_KEY] = json.dumps(_h5_layout(ckpt), ensure_ascii=False, separators=(",", ":"))
+        cfg = _config_text(ckpt)
+        if cfg is not None:
+            metadata[CONFIG_KEY] = cfg
+        for k, v in removed.items():
+            metadata[k] = v
+        entries = [(t.name, t) for t in ckpt if t.name not in removed]
+        stem = _stem(src_name)
+        name = ("model" if stem == "tf_model" else stem) + ".safetensors"
+    if shard_size is None:
+        plan.outputs.append((name, "safetensors", {"entries": entries, "metadata": metadata}))
+        return plan
+    shards: list[list] = [[]]
+    size = 0
+    for e in entries:
+        if shards[-1] and size + e[1].nbytes > shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(e)
+        size += e[1].nbytes
+    if len(shards) == 1:
+        plan.outputs.append((name, "safetensors", {"entries": entries, "metadata": metadata}))
+        return plan
+    plan.multi = True
+    stem = _stem(name)
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        sname = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
+        plan.outputs.append((sname, "safetensors", {"entries": shard, "metadata": metadata}))
+        for n, _ in shard:
+            weight_map[n] = sname
+    index = {"metadata": {"total_size": sum(e[1].nbytes for e in entries)}, "weight_map": weight_map}
+    plan.outputs.append((f"{stem}.safetensors.index.json", "text", {"text": json.dumps(index, indent=2) + "\n"}))
+    return plan
+
+
+def _plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
+    from .writers.h5_writer import flat_tree
+
+    plan = Plan()
+    md = ckpt.metadata
+    if LAYOUT_KEY in md:
+        try:
+            layout = json.loads(md[LAYOUT_KEY])
+            files = layout["files"]
+            index = layout.get("index")
+        except (ValueError, KeyError, TypeError):
+            raise CorruptCheckpointError(f"__metadata__ {LAYOUT_KEY} is not a tietool layout", ckpt.path) from None
+        for f in files:
+            tree = f["tree"]
+            data = {}
+            for dpath in tree["datasets"]:
+                name = dpath if dpath in ckpt.tensors else md.get(dpath)
+                if name not in ckpt.tensors:
+                    raise CorruptCheckpointError(f"layout lists dataset {dpath!r} but no tensor (or alias) holds it", ckpt.path)
+                data[dpath] = ckpt.tensors[name]
+                if name != dpath:
+                    plan.aliases[dpath] = name
+            if layout.get("source_format") == "keras3-archive":
+                cfg = md.get(CONFIG_KEY)
+                if cfg is not None:
+                    tree["groups"][""][CONFIG_KEY] = {"type": "str", "vlen": True, "cset": "utf8", "size": None,
+                                                      "space": "scalar", "shape": None, "value": cfg}
+            plan.outputs.append((f["name"], "h5", {"tree": tree, "data": data}))
+        if index:
+            plan.outputs.append((index["name"], "text", {"text": index["text"]}))
+        plan.multi = len(plan.outputs) > 1
+        return plan
+    names = list(ckpt.tensors)
+    origin = json.dumps({"metadata": md, "file": src_name if src_name.endswith(".safetensors") else
+                         _stem(src_name) + ".safetensors"}, ensure_ascii=False)
+    tree = flat_tree(names, {ST_ORIGIN_ATTR: {"type": "str", "vlen": True, "cset": "utf8", "size": None,
+                                              "space": "scalar", "shape": None, "value": origin}})
+    stem = _stem(src_name)
+    name = ("tf_model" if stem == "model" and md.get("format") == "tf" else stem) + ".h5"
+    plan.outputs.append((name, "h5", {"tree": tree, "data": {n: ckpt.tensors[n] for n in names}}))
+    return plan
+
+
+# -- main -----------------------------------------------------------------------------
+
+def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force: bool = False,
+            verify: bool = True, progress: ProgressFn | None = None) -> dict:
+    """Convert ``src`` (anything :func:`tietool.formats.open_checkpoint`
+    reads) to ``to`` (``"safetensors"`` or ``"h5"``). Returns a summary."""
+    t0 = time.monotonic()
+    if to not in TARGETS:
+        raise UsageError(f"--to must be one of {', '.join(TARGETS)} (got {to!r})")
+    if ties not in TIES:
+        raise UsageError(f"--ties must be one of {', '.join(TIES)} (got {ties!r})")
+    shard_bytes = parse_size(shard_size)
+    if shard_bytes is not None and to != "safetensors":
+        raise UsageError("--shard-size is only supported for safetensors output")
+    src = os.fspath(src)
+    src_is_dir = os.path.isdir(src)
+    files = SourceFiles()
+    with open_checkpoint(src) as ckpt:
+        try:
+            if to == "safetensors" and ckpt.format in ST_FORMATS:
+                raise UsageError("source is already safetensors", src)
+            if to == "h5" and ckpt.format in H5_FORMATS:
+                raise UsageError("source is already HDF5", src)
+            src_file = _weights_path(ckpt)
+            src_name = os.path.basename(src_file)
+            if to == "safetensors":
+                plan = _plan_to_safetensors(ckpt, ties, shard_bytes, files, src_name)
+            else:
+                plan = _plan_to_h5(ckpt, src_name)
+            as_folder = src_is_dir or plan.multi
+            if out is None:
+                if src_is_dir:
+                    out = os.path.abspath(src).rstrip(os.sep) + f"-{to}"
+                elif plan.multi:
+                    out = os.path.join(os.path.dirname(os.path.abspath(src_file)), f"{_stem(src_name)}-{to}")
+                else:
+                    out = os.path.join(os.path.dirname(os.path.abspath(src_file)), plan.outputs[0][0])
+            out = os.path.abspath(os.fspath(out))
+            if os.path.abspath(out) in {os.path.abspath(f) for f in ckpt.files} or os.path.abspath(out) == os.path.abspath(src):
+                raise UsageError("output would overwrite the source", out)
+            total = sum(info.nbytes for _, kind, p in plan.outputs if kind == "safetensors" for _, info in p["entries"])
+            total += sum(info.nbytes for _, kind, p in plan.outputs if kind == "h5" for info in p["data"].values())
+            state = {"write": 0, "verify": 0}
+
+            def tick(phase):
+                def f(n):
+                    state[phase] += n
+                    if progress:
+                        progress(phase, state[phase], total)
+                return f
+
+            written: list[str] = []
+            copied: list[str] = []
+            with atomic_output(out, folder=as_folder, force=force) as tmp:
+                targets = []
+                for name, kind, payload in plan.outputs:
+                    path = os.path.join(tmp, name) if as_folder else tmp
+                    final = os.path.join(out, name) if as_folder else out
+                    _write_one(kind, path, ckpt, payload, files, tick("write"))
+                    targets.append((path, kind, payload))
+                    written.append(final)
+                if src_is_dir:
+                    skip = {n for n, _, _ in plan.outputs} | set(ckpt.metadata.get("other_weight_files") or [])
+                    extra = list(ckpt.layout.get("folder_files", []))
+                    cfg = ckpt.config_source
+                    if cfg and os.path.isfile(cfg) and os.path.dirname(os.path.abspath(cfg)) == os.path.abspath(src):
+                        extra.insert(0, os.path.basename(cfg))
+                    for n in extra:
+                        if n in skip or n.startswith(".") and ".tietool-tmp-" in n:
+                            continue
+                        shutil.copyfile(os.path.join(src, n), os.path.join(tmp, n))
+                        copied.append(os.path.join(out, n))
+                if verify:
+                    _verify(ckpt, plan, tmp, as_folder, files, tick("verify"))
+        finally:
+            files.close()
+    out_tensors = sum(len(p["entries"]) for _, k, p in plan.outputs if k == "safetensors") + \
+        sum(len(p["data"]) for _, k, p in plan.outputs if k == "h5")
+    return {
+        "source": src,
+        "source_format": ckpt.format,
+        "to": to,
+        "output": out,
+        "files": written,
+        "copied_files": copied,
+        "tensors": out_tensors,
+        "bytes": total,
+        "file_bytes": sum(os.path.getsize(p) for p in written),
+        "aliases": dict(plan.aliases),
+        "aliases_recorded": len(plan.aliases),
+        "verified": bool(verify),
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+
+
+def _write_one(kind: str, path: str, ckpt: Checkpoint, payload: dict, files: SourceFiles, tick) -> None:
+    if kind == "safetensors":
+        from .writers.safetensors_writer import write_safetensors
+
+        write_safetensors(path, ckpt, payload["entries"], payload["metadata"], files, tick)
+    elif kind == "h5":
+        from .writers.h5_writer import write_h5
+
+        write_h5(path, ckpt, payload["tree"], payload["data"], files, tick)
+    else:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(payload["text"])
+
+
+def _verify(src: Checkpoint, plan: Plan, tmp: str, as_folder: bool, files: SourceFiles, tick) -> None:
+    """Re-open every written weights file and compare each tensor with its
+    source, byte for byte."""
+    from .formats import keras_h5, safetensors_format
+
+    for name, kind, payload in plan.outputs:
+        if kind == "text":
+            continue
+        path = os.path.join(tmp, name) if as_folder else tmp
+        label = name
+        if kind == "safetensors":
+            got = safetensors_format.open_file(path)
+            expected = {n: info for n, info in payload["entries"]}
+            if got.metadata != payload["metadata"]:
+                raise CorruptCheckpointError("verification failed: __metadata__ differs from what was written", label)
+        else:
+            got = keras_h5.open_h5(path)
+            expected = payload["data"]
+        with got:
+            if set(got.tensors) != set(expected):
+                missing = sorted(set(expected) - set(got.tensors))[:3]
+                extra = sorted(set(got.tensors) - set(expected))[:3]
+                raise CorruptCheckpointError(
+                    f"verification failed: tensors differ (missing {missing}, unexpected {extra})", label)
+            for n, info in expected.items():
+                g = got.tensors[n]
+                if g.shape != tuple(info.shape) or g.dtype != info.dtype:
+                    raise CorruptCheckpointError(
+                        f"verification failed: {n!r} is {g.dtype}{list(g.shape)}, source {info.dtype}{list(info.shape)}", label)
+                if not _same_bytes(src, info, got, g, files, tick):
+                    raise CorruptCheckpointError(f"verification failed: bytes of {n!r} differ from the source", label)

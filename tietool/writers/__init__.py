@@ -1,0 +1,197 @@
+"""The core every writer shares: safe output paths and streaming tensor bytes.
+
+* :func:`atomic_output` creates a temporary file (or folder) beside the
+  target and renames it into place only when the body finished; on any error,
+  ``KeyboardInterrupt`` included, the temporary is removed and the target path
+  is left as it was.
+* :func:`copy_tensor` puts a tensor's raw little-endian bytes at a position of
+  an open output file: by byte range (``os.copy_file_range``, else
+  ``pread``/``pwrite`` through one fixed buffer) when the source stores it
+  contiguous and raw, else block by block through the reader
+  (``Checkpoint.iter_chunks``). Memory is bounded by :data:`BUFFER_BYTES`,
+  whatever the tensor or file size.
+* :func:`raw_chunks` yields the same bytes, for comparisons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import OutputExistsError, UsageError
+from ..model import Checkpoint, TensorInfo
+
+#: Bytes of tensor data held in memory at once while copying or comparing.
+BUFFER_BYTES = 16 * 1024 * 1024
+#: Bytes per copy_file_range call (the kernel copies; this only paces progress).
+RANGE_STEP = 64 * 1024 * 1024
+TMP_MARK = ".tietool-tmp-"
+
+Progress = Callable[[int], None]  # called with bytes just written
+
+
+def _fail(msg: str, path: str, exc: OSError | None = None) -> UsageError:
+    reason = f" ({exc.strerror or exc})" if exc is not None else ""
+    return UsageError(f"{msg}{reason}", path)
+
+
+@contextlib.contextmanager
+def atomic_output(target: str, *, folder: bool, force: bool) -> Iterator[str]:
+    """Yield a temporary path in ``target``'s folder; rename it to ``target``
+    when the body returns. ``force`` allows replacing an existing target."""
+    target = os.path.abspath(target)
+    if os.path.lexists(target) and not force:
+        raise OutputExistsError("output exists (use --force to overwrite)", target)
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        raise _fail("cannot write output: its folder does not exist or is not a folder", target)
+    prefix = f".{os.path.basename(target)}{TMP_MARK}"
+    try:
+        tmp = tempfile.mkdtemp(prefix=prefix, dir=parent) if folder else tempfile.mkstemp(prefix=prefix, dir=parent)[1]
+    except OSError as exc:
+        raise _fail("cannot write output", target, exc) from None
+    try:
+        yield tmp
+        if os.path.lexists(target) and not force:
+            raise OutputExistsError("output appeared while converting; not overwritten (use --force)", target)
+        if not folder:
+            os.chmod(tmp, 0o644 & ~_umask())
+            os.replace(tmp, target)
+        else:
+            os.chmod(tmp, 0o755 & ~_umask())
+            old = None
+            if os.path.lexists(target):
+                if os.path.isdir(target) and not os.path.islink(target):
+                    old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old{TMP_MARK}", dir=parent)
+                    os.rmdir(old)
+                    os.rename(target, old)
+                else:
+                    os.unlink(target)
+            os.rename(tmp, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    except BaseException as exc:
+        _remove(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, (OutputExistsError,)) and not hasattr(exc, "message"):
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR):
+                raise _fail("cannot write output", target, exc) from None
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _remove(path: str) -> None:
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+# -- bytes ----------------------------------------------------------------------
+
+def _le_bytes(arr: np.ndarray) -> memoryview:
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return memoryview(arr).cast("B")
+
+
+class SourceFiles:
+    """Read-only descriptors of source files, opened once."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    def fd(self, path: str) -> int:
+        if path not in self._fds:
+            self._fds[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        return self._fds[path]
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+
+def raw_chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, max_bytes: int = BUFFER_BYTES) -> Iterator[memoryview]:
+    """The stored bytes of ``info`` (C order, little-endian), in blocks."""
+    if info.nbytes == 0:
+        return
+    if info.offset is not None:
+        fd = files.fd(info.file)
+        buf = bytearray(min(max_bytes, info.nbytes))
+        done = 0
+        while done < info.nbytes:
+            n = min(len(buf), info.nbytes - done)
+            view = memoryview(buf)[:n]
+            got = 0
+            while got < n:
+                k = os.preadv(fd, [view[got:]], info.offset + done + got)
+                if k <= 0:
+                    from ..errors import CorruptCheckpointError
+
+                    raise CorruptCheckpointError("unexpected end of file: truncated?", info.file)
+                got += k
+            yield view
+            done += n
+        return
+    for _, block in ckpt.iter_chunks(info.name, max_bytes):
+        yield _le_bytes(block)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        n = os.pwrite(fd, data, offset)
+        data = data[n:]
+        offset += n
+
+
+def copy_tensor(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, out_fd: int, out_offset: int,
+                progress: Progress | None = None) -> None:
+    """Write the bytes of ``info`` at ``out_offset`` of ``out_fd``."""
+    if info.nbytes == 0:
+        return
+    if info.offset is not None and hasattr(os, "copy_file_range"):
+        src = files.fd(info.file)
+        done = 0
+        try:
+            while done < info.nbytes:
+                n = os.copy_file_range(src, out_fd, min(RANGE_STEP, info.nbytes - done),
+                                       info.offset + done, out_offset + done)
+                if n <= 0:
+                    break  # short source: let the buffered path raise the clear error
+                done += n
+                if progress:
+                    progress(n)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.ENOTSUP):
+                raise
+        if done == info.nbytes:
+            return
+        # fall through: copy what remains through the buffer
+        pos = done
+    else:
+        pos = 0
+    written = 0
+    for chunk in raw_chunks(ckpt, info, files):
+        end = written + len(chunk)
+        if end > pos:
+            part = chunk[max(0, pos - written):]
+            _pwrite_all(out_fd, part, out_offset + max(pos, written))
+            if progress:
+                progress(len(part))
+        written = end
