@@ -385,3 +385,16 @@ def test_compare_memory_is_bounded(tmp_path):
         tracemalloc.stop()
     assert diff.equal and diff.identical
     assert peak < 600 * 1024  # the matrices are 1 MB each
+
+
+def test_bfloat16_transposed_copy(tmp_path):
+    e = _emb(300, 20, dtype=ml_dtypes.bfloat16)
+    p = tmp_path / "b.safetensors"
+    save_file({"tok_embeddings.weight": e, "output.kernel": np.ascontiguousarray(e.T)}, str(p))
+    g = ties.verify_tie(p)["groups"][0]
+    assert (g["kind"], g["verdict"]) == ("transposed-copy", "tied")
+    t = np.ascontiguousarray(e.T)
+    t.view(np.uint16)[3, 250] ^= 1
+    save_file({"tok_embeddings.weight": e, "output.kernel": t}, str(p))
+    g = ties.verify_tie(p, )["groups"][0]
+    assert (g["kind"], g["verdict"], g["first_rows"]) == ("transposed-copy", "near copy", [250])
