@@ -171,3 +171,23 @@ def render_verify_tie(report: dict) -> str:
     lines.append("TIED" if report["tied"] else "NOT TIED")
     parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def render_run(summary: dict) -> str:
+    pairs = [
+        ("mode", summary["mode"]),
+        ("embedding", printable(summary["embedding"])),
+        ("decoder", printable(summary["decoder"]) if summary["decoder"] else "none used (tied)"),
+        ("tied", f"{str(summary['tied']).lower()} ({summary['tie_kind']})"),
+        ("output shape", shape_str(summary["shape"])),
+        ("dtype", summary["dtype"]),
+        ("preview", ", ".join(f"{v:.6g}" for v in summary["preview"]) + (" ..." if summary["preview"] else "")),
+    ]
+    if summary.get("output"):
+        pairs.append(("written to", printable(summary["output"])))
+    parts = [key_values(pairs)]
+    if summary.get("top_k"):
+        rows = [[shape_str(item["position"]), "  ".join(f"{t}:{v:.4f}" for t, v in zip(item["tokens"], item["logits"]))]
+                for item in summary["top_k"]]
+        parts.append(table(rows, ["position", "top tokens (id:logit)"]))
+    return "\n\n".join(parts)
