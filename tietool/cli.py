@@ -156,31 +156,36 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
 
 
 @cli.command(epilog=EXIT_CODES)
-@click.argument("path", type=click.Path(path_type=str))
-@click.option("--mode", type=click.Choice(["embedding", "linear"]), required=True,
-              help="embedding: gather rows for token ids; linear: hidden states @ weight.T (logits).")
-@click.option("--ids", metavar="1,2,3", help="Token ids for embedding mode.")
-@click.option("--input", "input_path", metavar="FILE.npy",
-              help="Token ids [batch, length] (embedding) or hidden states [..., hidden] (linear), as .npy.")
-@click.option("--output", "output_path", metavar="OUT.npy", help="Write the exact result here (.npy).")
-@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
-@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="Linear mode: tokens shown per position.")
-@click.option("--embedding", metavar="NAME", help="Use this tensor as the embedding instead of the detected one.")
-@click.option("--decoder", metavar="NAME", help="Use this tensor as the decoder (omit for a tied layer).")
+@click.argument("src", type=click.Path(path_type=str))
+@click.option("--to", "to", type=click.Choice(["safetensors", "h5"]), required=True, help="Output format.")
+@click.option("-o", "--output", "out", type=click.Path(path_type=str), default=None,
+              help="Output file (or folder, for a folder source). Default: beside SRC with the new extension.")
+@click.option("--ties", type=click.Choice(["dedupe", "keep"]), default="dedupe", show_default=True,
+              help="dedupe: write bit-identical stored copies once and record the others as aliases; keep: write every copy.")
+@click.option("--shard-size", metavar="SIZE", default=None, help="Split safetensors output into shards of at most SIZE (e.g. 5GB).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
-def run(path: str, mode: str, ids: str | None, input_path: str | None, output_path: str | None, force: bool,
-        top_k: int, embedding: str | None, decoder: str | None, as_json: bool) -> None:
-    """Rebuild the shared embedding layer of PATH (tietool.SharedEmbeddings,
-    a Keras 3 ReversibleEmbedding) and run its embedding or linear pass.
-    Needs TensorFlow: pip install 'tietool[tf]'."""
-    from .render import render_run
-    from .run import parse_ids, run_layer, run_summary, save_npy_atomically
+def convert(src: str, to: str, out: str | None, ties: str, shard_size: str | None, force: bool, no_verify: bool,
+            quiet: bool, as_json: bool) -> None:
+    """Convert SRC (file, shard index or model folder) between Keras HDF5 and
+    safetensors, losslessly: names, bytes, dtypes, H5 attributes and config
+    kept; converting back restores the original layout."""
+    from .convert import convert as convert_checkpoint, render_summary
 
-    result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
-                       embedding=embedding, decoder=decoder)
-    if output_path:
-        save_npy_atomically(result.output, output_path, force=force)
-    output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
+    progress = None
+    if not quiet and sys.stderr.isatty():
+        def progress(phase: str, done: int, total: int) -> None:
+            pct = 100 * done // total if total else 100
+            click.echo(f"\r{phase}: {pct:3d}% of {total / 1e6:.1f} MB", err=True, nl=False)
+    try:
+        result = convert_checkpoint(src, to, out=out, ties=ties, shard_size=shard_size, force=force,
+                                    verify=not no_verify, progress=progress)
+    finally:
+        if progress is not None:
+            click.echo("", err=True)
+    output(result, as_json, render_summary)
 
 
 def main() -> None:

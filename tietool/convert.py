@@ -531,3 +531,17 @@ def _verify(src: Checkpoint, plan: Plan, tmp: str, as_folder: bool, files: Sourc
                         f"verification failed: {n!r} is {g.dtype}{list(g.shape)}, source {info.dtype}{list(info.shape)}", label)
                 if not _same_bytes(src, info, got, g, files, tick):
                     raise CorruptCheckpointError(f"verification failed: bytes of {n!r} differ from the source", label)
+
+
+def render_summary(r: dict) -> str:
+    """The text the CLI prints for a conversion summary."""
+    lines = [f"{r['source']} ({r['source_format']}) -> {r['output']}"]
+    for f in r["files"]:
+        lines.append(f"  wrote {f}")
+    if r["copied_files"]:
+        lines.append(f"  copied {len(r['copied_files'])} other file(s) unchanged")
+    lines.append(f"  {r['tensors']} tensors, {r['bytes']:,} bytes of tensor data, {r['seconds']:.2f} s"
+                 + (", verified" if r["verified"] else ", not verified"))
+    for removed, kept in r["aliases"].items():
+        lines.append(f"  alias {removed} -> {kept}")
+    return "\n".join(lines)
