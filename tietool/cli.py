@@ -156,6 +156,34 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
 
 
 @cli.command(epilog=EXIT_CODES)
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--mode", type=click.Choice(["embedding", "linear"]), required=True,
+              help="embedding: gather rows for token ids; linear: hidden states @ weight.T (logits).")
+@click.option("--ids", metavar="1,2,3", help="Token ids for embedding mode.")
+@click.option("--input", "input_path", metavar="FILE.npy",
+              help="Token ids [batch, length] (embedding) or hidden states [..., hidden] (linear), as .npy.")
+@click.option("--output", "output_path", metavar="OUT.npy", help="Write the exact result here (.npy).")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="Linear mode: tokens shown per position.")
+@click.option("--embedding", metavar="NAME", help="Use this tensor as the embedding instead of the detected one.")
+@click.option("--decoder", metavar="NAME", help="Use this tensor as the decoder (omit for a tied layer).")
+@json_option
+def run(path: str, mode: str, ids: str | None, input_path: str | None, output_path: str | None, force: bool,
+        top_k: int, embedding: str | None, decoder: str | None, as_json: bool) -> None:
+    """Rebuild the shared embedding layer of PATH (tietool.SharedEmbeddings,
+    a Keras 3 ReversibleEmbedding) and run its embedding or linear pass.
+    Needs TensorFlow: pip install 'tietool[tf]'."""
+    from .render import render_run
+    from .run import parse_ids, run_layer, run_summary, save_npy_atomically
+
+    result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
+                       embedding=embedding, decoder=decoder)
+    if output_path:
+        save_npy_atomically(result.output, output_path, force=force)
+    output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
+
+
+@cli.command(epilog=EXIT_CODES)
 @click.argument("src", type=click.Path(path_type=str))
 @click.option("--to", "to", type=click.Choice(["safetensors", "h5"]), required=True, help="Output format.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=str), default=None,
