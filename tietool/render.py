@@ -165,7 +165,8 @@ def render_verify_tie(report: dict) -> str:
         lines.append(f"{g['verdict']}: {printable(g.get('reason', ''))}")
         cons = g.get("consistency")
         if cons and not cons.get("consistent"):
-            lines.append(f"config/weights mismatch ({cons.get('wrong_side')} is wrong): {printable(cons['message'])}")
+            side = {"config": "the config is wrong", "weights": "the weights are wrong"}.get(cons.get("wrong_side"), "unclear which side is wrong")
+            lines.append(f"config contradicts weights ({side}): {printable(cons['message'])}")
     if not report["groups"]:
         lines.append(printable(report.get("message", "no tie groups found")))
     lines.append("TIED" if report["tied"] else "NOT TIED")

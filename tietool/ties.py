@@ -487,7 +487,7 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
         else:
             worst = max((d for d in diffs if not d.equal), key=lambda d: d.max_abs_diff)
             g.verdict = NEAR if (emb_near and dec_near) else COPIES_DIFFER
-            g.reason = (f"{'near copy' if g.verdict == NEAR else 'copies differ'}: {worst.name!r} vs {worst.reference!r}: "
+            g.reason = (f"{worst.name!r} vs {worst.reference!r}: "
                         f"max abs diff {worst.max_abs_diff:.6g}, {worst.rows_differ} row(s) differ"
                         + (f", first {worst.first_rows}" if worst.first_rows else ""))
     # what the config says against what is stored
