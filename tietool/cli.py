@@ -191,12 +191,15 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
 @click.option("--ties", type=click.Choice(["dedupe", "keep"]), default="dedupe", show_default=True,
               help="dedupe: write bit-identical stored copies once and record the others as aliases; keep: write every copy.")
 @click.option("--shard-size", metavar="SIZE", default=None, help="Split safetensors output into shards of at most SIZE (e.g. 5GB).")
+@click.option("--names", type=click.Choice(["keras", "pt"]), default="keras", show_default=True,
+              help="keras: keep the stored names (lossless); pt: a transformers TF checkpoint -> a folder PyTorch "
+                   "transformers loads (PyTorch names and layouts, {\"format\": \"pt\"}, 5GB shards by default).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
-def convert(src: str, to: str, out: str | None, ties: str, shard_size: str | None, force: bool, no_verify: bool,
-            quiet: bool, as_json: bool) -> None:
+def convert(src: str, to: str, out: str | None, ties: str, shard_size: str | None, names: str, force: bool,
+            no_verify: bool, quiet: bool, as_json: bool) -> None:
     """Convert SRC (file, shard index or model folder) between Keras HDF5 and
     safetensors, losslessly: names, bytes, dtypes, H5 attributes and config
     kept; converting back restores the original layout."""
@@ -207,9 +210,19 @@ def convert(src: str, to: str, out: str | None, ties: str, shard_size: str | Non
         def progress(phase: str, done: int, total: int) -> None:
             pct = 100 * done // total if total else 100
             click.echo(f"\r{phase}: {pct:3d}% of {total / 1e6:.1f} MB", err=True, nl=False)
+    if names == "pt":
+        from .convert_pt import convert_to_pt as convert_checkpoint, render_summary  # noqa: F811
+        from .errors import UsageError
+
+        if to != "safetensors" or ties != "dedupe":
+            raise UsageError("--names pt writes safetensors (--to safetensors) and always writes each tensor once")
     try:
-        result = convert_checkpoint(src, to, out=out, ties=ties, shard_size=shard_size, force=force,
-                                    verify=not no_verify, progress=progress)
+        if names == "pt":
+            result = convert_checkpoint(src, out=out, shard_size=shard_size, force=force, verify=not no_verify,
+                                        progress=progress)
+        else:
+            result = convert_checkpoint(src, to, out=out, ties=ties, shard_size=shard_size, force=force,
+                                        verify=not no_verify, progress=progress)
     finally:
         if progress is not None:
             click.echo("", err=True)

@@ -72,6 +72,10 @@ def _parse_size(value) -> int:
 
 # -- ties --------------------------------------------------------------------------------
 
+def _chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles):
+    return raw_chunks(ckpt, info, files, max_bytes=BLOCK_BYTES // 2)
+
+
 def _same_stream(a_chunks, b_chunks) -> bool:
     ba = bb = memoryview(b"")
     while True:
@@ -82,7 +86,7 @@ def _same_stream(a_chunks, b_chunks) -> bool:
         if ba is None or bb is None:
             return ba is None and bb is None
         n = min(len(ba), len(bb))
-        if bytes(ba[:n]) != bytes(bb[:n]):
+        if ba[:n] != bb[:n]:  # memoryview comparison: no copy
             return False
         ba, bb = ba[n:], bb[n:]
 
@@ -100,7 +104,7 @@ def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) 
         a, b = first.source, e.source
         same = (a.shape == b.shape and a.dtype == b.dtype and first.transform == e.transform and (
             (a.storage_key is not None and a.storage_key == b.storage_key)
-            or _same_stream(raw_chunks(ckpt, a, files), raw_chunks(ckpt, b, files))))
+            or _same_stream(_chunks(ckpt, a, files), _chunks(ckpt, b, files))))
         if same:
             removed[b.name] = a.name
         else:
@@ -234,7 +238,7 @@ def _verify_file(path: str, label: str, ckpt: Checkpoint, entries: list[PtEntry]
                         f"verification failed: {name!r} is {g.dtype}{list(g.shape)}, expected "
                         f"{e.source.dtype}{list(e.shape)}", label)
                 if e.transform in (None, "squeeze0"):
-                    ok = _same_stream(raw_chunks(ckpt, e.source, files), raw_chunks(got, g, out_files))
+                    ok = _same_stream(_chunks(ckpt, e.source, files), _chunks(got, g, out_files))
                 elif e.transform == "transpose":
                     ok = _verify_transposed(e.source, reader, got, g)
                 else:
@@ -258,8 +262,8 @@ def _verify_transposed(src: TensorInfo, reader: BlockReader, got: Checkpoint, g:
             c1 = min(C, c0 + width)
             raw = reader.block(src, 0, R, c0, c1, slot=1)
             rows = out_reader.rows(g, c0, c1, slot=0)
-            a = np.ascontiguousarray(raw.T).view(np.uint8)
-            if not np.array_equal(a, np.ascontiguousarray(rows).view(np.uint8)):
+            a = memoryview(np.ascontiguousarray(raw.T).view(np.uint8)).cast("B")
+            if a != memoryview(np.ascontiguousarray(rows).view(np.uint8)).cast("B"):  # no copy
                 return False
     return True
 
