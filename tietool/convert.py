@@ -85,7 +85,7 @@ from typing import Callable
 from .errors import CorruptCheckpointError, TietoolError, UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
-from .writers import SourceFiles, atomic_output, raw_chunks
+from .writers import SourceFiles, atomic_output, raw_chunks, same_stream
 
 TARGETS = ("safetensors", "h5")
 TIES = ("dedupe", "keep")
@@ -179,25 +179,9 @@ def _ties_groups(ckpt: Checkpoint) -> list[list[str]]:
 
 def _same_bytes(ckpt_a: Checkpoint, a: TensorInfo, ckpt_b: Checkpoint, b: TensorInfo, files: SourceFiles,
                 tick: Callable[[int], None] | None = None) -> bool:
-    import numpy as np
-
     if a.nbytes != b.nbytes:
         return False
-    ia, ib = raw_chunks(ckpt_a, a, files), raw_chunks(ckpt_b, b, files)
-    ba = bb = memoryview(b"")
-    while True:
-        if ba is not None and not len(ba):
-            ba = next(ia, None)
-        if bb is not None and not len(bb):
-            bb = next(ib, None)
-        if ba is None or bb is None:
-            return ba is None and bb is None
-        n = min(len(ba), len(bb))
-        if not np.array_equal(np.frombuffer(ba[:n], np.uint8), np.frombuffer(bb[:n], np.uint8)):
-            return False
-        if tick:
-            tick(n)
-        ba, bb = ba[n:], bb[n:]
+    return same_stream(raw_chunks(ckpt_a, a, files), raw_chunks(ckpt_b, b, files), tick)
 
 
 def find_copies(ckpt: Checkpoint, files: SourceFiles) -> dict[str, str]:

@@ -47,7 +47,7 @@ from .errors import CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
 from .ptnames import PtEntry, plan_pt
-from .writers import SourceFiles, _le_bytes, _pwrite_all, atomic_output, copy_tensor, raw_chunks
+from .writers import SourceFiles, _le_bytes, _pwrite_all, atomic_output, copy_tensor, raw_chunks, same_stream
 from .writers.safetensors_writer import build_header
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, bytes done, bytes total)
@@ -76,21 +76,6 @@ def _chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles):
     return raw_chunks(ckpt, info, files, max_bytes=BLOCK_BYTES // 2)
 
 
-def _same_stream(a_chunks, b_chunks) -> bool:
-    ba = bb = memoryview(b"")
-    while True:
-        if ba is not None and not len(ba):
-            ba = next(a_chunks, None)
-        if bb is not None and not len(bb):
-            bb = next(b_chunks, None)
-        if ba is None or bb is None:
-            return ba is None and bb is None
-        n = min(len(ba), len(bb))
-        if ba[:n] != bb[:n]:  # memoryview comparison: no copy
-            return False
-        ba, bb = ba[n:], bb[n:]
-
-
 def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) -> tuple[list[PtEntry], dict[str, str]]:
     """One entry per PyTorch name; ``{removed source: kept source}``."""
     kept: dict[str, PtEntry] = {}
@@ -104,7 +89,7 @@ def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) 
         a, b = first.source, e.source
         same = (a.shape == b.shape and a.dtype == b.dtype and first.transform == e.transform and (
             (a.storage_key is not None and a.storage_key == b.storage_key)
-            or _same_stream(_chunks(ckpt, a, files), _chunks(ckpt, b, files))))
+            or same_stream(_chunks(ckpt, a, files), _chunks(ckpt, b, files))))
         if same:
             removed[b.name] = a.name
         else:

@@ -153,6 +153,27 @@ def raw_chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, max_bytes
         yield _le_bytes(block)
 
 
+def same_stream(a_chunks: Iterator[memoryview], b_chunks: Iterator[memoryview],
+                tick: Callable[[int], None] | None = None) -> bool:
+    """Whether two streams of byte blocks (any block sizes) carry the same
+    bytes. Compared with numpy (a memoryview ``==`` is ~15x slower)."""
+    ba: memoryview | None = memoryview(b"")
+    bb: memoryview | None = memoryview(b"")
+    while True:
+        if ba is not None and not len(ba):
+            ba = next(a_chunks, None)
+        if bb is not None and not len(bb):
+            bb = next(b_chunks, None)
+        if ba is None or bb is None:
+            return ba is None and bb is None
+        n = min(len(ba), len(bb))
+        if not np.array_equal(np.frombuffer(ba[:n], np.uint8), np.frombuffer(bb[:n], np.uint8)):
+            return False
+        if tick:
+            tick(n)
+        ba, bb = ba[n:], bb[n:]
+
+
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     while len(data):
         n = os.pwrite(fd, data, offset)
