@@ -223,7 +223,7 @@ def _verify_file(path: str, label: str, ckpt: Checkpoint, entries: list[PtEntry]
                         f"verification failed: {name!r} is {g.dtype}{list(g.shape)}, expected "
                         f"{e.source.dtype}{list(e.shape)}", label)
                 if e.transform in (None, "squeeze0"):
-                    ok = _same_stream(_chunks(ckpt, e.source, files), _chunks(got, g, out_files))
+                    ok = same_stream(_chunks(ckpt, e.source, files), _chunks(got, g, out_files))
                 elif e.transform == "transpose":
                     ok = _verify_transposed(e.source, reader, got, g)
                 else:
