@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 import os
 import re
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -66,7 +70,7 @@ def open_file(source: str | io.IOBase, label: str, size: int | None = None) -> h
         if isinstance(source, str):
             return h5py.File(source, "r", locking=False)
         return h5py.File(source, "r")
-    except OSError as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise CorruptCheckpointError(f"not a readable HDF5 file ({_h5_reason(exc)})", label) from None
 
 
@@ -99,8 +103,10 @@ class SafeH5:
         if file_size is None and isinstance(source, str):
             file_size = os.path.getsize(source)
         self.file_size = file_size
+        self.source = source
         self.file = open_file(source, label)
         self._objects = 0
+        self._heaps_checked = False
 
     def close(self) -> None:
         try:
@@ -113,8 +119,9 @@ class SafeH5:
         """Run an h5py call; HDF5 failures become one clear error."""
         try:
             return fn()
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-            if isinstance(exc, (CorruptCheckpointError, UnsafeCheckpointError)):
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError,
+                zipfile.BadZipFile, EOFError, zlib.error) as exc:  # the last three: .keras members
+            if isinstance(exc, (CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError)):
                 raise
             raise CorruptCheckpointError(f"cannot read {what} ({_h5_reason(exc)})", self.label) from None
 
@@ -206,7 +213,7 @@ class SafeH5:
             # bfloat16 has no HDF5 type: Keras stores it as 2-byte opaque, and
             # Keras 3 marks it with a `dtype` attribute. No other 2-byte opaque
             # type is written by Keras, so an unmarked one is read the same way.
-            marker = self.attr(ds, "dtype", where) if "dtype" in self.guard(where, lambda: ds.attrs.keys()) else None
+            marker = self.attr(ds, "dtype", where) if "dtype" in self.attr_names(ds) else None
             if marker in (None, "bfloat16"):
                 dt, needs_view = dtypes.DTYPES["bfloat16"], "bfloat16"
         if dt is None:
@@ -214,6 +221,13 @@ class SafeH5:
         declared = dtypes.nbytes_for(shape, dt.name)
         dcpl = self.guard(where, lambda: ds.id.get_create_plist())
         layout = self.guard(where, lambda: dcpl.get_layout())
+        for i in range(self.guard(where, lambda: dcpl.get_nfilters())):
+            code = self.guard(where, lambda: dcpl.get_filter(i))[0]
+            if not _filter_available(code):
+                raise UnsupportedFormatError(
+                    f"{where} needs HDF5 filter {code}, which is not built in (filter plugins are never loaded)",
+                    self.label,
+                )
         stored = self.guard(where, lambda: ds.id.get_storage_size())
         offset = None
         if layout == h5py.h5d.CONTIGUOUS:
@@ -267,7 +281,7 @@ class SafeH5:
 
     # -- attributes ---------------------------------------------------------
     def attr_names(self, obj) -> list[str]:
-        return list(self.guard("attributes", lambda: obj.attrs.keys()))
+        return self.guard("attributes", lambda: list(obj.attrs.keys()))
 
     def attr(self, obj, name: str, where: str | None = None) -> Any:
         """An attribute's value, size-capped; bytes decoded as UTF-8; numpy
@@ -283,10 +297,41 @@ class SafeH5:
                 size = 0
             if size > MAX_ATTR_BYTES:
                 raise UnsafeCheckpointError(f"{label} is {size} bytes (limit {MAX_ATTR_BYTES})", self.label)
+            if aid.get_type().detect_class(h5py.h5t.VLEN) or _is_vlen_string(aid.get_type()):
+                self.check_global_heaps()
             return obj.attrs[name]
 
         value = self.guard(label, _read)
         return _plain(value, label, self.label)
+
+    def check_global_heaps(self) -> None:
+        """Variable-length strings live in global heap collections ("GCOL").
+        HDF5 loops forever or reads past a collection whose object sizes are
+        corrupt, so walk every collection the way HDF5 will before the first
+        variable-length value is read."""
+        if self._heaps_checked:
+            return
+        if isinstance(self.source, str):
+            with open(self.source, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size == 0:
+                    return
+                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    _check_gcols(data, size, self.label)
+        else:
+            pos = self.source.tell()
+            try:
+                self.source.seek(0)
+                data = self.source.read()
+            except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+                raise CorruptCheckpointError(f"cannot read ({exc})", self.label) from None
+            finally:
+                try:
+                    self.source.seek(pos)
+                except Exception:
+                    pass
+            _check_gcols(data, len(data), self.label)
+        self._heaps_checked = True
 
     def json_attr(self, obj, name: str) -> Any:
         """A JSON-valued attribute parsed as data (never deserialized as objects)."""
@@ -296,6 +341,50 @@ class SafeH5:
         if not isinstance(text, str):
             raise CorruptCheckpointError(f"attribute {name!r} is not a JSON string", self.label)
         return parse_json_text(text, f"{self.label}:{name}")
+
+
+def _is_vlen_string(tid) -> bool:
+    try:
+        return tid.get_class() == h5py.h5t.STRING and tid.is_variable_str()
+    except Exception:
+        return False
+
+
+def _check_gcols(data, size: int, label: str) -> None:
+    """Walk each global heap collection found in ``data`` as HDF5's
+    H5HG deserializer does; refuse one it would loop on or overrun."""
+    pos = data.find(b"GCOL")
+    while pos >= 0:
+        head = data[pos : pos + 16]
+        # signature, version 1, 3 reserved zero bytes, collection size
+        if len(head) == 16 and head[4] == 1 and head[5:8] == b"\0\0\0":
+            (csize,) = struct.unpack_from("<Q", head, 8)
+            if 4096 <= csize and pos + csize <= size:
+                _walk_gcol(data, pos, csize, label)
+            elif csize >= 4096:
+                raise CorruptCheckpointError(f"global heap at byte {pos} runs past the end of the file: truncated?", label)
+        pos = data.find(b"GCOL", pos + 4)
+
+
+def _walk_gcol(data, start: int, csize: int, label: str) -> None:
+    end = start + csize
+    p = start + 16
+    while p < end:
+        if p + 16 > end:
+            break  # trailing free space
+        idx, _nrefs = struct.unpack_from("<HH", data, p)
+        (osize,) = struct.unpack_from("<Q", data, p + 8)
+        need = (16 + ((osize + 7) & ~7)) if idx > 0 else osize
+        if need <= 0 or p + need > end:
+            raise CorruptCheckpointError(f"global heap at byte {start} has a corrupt object (index {idx}, size {osize})", label)
+        p += need
+
+
+def _filter_available(code: int) -> bool:
+    try:
+        return bool(h5py.h5z.filter_avail(code))
+    except Exception:
+        return False
 
 
 def _plain(value: Any, label: str, file_label: str) -> Any:

@@ -245,6 +245,10 @@ def open_hf_sharded(index_path: str) -> Checkpoint:
             for k, v in _root_attrs(h5, h5.file).items():
                 meta.setdefault(k, v)
         for name, files in weight_map.items():
+            if name not in tensors and "/" in name:
+                # transformers' index keys carry the model's name as first
+                # component ("tfgpt2lm_head_model/..."); the shards drop it.
+                name = name.split("/", 1)[1]
             if name not in tensors:
                 raise CorruptCheckpointError(f"the index lists tensor {name!r} but no shard stores it", index_path)
             if os.path.basename(tensors[name].file) not in files:
