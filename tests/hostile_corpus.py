@@ -314,11 +314,31 @@ def _h5_cases(root: Path) -> list[tuple[str, Path, list[str]]]:
         ("h5_truncated_last_byte", real[:-1]),
         ("h5_random_bytes", random.Random(2).randbytes(8192)),
         ("h5_signature_then_garbage", real[:8] + random.Random(3).randbytes(8184)),
+        # HDF5 2.0 loops forever reading a variable-length string through a
+        # global heap whose free-space object claims size 0.
+        ("h5_global_heap_free_space_size_0", _zero_free_space(real)),
     ):
         d, p = new(name)
         _write(p, content)
         out.append((name, p, []))
     return out
+
+
+def _zero_free_space(h5_bytes: bytes) -> bytes:
+    """The file with the free-space object (index 0) of its first global heap
+    collection set to size 0."""
+    data = bytearray(h5_bytes)
+    start = data.find(b"GCOL")
+    (csize,) = struct.unpack_from("<Q", data, start + 8)
+    p = start + 16
+    while p < start + csize:
+        idx = struct.unpack_from("<H", data, p)[0]
+        (osize,) = struct.unpack_from("<Q", data, p + 8)
+        if idx == 0:
+            struct.pack_into("<Q", data, p + 8, 0)
+            return bytes(data)
+        p += 16 + ((osize + 7) & ~7)
+    raise AssertionError("no free-space object in the fixture's global heap")
 
 
 # -- Keras 2 full model with a Lambda layer ----------------------------------------------

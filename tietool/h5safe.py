@@ -308,21 +308,30 @@ class SafeH5:
         """Variable-length strings live in global heap collections ("GCOL").
         HDF5 loops forever or reads past a collection whose object sizes are
         corrupt, so walk every collection the way HDF5 will before the first
-        variable-length value is read."""
+        variable-length value is read.
+
+        Only the file outside dataset storage is scanned (collections are
+        metadata): the cost stays that of the headers, not of the weights."""
         if self._heaps_checked:
             return
+        size = self.file_size
+        if size is None:
+            size = self.guard("file size", lambda: self.file.id.get_filesize())
+        regions = _complement(self._data_extents(), size)
         if isinstance(self.source, str):
             with open(self.source, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
                 if size == 0:
                     return
                 with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                    _check_gcols(data, size, self.label)
+                    for lo, hi in regions:
+                        _check_gcols(data, lo, hi, self.label)
         else:
             pos = self.source.tell()
             try:
-                self.source.seek(0)
-                data = self.source.read()
+                for lo, hi in regions:
+                    self.source.seek(lo)
+                    chunk = self.source.read(hi - lo)
+                    _check_gcols(_Shifted(chunk, lo), lo, lo + len(chunk), self.label)
             except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
                 raise CorruptCheckpointError(f"cannot read ({exc})", self.label) from None
             finally:
@@ -330,8 +339,34 @@ class SafeH5:
                     self.source.seek(pos)
                 except Exception:
                     pass
-            _check_gcols(data, len(data), self.label)
         self._heaps_checked = True
+
+    def _data_extents(self) -> list[tuple[int, int]]:
+        """(start, end) byte ranges of every dataset's stored data, from the
+        object headers only (hard links; nothing is read from the data)."""
+        extents: list[tuple[int, int]] = []
+
+        def visit(name: bytes) -> None:
+            oid = h5py.h5o.open(self.file.id, name)
+            try:
+                if not isinstance(oid, h5py.h5d.DatasetID):
+                    return None
+                layout = oid.get_create_plist().get_layout()
+                if layout == h5py.h5d.CONTIGUOUS:
+                    offset = oid.get_offset()
+                    if offset is not None:
+                        extents.append((offset, offset + oid.get_storage_size()))
+                elif layout == h5py.h5d.CHUNKED:
+                    for i in range(oid.get_num_chunks()):
+                        info = oid.get_chunk_info(i)
+                        if info.byte_offset is not None:
+                            extents.append((info.byte_offset, info.byte_offset + info.size))
+            finally:
+                oid.close() if hasattr(oid, "close") else None
+            return None
+
+        self.guard("object headers", lambda: h5py.h5o.visit(self.file.id, visit))
+        return extents
 
     def json_attr(self, obj, name: str) -> Any:
         """A JSON-valued attribute parsed as data (never deserialized as objects)."""
@@ -350,30 +385,56 @@ def _is_vlen_string(tid) -> bool:
         return False
 
 
-def _check_gcols(data, size: int, label: str) -> None:
-    """Walk each global heap collection found in ``data`` as HDF5's
+def _complement(extents: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The parts of ``[0, size)`` not covered by ``extents``."""
+    out, pos = [], 0
+    for lo, hi in sorted(extents):
+        if lo > pos:
+            out.append((pos, min(lo, size)))
+        pos = max(pos, hi)
+    if pos < size:
+        out.append((pos, size))
+    return [(lo, hi) for lo, hi in out if hi > lo]
+
+
+class _Shifted:
+    """Bytes read from offset ``base``, indexed by absolute file offset."""
+
+    def __init__(self, data: bytes, base: int):
+        self.data, self.base = data, base
+
+    def find(self, sub: bytes, start: int, end: int) -> int:
+        i = self.data.find(sub, start - self.base, end - self.base)
+        return -1 if i < 0 else i + self.base
+
+    def __getitem__(self, item: slice) -> bytes:
+        return self.data[item.start - self.base : item.stop - self.base]
+
+
+def _check_gcols(data, lo: int, hi: int, label: str) -> None:
+    """Walk each global heap collection found in ``data[lo:hi]`` as HDF5's
     H5HG deserializer does; refuse one it would loop on or overrun."""
-    pos = data.find(b"GCOL")
+    pos = data.find(b"GCOL", lo, hi)
     while pos >= 0:
         head = data[pos : pos + 16]
         # signature, version 1, 3 reserved zero bytes, collection size
         if len(head) == 16 and head[4] == 1 and head[5:8] == b"\0\0\0":
             (csize,) = struct.unpack_from("<Q", head, 8)
-            if 4096 <= csize and pos + csize <= size:
-                _walk_gcol(data, pos, csize, label)
+            if 4096 <= csize and pos + csize <= hi:
+                _walk_gcol(data[pos : pos + csize], pos, label)
             elif csize >= 4096:
                 raise CorruptCheckpointError(f"global heap at byte {pos} runs past the end of the file: truncated?", label)
-        pos = data.find(b"GCOL", pos + 4)
+        pos = data.find(b"GCOL", pos + 4, hi)
 
 
-def _walk_gcol(data, start: int, csize: int, label: str) -> None:
-    end = start + csize
-    p = start + 16
+def _walk_gcol(coll: bytes, start: int, label: str) -> None:
+    end = len(coll)
+    p = 16
     while p < end:
         if p + 16 > end:
             break  # trailing free space
-        idx, _nrefs = struct.unpack_from("<HH", data, p)
-        (osize,) = struct.unpack_from("<Q", data, p + 8)
+        idx, _nrefs = struct.unpack_from("<HH", coll, p)
+        (osize,) = struct.unpack_from("<Q", coll, p + 8)
         need = (16 + ((osize + 7) & ~7)) if idx > 0 else osize
         if need <= 0 or p + need > end:
             raise CorruptCheckpointError(f"global heap at byte {start} has a corrupt object (index {idx}, size {osize})", label)
