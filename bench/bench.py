@@ -69,6 +69,39 @@ model.save_pretrained(sys.argv[2], safe_serialization=True)
 """
 
 
+# The same work timed inside one process, after the imports: what the design
+# costs without Python's start-up (about 0.25 s for numpy + h5py here).
+INPROC = """
+import sys, time
+import tietool.convert, tietool.convert_pt, tietool.inspect, tietool.ties
+what, args = sys.argv[1], sys.argv[2:]
+t = time.perf_counter()
+if what == "inspect":
+    tietool.inspect.inspect_checkpoint(args[0])
+elif what == "verify-tie":
+    tietool.ties.verify_tie(args[0])
+elif what == "convert":
+    tietool.convert.convert(args[0], args[1], args[2], verify=args[3] == "verify")
+elif what == "convert-pt":
+    tietool.convert_pt.convert_to_pt(args[0], args[1], verify=True)
+print(time.perf_counter() - t)
+"""
+
+
+def inproc_seconds(py, args, warm_file, runs, timeout):
+    """Median of the seconds the INPROC snippet prints."""
+    times = []
+    for _ in range(runs):
+        clean_tmp()
+        warm(warm_file)
+        done = subprocess.run([py, "-c", INPROC, *args], capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError((done.stderr.strip().splitlines() or ["failed"])[-1])
+        times.append(float(done.stdout.strip().splitlines()[-1]))
+    clean_tmp()
+    return statistics.median(times)
+
+
 def measure(argv, timeout=600.0):
     """Run argv once; return (wall seconds, peak RSS bytes). Raises on failure."""
     with tempfile.TemporaryFile() as err:
@@ -91,8 +124,17 @@ def measure(argv, timeout=600.0):
     return seconds, usage.ru_maxrss * 1024  # Linux reports KiB
 
 
+COLD = False  # --cold: drop the page cache before every run instead of warming it
+
+
 def warm(path):
-    """Read path once so the page cache holds it (cat FILE > /dev/null)."""
+    """Read path once so the page cache holds it (cat FILE > /dev/null), or,
+    with --cold, empty the page cache (needs root: /proc/sys/vm/drop_caches)."""
+    if COLD:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return
     subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True, timeout=300)
 
 
@@ -138,9 +180,13 @@ def main():
     ap.add_argument("--with-transformers", action="store_true",
                     help="also time the transformers TF route (slow, ~GBs of RAM)")
     ap.add_argument("--runs", type=int, default=3, help="runs per row (default 3)")
+    ap.add_argument("--cold", action="store_true",
+                    help="cold cache: drop the page cache before every run (root only) instead of warming it")
     ap.add_argument("--timeout", type=float, default=900.0,
                     help="seconds before one run is killed (default 900)")
     args = ap.parse_args()
+    global COLD
+    COLD = args.cold
 
     py = os.path.join(args.dev_venv, "bin", "python")
     tietool = os.path.join(args.dev_venv, "bin", "tietool")
@@ -182,8 +228,16 @@ def main():
                      None, None))
     if "convert" in commands:
         rows += [
-            ("`tietool convert --to safetensors`", "gpt2_small",
-             [tietool, "convert", gpt2_dir, "--to", "safetensors", "-o", tmp("model.safetensors")],
+            ("`tietool convert --to safetensors` (verified)", "gpt2_small",
+             [tietool, "convert", gpt2_h5, "--to", "safetensors", "-o", tmp("model.safetensors")],
+             gpt2_h5, "< 1.5x cp, < 200 MB",
+             lambda s, m, r: s < 1.5 * r["cp_gpt2_small"][0] and m < 200 * MB),
+            ("`tietool convert --to safetensors --no-verify`", "gpt2_small",
+             [tietool, "convert", gpt2_h5, "--to", "safetensors", "--no-verify", "-o", tmp("model.safetensors")],
+             gpt2_h5, "< 1.5x cp, < 200 MB",
+             lambda s, m, r: s < 1.5 * r["cp_gpt2_small"][0] and m < 200 * MB),
+            ("`tietool convert --to safetensors --names pt` (verified)", "gpt2_small",
+             [tietool, "convert", gpt2_dir, "--to", "safetensors", "--names", "pt", "-o", tmp("pt")],
              gpt2_h5, "< 1.5x cp, < 200 MB",
              lambda s, m, r: s < 1.5 * r["cp_gpt2_small"][0] and m < 200 * MB),
         ]
@@ -227,7 +281,7 @@ def main():
         src = os.path.join(OUT, "gpt2_small_converted.safetensors")
         try:
             clean_tmp()
-            measure([tietool, "convert", gpt2_dir, "--to", "safetensors", "-o", src], args.timeout)
+            measure([tietool, "convert", gpt2_h5, "--to", "safetensors", "-o", src], args.timeout)
             seconds, fastest, slowest, peak = run_row(
                 [tietool, "convert", src, "--to", "h5", "-o", tmp("back.h5")], src, args.runs, args.timeout)
             ok = seconds < 1.5 * ref["cp_gpt2_small"][0] and peak < 200 * MB
@@ -239,6 +293,31 @@ def main():
         finally:
             if os.path.exists(src):
                 os.remove(src)
+    # The work alone, in one process after the imports.
+    inproc = []
+    jobs = [("inspect", "gpt2_small", ["inspect", gpt2_dir], gpt2_h5, None)]
+    if "verify-tie" in commands:
+        jobs.append(("verify-tie", "bert_base", ["verify-tie", bert_dir], bert_h5, ("read_both", "x read-both")))
+    if "convert" in commands:
+        jobs += [
+            ("convert --to safetensors --no-verify", "gpt2_small",
+             ["convert", gpt2_h5, "safetensors", tmp("a.safetensors"), "no"], gpt2_h5, ("cp_gpt2_small", "x cp")),
+            ("convert --to safetensors (verified)", "gpt2_small",
+             ["convert", gpt2_h5, "safetensors", tmp("a.safetensors"), "verify"], gpt2_h5, ("cp_gpt2_small", "x cp")),
+            ("convert --names pt (verified)", "gpt2_small",
+             ["convert-pt", gpt2_dir, tmp("pt")], gpt2_h5, ("cp_gpt2_small", "x cp")),
+        ]
+    for label, key, jargs, warm_file, against in jobs:
+        print("running in-process: %s ..." % label, file=sys.stderr, flush=True)
+        try:
+            secs = inproc_seconds(py, jargs, warm_file, args.runs, args.timeout)
+        except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
+            inproc.append("| %s | %s | FAILED: %s | - |" % (label, key, exc))
+            continue
+        ratio = "-"
+        if against and against[0] in ref:
+            ratio = "%.2f %s" % (secs / ref[against[0]][0], against[1])
+        inproc.append("| %s | %s | %.3f | %s |" % (label, key, secs, ratio))
     shutil.rmtree(TMP, ignore_errors=True)
 
     sizes = {"tiny": os.path.getsize(tiny_h5), "gpt2_small": os.path.getsize(gpt2_h5),
@@ -268,11 +347,12 @@ def main():
     missing = [c for c in ("verify-tie", "convert") if c not in commands]
     notes = [
         "",
-        "Median wall time of %d runs, warm page cache (`cat FILE > /dev/null` before every run); "
-        "peak RSS = max ru_maxrss (os.wait4) over the runs. x cp / x naive: time ratio to `cp` / "
+        ("Median wall time of %d runs, " % args.runs)
+        + ("COLD page cache (dropped before every run); " if COLD
+           else "warm page cache (`cat FILE > /dev/null` before every run); ")
+        + "peak RSS = max ru_maxrss (os.wait4) over the runs. x cp / x naive: time ratio to `cp` / "
         "the naive route on the same checkpoint. RSS / file: peak RSS over the tf_model.h5 size "
-        "(gpt2_small %.0f MB, bert_base %.0f MB)." % (args.runs, sizes["gpt2_small"] / MB,
-                                                     sizes["bert_base"] / MB),
+        "(gpt2_small %.0f MB, bert_base %.0f MB)." % (sizes["gpt2_small"] / MB, sizes["bert_base"] / MB),
         "",
         notes_floor,
     ]
@@ -285,6 +365,9 @@ def main():
     notes += ["", "%s, %s, %d CPUs, Python %s." % (
         datetime.date.today().isoformat(), platform.platform(terse=True), os.cpu_count(),
         platform.python_version())]
+    if inproc:
+        notes += ["", "Time inside tietool, in one process after the imports (median of %d runs, %s cache):"
+                  % (args.runs, "cold" if COLD else "warm"), "", "| work | checkpoint | seconds | ratio |", "|---|---|---:|---|"] + inproc
     table = "\n".join(lines + notes) + "\n"
     print(table)
     os.makedirs(OUT, exist_ok=True)
