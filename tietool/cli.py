@@ -73,7 +73,7 @@ class TietoolGroup(click.Group):
 def _one_line(text: str) -> str:
     from .render import printable
 
-    return printable(" ".join(text.split("\n")))
+    return printable(" ".join(text.split("\n")), backslash=False)
 
 
 # -- shared options (decorators) -------------------------------------------------

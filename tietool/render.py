@@ -7,12 +7,13 @@ import unicodedata
 from tabulate import tabulate
 
 
-def printable(text: str) -> str:
+def printable(text: str, backslash: bool = True) -> str:
     """Escape control and format characters so a hostile tensor name cannot
-    move the cursor, clear the screen or fake lines in a terminal."""
+    move the cursor, clear the screen or fake lines in a terminal.
+    ``backslash=False`` for text whose names are already ``repr``-quoted."""
     out = []
     for ch in str(text):
-        if ch == "\\":
+        if ch == "\\" and backslash:
             out.append("\\\\")
         elif unicodedata.category(ch)[0] in ("C", "Z") and ch != " ":
             code = ord(ch)
