@@ -203,30 +203,21 @@ def convert(src: str, to: str, out: str | None, ties: str, shard_size: str | Non
     """Convert SRC (file, shard index or model folder) between Keras HDF5 and
     safetensors, losslessly: names, bytes, dtypes, H5 attributes and config
     kept; converting back restores the original layout."""
-    from .convert import convert as convert_checkpoint, render_summary
+    from .convert import convert as convert_checkpoint
+    from .render import render_convert
 
     progress = None
     if not quiet and sys.stderr.isatty():
         def progress(phase: str, done: int, total: int) -> None:
             pct = 100 * done // total if total else 100
             click.echo(f"\r{phase}: {pct:3d}% of {total / 1e6:.1f} MB", err=True, nl=False)
-    if names == "pt":
-        from .convert_pt import convert_to_pt as convert_checkpoint, render_summary  # noqa: F811
-        from .errors import UsageError
-
-        if to != "safetensors" or ties != "dedupe":
-            raise UsageError("--names pt writes safetensors (--to safetensors) and always writes each tensor once")
     try:
-        if names == "pt":
-            result = convert_checkpoint(src, out=out, shard_size=shard_size, force=force, verify=not no_verify,
-                                        progress=progress)
-        else:
-            result = convert_checkpoint(src, to, out=out, ties=ties, shard_size=shard_size, force=force,
-                                        verify=not no_verify, progress=progress)
+        result = convert_checkpoint(src, to, out=out, ties=ties, shard_size=shard_size, force=force,
+                                    verify=not no_verify, progress=progress, names=names)
     finally:
         if progress is not None:
             click.echo("", err=True)
-    output(result, as_json, render_summary)
+    output(result, as_json, render_convert)
 
 
 def main() -> None:

@@ -377,10 +377,26 @@ def _plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
 
 # -- main -----------------------------------------------------------------------------
 
+NAMES = ("keras", "pt")
+
+
 def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force: bool = False,
-            verify: bool = True, progress: ProgressFn | None = None) -> dict:
+            verify: bool = True, progress: ProgressFn | None = None, names: str = "keras") -> dict:
     """Convert ``src`` (anything :func:`tietool.formats.open_checkpoint`
-    reads) to ``to`` (``"safetensors"`` or ``"h5"``). Returns a summary."""
+    reads) to ``to`` (``"safetensors"`` or ``"h5"``). Returns a summary.
+
+    ``names="pt"``: a transformers TF checkpoint to a folder PyTorch
+    transformers loads (:func:`tietool.convert_pt.convert_to_pt`)."""
+    if names not in NAMES:
+        raise UsageError(f"--names must be one of {', '.join(NAMES)} (got {names!r})")
+    if names == "pt":
+        if to != "safetensors":
+            raise UsageError("--names pt writes safetensors: use --to safetensors")
+        if ties != "dedupe":
+            raise UsageError("--names pt always writes each stored matrix once (no --ties keep)")
+        from .convert_pt import convert_to_pt
+
+        return convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress)
     t0 = time.monotonic()
     if to not in TARGETS:
         raise UsageError(f"--to must be one of {', '.join(TARGETS)} (got {to!r})")
@@ -456,6 +472,7 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
     return {
         "source": src,
         "source_format": ckpt.format,
+        "names": "keras",
         "to": to,
         "output": out,
         "files": written,
@@ -515,17 +532,3 @@ def _verify(src: Checkpoint, plan: Plan, tmp: str, as_folder: bool, files: Sourc
                         f"verification failed: {n!r} is {g.dtype}{list(g.shape)}, source {info.dtype}{list(info.shape)}", label)
                 if not _same_bytes(src, info, got, g, files, tick):
                     raise CorruptCheckpointError(f"verification failed: bytes of {n!r} differ from the source", label)
-
-
-def render_summary(r: dict) -> str:
-    """The text the CLI prints for a conversion summary."""
-    lines = [f"{r['source']} ({r['source_format']}) -> {r['output']}"]
-    for f in r["files"]:
-        lines.append(f"  wrote {f}")
-    if r["copied_files"]:
-        lines.append(f"  copied {len(r['copied_files'])} other file(s) unchanged")
-    lines.append(f"  {r['tensors']} tensors, {r['bytes']:,} bytes of tensor data, {r['seconds']:.2f} s"
-                 + (", verified" if r["verified"] else ", not verified"))
-    for removed, kept in r["aliases"].items():
-        lines.append(f"  alias {removed} -> {kept}")
-    return "\n".join(lines)

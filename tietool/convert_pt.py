@@ -341,6 +341,7 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
             files.close()
     return {
         "source": src,
+        "names": "pt",
         "source_format": ckpt.format,
         "to": "safetensors",
         "names": "pt",
@@ -360,20 +361,3 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
         "verified": bool(verify),
         "seconds": round(time.monotonic() - t0, 3),
     }
-
-
-def render_summary(r: dict) -> str:
-    lines = [f"{r['source']} ({r['source_format']}) -> {r['output']} (PyTorch names)"]
-    for f in r["files"]:
-        lines.append(f"  wrote {f}")
-    if r["copied_files"]:
-        lines.append(f"  copied {len(r['copied_files'])} other file(s) unchanged")
-    lines.append(f"  {r['tensors']} tensors, {r['bytes']:,} bytes of tensor data, {r['seconds']:.2f} s"
-                 + (", verified" if r["verified"] else ", not verified"))
-    if r["transposed"]:
-        lines.append(f"  transposed {len(r['transposed'])} kernel(s)")
-    for removed, kept in r["copies_merged"].items():
-        lines.append(f"  copy {removed} written once as {kept}")
-    for head, emb in r["tied_heads_left_out"].items():
-        lines.append(f"  tied {head} left out (transformers ties it to {emb})")
-    return "\n".join(lines)

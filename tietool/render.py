@@ -193,3 +193,23 @@ def render_run(summary: dict) -> str:
                 for item in summary["top_k"]]
         parts.append(table(rows, ["position", "top tokens (id:logit)"]))
     return "\n\n".join(parts)
+
+
+def render_convert(r: dict) -> str:
+    """The summary of `convert` (both naming schemes)."""
+    pt = r.get("names") == "pt"
+    lines = [f"{printable(r['source'])} ({r['source_format']}) -> {printable(r['output'])}" + (" (PyTorch names)" if pt else "")]
+    lines += [f"  wrote {printable(f)}" for f in r["files"]]
+    if r["copied_files"]:
+        lines.append(f"  copied {len(r['copied_files'])} other file(s) unchanged")
+    lines.append(f"  {r['tensors']} tensors, {r['bytes']:,} bytes of tensor data, {r['seconds']:.2f} s"
+                 + (", verified" if r["verified"] else ", not verified"))
+    if pt and r.get("transposed"):
+        lines.append(f"  transposed {len(r['transposed'])} kernel(s)")
+    for removed, kept in r.get("copies_merged", {}).items():
+        lines.append(f"  copy {printable(removed)} written once as {printable(kept)}")
+    for head, emb in r.get("tied_heads_left_out", {}).items():
+        lines.append(f"  tied {printable(head)} left out (transformers ties it to {printable(emb)})")
+    for removed, kept in r["aliases"].items():
+        lines.append(f"  alias {printable(removed)} -> {printable(kept)}")
+    return "\n".join(lines)
