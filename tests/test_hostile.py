@@ -1,5 +1,5 @@
 """Every broken or hostile input from tests/hostile_corpus.py, through every
-command tietool has (inspect, verify-tie, convert): exit status 2, exactly one
+command tietool has (inspect, verify-tie, convert, run): exit status 2, exactly one
 stderr line ``Error: FILE: ...`` naming a file of the case, no traceback,
 quick, bounded memory, no output file left, inputs unchanged, nothing run."""
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hostile_corpus as hc  # noqa: E402
 
 TIETOOL = str(Path(sys.executable).with_name("tietool"))
-COMMANDS_WANTED = ("inspect", "verify-tie", "convert")
+COMMANDS_WANTED = ("inspect", "verify-tie", "convert", "run")
 TIME_LIMIT = 20.0  # seconds per run ("within seconds"; generous for slow CI)
 MEMORY_LIMIT = 4 << 30  # address space per run
 
@@ -54,6 +54,10 @@ def _tree_hash(root: Path) -> dict[str, str]:
 def _argv(command: str, path: str, outdir: Path) -> list[str]:
     if command == "convert":
         return [TIETOOL, command, path, "--to", "safetensors", "-o", str(outdir / "converted.safetensors"), "--quiet"]
+    if command == "run":
+        # id -1 is refused after the checkpoint and its pair are read and
+        # before TensorFlow loads: the checkpoint's own errors come first.
+        return [TIETOOL, command, path, "--mode", "embedding", "--ids=-1", "--output", str(outdir / "out.npy")]
     return [TIETOOL, command, path]
 
 
