@@ -398,3 +398,31 @@ def test_bfloat16_transposed_copy(tmp_path):
     save_file({"tok_embeddings.weight": e, "output.kernel": t}, str(p))
     g = ties.verify_tie(p, )["groups"][0]
     assert (g["kind"], g["verdict"], g["first_rows"]) == ("transposed-copy", "near copy", [250])
+
+
+def test_unnamed_dense_head_found_by_shape(tmp_path):
+    """A Keras 3 Embedding + Dense(vocab) model: the head's variables have no
+    names and its layer is just "dense", but its kernel is [hidden, vocab]."""
+    import h5py
+
+    rng = np.random.default_rng(5)
+    path = tmp_path / "lm.weights.h5"
+    with h5py.File(path, "w") as f:
+        e = f.create_group("layers/embedding/vars")
+        e.attrs["name"] = "embedding"
+        e.create_dataset("0", data=rng.standard_normal((50, 8)).astype("f4"))
+        d = f.create_group("layers/dense/vars")
+        d.attrs["name"] = "dense"
+        d.create_dataset("0", data=rng.standard_normal((8, 50)).astype("f4"))
+        d.create_dataset("1", data=np.zeros(50, "f4"))
+        f.create_group("vars")
+    report = ties.verify_tie(path)
+    assert report["tied"] is False
+    (g,) = report["groups"]
+    assert g["kind"] == "separate"
+    assert [m["name"] for m in g["members"] if m["role"] == "decoder"] == ["layers/dense/vars/0"]
+    # and the same head holding the transposed embedding is a tie
+    with h5py.File(path, "r+") as f:
+        f["layers/dense/vars/0"][...] = f["layers/embedding/vars/0"][()].T
+    report = ties.verify_tie(path)
+    assert report["tied"] is True and report["groups"][0]["kind"] == "transposed-copy"

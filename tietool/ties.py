@@ -263,6 +263,13 @@ def _aliases(ckpt: Checkpoint) -> dict[str, str]:
     return out
 
 
+def _in_repeated_block(name: str) -> bool:
+    """Inside a numbered block: ``h_._0`` (transformers TF), ``layers.0`` /
+    ``/0/`` (PyTorch, Keras lists); a Keras 3 ``vars/<i>`` index does not count."""
+    name = re.sub(r"/vars/\d+$", "", name)
+    return bool(re.search(r"_\._\d+(/|$)", name)) or any(p.isdigit() for p in re.split(r"[/.]", name))
+
+
 def _vars_sibling(name: str, index: int) -> str | None:
     m = re.match(r"^(.*\bvars)/(\d+)$", name)
     return f"{m.group(1)}/{index}" if m else None
@@ -337,6 +344,15 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
         for t in mats:
             if classes[t.name] == "decoder" and tuple(t.shape) in ((V, H), (H, V)) and t.name not in seen:
                 add(t, "decoder", _is_transposed(t, V, H))
+        # An output layer named like nothing in particular (Keras "dense",
+        # "dense_1") is still recognisable by its shape: [hidden, vocab].
+        # Only outside repeated blocks (an MLP kernel [H, 4H] may happen to be
+        # [H, V]), and only when the shape points at a single tensor.
+        if not any(m.role == "decoder" for m in members) and V != H:
+            by_shape = [t for t in mats if classes[t.name] is None and tuple(t.shape) == (H, V)
+                        and t.name not in seen and not _in_repeated_block(t.name)]
+            if len(by_shape) == 1:
+                add(by_shape[0], "decoder", True)
         # Keras 3: the unnamed reverse_embeddings is vars/1 of the embedding's layer
         for m in list(members):
             if m.role != "embedding":
