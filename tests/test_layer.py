@@ -153,3 +153,9 @@ def test_run_bad_input_clear_error(tmp_path, monkeypatch, args, needle):
     lines = [l for l in r.stderr.splitlines() if l.startswith("Error:")]
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_top_level_name():
+    import tietool
+
+    assert tietool.SharedEmbeddings is SharedEmbeddings

@@ -26,6 +26,11 @@ _LAZY = {
     "Checkpoint": ("tietool.model", "Checkpoint"),
     "TensorInfo": ("tietool.model", "TensorInfo"),
     "inspect_checkpoint": ("tietool.inspect", "inspect_checkpoint"),
+    "verify_tie": ("tietool.ties", "verify_tie"),
+    "find_ties": ("tietool.ties", "find_ties"),
+    "convert_checkpoint": ("tietool.convert", "convert"),
+    # imports TensorFlow: only when asked for
+    "SharedEmbeddings": ("tietool.layer", "SharedEmbeddings"),
 }
 
 
