@@ -15,7 +15,7 @@ from safetensors import safe_open
 from tietool import OutputExistsError, UsageError, open_checkpoint
 from tietool.convert import convert, parse_size
 
-from conftest import FIXTURES, run_cli
+from conftest import FIXTURES, fixture, run_cli
 
 H5_FOLDERS = sorted(p.name for p in (FIXTURES / "tf").iterdir() if (p / "tf_model.h5").exists() or (p / "tf_model.h5.index.json").exists())
 H5_FILES = [
@@ -367,3 +367,14 @@ def test_cli_json_summary(tmp_path):
     res = run_cli("convert", tmp_path / "o", "--to", "h5", "-o", tmp_path / "b", "--quiet", "--no-verify")
     assert res.returncode == 0, res.stderr
     assert_same_h5(FIXTURES / "tf/t5/tf_model.h5", tmp_path / "b/tf_model.h5")
+
+
+def test_hf_source_to_safetensors_says_how_to_get_pytorch_names(tmp_path):
+    """The lossless output keeps HDF5 dataset paths, which no transformers
+    loader expects: the summary says so (for an HF source, not for Keras)."""
+    from tietool.convert import convert
+
+    r = convert(fixture("tf/gpt2"), "safetensors", tmp_path / "hf")
+    assert any("--names pt" in n for n in r["notes"])
+    r = convert(fixture("keras3/tied_revemb.weights.h5"), "safetensors", tmp_path / "k3.safetensors")
+    assert r["notes"] == []

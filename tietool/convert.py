@@ -82,6 +82,7 @@ import shutil
 import time
 from typing import Callable
 
+from .config import is_hf_config
 from .errors import CorruptCheckpointError, TietoolError, UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
@@ -414,6 +415,12 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
                 raise UsageError("source is already safetensors", src)
             if to == "h5" and ckpt.format in H5_FORMATS:
                 raise UsageError("source is already HDF5", src)
+            notes = []
+            if to == "safetensors" and is_hf_config(ckpt.config):
+                # The names are dataset paths, which no transformers loader
+                # expects: say so rather than leave a folder that loads at random.
+                notes.append("tensor names are the HDF5 dataset paths (lossless, for converting back with --to h5); "
+                             "for PyTorch transformers 5 use --names pt")
             src_file = _weights_path(ckpt)
             src_name = os.path.basename(src_file)
             if to == "safetensors":
@@ -484,6 +491,7 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
         "aliases_recorded": len(plan.aliases),
         "verified": bool(verify),
         "seconds": round(time.monotonic() - t0, 3),
+        "notes": notes,
     }
 
 

@@ -212,4 +212,5 @@ def render_convert(r: dict) -> str:
         lines.append(f"  tied {printable(head)} left out (transformers ties it to {printable(emb)})")
     for removed, kept in r["aliases"].items():
         lines.append(f"  alias {printable(removed)} -> {printable(kept)}")
+    lines += [f"  note: {n}" for n in r.get("notes", [])]
     return "\n".join(lines)
