@@ -64,7 +64,7 @@ def load_json_file(path: str) -> Any:
         if size > MAX_CONFIG_BYTES:
             raise UnsafeCheckpointError(f"JSON is {size} bytes (limit {MAX_CONFIG_BYTES})", path)
         with open(path, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
+            raw = fh.read(size + 1)  # the size checked above, not the cap: no 64 MB buffer per config
     except IsADirectoryError:
         raise CorruptCheckpointError("is a folder, expected a JSON file", path) from None
     except OSError as exc:

@@ -182,7 +182,7 @@ def _same_bytes(ckpt_a: Checkpoint, a: TensorInfo, ckpt_b: Checkpoint, b: Tensor
                 tick: Callable[[int], None] | None = None) -> bool:
     if a.nbytes != b.nbytes:
         return False
-    return same_stream(raw_chunks(ckpt_a, a, files), raw_chunks(ckpt_b, b, files), tick)
+    return same_stream(raw_chunks(ckpt_a, a, files, slot=0), raw_chunks(ckpt_b, b, files, slot=1), tick)
 
 
 def find_copies(ckpt: Checkpoint, files: SourceFiles) -> dict[str, str]:

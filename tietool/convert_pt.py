@@ -72,8 +72,8 @@ def _parse_size(value) -> int:
 
 # -- ties --------------------------------------------------------------------------------
 
-def _chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles):
-    return raw_chunks(ckpt, info, files, max_bytes=BLOCK_BYTES // 2)
+def _chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, slot: int = 0):
+    return raw_chunks(ckpt, info, files, max_bytes=BLOCK_BYTES // 2, slot=slot)
 
 
 def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) -> tuple[list[PtEntry], dict[str, str]]:
@@ -89,7 +89,7 @@ def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) 
         a, b = first.source, e.source
         same = (a.shape == b.shape and a.dtype == b.dtype and first.transform == e.transform and (
             (a.storage_key is not None and a.storage_key == b.storage_key)
-            or same_stream(_chunks(ckpt, a, files), _chunks(ckpt, b, files))))
+            or same_stream(_chunks(ckpt, a, files, 0), _chunks(ckpt, b, files, 1))))
         if same:
             removed[b.name] = a.name
         else:

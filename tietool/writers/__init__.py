@@ -31,6 +31,9 @@ from ..model import Checkpoint, TensorInfo
 BUFFER_BYTES = 16 * 1024 * 1024
 #: Bytes per copy_file_range call (the kernel copies; this only paces progress).
 RANGE_STEP = 64 * 1024 * 1024
+PAGE = 4096
+#: The read/write copy's buffer: 4 MB copies as fast as 16 MB here, in less memory.
+COPY_BYTES = 4 * 1024 * 1024
 TMP_MARK = ".tietool-tmp-"
 
 Progress = Callable[[int], None]  # called with bytes just written
@@ -110,10 +113,21 @@ def _le_bytes(arr: np.ndarray) -> memoryview:
 
 
 class SourceFiles:
-    """Read-only descriptors of source files, opened once."""
+    """Read-only descriptors of source files, opened once, and the reused
+    read buffers (one per concurrent stream)."""
 
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}
+        self._buffers: list[bytearray] = []
+
+    def buffer(self, nbytes: int, slot: int = 0) -> memoryview:
+        """A reused buffer of ``nbytes`` (no fresh allocation and page faults
+        per tensor). Streams read side by side use different slots."""
+        while len(self._buffers) <= slot:
+            self._buffers.append(bytearray())
+        if len(self._buffers[slot]) < nbytes:
+            self._buffers[slot] = bytearray(nbytes)
+        return memoryview(self._buffers[slot])[:nbytes]
 
     def fd(self, path: str) -> int:
         if path not in self._fds:
@@ -127,17 +141,20 @@ class SourceFiles:
         self._fds.clear()
 
 
-def raw_chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, max_bytes: int = BUFFER_BYTES) -> Iterator[memoryview]:
-    """The stored bytes of ``info`` (C order, little-endian), in blocks."""
+def raw_chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, max_bytes: int = BUFFER_BYTES,
+               slot: int = 0) -> Iterator[memoryview]:
+    """The stored bytes of ``info`` (C order, little-endian), in blocks. A
+    block is valid until the next one is produced: the buffer (``files``'
+    ``slot``) is reused."""
     if info.nbytes == 0:
         return
     if info.offset is not None:
         fd = files.fd(info.file)
-        buf = bytearray(min(max_bytes, info.nbytes))
+        buf = files.buffer(min(max_bytes, info.nbytes), slot)
         done = 0
         while done < info.nbytes:
             n = min(len(buf), info.nbytes - done)
-            view = memoryview(buf)[:n]
+            view = buf[:n]
             got = 0
             while got < n:
                 k = os.preadv(fd, [view[got:]], info.offset + done + got)
@@ -186,7 +203,12 @@ def copy_tensor(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, out_fd: 
     """Write the bytes of ``info`` at ``out_offset`` of ``out_fd``."""
     if info.nbytes == 0:
         return
-    if info.offset is not None and hasattr(os, "copy_file_range"):
+    # The kernel copies fastest when source and target sit at the same offset
+    # within a page; otherwise (the common case: safetensors packs tensors
+    # back to back, HDF5 interleaves metadata) a plain read/write through one
+    # reused buffer is about twice as fast as copy_file_range (measured on
+    # ext4: 0.15 s against 0.31 s for 500 MB from the page cache).
+    if info.offset is not None and hasattr(os, "copy_file_range") and (info.offset - out_offset) % PAGE == 0:
         src = files.fd(info.file)
         done = 0
         try:
@@ -208,7 +230,7 @@ def copy_tensor(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, out_fd: 
     else:
         pos = 0
     written = 0
-    for chunk in raw_chunks(ckpt, info, files):
+    for chunk in raw_chunks(ckpt, info, files, max_bytes=COPY_BYTES):
         end = written + len(chunk)
         if end > pos:
             part = chunk[max(0, pos - written):]
