@@ -311,3 +311,19 @@ def test_big_endian_h5_dataset_reads_native(tmp_path):
         assert info.dtype == "float32" and info.offset is None  # not raw-copyable
         got = ckpt.read(info.name)
         assert got.dtype == np.dtype("float32") and np.array_equal(got, values.astype("<f4"))
+
+
+def test_heap_check_reads_metadata_not_tensor_data(tmp_path):
+    """The global-heap check (against HDF5's infinite loop on a corrupt
+    collection) scans only the file outside dataset storage: tensor bytes that
+    happen to spell a corrupt heap header are data, not a reason to refuse."""
+    fake = np.frombuffer(b"GCOL\x01\x00\x00\x00" + (8192).to_bytes(8, "little") + b"\xff" * 8176, dtype=np.uint8)
+    path = tmp_path / "weights.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = ["dense"]  # a variable-length string: the check runs
+        g = f.create_group("dense")
+        g.attrs["weight_names"] = ["dense/kernel:0"]
+        g.create_dataset("dense/kernel:0", data=fake.reshape(64, 128))
+    with tietool.open_checkpoint(path) as ckpt:
+        (info,) = list(ckpt)
+        assert ckpt.read(info.name).tobytes() == fake.tobytes()

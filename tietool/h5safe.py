@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import mmap
 import os
 import re
 import struct
@@ -320,18 +319,16 @@ class SafeH5:
         regions = _complement(self._data_extents(), size)
         if isinstance(self.source, str):
             with open(self.source, "rb") as fh:
-                if size == 0:
-                    return
-                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                    for lo, hi in regions:
-                        _check_gcols(data, lo, hi, self.label)
+                _scan_heaps(lambda off, n: os.pread(fh.fileno(), n, off), regions, self.label)
         else:
             pos = self.source.tell()
+
+            def read(off: int, n: int) -> bytes:
+                self.source.seek(off)
+                return self.source.read(n)
+
             try:
-                for lo, hi in regions:
-                    self.source.seek(lo)
-                    chunk = self.source.read(hi - lo)
-                    _check_gcols(_Shifted(chunk, lo), lo, lo + len(chunk), self.label)
+                _scan_heaps(read, regions, self.label)
             except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
                 raise CorruptCheckpointError(f"cannot read ({exc})", self.label) from None
             finally:
@@ -397,34 +394,38 @@ def _complement(extents: list[tuple[int, int]], size: int) -> list[tuple[int, in
     return [(lo, hi) for lo, hi in out if hi > lo]
 
 
-class _Shifted:
-    """Bytes read from offset ``base``, indexed by absolute file offset."""
-
-    def __init__(self, data: bytes, base: int):
-        self.data, self.base = data, base
-
-    def find(self, sub: bytes, start: int, end: int) -> int:
-        i = self.data.find(sub, start - self.base, end - self.base)
-        return -1 if i < 0 else i + self.base
-
-    def __getitem__(self, item: slice) -> bytes:
-        return self.data[item.start - self.base : item.stop - self.base]
+#: Bytes of the file searched at once for heap collections, and the largest
+#: collection walked (Keras' collections hold a few names: kilobytes).
+GCOL_WINDOW = 16 * 1024 * 1024
+MAX_GCOL_BYTES = 64 * 1024 * 1024
 
 
-def _check_gcols(data, lo: int, hi: int, label: str) -> None:
-    """Walk each global heap collection found in ``data[lo:hi]`` as HDF5's
-    H5HG deserializer does; refuse one it would loop on or overrun."""
-    pos = data.find(b"GCOL", lo, hi)
-    while pos >= 0:
-        head = data[pos : pos + 16]
-        # signature, version 1, 3 reserved zero bytes, collection size
-        if len(head) == 16 and head[4] == 1 and head[5:8] == b"\0\0\0":
-            (csize,) = struct.unpack_from("<Q", head, 8)
-            if 4096 <= csize and pos + csize <= hi:
-                _walk_gcol(data[pos : pos + csize], pos, label)
-            elif csize >= 4096:
-                raise CorruptCheckpointError(f"global heap at byte {pos} runs past the end of the file: truncated?", label)
-        pos = data.find(b"GCOL", pos + 4, hi)
+def _scan_heaps(read, regions: list[tuple[int, int]], label: str) -> None:
+    """Find each global heap collection ("GCOL") in ``regions`` and walk it as
+    HDF5's H5HG deserializer does; refuse one it would loop on or overrun.
+    ``read(offset, n)`` returns file bytes; memory stays within one window."""
+    for lo, hi in regions:
+        start = lo
+        while start < hi:
+            end = min(hi, start + GCOL_WINDOW)
+            window = read(start, end - start + 3)  # a signature may straddle the window's end
+            i = window.find(b"GCOL")
+            while 0 <= i and start + i < end:
+                pos = start + i
+                head = read(pos, 16)
+                # signature, version 1, 3 reserved zero bytes, collection size
+                if len(head) == 16 and head[4] == 1 and head[5:8] == b"\0\0\0":
+                    (csize,) = struct.unpack_from("<Q", head, 8)
+                    if csize >= 4096:
+                        if pos + csize > hi:
+                            raise CorruptCheckpointError(
+                                f"global heap at byte {pos} runs past the end of the file: truncated?", label)
+                        if csize > MAX_GCOL_BYTES:
+                            raise UnsafeCheckpointError(
+                                f"global heap at byte {pos} declares {csize} bytes (limit {MAX_GCOL_BYTES})", label)
+                        _walk_gcol(read(pos, csize), pos, label)
+                i = window.find(b"GCOL", i + 4)
+            start = end
 
 
 def _walk_gcol(coll: bytes, start: int, label: str) -> None:
