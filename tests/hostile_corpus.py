@@ -17,16 +17,13 @@ lists text the error line must contain (the offending tensor's name ...).
 from __future__ import annotations
 
 import base64
-import io
 import json
 import marshal
-import os
 import random
 import shutil
 import struct
 import sys
 import zipfile
-import zlib
 from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

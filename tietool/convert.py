@@ -86,7 +86,7 @@ from .config import is_hf_config
 from .errors import CorruptCheckpointError, TietoolError, UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
-from .writers import SourceFiles, atomic_output, raw_chunks, same_stream
+from .writers import SourceFiles, atomic_output, check_not_source, phase_ticker, raw_chunks, same_stream
 
 TARGETS = ("safetensors", "h5")
 TIES = ("dedupe", "keep")
@@ -436,18 +436,10 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
                 else:
                     out = os.path.join(os.path.dirname(os.path.abspath(src_file)), plan.outputs[0][0])
             out = os.path.abspath(os.fspath(out))
-            if os.path.abspath(out) in {os.path.abspath(f) for f in ckpt.files} or os.path.abspath(out) == os.path.abspath(src):
-                raise UsageError("output would overwrite the source", out)
+            check_not_source(out, ckpt, src)
             total = sum(info.nbytes for _, kind, p in plan.outputs if kind == "safetensors" for _, info in p["entries"])
             total += sum(info.nbytes for _, kind, p in plan.outputs if kind == "h5" for info in p["data"].values())
-            state = {"write": 0, "verify": 0}
-
-            def tick(phase):
-                def f(n):
-                    state[phase] += n
-                    if progress:
-                        progress(phase, state[phase], total)
-                return f
+            tick = phase_ticker(progress, total)
 
             written: list[str] = []
             copied: list[str] = []

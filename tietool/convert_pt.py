@@ -47,7 +47,8 @@ from .errors import CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
 from .ptnames import PtEntry, plan_pt
-from .writers import SourceFiles, _le_bytes, _pwrite_all, atomic_output, copy_tensor, raw_chunks, same_stream
+from .writers import (SourceFiles, _le_bytes, _pwrite_all, atomic_output, check_not_source, copy_tensor,
+                      phase_ticker, raw_chunks, same_stream)
 from .writers.safetensors_writer import build_header
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, bytes done, bytes total)
@@ -298,9 +299,7 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
             tied = _tied_heads(ckpt, entries)
             entries = [e for e in entries if e.pt_name not in tied]
             out = os.path.abspath(os.fspath(out) if out is not None else _default_out(src, ckpt))
-            srcs = {os.path.abspath(f) for f in ckpt.files} | {os.path.abspath(src)}
-            if out in srcs or (os.path.isdir(src) and out == os.path.abspath(src)):
-                raise UsageError("output would overwrite the source", out)
+            check_not_source(out, ckpt, src)
             shards = _shards(entries, shard_bytes)
             total = sum(e.source.nbytes for e in entries)
             if len(shards) == 1:
@@ -308,14 +307,7 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
             else:
                 n = len(shards)
                 outputs = [(f"model-{i:05d}-of-{n:05d}.safetensors", s) for i, s in enumerate(shards, 1)]
-            state = {"write": 0, "verify": 0}
-
-            def tick(phase):
-                def f(k):
-                    state[phase] += k
-                    if progress:
-                        progress(phase, state[phase], total)
-                return f
+            tick = phase_ticker(progress, total)
 
             written, copied = [], []
             with atomic_output(out, folder=True, force=force) as tmp, BlockReader(ckpt) as reader:
@@ -341,7 +333,6 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
             files.close()
     return {
         "source": src,
-        "names": "pt",
         "source_format": ckpt.format,
         "to": "safetensors",
         "names": "pt",

@@ -103,6 +103,28 @@ def _remove(path: str) -> None:
         pass
 
 
+def check_not_source(out: str, ckpt: Checkpoint, src: str) -> None:
+    """Refuse an output path that is the source or one of its files."""
+    if out in {os.path.abspath(f) for f in ckpt.files} | {os.path.abspath(src)}:
+        raise UsageError("output would overwrite the source", out)
+
+
+def phase_ticker(progress: Callable[[str, int, int], None] | None, total: int) -> Callable[[str], Progress]:
+    """``tick(phase)`` gives a per-phase byte counter that reports
+    ``progress(phase, done, total)``."""
+    done: dict[str, int] = {}
+
+    def tick(phase: str) -> Progress:
+        done.setdefault(phase, 0)
+
+        def count(n: int) -> None:
+            done[phase] += n
+            if progress:
+                progress(phase, done[phase], total)
+        return count
+    return tick
+
+
 # -- bytes ----------------------------------------------------------------------
 
 def _le_bytes(arr: np.ndarray) -> memoryview:

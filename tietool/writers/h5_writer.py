@@ -27,7 +27,6 @@ fill), then each dataset's bytes copied raw at its offset
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 
