@@ -377,3 +377,28 @@ def test_hf_source_to_safetensors_says_how_to_get_pytorch_names(tmp_path):
     assert any("--names pt" in n for n in r["notes"])
     r = convert(fixture("keras3/tied_revemb.weights.h5"), "safetensors", tmp_path / "k3.safetensors")
     assert r["notes"] == []
+
+
+VERDICT_FIXTURES = sorted(
+    str(p.relative_to(FIXTURES)) for p in
+    list(FIXTURES.glob("tf/*")) + list(FIXTURES.glob("pt/*")) + list(FIXTURES.glob("keras3/*.h5"))
+    + list(FIXTURES.glob("keras3/*.keras")) + [FIXTURES / "keras2/full_model.h5", FIXTURES / "keras2/seed_shared"]
+)
+
+
+@pytest.mark.parametrize("rel", VERDICT_FIXTURES)
+def test_verify_tie_agrees_after_conversion(tmp_path, rel):
+    """Converting must not change what verify-tie concludes: same verdict,
+    same kind of tie, whichever direction."""
+    from tietool.convert import convert
+    from tietool.formats import open_checkpoint
+    from tietool.ties import verify_tie
+
+    src = fixture(rel)
+    with open_checkpoint(src) as ckpt:
+        to = "h5" if ckpt.format.startswith("safetensors") else "safetensors"
+    out = tmp_path / ("out.h5" if to == "h5" and src.is_file() else "out")
+    convert(src, to, out)
+    before, after = verify_tie(src), verify_tie(out)
+    assert after["tied"] == before["tied"], (before["message"], after["message"])
+    assert [g["verdict"] for g in after["groups"]] == [g["verdict"] for g in before["groups"]]
