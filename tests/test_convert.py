@@ -218,7 +218,7 @@ def test_safetensors_file_round_trip_bf16(tmp_path):
 def test_t5_three_copies_become_one(tmp_path):
     out = tmp_path / "t5.safetensors"
     r = convert(FIXTURES / "tf/t5/tf_model.h5", "safetensors", out=out)
-    kept = "shared/shared/shared/embeddings:0"
+    kept = "shared/embeddings:0"  # the name transformers' TF safetensors gives the shared embedding
     assert r["aliases"] == {"encoder/shared/shared/embeddings:0": kept, "decoder/shared/shared/embeddings:0": kept}
     with safe_open(str(out), "np") as f:
         keys = set(f.keys())
@@ -402,3 +402,29 @@ def test_verify_tie_agrees_after_conversion(tmp_path, rel):
     before, after = verify_tie(src), verify_tie(out)
     assert after["tied"] == before["tied"], (before["message"], after["message"])
     assert [g["verdict"] for g in after["groups"]] == [g["verdict"] for g in before["groups"]]
+
+
+def test_hf_tf_names_match_transformers_own_tf_safetensors(tmp_path):
+    """A transformers tf_model.h5 becomes the safetensors transformers' TF
+    save_pretrained(safe_serialization=True) writes: same names, same bytes;
+    the fixture tf/gpt2_tf_safetensors was written that way from the same
+    weights as tf/gpt2."""
+    r = convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "st")
+    assert r["notes"] and "transformers TF loads" in r["notes"][0]
+    ours, _ = st_items(tmp_path / "st" / "model.safetensors")
+    theirs, _ = st_items(FIXTURES / "tf/gpt2_tf_safetensors/model.safetensors")
+    assert set(ours) == set(theirs)
+    for k in theirs:
+        assert ours[k] == theirs[k], k
+    # and back: the original tf_model.h5, dataset for dataset
+    convert(tmp_path / "st", "h5", out=tmp_path / "back")
+    assert_same_h5(FIXTURES / "tf/gpt2/tf_model.h5", tmp_path / "back" / "tf_model.h5")
+
+
+def test_name_clash_keeps_dataset_paths(tmp_path):
+    """With --ties keep, BERT's two word-embedding copies would get one
+    transformers name: the dataset paths are kept instead, and said so."""
+    r = convert(FIXTURES / "tf/bert_mlm", "safetensors", out=tmp_path / "k", ties="keep")
+    assert any("dataset paths" in n for n in r["notes"])
+    keys, _ = st_items(tmp_path / "k" / "model.safetensors")
+    assert "mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0" in keys

@@ -13,10 +13,15 @@ folder.
 
 HDF5 -> safetensors
 -------------------
-One safetensors tensor per stored HDF5 dataset, named by its full dataset
-path (``transformer/tfgpt2lm_head_model/transformer/wte/embeddings:0``,
-``layers/reversible_embedding/vars/0``), bytes and dtype unchanged (Keras'
-2-byte opaque bfloat16 becomes ``BF16``). ``__metadata__`` (str -> str):
+One safetensors tensor per stored HDF5 dataset (one per set of verified
+identical copies), bytes and dtype unchanged (Keras' 2-byte opaque bfloat16
+becomes ``BF16``). Names: for a transformers ``tf_model.h5`` (a Keras 2 file
+with a transformers config), the names transformers' TF
+``save_pretrained(safe_serialization=True)`` gives the same variables
+(``transformer/wte/embeddings:0``), so that transformers TF loads the output
+as it is; otherwise, or when two kept tensors would get one such name, the
+full dataset path (``layers/reversible_embedding/vars/0``).
+``__metadata__`` (str -> str):
 
 * ``format``: ``"tf"`` for Keras 2 / transformers TF sources, ``"keras"`` for
   Keras 3 ones. (Tensor names are HDF5 paths, not transformers' TF
@@ -31,6 +36,8 @@ path (``transformer/tfgpt2lm_head_model/transformer/wte/embeddings:0``,
   order), ``backend``, ``keras_version``, ``model_config``,
   ``training_config``, Keras 3 ``vars`` ``name`` and the bfloat16 ``dtype``
   markers all come back.
+* ``tietool.names``: JSON ``{dataset path: tensor name}`` when the names are
+  transformers' TF names (absent: every tensor is named by its path).
 * ``tietool.config``: the checkpoint's config as a JSON string (config.json
   of an HF folder/file, ``model_config`` of a full-model H5, ``config.json``
   of a ``.keras`` archive), when there is one.
@@ -95,6 +102,7 @@ H5_FORMATS = {"keras2-h5", "keras2-full-h5", "hf-tf-h5-sharded", "hf-tf-h5-shard
 ST_FORMATS = {"safetensors", "safetensors-sharded"}
 KERAS2_FORMATS = {"keras2-h5", "keras2-full-h5"}
 LAYOUT_KEY = "tietool.layout"
+NAMES_KEY = "tietool.names"
 CONFIG_KEY = "tietool.config"
 ST_ORIGIN_ATTR = "tietool.safetensors"
 SUFFIXES = (".safetensors.index.json", ".h5.index.json", ".weights.json", ".weights.h5", ".safetensors",
@@ -246,6 +254,7 @@ class Plan:
     '' for the single output file, kind, payload)."""
 
     def __init__(self) -> None:
+        self.tf_names = False  # safetensors names are transformers' TF names, not dataset paths
         self.outputs: list[tuple[str, str, dict]] = []
         self.aliases: dict[str, str] = {}
         self.multi = False
@@ -280,6 +289,30 @@ def _config_text(ckpt: Checkpoint) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _tf_safetensors_names(ckpt: Checkpoint, kept: list[TensorInfo], removed: dict[str, str]) -> dict[str, str] | None:
+    """``{dataset path: name}`` with the names transformers' TF
+    ``save_pretrained(safe_serialization=True)`` gives the same variables
+    (``strip_model_name_and_prefix`` of the variable name), so that
+    transformers 4.57 TF loads the file as it is. None, and dataset paths are
+    kept, unless this is a transformers ``tf_model.h5`` whose kept tensors get
+    distinct names that no removed path shadows."""
+    if ckpt.format != "keras2-h5" or not is_hf_config(ckpt.config):
+        return None
+    from .ptnames import tf_variable_name
+
+    names = {}
+    for t in kept:
+        try:
+            var = tf_variable_name(ckpt, t)
+        except UsageError:
+            return None
+        names[t.name] = var if "model." in var or "/" not in var else var.split("/", 1)[1]
+    used = set(names.values())
+    if len(used) != len(names) or used & set(removed) or used & {"format", LAYOUT_KEY, NAMES_KEY, CONFIG_KEY}:
+        return None
+    return names
+
+
 def _plan_to_safetensors(ckpt: Checkpoint, ties: str, shard_size: int | None, files: SourceFiles,
                          src_name: str) -> Plan:
     plan = Plan()
@@ -295,15 +328,20 @@ def _plan_to_safetensors(ckpt: Checkpoint, ties: str, shard_size: int | None, fi
         entries = [(t.name, t) for t in ckpt]
     else:
         removed = find_copies(ckpt, files) if ties == "dedupe" else {}
-        plan.aliases = removed
+        kept = [t for t in ckpt if t.name not in removed]
+        names = _tf_safetensors_names(ckpt, kept, removed) if ties == "dedupe" else None
+        plan.tf_names = names is not None
+        names = names or {t.name: t.name for t in kept}
+        plan.aliases = {k: names[v] for k, v in removed.items()}
         metadata = {"format": "keras" if ckpt.format.startswith("keras3") else "tf"}
         metadata[LAYOUT_KEY] = json.dumps(_h5_layout(ckpt), ensure_ascii=False, separators=(",", ":"))
+        if plan.tf_names:
+            metadata[NAMES_KEY] = json.dumps(names, ensure_ascii=False, separators=(",", ":"))
         cfg = _config_text(ckpt)
         if cfg is not None:
             metadata[CONFIG_KEY] = cfg
-        for k, v in removed.items():
-            metadata[k] = v
-        entries = [(t.name, t) for t in ckpt if t.name not in removed]
+        metadata.update(plan.aliases)
+        entries = [(names[t.name], t) for t in kept]
         stem = _stem(src_name)
         name = ("model" if stem == "tf_model" else stem) + ".safetensors"
     if shard_size is None:
@@ -343,18 +381,23 @@ def _plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
             layout = json.loads(md[LAYOUT_KEY])
             files = layout["files"]
             index = layout.get("index")
+            names = json.loads(md.get(NAMES_KEY, "{}"))
+            if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+                raise ValueError(NAMES_KEY)
         except (ValueError, KeyError, TypeError):
             raise CorruptCheckpointError(f"__metadata__ {LAYOUT_KEY} is not a tietool layout", ckpt.path) from None
         for f in files:
             tree = f["tree"]
             data = {}
             for dpath in tree["datasets"]:
-                name = dpath if dpath in ckpt.tensors else md.get(dpath)
+                name = names.get(dpath, dpath)
+                if name not in ckpt.tensors:  # a removed copy: its alias names the kept tensor
+                    name = md.get(dpath)
+                    if name in ckpt.tensors:
+                        plan.aliases[dpath] = name
                 if name not in ckpt.tensors:
                     raise CorruptCheckpointError(f"layout lists dataset {dpath!r} but no tensor (or alias) holds it", ckpt.path)
                 data[dpath] = ckpt.tensors[name]
-                if name != dpath:
-                    plan.aliases[dpath] = name
             if layout.get("source_format") == "keras3-archive":
                 cfg = md.get(CONFIG_KEY)
                 if cfg is not None:
@@ -416,15 +459,18 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
             if to == "h5" and ckpt.format in H5_FORMATS:
                 raise UsageError("source is already HDF5", src)
             notes = []
-            if to == "safetensors" and is_hf_config(ckpt.config):
-                # The names are dataset paths, which no transformers loader
-                # expects: say so rather than leave a folder that loads at random.
-                notes.append("tensor names are the HDF5 dataset paths (lossless, for converting back with --to h5); "
-                             "for PyTorch transformers 5 use --names pt")
             src_file = _weights_path(ckpt)
             src_name = os.path.basename(src_file)
             if to == "safetensors":
                 plan = _plan_to_safetensors(ckpt, ties, shard_bytes, files, src_name)
+                if plan.tf_names:
+                    notes.append("names as transformers' TF save_pretrained(safe_serialization=True) writes them: "
+                                 "transformers TF loads this folder; PyTorch transformers 5 needs --names pt")
+                elif is_hf_config(ckpt.config):
+                    # Names no transformers loader expects: say so rather than
+                    # leave a folder that would load at random.
+                    notes.append("tensor names are the HDF5 dataset paths (lossless, for converting back with --to h5); "
+                                 "for PyTorch transformers 5 use --names pt")
             else:
                 plan = _plan_to_h5(ckpt, src_name)
             as_folder = src_is_dir or plan.multi

@@ -119,7 +119,9 @@ def tf_variable_name(ckpt: Checkpoint, info: TensorInfo) -> str:
             return name[len(info.layer) + 1:]
         raise UsageError(f"{name!r}: not under a Keras layer group; cannot recover its TF variable name", ckpt.path)
     source_format = _tietool_source_format(ckpt)
-    if source_format == "keras2-h5":  # tietool's own H5 -> safetensors output: full dataset paths
+    if source_format == "keras2-h5" and "tietool.names" not in ckpt.metadata:
+        # tietool's own H5 -> safetensors output with full dataset paths (with
+        # ``tietool.names`` it carries transformers' TF names: handled below)
         head, sep, rest = name.partition("/")
         if not sep:
             raise UsageError(f"{name!r}: not under a Keras layer group; cannot recover its TF variable name", ckpt.path)

@@ -72,6 +72,31 @@ def test_hf_tf_round_trip_loads(tmp_path, name):
     assert diff <= 1e-5, diff
 
 
+@needs_tf
+@pytest.mark.parametrize("name", ["gpt2", "bert_mlm", "t5", "bart", "mistral_untied"])
+def test_hf_tf_safetensors_output_loads_directly(tmp_path, name):
+    """The safetensors folder itself (transformers' TF names) loads in
+    transformers 4.57 TF with every weight, giving the stored logits."""
+    convert(FIXTURES / "tf" / name, "safetensors", out=tmp_path / "st")
+    assert not (tmp_path / "st" / "tf_model.h5").exists()
+    out = run_py(f"""
+        import json, os, numpy as np, transformers
+        folder = {str(tmp_path / 'st')!r}
+        cfg = json.load(open(folder + "/config.json"))
+        cls = getattr(transformers, "TF" + cfg["architectures"][0])
+        model, info = cls.from_pretrained(folder, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+        ids = np.load(folder + "/ref_input_ids.npy")
+        kw = {{}}
+        if os.path.exists(folder + "/ref_decoder_input_ids.npy"):
+            kw["decoder_input_ids"] = np.load(folder + "/ref_decoder_input_ids.npy")
+        logits = model(ids, training=False, **kw).logits.numpy()
+        print("MAXDIFF", float(np.abs(logits - np.load(folder + "/ref_logits.npy")).max()))
+    """, {"TF_USE_LEGACY_KERAS": "1"})
+    diff = float(out.split("MAXDIFF")[1].split()[0])
+    assert diff <= 1e-5, diff
+
+
 KERAS3_BUILD = """
     import os
     os.environ["KERAS_BACKEND"] = "tensorflow"
