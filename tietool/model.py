@@ -141,6 +141,22 @@ class Checkpoint:
             stop = min(info.shape[0], start + step)
             yield start, self.store.read_rows(info, start, stop)
 
+    @property
+    def origin_format(self) -> str:
+        """The layout the weights were first written in: a safetensors file
+        that tietool converted from HDF5 records it in ``tietool.layout``."""
+        raw = self.metadata.get("tietool.layout") if self.format.startswith("safetensors") else None
+        if isinstance(raw, str):
+            import json
+
+            try:
+                origin = json.loads(raw).get("source_format")
+            except (ValueError, AttributeError):
+                origin = None
+            if isinstance(origin, str):
+                return origin
+        return self.format
+
     # -- summary ----------------------------------------------------------
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())

@@ -118,8 +118,7 @@ def tf_variable_name(ckpt: Checkpoint, info: TensorInfo) -> str:
         if info.layer and name.startswith(info.layer + "/"):
             return name[len(info.layer) + 1:]
         raise UsageError(f"{name!r}: not under a Keras layer group; cannot recover its TF variable name", ckpt.path)
-    source_format = _tietool_source_format(ckpt)
-    if source_format == "keras2-h5" and "tietool.names" not in ckpt.metadata:
+    if ckpt.origin_format == "keras2-h5" and "tietool.names" not in ckpt.metadata:
         # tietool's own H5 -> safetensors output with full dataset paths (with
         # ``tietool.names`` it carries transformers' TF names: handled below)
         head, sep, rest = name.partition("/")
@@ -130,18 +129,6 @@ def tf_variable_name(ckpt: Checkpoint, info: TensorInfo) -> str:
     if "model." in name or "/" not in name:
         return name
     return f"{_PLACEHOLDER_SCOPE}/{name}"
-
-
-def _tietool_source_format(ckpt: Checkpoint) -> str | None:
-    import json
-
-    raw = ckpt.metadata.get("tietool.layout")
-    if not isinstance(raw, str):
-        return None
-    try:
-        return json.loads(raw).get("source_format")
-    except (ValueError, AttributeError):
-        return None
 
 
 SUPPORTED = ("keras2-h5", "hf-tf-h5-sharded", "safetensors", "safetensors-sharded")

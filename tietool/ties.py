@@ -34,7 +34,6 @@ Detection rules (general, not a list of models):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
@@ -388,26 +387,12 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
     return members, V, H
 
 
-def _origin_format(ckpt: Checkpoint) -> str:
-    """The layout the weights were written in: a safetensors file that
-    tietool converted from HDF5 records it in its layout metadata."""
-    raw = ckpt.metadata.get("tietool.layout") if ckpt.format.startswith("safetensors") else None
-    if isinstance(raw, str):
-        try:
-            origin = json.loads(raw).get("source_format")
-        except (ValueError, AttributeError):
-            origin = None
-        if isinstance(origin, str):
-            return origin
-    return ckpt.format
-
-
 def _structural_tie(ckpt: Checkpoint, member: Member) -> str | None:
     """A tie that the layout itself declares, for one lone matrix."""
     name = member.name
     if re.search(r"(^|/)reversible_embedding(_\d+)?/vars/0$", name):
         return "Keras 3 ReversibleEmbedding layer stores no reverse_embeddings (tie_weights=True)"
-    if ckpt.config is None and _origin_format(ckpt) == "keras2-h5" and _parts(name) and _parts(name)[-1] == "weight":
+    if ckpt.config is None and ckpt.origin_format == "keras2-h5" and _parts(name) and _parts(name)[-1] == "weight":
         return "transformers TFSharedEmbeddings layout (config-less Keras 2 H5, one variable 'weight' used as embedding and output)"
     return None
 
