@@ -85,7 +85,11 @@ class SharedEmbeddings(keras.layers.ReversibleEmbedding):
         bit-identical to the stored ones."""
         from .pair import load_pair
 
-        pair = load_pair(path, embedding=embedding, decoder=decoder)
+        return cls.from_pair(load_pair(path, embedding=embedding, decoder=decoder), **kwargs)
+
+    @classmethod
+    def from_pair(cls, pair, **kwargs) -> "SharedEmbeddings":
+        """Build the layer from a :class:`tietool.pair.Pair` already read."""
         vocab, hidden = pair.embedding_matrix.shape
         dtype = kwargs.pop("dtype", None) or _keras_dtype(pair.embedding_matrix.dtype)
         layer = cls(vocab, hidden, tie_weights=pair.tied, dtype=dtype, name=kwargs.pop("name", "shared_embeddings"), **kwargs)

@@ -56,11 +56,6 @@ def choose_pair(ckpt: Checkpoint, embedding: str | None = None, decoder: str | N
     return PairChoice(emb, dec.info, dec.transposed, False, group.kind)
 
 
-def open_pair_info(path, embedding: str | None = None, decoder: str | None = None) -> PairChoice:
-    with open_checkpoint(path) as ckpt:
-        return choose_pair(ckpt, embedding, decoder)
-
-
 def load_pair(path, embedding: str | None = None, decoder: str | None = None) -> Pair:
     with open_checkpoint(path) as ckpt:
         choice = choose_pair(ckpt, embedding, decoder)

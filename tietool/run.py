@@ -92,13 +92,14 @@ def check_hidden(hidden: np.ndarray, hidden_size: int, label: str) -> np.ndarray
 
 def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: str | None = None,
               embedding: str | None = None, decoder: str | None = None) -> RunResult:
-    from .pair import open_pair_info
+    from .pair import load_pair
 
     if mode not in ("embedding", "linear"):
         raise UsageError(f"--mode must be embedding or linear, not {mode!r}")
-    # Header-only: which pair, and its sizes.
-    choice = open_pair_info(path, embedding=embedding, decoder=decoder)
-    vocab, hidden = choice.embedding.shape
+    # The verified pair, read once; inputs are checked against it before
+    # TensorFlow is loaded.
+    pair = load_pair(path, embedding=embedding, decoder=decoder)
+    vocab, hidden = pair.embedding_matrix.shape
     if mode == "embedding":
         if ids is None and input_path is None:
             raise UsageError("embedding mode needs token ids: --ids 1,2,3 or --input ids.npy")
@@ -121,7 +122,7 @@ def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: s
             raise
         except ImportError as exc:  # pragma: no cover
             raise MissingDependencyError(f"TensorFlow is not installed ({exc}): pip install 'tietool[tf]'") from None
-        layer = SharedEmbeddings.from_checkpoint(path, embedding=embedding, decoder=decoder)
+        layer = SharedEmbeddings.from_pair(pair)
         if mode == "linear" and x.dtype != np.dtype(layer.compute_dtype):
             x = x.astype(layer.compute_dtype)
         out = np.asarray(layer(x, mode=mode))
