@@ -159,3 +159,32 @@ def test_top_level_name():
     import tietool
 
     assert tietool.SharedEmbeddings is SharedEmbeddings
+
+
+@pytest.mark.parametrize("rel, tied", [("keras3/tied_revemb.keras", True), ("keras3/untied_revemb.weights.h5", False)])
+def test_matches_keras_own_reversible_embedding(rel, tied):
+    """On a Keras 3 checkpoint, both passes equal Keras' own
+    ReversibleEmbedding holding the same stored weights (read with h5py)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    path = fixture(rel)
+    if path.suffix == ".keras":
+        with zipfile.ZipFile(path) as z:
+            raw = io.BytesIO(z.read("model.weights.h5"))
+        f = h5py.File(raw, "r")
+    else:
+        f = h5py.File(path, "r")
+    with f:
+        stored = [f["layers/reversible_embedding/vars"][k][()] for k in sorted(f["layers/reversible_embedding/vars"])]
+    ref = keras.layers.ReversibleEmbedding(64, 16, tie_weights=tied)
+    ref.build()
+    ref.set_weights(stored)
+    ours = SharedEmbeddings.from_checkpoint(path)
+    assert ours.tie_weights is tied
+    ids = np.array([[0, 5, 63, 17]], dtype="int32")
+    hidden = np.random.default_rng(3).standard_normal((2, 3, 16)).astype("float32")
+    assert np.asarray(ours(ids, mode="embedding")).tobytes() == np.asarray(ref(ids)).tobytes()
+    assert np.asarray(ours(hidden, mode="linear")).tobytes() == np.asarray(ref(hidden, reverse=True)).tobytes()
