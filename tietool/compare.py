@@ -18,7 +18,6 @@ a NaN payload carries no value, so it cannot be "far" from another NaN.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,17 +124,7 @@ class BlockReader:
         return info.offset is not None and info.computable and len(info.shape) == 2
 
     def _pread(self, info: TensorInfo, out: np.ndarray, offset: int) -> None:
-        fd = self.handles.fd(info.file)
-        view = memoryview(out)
-        got = 0
-        if hasattr(os, "preadv"):
-            while got < len(view):
-                n = os.preadv(fd, [view[got:]], offset + got)
-                if n <= 0:
-                    break
-                got += n
-        if got < len(view):  # truncated file, or no preadv: the careful path says why
-            view[got:] = rawio.read_exact(fd, offset + got, len(view) - got, info.file)
+        rawio.read_into(self.handles.fd(info.file), memoryview(out).cast("B"), offset, info.file)
 
     def _as_array(self, info: TensorInfo, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         np_dtype = dtypes.numpy_dtype(info.dtype).newbyteorder("<")
@@ -153,9 +142,6 @@ class BlockReader:
 
     def block(self, info: TensorInfo, r0: int, r1: int, c0: int, c1: int, slot: int = 0) -> np.ndarray:
         store = self.ckpt.store
-        own = getattr(store, "read_block", None)
-        if own is not None:
-            return own(info, slice(r0, r1), slice(c0, c1))
         rows, cols = info.shape
         if c0 == 0 and c1 == cols:
             return self.rows(info, r0, r1, slot)
@@ -166,22 +152,13 @@ class BlockReader:
             for i, r in enumerate(range(r0, r1)):
                 self._pread(info, out[i], info.offset + (r * cols + c0) * item)
             return self._as_array(info, out, (r1 - r0, c1 - c0))
-        loc = info.locator
-        if isinstance(loc, tuple) and len(loc) == 2 and hasattr(loc[1], "dataset") and hasattr(loc[0], "guard"):
-            return self._h5_block(loc[0], loc[1], r0, r1, c0, c1)
-        # Unknown store: whole rows in bounded steps, columns cut out.
+        own = getattr(store, "read_block", None)  # HDF5: a hyperslab
+        if own is not None:
+            return own(info, slice(r0, r1), slice(c0, c1))
+        # Any other store: whole rows in bounded steps, columns cut out.
         step = max(1, BLOCK_BYTES // max(1, info.nbytes // max(1, rows)))
         parts = [store.read_rows(info, s, min(r1, s + step))[:, c0:c1] for s in range(r0, r1, step)]
         return np.concatenate(parts, axis=0)
-
-    @staticmethod
-    def _h5_block(h5, entry, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        arr = np.asarray(h5.guard(f"dataset /{entry.path}", lambda: entry.dataset[r0:r1, c0:c1]))
-        if getattr(entry, "needs_view", None):
-            arr = np.ascontiguousarray(arr).view(dtypes.numpy_dtype(entry.needs_view))
-        elif arr.dtype.byteorder == (">" if np.little_endian else "<"):
-            arr = arr.astype(arr.dtype.newbyteorder("="))
-        return arr
 
 
 TILE = 256

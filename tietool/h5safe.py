@@ -264,12 +264,16 @@ class SafeH5:
         key = self._object_key(ds, path)
         return DatasetEntry(path, ds, shape, dt.name, declared, offset, key, needs_view)
 
-    def read_rows(self, entry: DatasetEntry, start: int, stop: int) -> np.ndarray:
+    def read_rows(self, entry: DatasetEntry, start: int, stop: int, cols: slice | None = None) -> np.ndarray:
+        """Rows ``start:stop`` (and, for a 2-D dataset, columns ``cols``: an
+        HDF5 hyperslab), in native byte order, bfloat16 viewed as such."""
         ds = entry.dataset
         where = f"dataset /{entry.path}"
         if not entry.shape:
             arr = self.guard(where, lambda: ds[()])
             arr = np.asarray(arr)
+        elif cols is not None:
+            arr = self.guard(where, lambda: ds[start:stop, cols])
         else:
             arr = self.guard(where, lambda: ds[start:stop])
         if entry.needs_view:

@@ -51,6 +51,11 @@ class H5Store:
             return rawio.read_rows(self.handles.fd(info.file), info.offset, info.shape, info.dtype, start, stop, info.file)
         return h5.read_rows(entry, start, stop)
 
+    def read_block(self, info: TensorInfo, rows: slice, cols: slice) -> np.ndarray:
+        """A ``rows x cols`` block of a 2-D dataset, read as one hyperslab."""
+        h5, entry = info.locator
+        return h5.read_rows(entry, rows.start, rows.stop, cols)
+
     def close(self) -> None:
         for f in self.files:
             f.close()

@@ -41,17 +41,23 @@ class FileHandles:
         self._fds.clear()
 
 
-def read_exact(fd: int, offset: int, length: int, label: str) -> bytearray:
-    buf = bytearray(length)
-    view = memoryview(buf)
+def read_into(fd: int, view: memoryview, offset: int, label: str) -> None:
+    """Fill ``view`` with the file's bytes from ``offset``, or raise: a short
+    read means the file ends early."""
     got = 0
-    while got < length:
-        n = os.preadv(fd, [view[got:]], offset + got) if hasattr(os, "preadv") else _pread_into(fd, view[got:], offset + got)
+    while got < len(view):
+        rest = view[got:]
+        n = os.preadv(fd, [rest], offset + got) if hasattr(os, "preadv") else _pread_into(fd, rest, offset + got)
         if n <= 0:
             raise CorruptCheckpointError(
-                f"unexpected end of file reading {length} bytes at offset {offset}: truncated?", label
+                f"unexpected end of file reading {len(view)} bytes at offset {offset}: truncated?", label
             )
         got += n
+
+
+def read_exact(fd: int, offset: int, length: int, label: str) -> bytearray:
+    buf = bytearray(length)
+    read_into(fd, memoryview(buf), offset, label)
     return buf
 
 

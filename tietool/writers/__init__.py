@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import OutputExistsError, UsageError
+from ..formats import rawio
 from ..model import Checkpoint, TensorInfo
 
 #: Bytes of tensor data held in memory at once while copying or comparing.
@@ -134,12 +135,12 @@ def _le_bytes(arr: np.ndarray) -> memoryview:
     return memoryview(arr).cast("B")
 
 
-class SourceFiles:
+class SourceFiles(rawio.FileHandles):
     """Read-only descriptors of source files, opened once, and the reused
     read buffers (one per concurrent stream)."""
 
     def __init__(self) -> None:
-        self._fds: dict[str, int] = {}
+        super().__init__()
         self._buffers: list[bytearray] = []
 
     def buffer(self, nbytes: int, slot: int = 0) -> memoryview:
@@ -150,17 +151,6 @@ class SourceFiles:
         if len(self._buffers[slot]) < nbytes:
             self._buffers[slot] = bytearray(nbytes)
         return memoryview(self._buffers[slot])[:nbytes]
-
-    def fd(self, path: str) -> int:
-        if path not in self._fds:
-            self._fds[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        return self._fds[path]
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds.clear()
 
 
 def raw_chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, max_bytes: int = BUFFER_BYTES,
@@ -177,14 +167,7 @@ def raw_chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, max_bytes
         while done < info.nbytes:
             n = min(len(buf), info.nbytes - done)
             view = buf[:n]
-            got = 0
-            while got < n:
-                k = os.preadv(fd, [view[got:]], info.offset + done + got)
-                if k <= 0:
-                    from ..errors import CorruptCheckpointError
-
-                    raise CorruptCheckpointError("unexpected end of file: truncated?", info.file)
-                got += k
+            rawio.read_into(fd, view, info.offset + done, info.file)
             yield view
             done += n
         return
