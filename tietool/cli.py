@@ -174,8 +174,10 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
     a Keras 3 ReversibleEmbedding) and run its embedding or linear pass.
     Needs TensorFlow: pip install 'tietool[tf]'."""
     from .render import render_run
-    from .run import parse_ids, run_layer, run_summary, save_npy_atomically
+    from .run import check_npy_output, parse_ids, run_layer, run_summary, save_npy_atomically
 
+    if output_path:
+        check_npy_output(output_path, force)  # before the work, not after it
     result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
                        embedding=embedding, decoder=decoder)
     if output_path:

@@ -90,7 +90,7 @@ import time
 from typing import Callable
 
 from .config import is_hf_config
-from .errors import CorruptCheckpointError, TietoolError, UsageError
+from .errors import CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
 from .writers import SourceFiles, atomic_output, check_not_source, phase_ticker, raw_chunks, same_stream
@@ -158,31 +158,16 @@ def _keras2_suffix(ckpt: Checkpoint, t: TensorInfo) -> str | None:
 
 
 def _ties_groups(ckpt: Checkpoint) -> list[list[str]]:
-    try:
-        from .ties import find_ties  # written alongside; optional until it lands
-    except ImportError:
-        return []
-    try:
-        groups = find_ties(ckpt)
-    except TietoolError:
-        return []
+    """Stored copies of the tied matrix that tie detection names (their bytes
+    are compared before anything is merged)."""
+    from .ties import DUPLICATE, SHARED, find_ties
+
     out = []
-    for g in groups or []:
-        get = (lambda k: g.get(k)) if isinstance(g, dict) else (lambda k: getattr(g, k, None))
-        if get("kind") not in ("duplicate-copies", "shared-storage"):
-            continue
-        members = None
-        for key in ("members", "names", "tensors", "copies"):
-            members = get(key)
-            if members:
-                break
-        names = []
-        for m in members or []:
-            name = m if isinstance(m, str) else (m.get("name") if isinstance(m, dict) else getattr(m, "name", None))
-            if name in ckpt.tensors:
-                names.append(name)
-        if len(names) > 1:
-            out.append(names)
+    for g in find_ties(ckpt):
+        if g.kind in (DUPLICATE, SHARED):
+            names = [m.name for m in g.members if m.stored and not m.transposed]
+            if len(names) > 1:
+                out.append(names)
     return out
 
 

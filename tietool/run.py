@@ -148,10 +148,8 @@ class _quiet_stderr:
         os.close(self.saved)
 
 
-def save_npy_atomically(array: np.ndarray, out_path: str, force: bool = False) -> None:
-    """Write ``out_path`` via a temporary file in the same folder and a rename."""
-    import tempfile
-
+def check_npy_output(out_path: str, force: bool = False) -> str:
+    """Refuse an output path before any work is done; returns its folder."""
     from .errors import OutputExistsError
 
     if not out_path.endswith(".npy"):
@@ -161,6 +159,14 @@ def save_npy_atomically(array: np.ndarray, out_path: str, force: bool = False) -
     folder = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(folder):
         raise UsageError("the output's folder does not exist", out_path)
+    return folder
+
+
+def save_npy_atomically(array: np.ndarray, out_path: str, force: bool = False) -> None:
+    """Write ``out_path`` via a temporary file in the same folder and a rename."""
+    import tempfile
+
+    folder = check_npy_output(out_path, force)
     fd, tmp = tempfile.mkstemp(prefix=".tietool-", suffix=".npy.tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
