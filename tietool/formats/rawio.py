@@ -28,7 +28,7 @@ class FileHandles:
             try:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             except OSError as exc:
-                raise CorruptCheckpointError(f"cannot open ({exc.strerror or exc})", path) from None
+                raise CorruptCheckpointError(f"cannot open ({(exc.strerror or str(exc)).lower()})", path) from None
             self._fds[path] = fd
         return fd
 
