@@ -58,7 +58,8 @@ def digest(path: Path) -> dict[str, str]:
 
 
 def temporaries(*folders: Path) -> list[str]:
-    return [str(p) for f in folders if Path(f).is_dir() for p in Path(f).rglob("*") if TMP_MARK in p.name]
+    return [str(p) for f in folders if Path(f).is_dir() for p in Path(f).rglob("*")
+            if TMP_MARK in p.name or ".tietool-old-" in p.name]
 
 
 def one_line(code: int, stderr: str, needle: str, expected_code: int = 2) -> str:
@@ -487,3 +488,38 @@ def test_fsync_file_and_folder(tmp_path, monkeypatch):
 
     for p in [*(tmp_path / "out").iterdir(), tmp_path / "out", tmp_path / "one.h5", tmp_path]:
         assert ino(p) in synced, p
+
+
+def test_previous_folder_moved_aside_is_put_back(tmp_path):
+    """Where the file system cannot exchange two folders atomically, the old
+    output is renamed aside before the new one goes in; a writer killed
+    between the two renames leaves it aside, and the next run puts it back."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "out"
+    aside = tmp_path / f".out.tietool-old-{dead.pid}-0badcafe"
+    aside.mkdir()
+    (aside / "model.safetensors").write_bytes(b"previous output")
+    r = tietool("convert", fixture("tf/gpt2"), "--to", "safetensors", "-o", out)
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"tietool: put back {out} (moved aside by process {dead.pid}, which no longer exists)",
+        f"Error: {out}: output exists (use --force to overwrite)"], r.stderr
+    assert (out / "model.safetensors").read_bytes() == b"previous output" and not aside.exists()
+
+
+def test_run_output_disk_full():
+    """run --output on a full disk. ``run`` writes through the same
+    ``save_npy_atomically`` the CLI calls once TensorFlow computed the result;
+    called here directly, so that the test needs no TensorFlow start-up (the
+    CLI's mapping of this error to one line is the one tested above)."""
+    from tietool.errors import UsageError
+    from tietool.run import save_npy_atomically
+
+    with tmpfs("1m") as disk:
+        out = disk / "out.npy"
+        out.write_bytes(b"previous output")
+        fill(disk, 0)
+        with pytest.raises(UsageError) as exc:
+            save_npy_atomically(np.zeros((2, 5, 64), np.float32), str(out), force=True, sources=[str(fixture("tf/gpt2"))])
+        assert str(exc.value) == f"{out}: cannot write (no space left on device)"
+        assert out.read_bytes() == b"previous output" and not temporaries(disk)

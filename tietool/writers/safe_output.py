@@ -30,12 +30,14 @@ import re
 import secrets
 import shutil
 import signal
+import sys
 from typing import Iterable, Iterator
 
 from ..errors import CorruptCheckpointError, OutputExistsError, UsageError
 
 TMP_MARK = ".tietool-tmp-"
-_TMP_RE = re.compile(re.escape(TMP_MARK) + r"(\d+)-")
+OLD_MARK = ".tietool-old-"  # a previous output folder moved aside while the new one is put in place
+_TMP_RE = re.compile(r"^\.(.+)(" + re.escape(TMP_MARK) + "|" + re.escape(OLD_MARK) + r")(\d+)-[0-9a-f]+$")
 #: errno values that mean "this output cannot be written", in plain words.
 WRITE_ERRNOS = {
     errno.ENOSPC: "no space left on device",
@@ -95,6 +97,7 @@ def check_output(target: str, sources: Iterable[str], *, folder: bool, force: bo
     read) nor anything tietool does not write. ``writes``: the names this
     run puts in an output folder. Returns the absolute target."""
     target = os.path.abspath(os.fspath(target))
+    remove_stale(os.path.dirname(target))  # first: it may put a previous output back in place
     real = os.path.realpath(target)
     inodes: dict[tuple[int, int], str] = {}
     for s in sources:
@@ -142,7 +145,7 @@ def check_output(target: str, sources: Iterable[str], *, folder: bool, force: bo
 
 def _checkpoint_file(name: str, writes: set[str]) -> bool:
     return (name in writes or name in CHECKPOINT_NAMES or name.endswith(CHECKPOINT_SUFFIXES)
-            or (name.startswith(".") and TMP_MARK in name))
+            or _TMP_RE.match(name) is not None)
 
 
 # -- stale temporaries --------------------------------------------------------------------
@@ -166,13 +169,23 @@ def remove_stale(folder: str) -> list[str]:
     except OSError:
         return removed
     for n in names:
-        m = _TMP_RE.search(n)
-        if not n.startswith(".") or m is None:
+        m = _TMP_RE.match(n)
+        if m is None:
             continue
-        pid = int(m.group(1))
+        pid = int(m.group(3))
         if pid == os.getpid() or _alive(pid):
             continue
         p = os.path.join(folder, n)
+        if m.group(2) == OLD_MARK:
+            home = os.path.join(folder, m.group(1))
+            if not os.path.lexists(home):
+                # the writer was killed between moving the previous output aside and putting the new one in place
+                try:
+                    os.rename(p, home)
+                except OSError:
+                    continue
+                log.warning("tietool: put back %s (moved aside by process %d, which no longer exists)", home, pid)
+                continue
         _remove(p)
         if not os.path.lexists(p):
             removed.append(p)
@@ -234,8 +247,8 @@ def _umask() -> int:
     return mask
 
 
-def _tmp_name(parent: str, base: str, tag: str = "") -> str:
-    return os.path.join(parent, f".{base}{tag}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+def _tmp_name(parent: str, base: str, mark: str = TMP_MARK) -> str:
+    return os.path.join(parent, f".{base}{mark}{os.getpid()}-{secrets.token_hex(4)}")
 
 
 @contextlib.contextmanager
@@ -250,30 +263,29 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
     base = os.path.basename(target)
     if not os.path.isdir(parent):
         raise UsageError("cannot write: its folder does not exist or is not a folder", target)
-    remove_stale(parent)
     tmp = _tmp_name(parent, base)
-    try:
-        if folder:
-            os.mkdir(tmp, 0o700)
-        else:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except OSError as exc:
-        raise (write_error(exc, target) or UsageError(f"cannot write ({exc.strerror})", target)) from None
     committed = False
     try:
+        try:
+            if folder:
+                os.mkdir(tmp, 0o700)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:
+            raise (write_error(exc, target) or UsageError(f"cannot write ({exc.strerror})", target)) from None
         yield tmp
         if os.path.lexists(target) and not force:
             raise OutputExistsError("output appeared while converting; not overwritten (use --force)", target)
         os.chmod(tmp, (0o755 if folder else 0o644) & ~_umask())
         fsync_tree(tmp)
         with signals_held():
-            _commit(tmp, target, parent, base)
-            committed = True
+            committed = _commit(tmp, target, parent, base)
     except BaseException as exc:
         if committed and isinstance(exc, KeyboardInterrupt):
             exc.committed = target  # type: ignore[attr-defined]  # a signal held off until the output was in place
             raise
-        _remove(tmp)
+        with signals_held():  # a second signal does not cut the clean-up short
+            _remove(tmp)
         if isinstance(exc, OSError) and not hasattr(exc, "message") and _about_output(exc, tmp, target):
             err = write_error(exc, target)
             if err is not None:
@@ -289,14 +301,22 @@ def _about_output(exc: OSError, tmp: str, target: str) -> bool:
     return any(os.path.abspath(os.fspath(f)).startswith((tmp, target)) for f in names)
 
 
-def _commit(tmp: str, target: str, parent: str, base: str) -> None:
+def _commit(tmp: str, target: str, parent: str, base: str) -> bool:
+    """Put ``tmp`` in place of ``target``. A folder replaces a folder in one
+    atomic exchange (``renameat2(RENAME_EXCHANGE)``) where the system has it;
+    elsewhere the old folder is renamed aside first, and a run that finds it
+    aside with no output in its place (the writer killed in between) puts it
+    back (:func:`remove_stale`)."""
     old = None
-    if os.path.lexists(target):
-        if os.path.isdir(target) and not os.path.islink(target):
-            old = _tmp_name(parent, base, ".old")
-            os.rename(target, old)
-        elif os.path.isdir(tmp):
-            os.unlink(target)  # a symlink (check_output refused a plain file)
+    if os.path.isdir(target) and not os.path.islink(target):
+        if _exchange(tmp, target):
+            fsync_path(parent)
+            shutil.rmtree(tmp, ignore_errors=True)  # now the previous output
+            return True
+        old = _tmp_name(parent, base, OLD_MARK)
+        os.rename(target, old)
+    elif os.path.isdir(tmp) and os.path.lexists(target):
+        os.unlink(target)  # a symlink (check_output refused a plain file)
     try:
         os.replace(tmp, target)
     except BaseException:
@@ -306,6 +326,28 @@ def _commit(tmp: str, target: str, parent: str, base: str) -> None:
     fsync_path(parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically (Linux ``renameat2``); False where the
+    system or file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, ImportError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), b)
 
 
 # -- the source must not change while it is read ----------------------------------------------
