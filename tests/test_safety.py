@@ -175,9 +175,11 @@ def _source_cases(tmp_path: Path):
                                                   "--force"], f"{models}: output folder holds the source", models)
     yield ("-o the source folder itself", ["convert", src, "--to", "safetensors", "-o", src, "--force"],
            "output would overwrite the source", models)
-    yield ("-o the weights file", ["convert", src / "tf_model.h5", "--to", "safetensors", "-o", src / "tf_model.h5",
-                                   "--force"], "output would overwrite the source", models)
-    yield ("-o a side file (config.json)", ["convert", src, "--to", "safetensors", "-o", src / "config.json", "--force"],
+    weights = src / "tf_model.h5"
+    yield ("-o the weights file", ["convert", weights, "--to", "safetensors", "-o", weights, "--force"],
+           "output would overwrite the source", models)
+    yield ("-o a side file (config.json)",
+           ["convert", src, "--to", "safetensors", "-o", src / "config.json", "--force"],
            "output would overwrite the source", models)
     yield ("-o a side file (tokenizer.json), pt", ["convert", src, "--to", "safetensors", "--names", "pt", "-o",
                                                    src / "tokenizer.json", "--force"],
@@ -189,8 +191,8 @@ def _source_cases(tmp_path: Path):
     yield ("-o a hard link of the weights", ["convert", src / "tf_model.h5", "--to", "safetensors",
                                              "-o", root / "hardlink.h5", "--force"],
            f"output would overwrite the source {src / 'tf_model.h5'} (the same file)", models)
-    yield ("-o the root holding everything", ["convert", src / "tf_model.h5", "--to", "safetensors", "--shard-size",
-                                              "8KB", "-o", tmp_path, "--force"], "output folder holds the source", models)
+    yield ("-o the root holding everything", ["convert", weights, "--to", "safetensors", "--shard-size", "8KB",
+                                              "-o", tmp_path, "--force"], "output folder holds the source", models)
 
 
 def test_output_never_the_source(tmp_path):
@@ -520,6 +522,7 @@ def test_run_output_disk_full():
         out.write_bytes(b"previous output")
         fill(disk, 0)
         with pytest.raises(UsageError) as exc:
-            save_npy_atomically(np.zeros((2, 5, 64), np.float32), str(out), force=True, sources=[str(fixture("tf/gpt2"))])
+            save_npy_atomically(np.zeros((2, 5, 64), np.float32), str(out), force=True,
+                                sources=[str(fixture("tf/gpt2"))])
         assert str(exc.value) == f"{out}: cannot write (no space left on device)"
         assert out.read_bytes() == b"previous output" and not temporaries(disk)
