@@ -78,7 +78,9 @@ The source is only read. An existing output is replaced only with
 ``force``. Everything is written to a temporary file/folder beside the target
 and renamed into place when complete and verified (every tensor of the
 re-opened output compared byte for byte with its source, unless
-``verify=False``); on any error or interrupt the temporary is removed.
+``verify=False``); on any error or interrupt the temporary is removed. What
+``force`` may replace, refusing outputs that are or hold the source, fsync,
+write errors and stale temporaries: :mod:`tietool.writers.safe_output`.
 """
 
 from __future__ import annotations
