@@ -169,6 +169,8 @@ def _source_cases(tmp_path: Path):
     os.symlink(models, root / "link-to-models")
     os.link(src / "tf_model.h5", root / "hardlink.h5")
     (root / "sub").mkdir()
+    (root / "prev").mkdir()
+    os.link(src / "tf_model.h5", root / "prev" / "model.safetensors")
     yield ("folder source, -o its parent", ["convert", src, "--to", "safetensors", "-o", models, "--force"],
            f"{models}: output folder holds the source {src}", models)
     yield ("--names pt, -o the source's parent", ["convert", src, "--to", "safetensors", "--names", "pt", "-o", models,
@@ -191,6 +193,9 @@ def _source_cases(tmp_path: Path):
     yield ("-o a hard link of the weights", ["convert", src / "tf_model.h5", "--to", "safetensors",
                                              "-o", root / "hardlink.h5", "--force"],
            f"output would overwrite the source {src / 'tf_model.h5'} (the same file)", models)
+    yield ("-o a folder holding a hard link of the weights",
+           ["convert", src, "--to", "safetensors", "-o", root / "prev", "--force"],
+           f"output folder holds the source {src / 'tf_model.h5'} (as model.safetensors)", models)
     yield ("-o the root holding everything", ["convert", weights, "--to", "safetensors", "--shard-size", "8KB",
                                               "-o", tmp_path, "--force"], "output folder holds the source", models)
 
@@ -411,6 +416,43 @@ def test_signals_leave_previous_output(tmp_path, big):
         one_line(proc.returncode, err, f"Error: interrupted by {sig.name}: nothing written", expected_code=code)
         assert digest(out) == previous and not temporaries(tmp_path), sig.name
     assert digest(src) == src_digest
+
+
+def make_big_tf_gpt2(dst: Path, vocab: int) -> None:
+    """The transformers TF GPT-2 fixture with its tied embedding grown to
+    ``vocab`` x 16 (a real tf_model.h5 layout, for --names pt)."""
+    import h5py
+
+    shutil.copytree(fixture("tf/gpt2"), dst)
+    name = "transformer/tfgpt2lm_head_model/transformer/wte/embeddings:0"
+    with h5py.File(dst / "tf_model.h5", "r+") as f:
+        del f[name]
+        ds = f.create_dataset(name, shape=(vocab, 16), dtype="<f4")
+        block = np.random.default_rng(0).standard_normal((1 << 16, 16), dtype=np.float32)
+        for i in range(0, vocab, 1 << 16):
+            ds[i:i + (1 << 16)] = block[: min(1 << 16, vocab - i)]
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg.update(vocab_size=vocab, bos_token_id=0, eos_token_id=0)
+    (dst / "config.json").write_text(json.dumps(cfg))
+
+
+def test_signal_names_pt(tmp_path):
+    """--names pt under SIGTERM: the previous output folder stays."""
+    src = tmp_path / "gpt2_big"
+    make_big_tf_gpt2(src, 1 << 20)  # 64 MB embedding
+    before = digest(src)
+    out = tmp_path / "gpt2-pt"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"previous output")
+    (out / "config.json").write_text("{}")
+    previous = digest(out)
+    proc = _start(["convert", src, "--to", "safetensors", "--names", "pt", "-o", out, "--force"], tmp_path)
+    _stop_mid_write(proc, tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=60)
+    one_line(proc.returncode, err, "Error: interrupted by SIGTERM: nothing written", expected_code=143)
+    assert digest(out) == previous and digest(src) == before and not temporaries(tmp_path)
 
 
 def test_sigkill_leftover_removed_by_next_run(tmp_path, big):
