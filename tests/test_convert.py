@@ -283,8 +283,15 @@ def test_existing_folder_output(tmp_path):
     with pytest.raises(OutputExistsError):
         convert(FIXTURES / "tf/gpt2", "safetensors", out=out)
     assert [p.name for p in out.iterdir()] == ["x"]
+    # --force replaces only what a checkpoint folder holds: "x" is the user's (issue 10)
+    with pytest.raises(UsageError, match="holds x"):
+        convert(FIXTURES / "tf/gpt2", "safetensors", out=out, force=True)
+    assert [p.name for p in out.iterdir()] == ["x"]
+    (out / "x").unlink()
+    (out / "tf_model.h5").write_text("stale")
+    (out / "config.json").write_text("{}")
     convert(FIXTURES / "tf/gpt2", "safetensors", out=out, force=True)
-    assert (out / "model.safetensors").exists() and not (out / "x").exists()
+    assert (out / "model.safetensors").exists() and not (out / "tf_model.h5").exists()
     no_temp_left(tmp_path)
 
 

@@ -43,7 +43,7 @@ def test_convert_never_writes_over_its_source(tmp_path):
 
 @pytest.mark.parametrize("make, args, needle", [
     (None, ["--output", "out.txt"], "must end in .npy"),
-    ("out.npy", ["--output", "out.npy"], "already exists"),
+    ("out.npy", ["--output", "out.npy"], "exists (use --force"),
     (None, ["--output", "missing/out.npy"], "folder does not exist"),
 ])
 def test_run_output_refused_before_any_work(tmp_path, monkeypatch, make, args, needle):

@@ -52,17 +52,17 @@ class TietoolGroup(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except KeyboardInterrupt:
-            click.echo("Error: interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            ctx.exit(_interrupted(exc))
         except BrokenPipeError:
             # `tietool inspect ... | head`: not an error worth a traceback
             sys.stderr.close()
             ctx.exit(EXIT_OK)
         except MemoryError:
-            click.echo("Error: out of memory", err=True)
-            ctx.exit(EXIT_BAD_INPUT)
+            ctx.exit(_out_of_memory(ctx))
         except Exception as exc:  # a bug in tietool, not bad input
+            if _is_out_of_memory(exc):
+                ctx.exit(_out_of_memory(ctx))
             if _debug_enabled(ctx):
                 traceback.print_exc()
             click.echo(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
@@ -71,9 +71,57 @@ class TietoolGroup(click.Group):
 
 
 def _one_line(text: str) -> str:
-    from .render import printable
-
+    try:
+        from .render import printable
+    except (MemoryError, ImportError):
+        return repr(" ".join(text.split("\n")))[1:-1]
     return printable(" ".join(text.split("\n")), backslash=False)
+
+
+# -- signals and low memory: the error path imports and allocates nothing ----------------------
+
+class TietoolCommand(click.Command):
+    """Records the file a command works on (``ctx.meta["tietool.file"]``),
+    for the errors that have no file of their own (out of memory)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        ctx.meta["tietool.file"] = ctx.params.get("src") or ctx.params.get("path")
+        return super().invoke(ctx)
+
+
+TietoolGroup.command_class = TietoolCommand
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """One line for SIGINT/SIGTERM/SIGHUP (``tietool.signals``); the exit status."""
+    name = getattr(exc, "name", "SIGINT")
+    done = getattr(exc, "committed", None)
+    tail = f"after {done} was written in full" if done else "nothing written"
+    _stderr_line(f"Error: interrupted by {name}: {tail}")
+    return int(getattr(exc, "exit_code", 130))
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # a module that cannot be mapped under an address-space limit is an
+    # ImportError; mmap/fork failures are OSError ENOMEM
+    if isinstance(exc, OSError):
+        return exc.errno == 12
+    text = str(exc) if isinstance(exc, ImportError) else ""
+    return "failed to map segment" in text or "Cannot allocate memory" in text
+
+
+def _out_of_memory(ctx: click.Context) -> int:
+    path = ctx.meta.get("tietool.file")
+    _stderr_line(f"Error: {path}: out of memory" if path else "Error: out of memory")
+    return EXIT_BAD_INPUT
+
+
+def _stderr_line(text: str) -> None:
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, MemoryError):
+        pass
 
 
 # -- shared options (decorators) -------------------------------------------------
@@ -113,7 +161,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command(epilog=EXIT_CODES)
-@click.argument("path", type=click.Path(path_type=str))
+@click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--filter", "filter_glob", metavar="GLOB", help="Only list tensors whose name matches GLOB (e.g. '*embed*').")
 @json_option
 def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
@@ -126,7 +174,7 @@ def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
 
 
 @cli.command("verify-tie", epilog=EXIT_CODES)
-@click.argument("path", type=click.Path(path_type=str))
+@click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--embedding", metavar="NAME", help="The embedding tensor [vocab, hidden] (default: detected).")
 @click.option("--decoder", metavar="NAME", help="The decoder / LM head tensor, [vocab, hidden] or [hidden, vocab] (default: detected).")
 @click.option("--atol", type=float, default=None, help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
@@ -156,7 +204,7 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
 
 
 @cli.command(epilog=EXIT_CODES)
-@click.argument("path", type=click.Path(path_type=str))
+@click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--mode", type=click.Choice(["embedding", "linear"]), required=True,
               help="embedding: gather rows for token ids; linear: hidden states @ weight.T (logits).")
 @click.option("--ids", metavar="1,2,3", help="Token ids for embedding mode.")
@@ -176,19 +224,20 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
     from .render import render_run
     from .run import check_npy_output, parse_ids, run_layer, run_summary, save_npy_atomically
 
+    sources = [p for p in (path, input_path) if p]
     if output_path:
-        check_npy_output(output_path, force)  # before the work, not after it
+        check_npy_output(output_path, force, sources=sources)  # before the work, not after it
     result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
                        embedding=embedding, decoder=decoder)
     if output_path:
-        save_npy_atomically(result.output, output_path, force=force)
+        save_npy_atomically(result.output, output_path, force=force, sources=sources)
     output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
 
 
 @cli.command(epilog=EXIT_CODES)
-@click.argument("src", type=click.Path(path_type=str))
+@click.argument("src", type=click.Path(path_type=str, readable=False))
 @click.option("--to", "to", type=click.Choice(["safetensors", "h5"]), required=True, help="Output format.")
-@click.option("-o", "--output", "out", type=click.Path(path_type=str), default=None,
+@click.option("-o", "--output", "out", type=click.Path(path_type=str, readable=False), default=None,
               help="Output file (or folder, for a folder source). Default: beside SRC with the new extension.")
 @click.option("--ties", type=click.Choice(["dedupe", "keep"]), default="dedupe", show_default=True,
               help="dedupe: write bit-identical stored copies once and record the others as aliases; keep: write every copy.")
@@ -223,6 +272,9 @@ def convert(src: str, to: str, out: str | None, ties: str, shard_size: str | Non
 
 
 def main() -> None:
+    from .signals import install
+
+    install()
     cli(prog_name="tietool")
 
 

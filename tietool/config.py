@@ -68,7 +68,7 @@ def load_json_file(path: str) -> Any:
     except IsADirectoryError:
         raise CorruptCheckpointError("is a folder, expected a JSON file", path) from None
     except OSError as exc:
-        raise CorruptCheckpointError(f"cannot read ({exc.strerror or exc})", path) from None
+        raise CorruptCheckpointError(f"cannot read ({(exc.strerror or str(exc)).lower()})", path) from None
     return parse_json_text(raw, path)
 
 

@@ -78,14 +78,15 @@ The source is only read. An existing output is replaced only with
 ``force``. Everything is written to a temporary file/folder beside the target
 and renamed into place when complete and verified (every tensor of the
 re-opened output compared byte for byte with its source, unless
-``verify=False``); on any error or interrupt the temporary is removed.
+``verify=False``); on any error or interrupt the temporary is removed. What
+``force`` may replace, refusing outputs that are or hold the source, fsync,
+write errors and stale temporaries: :mod:`tietool.writers.safe_output`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from typing import Callable
 
@@ -93,7 +94,8 @@ from .config import is_hf_config
 from .errors import CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
-from .writers import SourceFiles, atomic_output, check_not_source, phase_ticker, raw_chunks, same_stream
+from .writers import SourceFiles, SourceGuard, atomic_output, copy_side_file, phase_ticker, raw_chunks, same_stream
+from .writers.safe_output import check_output
 
 TARGETS = ("safetensors", "h5")
 TIES = ("dedupe", "keep")
@@ -438,6 +440,7 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
     src_is_dir = os.path.isdir(src)
     files = SourceFiles()
     with open_checkpoint(src) as ckpt:
+        guard = SourceGuard(ckpt.files)
         try:
             if to == "safetensors" and ckpt.format in ST_FORMATS:
                 raise UsageError("source is already safetensors", src)
@@ -467,32 +470,27 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
                 else:
                     out = os.path.join(os.path.dirname(os.path.abspath(src_file)), plan.outputs[0][0])
             out = os.path.abspath(os.fspath(out))
-            check_not_source(out, ckpt, src)
+            extra = _side_files(src, ckpt, plan) if src_is_dir else []
+            sources = [src, *ckpt.files, *(os.path.join(src, n) for n in extra)]
+            writes = [n for n, _, _ in plan.outputs] + extra
+            check_output(out, sources, folder=as_folder, force=force, writes=writes)  # before the work
+            guard.add(sources)
             total = sum(info.nbytes for _, kind, p in plan.outputs if kind == "safetensors" for _, info in p["entries"])
             total += sum(info.nbytes for _, kind, p in plan.outputs if kind == "h5" for info in p["data"].values())
             tick = phase_ticker(progress, total)
 
             written: list[str] = []
             copied: list[str] = []
-            with atomic_output(out, folder=as_folder, force=force) as tmp:
-                targets = []
+            with atomic_output(out, folder=as_folder, force=force, sources=sources, writes=writes) as tmp, \
+                    guard.watching():
                 for name, kind, payload in plan.outputs:
                     path = os.path.join(tmp, name) if as_folder else tmp
                     final = os.path.join(out, name) if as_folder else out
                     _write_one(kind, path, ckpt, payload, files, tick("write"))
-                    targets.append((path, kind, payload))
                     written.append(final)
-                if src_is_dir:
-                    skip = {n for n, _, _ in plan.outputs} | set(ckpt.metadata.get("other_weight_files") or [])
-                    extra = list(ckpt.layout.get("folder_files", []))
-                    cfg = ckpt.config_source
-                    if cfg and os.path.isfile(cfg) and os.path.dirname(os.path.abspath(cfg)) == os.path.abspath(src):
-                        extra.insert(0, os.path.basename(cfg))
-                    for n in extra:
-                        if n in skip or n.startswith(".") and ".tietool-tmp-" in n:
-                            continue
-                        shutil.copyfile(os.path.join(src, n), os.path.join(tmp, n))
-                        copied.append(os.path.join(out, n))
+                for n in extra:
+                    copy_side_file(os.path.join(src, n), os.path.join(tmp, n))
+                    copied.append(os.path.join(out, n))
                 if verify:
                     _verify(ckpt, plan, tmp, as_folder, files, tick("verify"))
         finally:
@@ -516,6 +514,16 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
         "seconds": round(time.monotonic() - t0, 3),
         "notes": notes,
     }
+
+
+def _side_files(src: str, ckpt: Checkpoint, plan: Plan) -> list[str]:
+    """Names of the source folder's non-weight files copied unchanged."""
+    skip = {n for n, _, _ in plan.outputs} | set(ckpt.metadata.get("other_weight_files") or [])
+    extra = list(ckpt.layout.get("folder_files", []))
+    cfg = ckpt.config_source
+    if cfg and os.path.isfile(cfg) and os.path.dirname(os.path.abspath(cfg)) == os.path.abspath(src):
+        extra.insert(0, os.path.basename(cfg))
+    return [n for n in extra if n not in skip and not (n.startswith(".") and ".tietool-tmp-" in n)]
 
 
 def _write_one(kind: str, path: str, ckpt: Checkpoint, payload: dict, files: SourceFiles, tick) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from typing import Callable
 
@@ -47,8 +46,9 @@ from .errors import CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
 from .ptnames import PtEntry, plan_pt
-from .writers import (SourceFiles, _le_bytes, _pwrite_all, atomic_output, check_not_source, copy_tensor,
+from .writers import (SourceFiles, _le_bytes, _pwrite_all, SourceGuard, atomic_output, copy_side_file, copy_tensor,
                       phase_ticker, raw_chunks, same_stream)
+from .writers.safe_output import check_output
 from .writers.safetensors_writer import build_header
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, bytes done, bytes total)
@@ -293,13 +293,13 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
     src = os.fspath(src)
     files = SourceFiles()
     with open_checkpoint(src) as ckpt:
+        guard = SourceGuard(ckpt.files)
         try:
             planned = plan_pt(ckpt)
             entries, copies = _merge_copies(ckpt, planned, files)
             tied = _tied_heads(ckpt, entries)
             entries = [e for e in entries if e.pt_name not in tied]
             out = os.path.abspath(os.fspath(out) if out is not None else _default_out(src, ckpt))
-            check_not_source(out, ckpt, src)
             shards = _shards(entries, shard_bytes)
             total = sum(e.source.nbytes for e in entries)
             if len(shards) == 1:
@@ -308,9 +308,15 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
                 n = len(shards)
                 outputs = [(f"model-{i:05d}-of-{n:05d}.safetensors", s) for i, s in enumerate(shards, 1)]
             tick = phase_ticker(progress, total)
+            extra = _extra_files(src, ckpt)
+            sources = [src, *ckpt.files, *(p for p, _ in extra)]
+            writes = [name for name, _ in outputs] + ["model.safetensors.index.json"] + [n for _, n in extra]
+            check_output(out, sources, folder=True, force=force, writes=writes)  # before the work
+            guard.add(sources)
 
             written, copied = [], []
-            with atomic_output(out, folder=True, force=force) as tmp, BlockReader(ckpt) as reader:
+            with atomic_output(out, folder=True, force=force, sources=sources, writes=writes) as tmp, \
+                    guard.watching(), BlockReader(ckpt) as reader:
                 for name, part in outputs:
                     _write_file(os.path.join(tmp, name), ckpt, part, files, reader, tick("write"))
                     written.append(os.path.join(out, name))
@@ -323,8 +329,8 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
                     with open(os.path.join(tmp, "model.safetensors.index.json"), "w", encoding="utf-8") as fh:
                         fh.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
                     written.append(os.path.join(out, "model.safetensors.index.json"))
-                for path, name in _extra_files(src, ckpt):
-                    shutil.copyfile(path, os.path.join(tmp, name))
+                for path, name in extra:
+                    copy_side_file(path, os.path.join(tmp, name))
                     copied.append(os.path.join(out, name))
                 if verify:
                     for name, part in outputs:

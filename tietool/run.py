@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -148,36 +149,29 @@ class _quiet_stderr:
         os.close(self.saved)
 
 
-def check_npy_output(out_path: str, force: bool = False) -> str:
-    """Refuse an output path before any work is done; returns its folder."""
-    from .errors import OutputExistsError
+def check_npy_output(out_path: str, force: bool = False, sources: Iterable[str] = ()) -> str:
+    """Refuse an output path before any work is done (not .npy, exists
+    without ``force``, is or holds one of ``sources``, is a folder); returns
+    its folder."""
+    from .writers.safe_output import check_output
 
     if not out_path.endswith(".npy"):
         raise UsageError("--output must end in .npy", out_path)
-    if os.path.exists(out_path) and not force:
-        raise OutputExistsError("already exists (use --force to overwrite)", out_path)
     folder = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(folder):
         raise UsageError("the output's folder does not exist", out_path)
+    check_output(out_path, sources, folder=False, force=force)
     return folder
 
 
-def save_npy_atomically(array: np.ndarray, out_path: str, force: bool = False) -> None:
-    """Write ``out_path`` via a temporary file in the same folder and a rename."""
-    import tempfile
+def save_npy_atomically(array: np.ndarray, out_path: str, force: bool = False, sources: Iterable[str] = ()) -> None:
+    """Write ``out_path`` through a temporary file beside it, fsynced and
+    renamed into place (:func:`tietool.writers.safe_output.atomic_output`)."""
+    from .writers.safe_output import atomic_output
 
-    folder = check_npy_output(out_path, force)
-    fd, tmp = tempfile.mkstemp(prefix=".tietool-", suffix=".npy.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, out_path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    check_npy_output(out_path, force, sources)
+    with atomic_output(out_path, folder=False, force=force, sources=sources) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
 
 
 def top_k(logits: np.ndarray, k: int) -> list[dict]:

@@ -71,7 +71,7 @@ def _sniff(path: str) -> bytes:
     except IsADirectoryError:
         raise UnsupportedFormatError("is a folder", path) from None
     except OSError as exc:
-        raise CorruptCheckpointError(f"cannot read ({exc.strerror or exc})", path) from None
+        raise CorruptCheckpointError(f"cannot read ({(exc.strerror or str(exc)).lower()})", path) from None
 
 
 def _open_file(path: str) -> Checkpoint:

@@ -28,7 +28,7 @@ class FileHandles:
             try:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             except OSError as exc:
-                raise CorruptCheckpointError(f"cannot open ({exc.strerror or exc})", path) from None
+                raise CorruptCheckpointError(f"cannot open ({(exc.strerror or str(exc)).lower()})", path) from None
             self._fds[path] = fd
         return fd
 
@@ -47,7 +47,10 @@ def read_into(fd: int, view: memoryview, offset: int, label: str) -> None:
     got = 0
     while got < len(view):
         rest = view[got:]
-        n = os.preadv(fd, [rest], offset + got) if hasattr(os, "preadv") else _pread_into(fd, rest, offset + got)
+        try:
+            n = os.preadv(fd, [rest], offset + got) if hasattr(os, "preadv") else _pread_into(fd, rest, offset + got)
+        except OSError as exc:  # EIO from a failing disk: the source's problem, named as such
+            raise CorruptCheckpointError(f"cannot read ({(exc.strerror or str(exc)).lower()})", label) from None
         if n <= 0:
             raise CorruptCheckpointError(
                 f"unexpected end of file reading {len(view)} bytes at offset {offset}: truncated?", label

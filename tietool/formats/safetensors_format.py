@@ -56,7 +56,7 @@ def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
                 raise CorruptCheckpointError(f"header length {n} runs past the end of the file ({size} bytes)", path)
             raw = fh.read(n)
     except OSError as exc:
-        raise CorruptCheckpointError(f"cannot read ({exc.strerror or exc})", path) from None
+        raise CorruptCheckpointError(f"cannot read ({(exc.strerror or str(exc)).lower()})", path) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

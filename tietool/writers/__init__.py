@@ -1,9 +1,9 @@
 """The core every writer shares: safe output paths and streaming tensor bytes.
 
-* :func:`atomic_output` creates a temporary file (or folder) beside the
-  target and renames it into place only when the body finished; on any error,
-  ``KeyboardInterrupt`` included, the temporary is removed and the target path
-  is left as it was.
+* :func:`atomic_output` (:mod:`.safe_output`) checks the output path against
+  the source, creates a temporary file (or folder) beside the target and
+  renames it into place, fsynced, only when the body finished; on any error or
+  signal the temporary is removed and the target path is left as it was.
 * :func:`copy_tensor` puts a tensor's raw little-endian bytes at a position of
   an open output file: by byte range (``os.copy_file_range``, else
   ``pread``/``pwrite`` through one fixed buffer) when the source stores it
@@ -15,18 +15,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import shutil
-import tempfile
 from typing import Callable, Iterator
 
 import numpy as np
 
-from ..errors import OutputExistsError, UsageError
 from ..formats import rawio
 from ..model import Checkpoint, TensorInfo
+from .safe_output import TMP_MARK, SourceGuard, atomic_output, copy_side_file  # noqa: F401  (the writers' API)
 
 #: Bytes of tensor data held in memory at once while copying or comparing.
 BUFFER_BYTES = 16 * 1024 * 1024
@@ -35,79 +32,8 @@ RANGE_STEP = 64 * 1024 * 1024
 PAGE = 4096
 #: The read/write copy's buffer: 4 MB copies as fast as 16 MB here, in less memory.
 COPY_BYTES = 4 * 1024 * 1024
-TMP_MARK = ".tietool-tmp-"
 
 Progress = Callable[[int], None]  # called with bytes just written
-
-
-def _fail(msg: str, path: str, exc: OSError | None = None) -> UsageError:
-    reason = f" ({exc.strerror or exc})" if exc is not None else ""
-    return UsageError(f"{msg}{reason}", path)
-
-
-@contextlib.contextmanager
-def atomic_output(target: str, *, folder: bool, force: bool) -> Iterator[str]:
-    """Yield a temporary path in ``target``'s folder; rename it to ``target``
-    when the body returns. ``force`` allows replacing an existing target."""
-    target = os.path.abspath(target)
-    if os.path.lexists(target) and not force:
-        raise OutputExistsError("output exists (use --force to overwrite)", target)
-    parent = os.path.dirname(target)
-    if not os.path.isdir(parent):
-        raise _fail("cannot write output: its folder does not exist or is not a folder", target)
-    prefix = f".{os.path.basename(target)}{TMP_MARK}"
-    try:
-        tmp = tempfile.mkdtemp(prefix=prefix, dir=parent) if folder else tempfile.mkstemp(prefix=prefix, dir=parent)[1]
-    except OSError as exc:
-        raise _fail("cannot write output", target, exc) from None
-    try:
-        yield tmp
-        if os.path.lexists(target) and not force:
-            raise OutputExistsError("output appeared while converting; not overwritten (use --force)", target)
-        if not folder:
-            os.chmod(tmp, 0o644 & ~_umask())
-            os.replace(tmp, target)
-        else:
-            os.chmod(tmp, 0o755 & ~_umask())
-            old = None
-            if os.path.lexists(target):
-                if os.path.isdir(target) and not os.path.islink(target):
-                    old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old{TMP_MARK}", dir=parent)
-                    os.rmdir(old)
-                    os.rename(target, old)
-                else:
-                    os.unlink(target)
-            os.rename(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-    except BaseException as exc:
-        _remove(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, (OutputExistsError,)) and not hasattr(exc, "message"):
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR):
-                raise _fail("cannot write output", target, exc) from None
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _remove(path: str) -> None:
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.unlink(path)
-    except OSError:
-        pass
-
-
-def check_not_source(out: str, ckpt: Checkpoint, src: str) -> None:
-    """Refuse an output path that is the source or one of its files."""
-    if out in {os.path.abspath(f) for f in ckpt.files} | {os.path.abspath(src)}:
-        raise UsageError("output would overwrite the source", out)
 
 
 def phase_ticker(progress: Callable[[str, int, int], None] | None, total: int) -> Callable[[str], Progress]:

@@ -26,7 +26,9 @@ fill), then each dataset's bytes copied raw at its offset
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from ..errors import UsageError
 from ..h5safe import SafeH5, natural_key
 from ..model import Checkpoint, TensorInfo
 from . import Progress, SourceFiles, copy_tensor
+from .safe_output import WRITE_ERRNOS
 
 
 # -- reading a tree -----------------------------------------------------------------
@@ -152,6 +155,43 @@ def check_names(names: list[str]) -> None:
 def write_h5(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo], files: SourceFiles,
              progress: Progress | None = None) -> None:
     """Write ``tree`` to ``path``; dataset ``p`` gets the bytes of ``data[p]``."""
+    try:
+        offsets = _write_tree(path, ckpt, tree, data, progress)
+    except (OSError, RuntimeError) as exc:
+        raise _h5_write_error(exc, path) from None
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        for off, info in offsets:
+            copy_tensor(ckpt, info, files, fd, off, progress)
+    finally:
+        os.close(fd)
+
+
+def _h5_write_error(exc: BaseException, path: str) -> BaseException:
+    """HDF5 reports a failed write (disk full, quota...) as its own text,
+    e.g. ``RuntimeError: Disable slist on flush dest failure failed (...
+    errno = 28 ...)``: give back the OSError it stands for, so that the
+    caller says it in plain words. Anything else is returned as it is."""
+    if hasattr(exc, "message") or (isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS):
+        return exc  # a tietool error (about the source), or already plain
+    m = re.search(r"errno = (\d+)", str(exc))
+    code = int(m.group(1)) if m else None
+    if code is None:
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+            if st.f_bavail * st.f_frsize < 1 << 20:
+                code = errno.ENOSPC
+        except OSError:
+            pass
+    if code in WRITE_ERRNOS:
+        return OSError(code, os.strerror(code), path)
+    return exc
+
+
+def _write_tree(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo],
+                progress: Progress | None) -> list[tuple[int, TensorInfo]]:
+    """Groups, attributes and (allocated, unwritten) datasets; returns where
+    each contiguous dataset's bytes go."""
     import h5py
 
     offsets: list[tuple[int, TensorInfo]] = []
@@ -191,13 +231,7 @@ def write_h5(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo
                     _write_through_h5py(ds, ckpt, info, np_dt, progress)
                 else:
                     offsets.append((off, info))
-    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
-    try:
-        for off, info in offsets:
-            copy_tensor(ckpt, info, files, fd, off, progress)
-        pass  # no fsync: like cp, durability is left to the OS (it cost ~4x on a 500 MB file)
-    finally:
-        os.close(fd)
+    return offsets
 
 
 def _write_through_h5py(ds, ckpt: Checkpoint, info: TensorInfo, np_dt, progress: Progress | None) -> None:
