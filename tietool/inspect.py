@@ -8,7 +8,7 @@ from collections import Counter
 
 from . import config as configlib
 from .formats import FORMATS, open_checkpoint
-from .model import ROLE_OPTIMIZER, Checkpoint
+from .model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint
 
 
 def inspect_checkpoint(path: str | os.PathLike, filter_glob: str | None = None, ties: bool = True) -> dict:
@@ -25,7 +25,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         by_dtype[t.dtype] += t.nbytes
     summary = {
         "tensor_count": len(tensors),
-        "parameter_count": ckpt.parameter_count(),
+        "parameter_count": ckpt.parameter_count() + _alias_parameters(ckpt),
         "total_bytes": ckpt.total_bytes(),
         "bytes_by_dtype": dict(sorted(by_dtype.items())),
         "optimizer_tensor_count": sum(1 for t in tensors if t.role == ROLE_OPTIMIZER),
@@ -36,6 +36,8 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         "path": ckpt.path,
         "format": ckpt.format,
         "format_description": FORMATS.get(ckpt.format, ckpt.format),
+        "origin_format": ckpt.origin_format,
+        "origin_description": FORMATS.get(ckpt.origin_format, ckpt.origin_format),
         "files": list(ckpt.files),
         "summary": summary,
         "config": ckpt.config,
@@ -57,3 +59,18 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         else:
             out["ties"] = [g.as_dict() for g in find_ties(ckpt)]
     return out
+
+
+def _alias_parameters(ckpt: Checkpoint) -> int:
+    """Parameters of the copies a safetensors file records as aliases
+    (``{removed: kept}`` in ``__metadata__``, as tietool's dedupe and
+    safetensors' ``save_model`` write them): counted like the stored copies
+    of the source, so a checkpoint and its conversion report the same count."""
+    if not ckpt.format.startswith("safetensors"):
+        return 0
+    total = 0
+    for removed, kept in ckpt.metadata.items():
+        info = ckpt.tensors.get(kept) if isinstance(kept, str) else None
+        if info is not None and removed not in ckpt.tensors and info.role == ROLE_WEIGHT:
+            total += info.numel
+    return total

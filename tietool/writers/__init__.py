@@ -48,22 +48,23 @@ def _fail(msg: str, path: str, exc: OSError | None = None) -> UsageError:
 @contextlib.contextmanager
 def atomic_output(target: str, *, folder: bool, force: bool) -> Iterator[str]:
     """Yield a temporary path in ``target``'s folder; rename it to ``target``
-    when the body returns. ``force`` allows replacing an existing target."""
-    target = os.path.abspath(target)
+    when the body returns. ``force`` allows replacing an existing target.
+    Errors name ``target`` as given."""
+    shown, target = target, os.path.abspath(target)
     if os.path.lexists(target) and not force:
-        raise OutputExistsError("output exists (use --force to overwrite)", target)
+        raise OutputExistsError("output exists (use --force to overwrite)", shown)
     parent = os.path.dirname(target)
     if not os.path.isdir(parent):
-        raise _fail("cannot write output: its folder does not exist or is not a folder", target)
+        raise _fail("cannot write output: its folder does not exist or is not a folder", shown)
     prefix = f".{os.path.basename(target)}{TMP_MARK}"
     try:
         tmp = tempfile.mkdtemp(prefix=prefix, dir=parent) if folder else tempfile.mkstemp(prefix=prefix, dir=parent)[1]
     except OSError as exc:
-        raise _fail("cannot write output", target, exc) from None
+        raise _fail("cannot write output", shown, exc) from None
     try:
         yield tmp
         if os.path.lexists(target) and not force:
-            raise OutputExistsError("output appeared while converting; not overwritten (use --force)", target)
+            raise OutputExistsError("output appeared while converting; not overwritten (use --force)", shown)
         if not folder:
             os.chmod(tmp, 0o644 & ~_umask())
             os.replace(tmp, target)
@@ -84,7 +85,7 @@ def atomic_output(target: str, *, folder: bool, force: bool) -> Iterator[str]:
         _remove(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, (OutputExistsError,)) and not hasattr(exc, "message"):
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR):
-                raise _fail("cannot write output", target, exc) from None
+                raise _fail("cannot write output", shown, exc) from None
         raise
 
 
@@ -105,8 +106,8 @@ def _remove(path: str) -> None:
 
 
 def check_not_source(out: str, ckpt: Checkpoint, src: str) -> None:
-    """Refuse an output path that is the source or one of its files."""
-    if out in {os.path.abspath(f) for f in ckpt.files} | {os.path.abspath(src)}:
+    """Refuse an output path that is the source or one of its files (named as given)."""
+    if os.path.abspath(out) in {os.path.abspath(f) for f in ckpt.files} | {os.path.abspath(src)}:
         raise UsageError("output would overwrite the source", out)
 
 
