@@ -254,7 +254,7 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
 
     \b
       tietool verify-tie fixtures/tf/bert_mlm
-      tietool verify-tie fixtures/keras3/untied_revemb.weights.h5 --atol 1e-6
+      tietool verify-tie fixtures/pt/llama_untied --embedding model.embed_tokens.weight --decoder lm_head.weight
       tietool verify-tie fixtures/pt/llama_tied --json
     """
     from .render import render_verify_tie
@@ -315,8 +315,8 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
 @cli.command(short_help="Convert losslessly: HDF5, .keras <-> safetensors.", epilog=exit_status())
 @click.argument("src", type=click.Path(path_type=str))
 @click.option("--to", "to", type=click.Choice(["safetensors", "h5", "keras"]), default=None,
-              help="Output format. Default: safetensors for HDF5 and .keras sources and for --names pt; for "
-                   "safetensors, the format it was converted from (.keras or HDF5), else h5.")
+              help="Output format. Default: from the -o name (.safetensors, .h5, .keras), else from SRC: "
+                   "HDF5 or .keras -> safetensors, safetensors -> the format it was converted from, else h5.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=str), default=None,
               help="Output file (or folder, for a folder source). Default: beside SRC with the new extension.")
 @click.option("--ties", type=click.Choice(["dedupe", "keep"]), default="dedupe", show_default=True,

@@ -308,8 +308,10 @@ def infer_target(ckpt: Checkpoint, names: str = "keras", out: str | None = None)
     if names == "pt":
         return "safetensors", "--names pt writes safetensors"
     for suffix, target in OUTPUT_SUFFIXES:
-        if out is not None and os.fspath(out).endswith(suffix):
+        if out is not None and os.fspath(out).endswith(suffix) and not os.path.isdir(ckpt.path):
             return target, f"the output name ends in {suffix}"
+    if ckpt.format == "keras3-archive":
+        return "safetensors", "the source is a .keras archive"
     if ckpt.format not in ST_FORMATS:
         return "safetensors", "the source is HDF5"
     origin = ckpt.origin_format

@@ -7,7 +7,9 @@ import os
 from collections import Counter
 
 from . import config as configlib
+from .errors import TietoolError
 from .formats import FORMATS, open_checkpoint
+from .formats.carried import KERAS_METADATA_KEY
 from .model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint
 
 
@@ -45,6 +47,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         "config_highlights": configlib.highlights(ckpt.config),
         "config_code": configlib.find_code(ckpt.config) if ckpt.config is not None else [],
         "metadata": ckpt.metadata,
+        "keras_metadata": _keras_metadata(ckpt),
         "tensors": [t.as_dict() for t in shown],
         "warnings": list(ckpt.warnings),
     }
@@ -74,3 +77,18 @@ def _alias_parameters(ckpt: Checkpoint) -> int:
         if info is not None and removed not in ckpt.tensors and info.role == ROLE_WEIGHT:
             total += info.numel
     return total
+
+
+def _keras_metadata(ckpt: Checkpoint) -> dict:
+    """A .keras archive's metadata.json: read from the archive, or from the
+    copy tietool carries in a converted file (``tietool.keras_metadata``)."""
+    if ckpt.format == "keras3-archive":
+        return dict(ckpt.metadata)
+    text = ckpt.metadata.get(KERAS_METADATA_KEY)
+    if not isinstance(text, str):
+        return {}
+    try:
+        value = configlib.parse_json_text(text, KERAS_METADATA_KEY)
+    except TietoolError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -84,7 +84,9 @@ def render_inspect(report: dict) -> str:
             pairs.append(("tie_word_embeddings" if "tie_word_embeddings" in h else "tie_weights", label))
     else:
         pairs.append(("config", "none"))
-    for k, v in sorted(report["metadata"].items()):
+    meta = dict(report["metadata"])
+    meta.update(report.get("keras_metadata") or {})  # a .keras archive's metadata.json, also when carried
+    for k, v in sorted(meta.items()):
         # tietool's own records (layout, config, names) are shown by what they mean, above
         if isinstance(v, (str, int, float)) and len(str(v)) < 120 and not str(k).startswith("tietool."):
             pairs.append((f"meta {printable(k)}", printable(str(v))))
