@@ -29,30 +29,31 @@ def _mb(n: float) -> str:
 class ByteProgress:
     """``progress(phase, done, total)`` for the library; ``close()`` when done."""
 
-    def __init__(self, file=None) -> None:
+    def __init__(self, file=None, clock=time.monotonic) -> None:
         self.file = file if file is not None else sys.stderr
+        self.clock = clock
         self.phase: str | None = None
         self.bar = None
         self.shown = 0  # bytes the bar has been told about
         self.done = 0
         self.total = 0
-        self.start = 0.0
+        self.start = self.last_call = clock()  # a phase's work began when the previous one ended
         self.last_draw = 0.0
 
     def _info(self, _item) -> str:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
+        elapsed = max(self.clock() - self.start, 1e-9)
         return f"{_mb(self.done)} of {_mb(self.total)}, {_mb(self.done / elapsed)}/s"
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if phase != self.phase:
             self._finish(fill=True)
             self.phase, self.total, self.done, self.shown = phase, max(total, 1), 0, 0
-            self.start = time.monotonic()
+            self.start = self.last_call
             self.bar = click.progressbar(length=self.total, label=f"{phase:<7}", file=self.file, width=24,
                                          show_eta=True, show_percent=True, item_show_func=self._info)
             self.bar.__enter__()
         self.done = done
-        now = time.monotonic()
+        now = self.last_call = self.clock()
         if done >= self.total or now - self.last_draw >= REDRAW_SECONDS:
             self.last_draw = now
             step = min(done, self.total) - self.shown
