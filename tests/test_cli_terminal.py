@@ -44,7 +44,8 @@ BAR = r"\[#{{24}}\]  100%  {size} of {size}, [\d.]+ (KB|MB|GB)/s"
 
 def test_convert_progress_on_a_terminal_and_quiet(tmp_path):
     code, out, err = _run_with_tty_stderr(
-        ["convert", fixture("tf/bert_mlm/tf_model.h5"), "--to", "safetensors", "-o", tmp_path / "a.safetensors"], tmp_path)
+        ["convert", fixture("tf/bert_mlm/tf_model.h5"), "--to", "safetensors", "-o", tmp_path / "a.safetensors"],
+        tmp_path)
     assert code == 0, err
     bars = _final_bars(err)  # through Click's progressbar: bytes done of the total and the rate
     assert len(bars) == 2, bars

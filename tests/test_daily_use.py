@@ -8,7 +8,6 @@ test_cli_terminal.py; Keras 3 reading the .keras output in test_keras_reads_conv
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import zipfile
@@ -231,10 +230,13 @@ def assert_same_weights(a: str, b: str) -> None:
             assert ca.read(t.name).tobytes() == cb.read(t.name).tobytes(), t.name
 
 
+NEEDS_ARCHIVE = "--to keras needs a .keras archive converted by tietool"
+
+
 @pytest.mark.parametrize("src, args, needle", [
     (KERAS, ["--to", "keras"], "source is already a .keras archive"),
-    ("fixtures/keras3/untied_revemb.weights.h5", ["--to", "keras"], "--to keras needs a .keras archive converted by tietool"),
-    ("fixtures/pt/gpt2", ["--to", "keras"], "--to keras needs a .keras archive converted by tietool"),
+    ("fixtures/keras3/untied_revemb.weights.h5", ["--to", "keras"], NEEDS_ARCHIVE),
+    ("fixtures/pt/gpt2", ["--to", "keras"], NEEDS_ARCHIVE),
 ])
 def test_to_keras_refusals(repo, src, args, needle):
     r = tietool("convert", src, *args, "-o", "out.keras")
@@ -301,7 +303,8 @@ def test_every_fixture_and_its_conversions_report_the_same_counts(tmp_path):
 
 @pytest.mark.parametrize("args, message, file, code", [
     (["inspect", "missing.h5", "--json"], "no such file or folder", "missing.h5", 2),
-    (["verify-tie", "--json", "fixtures/pt/gpt2", "--embedding", "nope"], "no tensor named 'nope'", "fixtures/pt/gpt2", 2),
+    (["verify-tie", "--json", "fixtures/pt/gpt2", "--embedding", "nope"], "no tensor named 'nope'",
+     "fixtures/pt/gpt2", 2),
     (["convert", KERAS, "--to", "keras", "--json"], "source is already a .keras archive", KERAS, 2),
     (["convert", KERAS, "--json", "--zzz"], "No such option '--zzz'.", None, 2),
 ])

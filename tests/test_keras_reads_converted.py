@@ -79,7 +79,8 @@ def test_keras_loads_the_converted_archive_and_the_extracted_weights(tmp_path):
     assert r["to"] == "keras" and r["output"] == str(tmp_path / "m.keras")
     convert(src, "h5", out=tmp_path / "x.weights.h5")
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    p = subprocess.run([sys.executable, "-c", SCRIPT, str(src), str(tmp_path / "m.keras"), str(tmp_path / "x.weights.h5"),
+    p = subprocess.run([sys.executable, "-c", SCRIPT, str(src), str(tmp_path / "m.keras"),
+                        str(tmp_path / "x.weights.h5"),
                         str(FIXTURES / "keras3" / "tied_revemb_ids.npy"),
                         str(FIXTURES / "keras3" / "tied_revemb_logits.npy")],
                        capture_output=True, text=True, timeout=300, env=env)
