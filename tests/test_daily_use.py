@@ -347,3 +347,40 @@ def test_debug_after_double_dash_is_a_path(repo):
     r = tietool("inspect", "--", "--debug")
     assert r.exit_code == 2 and "Traceback" not in r.stderr
     assert r.stderr == "Error: --debug: no such file or folder\n"
+
+
+# -- progress of the reading commands --------------------------------------------------
+
+def test_run_reports_the_bytes_it_compares_and_reads():
+    """`run` tells its progress reporter what verify-tie compares and what it
+    reads (drawn on a terminal only past ~100 MB: tietool.progress.LARGE_BYTES)."""
+    from tietool.pair import load_pair
+
+    calls = []
+    pair = load_pair(FIXTURES / "tf" / "bert_mlm", progress=lambda *a: calls.append(a))
+    assert pair.tied and pair.embedding_matrix.shape == (64, 16)
+    assert [c for c in calls if c[1] == c[2]] == [("compare", 8192, 8192), ("read", 4096, 4096)]
+    calls.clear()
+    load_pair(FIXTURES / "pt" / "llama_untied", progress=lambda *a: calls.append(a))
+    assert [c for c in calls if c[1] == c[2]] == [("compare", 8192, 8192), ("read", 8192, 8192)]
+
+
+def test_small_reads_draw_nothing_when_large_only():
+    import io
+
+    from tietool.progress import LARGE_BYTES, ByteProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    bar = ByteProgress(file=screen, min_total=LARGE_BYTES)
+    bar("read", 4096, 8192)
+    bar("read", 8192, 8192)
+    bar.close()
+    assert screen.getvalue() == ""
+    bar = ByteProgress(file=screen, min_total=LARGE_BYTES)
+    bar("read", LARGE_BYTES, LARGE_BYTES)
+    bar.close()
+    assert "100%  100.0 MB of 100.0 MB" in screen.getvalue()

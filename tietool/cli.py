@@ -32,19 +32,21 @@ EXIT_MEANINGS = {
 }
 
 
-def exit_status(**meanings: str) -> str:
+def exit_status(ok: str | None = None, status_1: str | None = None) -> str:
     """An ``Exit status:`` epilog listing only the codes a command returns:
-    0, 2 and 3 always, plus any given as ``ok=`` (0) or ``not_tied=`` (1)."""
+    0, 2 and 3 always; ``ok`` says what 0 means for this command, and
+    ``status_1`` adds 1 with its meaning (verify-tie: not tied; a command
+    that finds problems or differences says so the same way)."""
     codes = dict(EXIT_MEANINGS)
-    if "ok" in meanings:
-        codes[EXIT_OK] = meanings["ok"]
-    if "not_tied" in meanings:
-        codes[EXIT_NOT_TIED] = meanings["not_tied"]
+    if ok is not None:
+        codes[EXIT_OK] = ok
+    if status_1 is not None:
+        codes[1] = status_1
     return "\b\nExit status:\n" + "\n".join(f"  {code}  {text}" for code, text in sorted(codes.items()))
 
 
 EXIT_CODES = exit_status(ok="success (verify-tie: tied, every stored copy identical)",
-                         not_tied="verify-tie: not tied, a copy differs, or no output layer")
+                         status_1="verify-tie: not tied, a copy differs, or no output layer")
 
 
 def _debug_enabled(ctx: click.Context | None) -> bool:
@@ -155,14 +157,15 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def progress_reporter(quiet: bool):
+def progress_reporter(quiet: bool, large_only: bool = False):
     """A byte progress bar on stderr when it is a terminal and not --quiet
-    (:mod:`tietool.progress`), else None."""
+    (:mod:`tietool.progress`), else None; ``large_only``: drawn only for
+    phases past ``tietool.progress.LARGE_BYTES`` (~100 MB)."""
     if quiet or not sys.stderr.isatty():
         return None
-    from .progress import ByteProgress
+    from .progress import LARGE_BYTES, ByteProgress
 
-    return ByteProgress()
+    return ByteProgress(min_total=LARGE_BYTES if large_only else 0)
 
 
 # -- commands ------------------------------------------------------------------------
@@ -184,7 +187,9 @@ def progress_reporter(quiet: bool):
 #       """
 #
 # The Examples block is a Click "\b" paragraph (kept verbatim); exit_status()
-# gives 0, 2 and 3 and adds 1 only when passed not_tied=.
+# gives 0, 2 and 3 and adds 1 only when passed status_1=. Errors need nothing
+# per command: TietoolGroup prints the line (and, with --json, json_error's
+# document) for any TietoolError; give a command --json through json_option.
 
 @click.group(cls=TietoolGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="tietool")
@@ -229,7 +234,7 @@ def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
 
 @cli.command("verify-tie", short_help="Prove the embedding and LM head are tied.",
              epilog=exit_status(ok="tied, every stored copy identical",
-                                not_tied="not tied, a copy differs, or no output layer"))
+                                status_1="not tied, a copy differs, or no output layer"))
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--embedding", metavar="NAME", help="The embedding tensor [vocab, hidden] (default: detected).")
 @click.option("--decoder", metavar="NAME", help="The decoder / LM head tensor, [vocab, hidden] or [hidden, vocab] (default: detected).")
@@ -283,9 +288,10 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="Linear mode: tokens shown per position.")
 @click.option("--embedding", metavar="NAME", help="Use this tensor as the embedding instead of the detected one.")
 @click.option("--decoder", metavar="NAME", help="Use this tensor as the decoder (omit for a tied layer).")
+@click.option("--quiet", is_flag=True, help="No progress on stderr (shown when reading over 100 MB).")
 @json_option
 def run(path: str, mode: str, ids: str | None, input_path: str | None, output_path: str | None, force: bool,
-        top_k: int, embedding: str | None, decoder: str | None, as_json: bool) -> None:
+        top_k: int, embedding: str | None, decoder: str | None, quiet: bool, as_json: bool) -> None:
     """Rebuild the shared embedding layer of PATH (tietool.SharedEmbeddings,
     a Keras 3 ReversibleEmbedding) with the stored weights, bit for bit, and
     run its embedding or linear pass.
@@ -305,8 +311,13 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
 
     if output_path:
         check_npy_output(output_path, force)  # before the work, not after it
-    result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
-                       embedding=embedding, decoder=decoder)
+    progress = progress_reporter(quiet, large_only=True)
+    try:
+        result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
+                           embedding=embedding, decoder=decoder, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     if output_path:
         save_npy_atomically(result.output, output_path, force=force)
     output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)

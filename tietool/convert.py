@@ -540,17 +540,15 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
     if names not in NAMES:
         raise UsageError(f"--names must be one of {', '.join(NAMES)} (got {names!r})")
     if names == "pt":
-        if to is None:
-            result = convert_to_pt_inferred(src, out, shard_size, force, verify, progress)
-            result["to_inferred"] = "--names pt writes safetensors"
-            return result
-        if to != "safetensors":
+        if to not in (None, "safetensors"):
             raise UsageError("--names pt writes safetensors: use --to safetensors")
         if ties != "dedupe":
             raise UsageError("--names pt always writes each stored matrix once (no --ties keep)")
         from .convert_pt import convert_to_pt
 
-        return convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress)
+        result = convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress)
+        result["to_inferred"] = "--names pt writes safetensors" if to is None else None
+        return result
     t0 = time.monotonic()
     if to is not None and to not in TARGETS:
         raise UsageError(f"--to must be one of {', '.join(TARGETS)} (got {to!r})")
@@ -717,9 +715,3 @@ def _verify(src: Checkpoint, plan: Plan, tmp: str, as_folder: bool, files: Sourc
                 if not _same_bytes(src, info, got, g, files, tick):
                     raise CorruptCheckpointError(f"verification failed: bytes of {n!r} differ from the source", label)
 
-
-def convert_to_pt_inferred(src, out, shard_size, force: bool, verify: bool, progress: ProgressFn | None) -> dict:
-    """``--names pt`` without ``--to``: safetensors is the only target."""
-    from .convert_pt import convert_to_pt
-
-    return convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress)

@@ -2,8 +2,9 @@
 
 Drawn by Click's ``progressbar`` (percent, time left) with bytes done of
 the total and the rate as its item text; one bar per phase ("write",
-"verify", "compare"). The CLI creates one only when stderr is a terminal
-and --quiet is not given; the library only calls ``progress(phase, done,
+"verify", "compare", "read"). The CLI creates one only when stderr is a
+terminal and --quiet is not given (for ``run``, only past
+:data:`LARGE_BYTES`); the library only calls ``progress(phase, done,
 total)``.
 """
 
@@ -14,6 +15,8 @@ import time
 
 import click
 
+#: Commands that only read (``run``) show progress past this many bytes.
+LARGE_BYTES = 100_000_000
 #: Redraw at most this often (seconds); the last update of a phase always draws.
 REDRAW_SECONDS = 0.1
 
@@ -29,9 +32,10 @@ def _mb(n: float) -> str:
 class ByteProgress:
     """``progress(phase, done, total)`` for the library; ``close()`` when done."""
 
-    def __init__(self, file=None, clock=time.monotonic) -> None:
+    def __init__(self, file=None, clock=time.monotonic, min_total: int = 0) -> None:
         self.file = file if file is not None else sys.stderr
         self.clock = clock
+        self.min_total = min_total  # phases smaller than this draw nothing
         self.phase: str | None = None
         self.bar = None
         self.shown = 0  # bytes the bar has been told about
@@ -49,11 +53,15 @@ class ByteProgress:
             self._finish(fill=True)
             self.phase, self.total, self.done, self.shown = phase, max(total, 1), 0, 0
             self.start = self.last_call
+            if total < self.min_total:
+                return
             self.bar = click.progressbar(length=self.total, label=f"{phase:<7}", file=self.file, width=24,
                                          show_eta=True, show_percent=True, item_show_func=self._info)
             self.bar.__enter__()
         self.done = done
         now = self.last_call = self.clock()
+        if self.bar is None:
+            return
         if done >= self.total or now - self.last_draw >= REDRAW_SECONDS:
             self.last_draw = now
             step = min(done, self.total) - self.shown
