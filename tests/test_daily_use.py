@@ -384,3 +384,28 @@ def test_small_reads_draw_nothing_when_large_only():
     bar("read", LARGE_BYTES, LARGE_BYTES)
     bar.close()
     assert "100%  100.0 MB of 100.0 MB" in screen.getvalue()
+
+
+@pytest.mark.parametrize("metadata, warning", [
+    ({"tietool.config": "{not json"}, "tietool.config is not a usable config"),
+    ({"tietool.config": "[1, 2]"}, "tietool.config is not a JSON object"),
+    ({"tietool.config": "{}", "tietool.layout": "{not json", "tietool.names": "[]"}, None),
+    ({"tietool.config": "{}", "tietool.layout": '{"source_format": "keras3-archive"}', "tietool.names": "{bad"}, None),
+])
+def test_carried_records_that_are_wrong_are_not_fatal(tmp_path, metadata, warning):
+    """inspect reads the weights of a file whose tietool records are broken;
+    a config that is not one is a warning, not a config."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"optimizer/vars/0": np.zeros(2, "f4"), "w": np.zeros((2, 2), "f4")}, str(path), metadata=metadata)
+    report = inspect_checkpoint(path)
+    assert report["summary"]["tensor_count"] == 2
+    if warning:
+        assert report["config"] is None and any(warning in w for w in report["warnings"])
+    else:
+        assert report["config"] == {} and not report["warnings"]
+    roles = {t["name"]: t["role"] for t in report["tensors"]}
+    keras_origin = "keras3-archive" in metadata.get("tietool.layout", "")
+    assert roles == {"optimizer/vars/0": "optimizer" if keras_origin else "weight", "w": "weight"}
