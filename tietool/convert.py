@@ -40,7 +40,11 @@ full dataset path (``layers/reversible_embedding/vars/0``).
   transformers' TF names (absent: every tensor is named by its path).
 * ``tietool.config``: the checkpoint's config as a JSON string (config.json
   of an HF folder/file, ``model_config`` of a full-model H5, ``config.json``
-  of a ``.keras`` archive), when there is one.
+  of a ``.keras`` archive as its exact text), when there is one. Readers take
+  it as the file's config (:mod:`tietool.formats.carried`).
+* ``tietool.keras_metadata``: a ``.keras`` archive's ``metadata.json`` text;
+  ``tietool.layout`` then also records the archive's members (``archive``:
+  name and timestamp, in order).
 * ``<removed name>: <kept name>`` for each deduplicated copy (safetensors'
   ``save_model`` convention), see Ties.
 
@@ -49,8 +53,19 @@ safetensors -> HDF5
 * A file with ``tietool.layout`` gets its HDF5 file(s) back exactly as
   described: same groups, dataset paths, attributes, dtypes and bytes; each
   removed copy is written again from the tensor it names. A ``.keras``
-  source comes back as ``<stem>.weights.h5`` plus a root attribute
-  ``tietool.config`` (the archive's config.json).
+  source comes back as ``<stem>.weights.h5`` plus root attributes
+  ``tietool.config`` and ``tietool.keras_metadata`` (the archive's
+  config.json and metadata.json), as does ``.keras --to h5``.
+
+safetensors or .weights.h5 -> .keras (``to="keras"``)
+-----------------------------------------------------
+From a file that records a ``.keras`` archive (converted from one, or its
+weights extracted with ``--to h5``): the archive's members in their order
+and with their timestamps, ``config.json`` and ``metadata.json`` as the
+recorded text, ``model.weights.h5`` written from the recorded layout
+(:mod:`tietool.writers.keras_writer`).
+
+Without ``to``: :func:`infer_target`.
 * Any other safetensors file gives transformers' TF shard layout: root
   attribute ``layer_names`` = every tensor name in file order, one dataset per
   tensor at its name (``/`` in a name makes groups), bfloat16 as Keras does
