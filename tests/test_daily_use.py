@@ -307,6 +307,8 @@ def test_every_fixture_and_its_conversions_report_the_same_counts(tmp_path):
      "fixtures/pt/gpt2", 2),
     (["convert", KERAS, "--to", "keras", "--json"], "source is already a .keras archive", KERAS, 2),
     (["convert", KERAS, "--json", "--zzz"], "No such option '--zzz'.", None, 2),
+    (["--zzz", "inspect", KERAS, "--json"], "No such option '--zzz'.", None, 2),
+    (["nosuch", "--json"], "No such command 'nosuch'.", None, 2),
 ])
 def test_json_error_document(repo, args, message, file, code):
     r = tietool(*args)

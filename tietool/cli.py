@@ -64,7 +64,13 @@ class TietoolGroup(click.Group):
         # name (read by _wants_json/_debug_enabled, even when the command's
         # own options fail to parse).
         ctx.meta["tietool.args"] = list(args)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException as exc:  # `tietool --zzz ... --json`
+            json_error(ctx, exc.format_message(), None, exc.exit_code)
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
