@@ -174,14 +174,16 @@ def test_keras_archive(tmp_path):
     convert(src, "safetensors", out=st)
     meta = st_items(st)[1]
     with zipfile.ZipFile(src) as z:
-        cfg = json.loads(z.read("config.json"))
+        cfg = z.read("config.json").decode()
+        keras_meta = z.read("metadata.json").decode()
         (tmp_path / "member.weights.h5").write_bytes(z.read("model.weights.h5"))
-    assert json.loads(meta["tietool.config"]) == cfg
+    assert meta["tietool.config"] == cfg and meta["tietool.keras_metadata"] == keras_meta  # the text, byte for byte
     r = convert(st, "h5", out=tmp_path / "t.weights.h5")
-    assert_same_h5(tmp_path / "member.weights.h5", tmp_path / "t.weights.h5", ignore_root_attrs=("tietool.config",))
+    assert_same_h5(tmp_path / "member.weights.h5", tmp_path / "t.weights.h5",
+                   ignore_root_attrs=("tietool.config", "tietool.keras_metadata"))
     assert r["files"] == [str(tmp_path / "t.weights.h5")]
     with h5py.File(tmp_path / "t.weights.h5", "r") as f:
-        assert json.loads(f.attrs["tietool.config"]) == cfg
+        assert f.attrs["tietool.config"] == cfg and f.attrs["tietool.keras_metadata"] == keras_meta
 
 
 # -- safetensors -> H5 -> safetensors ---------------------------------------------------

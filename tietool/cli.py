@@ -8,6 +8,7 @@ until a command runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -24,23 +25,52 @@ EXIT_NOT_TIED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 
-EXIT_CODES = """\b
-Exit status:
-  0  success (verify-tie: tied, every stored copy identical)
-  1  verify-tie: not tied, a copy differs, or no output layer
-  2  bad input or usage: one line "Error: FILE: what is wrong" on stderr
-  3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
+EXIT_MEANINGS = {
+    EXIT_OK: "success",
+    EXIT_BAD_INPUT: 'bad input or usage: one line "Error: FILE: what is wrong" on stderr',
+    EXIT_INTERNAL: "internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)",
+}
+
+
+def exit_status(ok: str | None = None, status_1: str | None = None) -> str:
+    """An ``Exit status:`` epilog listing only the codes a command returns:
+    0, 2 and 3 always; ``ok`` says what 0 means for this command, and
+    ``status_1`` adds 1 with its meaning (verify-tie: not tied; a command
+    that finds problems or differences says so the same way)."""
+    codes = dict(EXIT_MEANINGS)
+    if ok is not None:
+        codes[EXIT_OK] = ok
+    if status_1 is not None:
+        codes[1] = status_1
+    return "\b\nExit status:\n" + "\n".join(f"  {code}  {text}" for code, text in sorted(codes.items()))
+
+
+EXIT_CODES = exit_status(ok="success (verify-tie: tied, every stored copy identical)",
+                         status_1="verify-tie: not tied, a copy differs, or no output layer")
 
 
 def _debug_enabled(ctx: click.Context | None) -> bool:
     if os.environ.get("TIETOOL_DEBUG", "") not in ("", "0"):
         return True
     root = ctx.find_root() if ctx else None
-    return bool(root and root.obj and root.obj.get("debug"))
+    return bool(root and root.obj and root.obj.get("debug")) or "--debug" in _command_line(ctx)
 
 
 class TietoolGroup(click.Group):
     """Maps every error to one line on stderr and an exit status."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # The whole command line, for --json/--debug given after the command
+        # name (read by _wants_json/_debug_enabled, even when the command's
+        # own options fail to parse).
+        ctx.meta["tietool.args"] = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException as exc:  # `tietool --zzz ... --json`
+            json_error(ctx, exc.format_message(), None, exc.exit_code)
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -49,11 +79,17 @@ class TietoolGroup(click.Group):
             if _debug_enabled(ctx):
                 traceback.print_exc()
             click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            json_error(ctx, exc.message, exc.path, exc.exit_code)
             ctx.exit(exc.exit_code)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except click.ClickException as exc:  # usage errors: Click prints them
+            json_error(ctx, exc.format_message(), None, exc.exit_code)
             raise
         except KeyboardInterrupt as exc:
-            ctx.exit(_interrupted(exc))
+            code = _interrupted(exc)
+            json_error(ctx, "interrupted", None, code)
+            ctx.exit(code)
         except BrokenPipeError:
             # `tietool inspect ... | head`: not an error worth a traceback
             sys.stderr.close()
@@ -65,9 +101,36 @@ class TietoolGroup(click.Group):
                 ctx.exit(_out_of_memory(ctx))
             if _debug_enabled(ctx):
                 traceback.print_exc()
-            click.echo(f"Error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
-                       "(please report; --debug shows the traceback)", err=True)
+            message = (f"internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+                       "(please report; --debug shows the traceback)")
+            click.echo(f"Error: {message}", err=True)
+            json_error(ctx, message, None, EXIT_INTERNAL)
             ctx.exit(EXIT_INTERNAL)
+
+
+# -- errors for scripts ----------------------------------------------------------------
+
+def _command_line(ctx: click.Context | None) -> list[str]:
+    """The arguments given, up to a ``--`` (after which nothing is an option)."""
+    root = ctx.find_root() if ctx else None
+    args = list(root.meta.get("tietool.args", [])) if root else []
+    return args[:args.index("--")] if "--" in args else args
+
+
+def _wants_json(ctx: click.Context | None) -> bool:
+    return "--json" in _command_line(ctx)
+
+
+def json_error(ctx: click.Context | None, message: str, file: str | None, exit_code: int) -> None:
+    """With --json, an error is also one JSON document on stdout:
+    ``{"error": {"message", "file", "exit_code"}}`` (the text line still goes
+    to stderr). Nothing else is on stdout then: results are printed only
+    once complete."""
+    if not _wants_json(ctx):
+        return
+    doc = {"error": {"message": _one_line(message), "file": file, "exit_code": exit_code}}
+    with contextlib.suppress(OSError):  # a closed stdout: the stderr line is the report
+        click.echo(json.dumps(doc, indent=2))
 
 
 def _one_line(text: str) -> str:
@@ -127,6 +190,9 @@ def _stderr_line(text: str) -> None:
 # -- shared options (decorators) -------------------------------------------------
 
 def json_option(f: Callable) -> Callable:
+    """--json, and a hidden --debug so that it works after the command name too."""
+    f = click.option("--debug", is_flag=True, hidden=True, expose_value=False,
+                     help="Show tracebacks of errors.")(f)
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")(f)
 
 
@@ -145,65 +211,126 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def progress_reporter(quiet: bool, large_only: bool = False):
+    """A byte progress bar on stderr when it is a terminal and not --quiet
+    (:mod:`tietool.progress`), else None; ``large_only``: drawn only for
+    phases past ``tietool.progress.LARGE_BYTES`` (~100 MB)."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from .progress import LARGE_BYTES, ByteProgress
+
+    return ByteProgress(min_total=LARGE_BYTES if large_only else 0)
+
+
 # -- commands ------------------------------------------------------------------------
+#
+# Every command's help follows one pattern (new commands too):
+#
+#   @cli.command("name", short_help="<= 50 characters, for the command list",
+#                epilog=exit_status(...only the codes it returns...))
+#   def name(...):
+#       """One or two sentences: what it does and what it reads.
+#
+#       A short paragraph on what matters (exactness, what is written, ...).
+#
+#       Examples:
+#
+#       \b
+#         tietool name fixtures/... --opt       # runnable from the repository root
+#         tietool name fixtures/... --json
+#       """
+#
+# The Examples block is a Click "\b" paragraph (kept verbatim); exit_status()
+# gives 0, 2 and 3 and adds 1 only when passed status_1=. Errors need nothing
+# per command: TietoolGroup prints the line (and, with --json, json_error's
+# document) for any TietoolError; give a command --json through json_option.
 
 @click.group(cls=TietoolGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="tietool")
-@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors (also after the command name).")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Read, verify, run and convert checkpoints whose embedding and output
     (decoder) weights are tied: Keras 2 / transformers TF HDF5 (tf_model.h5),
     Keras 3 .weights.h5 / .keras, and safetensors. No TensorFlow needed, and
-    nothing from a checkpoint is ever executed."""
+    nothing from a checkpoint is ever executed.
+
+    PATH is a weights file, a shard index, a .keras archive or a model folder.
+    Run "tietool COMMAND --help" for a command's options and examples.
+    """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
 
 
-@cli.command(epilog=EXIT_CODES)
+@cli.command(short_help="List tensors, config and ties (headers only).", epilog=exit_status())
 @click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--filter", "filter_glob", metavar="GLOB", help="Only list tensors whose name matches GLOB (e.g. '*embed*').")
 @json_option
 def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
-    """List every stored tensor of PATH (file, shard index or model folder)
-    with the format, config highlights and tie groups. Reads headers only."""
+    """List every stored tensor of PATH with the format, files, parameter
+    count, config highlights and tie groups. Reads headers only.
+
+    Optimizer state is listed with role "optimizer" and not counted as
+    parameters; a file tietool converted shows the config it carries.
+
+    Examples:
+
+    \b
+      tietool inspect fixtures/tf/bert_mlm
+      tietool inspect fixtures/keras3/tied_revemb.keras --filter 'layers/*'
+      tietool inspect fixtures/pt/gpt2 --json
+    """
     from .inspect import inspect_checkpoint
     from .render import render_inspect
 
     output(inspect_checkpoint(path, filter_glob=filter_glob), as_json, render_inspect)
 
 
-@cli.command("verify-tie", epilog=EXIT_CODES)
+@cli.command("verify-tie", short_help="Prove the embedding and LM head are tied.",
+             epilog=exit_status(ok="tied, every stored copy identical",
+                                status_1="not tied, a copy differs, or no output layer"))
 @click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--embedding", metavar="NAME", help="The embedding tensor [vocab, hidden] (default: detected).")
 @click.option("--decoder", metavar="NAME", help="The decoder / LM head tensor, [vocab, hidden] or [hidden, vocab] (default: detected).")
 @click.option("--atol", type=float, default=None, help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
 @click.option("--rtol", type=float, default=None, help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
 def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: float | None, rtol: float | None,
-                   as_json: bool) -> None:
+                   quiet: bool, as_json: bool) -> None:
     """Find the embedding and decoder (LM head) weights of PATH and prove
-    whether they are tied: implicitly (one matrix, tie declared by the
-    config), by shared storage (hard link, safetensors alias), or as stored
-    copies (duplicate or transposed) compared value by value in one streaming
-    pass. Reports where copies differ and when the config contradicts the
-    weights.
+    whether they are tied: implicitly (one matrix, the config declares the
+    tie), by shared storage (hard link, safetensors alias), or as stored
+    copies (duplicate or transposed) compared in one streaming pass. Reports
+    where copies differ and when the config contradicts the weights.
 
     Exact by default: bitwise, so bfloat16 and NaN payloads compare as
     stored and -0.0 differs from 0.0. With --atol/--rtol, numpy.isclose
     semantics (|a-b| <= atol + rtol*|b|; an option not given counts as 0),
     and any NaN matches any NaN.
+
+    Examples:
+
+    \b
+      tietool verify-tie fixtures/tf/bert_mlm
+      tietool verify-tie fixtures/pt/llama_untied --embedding model.embed_tokens.weight --decoder lm_head.weight
+      tietool verify-tie fixtures/pt/llama_tied --json
     """
     from .render import render_verify_tie
     from .ties import verify_tie
 
-    report = verify_tie(path, embedding=embedding, decoder=decoder, atol=atol, rtol=rtol)
+    progress = progress_reporter(quiet)
+    try:
+        report = verify_tie(path, embedding=embedding, decoder=decoder, atol=atol, rtol=rtol, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     output(report, as_json, render_verify_tie)
     if not report["tied"]:
         click.get_current_context().exit(EXIT_NOT_TIED)
 
 
-@cli.command(epilog=EXIT_CODES)
+@cli.command(short_help="Run the shared layer's embedding or linear pass.", epilog=exit_status())
 @click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--mode", type=click.Choice(["embedding", "linear"]), required=True,
               help="embedding: gather rows for token ids; linear: hidden states @ weight.T (logits).")
@@ -215,28 +342,47 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="Linear mode: tokens shown per position.")
 @click.option("--embedding", metavar="NAME", help="Use this tensor as the embedding instead of the detected one.")
 @click.option("--decoder", metavar="NAME", help="Use this tensor as the decoder (omit for a tied layer).")
+@click.option("--quiet", is_flag=True, help="No progress on stderr (shown when reading over 100 MB).")
 @json_option
 def run(path: str, mode: str, ids: str | None, input_path: str | None, output_path: str | None, force: bool,
-        top_k: int, embedding: str | None, decoder: str | None, as_json: bool) -> None:
+        top_k: int, embedding: str | None, decoder: str | None, quiet: bool, as_json: bool) -> None:
     """Rebuild the shared embedding layer of PATH (tietool.SharedEmbeddings,
-    a Keras 3 ReversibleEmbedding) and run its embedding or linear pass.
-    Needs TensorFlow: pip install 'tietool[tf]'."""
+    a Keras 3 ReversibleEmbedding) with the stored weights, bit for bit, and
+    run its embedding or linear pass.
+
+    Needs TensorFlow: pip install 'tietool[tf]'. Inputs are checked before
+    TensorFlow is loaded.
+
+    Examples:
+
+    \b
+      tietool run fixtures/tf/gpt2 --mode embedding --ids 1,2,3
+      tietool run fixtures/tf/gpt2 --mode linear --input fixtures/keras2/seed_shared/hidden.npy --top-k 3
+      tietool run fixtures/keras3/tied_revemb.keras --mode embedding --ids 5 --output out.npy
+    """
     from .render import render_run
     from .run import check_npy_output, parse_ids, run_layer, run_summary, save_npy_atomically
 
     sources = [p for p in (path, input_path) if p]
     if output_path:
         check_npy_output(output_path, force, sources=sources)  # before the work, not after it
-    result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
-                       embedding=embedding, decoder=decoder)
+    progress = progress_reporter(quiet, large_only=True)
+    try:
+        result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
+                           embedding=embedding, decoder=decoder, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     if output_path:
         save_npy_atomically(result.output, output_path, force=force, sources=sources)
     output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
 
 
-@cli.command(epilog=EXIT_CODES)
+@cli.command(short_help="Convert losslessly: HDF5, .keras <-> safetensors.", epilog=exit_status())
 @click.argument("src", type=click.Path(path_type=str, readable=False))
-@click.option("--to", "to", type=click.Choice(["safetensors", "h5"]), required=True, help="Output format.")
+@click.option("--to", "to", type=click.Choice(["safetensors", "h5", "keras"]), default=None,
+              help="Output format. Default: from the -o name (.safetensors, .h5, .keras), else from SRC: "
+                   "HDF5 or .keras -> safetensors, safetensors -> the format it was converted from, else h5.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=str, readable=False), default=None,
               help="Output file (or folder, for a folder source). Default: beside SRC with the new extension.")
 @click.option("--ties", type=click.Choice(["dedupe", "keep"]), default="dedupe", show_default=True,
@@ -249,25 +395,35 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
 @click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
-def convert(src: str, to: str, out: str | None, ties: str, shard_size: str | None, names: str, force: bool,
+def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: str | None, names: str, force: bool,
             no_verify: bool, quiet: bool, as_json: bool) -> None:
-    """Convert SRC (file, shard index or model folder) between Keras HDF5 and
-    safetensors, losslessly: names, bytes, dtypes, H5 attributes and config
-    kept; converting back restores the original layout."""
+    """Convert SRC (file, shard index, .keras archive or model folder)
+    between Keras HDF5 / .keras and safetensors, losslessly: names, bytes,
+    dtypes, H5 attributes and config kept, so converting back restores the
+    original, a .keras archive included.
+
+    The output is verified (re-read and compared byte for byte) before it
+    replaces anything; the summary says which format was chosen when --to
+    is not given.
+
+    Examples:
+
+    \b
+      tietool convert fixtures/tf/t5 -o t5-st                 # HDF5 -> safetensors
+      tietool convert fixtures/keras3/tied_revemb.keras -o m.safetensors
+      tietool convert m.safetensors -o m.keras                # back to .keras
+      tietool convert fixtures/tf/gpt2 --names pt -o gpt2-pt  # for PyTorch transformers
+    """
     from .convert import convert as convert_checkpoint
     from .render import render_convert
 
-    progress = None
-    if not quiet and sys.stderr.isatty():
-        def progress(phase: str, done: int, total: int) -> None:
-            pct = 100 * done // total if total else 100
-            click.echo(f"\r{phase}: {pct:3d}% of {total / 1e6:.1f} MB", err=True, nl=False)
+    progress = progress_reporter(quiet)
     try:
         result = convert_checkpoint(src, to, out=out, ties=ties, shard_size=shard_size, force=force,
                                     verify=not no_verify, progress=progress, names=names)
     finally:
         if progress is not None:
-            click.echo("", err=True)
+            progress.close()
     output(result, as_json, render_convert)
 
 

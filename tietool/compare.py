@@ -19,6 +19,7 @@ a NaN payload carries no value, so it cannot be "far" from another NaN.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -229,9 +230,10 @@ def compare_block(diff: Difference, a: np.ndarray, b: np.ndarray, first_row: int
 
 def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[TensorInfo, bool]],
                    atol: float | None = None, rtol: float | None = None,
-                   block_bytes: int = BLOCK_BYTES) -> list[Difference]:
+                   block_bytes: int = BLOCK_BYTES, tick: Callable[[int], None] | None = None) -> list[Difference]:
     """Compare ``reference`` ``[V, H]`` with each ``(info, transposed)`` in one
-    pass. Returns one :class:`Difference` per other, in order."""
+    pass. Returns one :class:`Difference` per other, in order. ``tick(n)``
+    is told the bytes read after each block."""
     tolerance = atol is not None or rtol is not None
     V, H = reference.shape
     diffs = [Difference(o.name, reference.name, t, tolerance, same_dtype=(o.dtype == reference.dtype)) for o, t in others]
@@ -250,7 +252,11 @@ def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[T
                 else:
                     b = reader.rows(info, v0, v1, slot=1)
                 compare_block(diff, a, b, v0, atol, rtol)
+                if tick is not None:
+                    tick(b.nbytes)
                 del b
+            if tick is not None:
+                tick(a.nbytes)
             del a
     return diffs
 

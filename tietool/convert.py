@@ -40,7 +40,11 @@ full dataset path (``layers/reversible_embedding/vars/0``).
   transformers' TF names (absent: every tensor is named by its path).
 * ``tietool.config``: the checkpoint's config as a JSON string (config.json
   of an HF folder/file, ``model_config`` of a full-model H5, ``config.json``
-  of a ``.keras`` archive), when there is one.
+  of a ``.keras`` archive as its exact text), when there is one. Readers take
+  it as the file's config (:mod:`tietool.formats.carried`).
+* ``tietool.keras_metadata``: a ``.keras`` archive's ``metadata.json`` text;
+  ``tietool.layout`` then also records the archive's members (``archive``:
+  name and timestamp, in order).
 * ``<removed name>: <kept name>`` for each deduplicated copy (safetensors'
   ``save_model`` convention), see Ties.
 
@@ -49,8 +53,19 @@ safetensors -> HDF5
 * A file with ``tietool.layout`` gets its HDF5 file(s) back exactly as
   described: same groups, dataset paths, attributes, dtypes and bytes; each
   removed copy is written again from the tensor it names. A ``.keras``
-  source comes back as ``<stem>.weights.h5`` plus a root attribute
-  ``tietool.config`` (the archive's config.json).
+  source comes back as ``<stem>.weights.h5`` plus root attributes
+  ``tietool.config`` and ``tietool.keras_metadata`` (the archive's
+  config.json and metadata.json), as does ``.keras --to h5``.
+
+safetensors or .weights.h5 -> .keras (``to="keras"``)
+-----------------------------------------------------
+From a file that records a ``.keras`` archive (converted from one, or its
+weights extracted with ``--to h5``): the archive's members in their order
+and with their timestamps, ``config.json`` and ``metadata.json`` as the
+recorded text, ``model.weights.h5`` written from the recorded layout
+(:mod:`tietool.writers.keras_writer`).
+
+Without ``to``: :func:`infer_target`.
 * Any other safetensors file gives transformers' TF shard layout: root
   attribute ``layer_names`` = every tensor name in file order, one dataset per
   tensor at its name (``/`` in a name makes groups), bfloat16 as Keras does
@@ -93,19 +108,18 @@ from typing import Callable
 from .config import is_hf_config
 from .errors import CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
+from .formats.carried import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY, NAMES_KEY
 from .model import Checkpoint, TensorInfo
 from .writers import SourceFiles, SourceGuard, atomic_output, copy_side_file, phase_ticker, raw_chunks, same_stream
 from .writers.safe_output import check_output
 
-TARGETS = ("safetensors", "h5")
+TARGETS = ("safetensors", "h5", "keras")
 TIES = ("dedupe", "keep")
 H5_FORMATS = {"keras2-h5", "keras2-full-h5", "hf-tf-h5-sharded", "hf-tf-h5-shard", "keras3-weights-h5",
               "keras3-weights-sharded", "keras3-archive"}
 ST_FORMATS = {"safetensors", "safetensors-sharded"}
 KERAS2_FORMATS = {"keras2-h5", "keras2-full-h5"}
-LAYOUT_KEY = "tietool.layout"
-NAMES_KEY = "tietool.names"
-CONFIG_KEY = "tietool.config"
+KERAS_TARGET_FORMATS = {"keras3-archive", "keras3-weights-h5"}  # with a recorded config.json
 ST_ORIGIN_ATTR = "tietool.safetensors"
 SUFFIXES = (".safetensors.index.json", ".h5.index.json", ".weights.json", ".weights.h5", ".safetensors",
             ".hdf5", ".h5", ".keras", ".json")
@@ -266,14 +280,63 @@ def _h5_layout(ckpt: Checkpoint) -> dict:
         index_path = ckpt.files[0]
         with open(index_path, encoding="utf-8") as fh:
             index = {"name": os.path.basename(index_path), "text": fh.read()}
-    return {"tietool": 1, "source_format": ckpt.format, "files": files, "index": index}
+    out = {"tietool": 1, "source_format": ckpt.format, "files": files, "index": index}
+    if ckpt.format == "keras3-archive":
+        out["archive"] = ckpt.layout.get("archive")
+    return out
 
 
 def _config_text(ckpt: Checkpoint) -> str | None:
+    """The config as stored: a .keras archive's config.json text, the text
+    tietool recorded, else the config re-encoded as JSON."""
+    stored = ckpt.layout.get("member_texts", {}).get("config.json")
+    if stored is not None:
+        return stored
+    value = ckpt.metadata.get(CONFIG_KEY)
+    if isinstance(value, str) and (ckpt.config is None or (ckpt.config_source or "").endswith(CONFIG_KEY)):
+        return value
     if ckpt.config is not None:
         return json.dumps(ckpt.config, ensure_ascii=False)
-    value = ckpt.metadata.get(CONFIG_KEY)
+    return None
+
+
+def _keras_metadata_text(ckpt: Checkpoint) -> str | None:
+    """A .keras archive's metadata.json text, or the text tietool recorded."""
+    stored = ckpt.layout.get("member_texts", {}).get("metadata.json")
+    if stored is not None:
+        return stored
+    value = ckpt.metadata.get(KERAS_METADATA_KEY)
     return value if isinstance(value, str) else None
+
+
+def _str_attr(value: str) -> dict:
+    """An HDF5 root attribute spec (see :mod:`tietool.writers.h5_writer`) for a text."""
+    return {"type": "str", "vlen": True, "cset": "utf8", "size": None, "space": "scalar", "shape": None, "value": value}
+
+
+OUTPUT_SUFFIXES = ((".keras", "keras"), (".safetensors", "safetensors"), (".h5", "h5"), (".hdf5", "h5"))
+
+
+def infer_target(ckpt: Checkpoint, names: str = "keras", out: str | None = None) -> tuple[str, str]:
+    """``(target, why)`` when ``--to`` is not given: ``--names pt`` writes
+    safetensors; an output file name ending in .keras, .safetensors or .h5
+    says it; HDF5 (and .keras) becomes safetensors; safetensors goes back to
+    the format tietool recorded it came from (.keras or HDF5), else HDF5."""
+    if names == "pt":
+        return "safetensors", "--names pt writes safetensors"
+    for suffix, target in OUTPUT_SUFFIXES:
+        if out is not None and os.fspath(out).endswith(suffix) and not os.path.isdir(ckpt.path):
+            return target, f"the output name ends in {suffix}"
+    if ckpt.format == "keras3-archive":
+        return "safetensors", "the source is a .keras archive"
+    if ckpt.format not in ST_FORMATS:
+        return "safetensors", "the source is HDF5"
+    origin = ckpt.origin_format
+    if origin == "keras3-archive":
+        return "keras", "the source was converted from a .keras archive"
+    if origin in H5_FORMATS:
+        return "h5", f"the source was converted from {origin}"
+    return "h5", "the source is safetensors"
 
 
 def _tf_safetensors_names(ckpt: Checkpoint, kept: list[TensorInfo], removed: dict[str, str]) -> dict[str, str] | None:
@@ -295,7 +358,8 @@ def _tf_safetensors_names(ckpt: Checkpoint, kept: list[TensorInfo], removed: dic
             return None
         names[t.name] = var if "model." in var or "/" not in var else var.split("/", 1)[1]
     used = set(names.values())
-    if len(used) != len(names) or used & set(removed) or used & {"format", LAYOUT_KEY, NAMES_KEY, CONFIG_KEY}:
+    if len(used) != len(names) or used & set(removed) or used & {"format", LAYOUT_KEY, NAMES_KEY, CONFIG_KEY,
+                                                                 KERAS_METADATA_KEY}:
         return None
     return names
 
@@ -327,6 +391,9 @@ def _plan_to_safetensors(ckpt: Checkpoint, ties: str, shard_size: int | None, fi
         cfg = _config_text(ckpt)
         if cfg is not None:
             metadata[CONFIG_KEY] = cfg
+        keras_meta = _keras_metadata_text(ckpt)
+        if keras_meta is not None:
+            metadata[KERAS_METADATA_KEY] = keras_meta
         metadata.update(plan.aliases)
         entries = [(names[t.name], t) for t in kept]
         stem = _stem(src_name)
@@ -358,21 +425,19 @@ def _plan_to_safetensors(ckpt: Checkpoint, ties: str, shard_size: int | None, fi
     return plan
 
 
-def _plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
-    from .writers.h5_writer import flat_tree
-
-    plan = Plan()
+def _recorded_files(ckpt: Checkpoint, plan: Plan) -> tuple[list[tuple[str, dict, dict]], dict | None, dict]:
+    """The HDF5 file(s) ``tietool.layout`` records: ``[(name, tree, data)]``,
+    the shard index and the layout itself. Removed copies are written again
+    from the tensor their alias names (recorded in ``plan.aliases``)."""
     md = ckpt.metadata
-    if LAYOUT_KEY in md:
-        try:
-            layout = json.loads(md[LAYOUT_KEY])
-            files = layout["files"]
-            index = layout.get("index")
-            names = json.loads(md.get(NAMES_KEY, "{}"))
-            if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
-                raise ValueError(NAMES_KEY)
-        except (ValueError, KeyError, TypeError):
-            raise CorruptCheckpointError(f"__metadata__ {LAYOUT_KEY} is not a tietool layout", ckpt.path) from None
+    try:
+        layout = json.loads(md[LAYOUT_KEY])
+        files = layout["files"]
+        index = layout.get("index")
+        names = json.loads(md.get(NAMES_KEY, "{}"))
+        if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+            raise ValueError(NAMES_KEY)
+        out = []
         for f in files:
             tree = f["tree"]
             data = {}
@@ -383,14 +448,39 @@ def _plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
                     if name in ckpt.tensors:
                         plan.aliases[dpath] = name
                 if name not in ckpt.tensors:
-                    raise CorruptCheckpointError(f"layout lists dataset {dpath!r} but no tensor (or alias) holds it", ckpt.path)
+                    raise CorruptCheckpointError(f"layout lists dataset {dpath!r} but no tensor (or alias) holds it",
+                                                 ckpt.path)
                 data[dpath] = ckpt.tensors[name]
+            out.append((f["name"], tree, data))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CorruptCheckpointError(f"__metadata__ {LAYOUT_KEY} is not a tietool layout", ckpt.path) from None
+    return out, index, layout
+
+
+def _archive_weights(ckpt: Checkpoint) -> tuple[dict, dict]:
+    """The tree and data of a .keras archive's model.weights.h5."""
+    from .writers.h5_writer import describe_h5
+
+    return describe_h5(ckpt.store.files[0]), {t.name: t for t in ckpt}
+
+
+def _plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
+    from .writers.h5_writer import flat_tree
+
+    plan = Plan()
+    md = ckpt.metadata
+    if ckpt.format == "keras3-archive":
+        # the archive's weights, with its config.json and metadata.json recorded
+        tree, data = _archive_weights(ckpt)
+        _record_keras_texts(ckpt, tree)
+        plan.outputs.append((_stem(src_name) + ".weights.h5", "h5", {"tree": tree, "data": data}))
+        return plan
+    if LAYOUT_KEY in md:
+        recorded, index, layout = _recorded_files(ckpt, plan)
+        for name, tree, data in recorded:
             if layout.get("source_format") == "keras3-archive":
-                cfg = md.get(CONFIG_KEY)
-                if cfg is not None:
-                    tree["groups"][""][CONFIG_KEY] = {"type": "str", "vlen": True, "cset": "utf8", "size": None,
-                                                      "space": "scalar", "shape": None, "value": cfg}
-            plan.outputs.append((f["name"], "h5", {"tree": tree, "data": data}))
+                _record_keras_texts(ckpt, tree)
+            plan.outputs.append((name, "h5", {"tree": tree, "data": data}))
         if index:
             plan.outputs.append((index["name"], "text", {"text": index["text"]}))
         plan.multi = len(plan.outputs) > 1
@@ -398,11 +488,54 @@ def _plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
     names = list(ckpt.tensors)
     origin = json.dumps({"metadata": md, "file": src_name if src_name.endswith(".safetensors") else
                          _stem(src_name) + ".safetensors"}, ensure_ascii=False)
-    tree = flat_tree(names, {ST_ORIGIN_ATTR: {"type": "str", "vlen": True, "cset": "utf8", "size": None,
-                                              "space": "scalar", "shape": None, "value": origin}})
+    tree = flat_tree(names, {ST_ORIGIN_ATTR: _str_attr(origin)})
     stem = _stem(src_name)
     name = ("tf_model" if stem == "model" and md.get("format") == "tf" else stem) + ".h5"
     plan.outputs.append((name, "h5", {"tree": tree, "data": {n: ckpt.tensors[n] for n in names}}))
+    return plan
+
+
+def _record_keras_texts(ckpt: Checkpoint, tree: dict) -> None:
+    """Root attributes ``tietool.config`` / ``tietool.keras_metadata``: the
+    archive's config.json and metadata.json, so the H5 can become a .keras
+    archive again and ``inspect`` shows its config."""
+    root = tree["groups"].setdefault("", {})
+    for key, text in ((CONFIG_KEY, _config_text(ckpt)), (KERAS_METADATA_KEY, _keras_metadata_text(ckpt))):
+        if text is not None:
+            root[key] = _str_attr(text)
+
+
+def _plan_to_keras(ckpt: Checkpoint, src_name: str) -> Plan:
+    """A .keras archive from a checkpoint that records one: a safetensors
+    file converted from .keras, or a .weights.h5 extracted from one."""
+    plan = Plan()
+    origin = ckpt.origin_format
+    if origin not in KERAS_TARGET_FORMATS or _config_text(ckpt) is None:
+        raise UsageError("--to keras needs a .keras archive converted by tietool (a safetensors file or .weights.h5 "
+                         "that records the archive's config.json); use --to h5", ckpt.path)
+    members = None
+    if ckpt.format in ST_FORMATS:
+        recorded, _index, layout = _recorded_files(ckpt, plan)
+        if len(recorded) != 1:
+            raise UsageError("--to keras needs a single Keras 3 weights file, not a sharded one; use --to h5",
+                             ckpt.path)
+        _name, tree, data = recorded[0]
+        members = layout.get("archive")
+    else:
+        from .writers.h5_writer import describe_h5
+
+        tree, data = describe_h5(ckpt.store.files[0]), {t.name: t for t in ckpt}
+    root = tree["groups"].setdefault("", {})
+    for key in (CONFIG_KEY, KERAS_METADATA_KEY):
+        root.pop(key, None)  # recorded for the way back, not part of Keras' weights file
+    texts = {"config.json": _config_text(ckpt)}
+    meta = _keras_metadata_text(ckpt)
+    if meta is not None:
+        texts["metadata.json"] = meta
+    if members is not None:
+        members = [m for m in members if isinstance(m, dict) and m.get("name") in (*texts, "model.weights.h5")]
+    plan.outputs.append((_stem(src_name) + ".keras", "keras",
+                         {"tree": tree, "data": data, "texts": texts, "members": members}))
     return plan
 
 
@@ -411,41 +544,53 @@ def _plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
 NAMES = ("keras", "pt")
 
 
-def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force: bool = False,
+def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_size=None, force: bool = False,
             verify: bool = True, progress: ProgressFn | None = None, names: str = "keras") -> dict:
     """Convert ``src`` (anything :func:`tietool.formats.open_checkpoint`
-    reads) to ``to`` (``"safetensors"`` or ``"h5"``). Returns a summary.
+    reads) to ``to`` (``"safetensors"``, ``"h5"`` or ``"keras"``; None: see
+    :func:`infer_target`). Returns a summary; ``to_inferred`` says why the
+    target was chosen when ``to`` was None. Paths in the summary are as
+    given (``out``, or beside ``src``).
 
     ``names="pt"``: a transformers TF checkpoint to a folder PyTorch
     transformers loads (:func:`tietool.convert_pt.convert_to_pt`)."""
     if names not in NAMES:
         raise UsageError(f"--names must be one of {', '.join(NAMES)} (got {names!r})")
     if names == "pt":
-        if to != "safetensors":
+        if to not in (None, "safetensors"):
             raise UsageError("--names pt writes safetensors: use --to safetensors")
         if ties != "dedupe":
             raise UsageError("--names pt always writes each stored matrix once (no --ties keep)")
         from .convert_pt import convert_to_pt
 
-        return convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress)
+        result = convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress)
+        result["to_inferred"] = "--names pt writes safetensors" if to is None else None
+        return result
     t0 = time.monotonic()
-    if to not in TARGETS:
+    if to is not None and to not in TARGETS:
         raise UsageError(f"--to must be one of {', '.join(TARGETS)} (got {to!r})")
     if ties not in TIES:
         raise UsageError(f"--ties must be one of {', '.join(TIES)} (got {ties!r})")
     shard_bytes = parse_size(shard_size)
-    if shard_bytes is not None and to != "safetensors":
+    if shard_bytes is not None and to not in (None, "safetensors"):
         raise UsageError("--shard-size is only supported for safetensors output")
     src = os.fspath(src)
     src_is_dir = os.path.isdir(src)
     files = SourceFiles()
+    inferred = None
     with open_checkpoint(src) as ckpt:
         guard = SourceGuard(ckpt.files)
         try:
+            if to is None:
+                to, inferred = infer_target(ckpt, names, out)
+                if shard_bytes is not None and to != "safetensors":
+                    raise UsageError(f"--shard-size is only supported for safetensors output (this converts to {to})")
             if to == "safetensors" and ckpt.format in ST_FORMATS:
                 raise UsageError("source is already safetensors", src)
-            if to == "h5" and ckpt.format in H5_FORMATS:
+            if to == "h5" and ckpt.format in H5_FORMATS - {"keras3-archive"}:
                 raise UsageError("source is already HDF5", src)
+            if to == "keras" and ckpt.format == "keras3-archive":
+                raise UsageError("source is already a .keras archive", src)
             notes = []
             src_file = _weights_path(ckpt)
             src_name = os.path.basename(src_file)
@@ -459,24 +604,32 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
                     # leave a folder that would load at random.
                     notes.append("tensor names are the HDF5 dataset paths (lossless, for converting back with --to h5); "
                                  "for PyTorch transformers 5 use --names pt")
+            elif to == "keras":
+                plan = _plan_to_keras(ckpt, src_name)
             else:
                 plan = _plan_to_h5(ckpt, src_name)
+            if ckpt.format == "keras3-archive":
+                carried = {"config.json", "metadata.json", "model.weights.h5"}
+                left = sorted(set(ckpt.layout.get("members", [])) - carried)
+                if left:
+                    notes.append(f"archive member(s) not carried: {', '.join(left)}")
             as_folder = src_is_dir or plan.multi
-            if out is None:
+            if out is None:  # beside the source, in the user's own spelling of its path
                 if src_is_dir:
-                    out = os.path.abspath(src).rstrip(os.sep) + f"-{to}"
+                    out = src.rstrip(os.sep) + f"-{to}"
                 elif plan.multi:
-                    out = os.path.join(os.path.dirname(os.path.abspath(src_file)), f"{_stem(src_name)}-{to}")
+                    out = os.path.join(os.path.dirname(src_file), f"{_stem(src_name)}-{to}")
                 else:
-                    out = os.path.join(os.path.dirname(os.path.abspath(src_file)), plan.outputs[0][0])
-            out = os.path.abspath(os.fspath(out))
+                    out = os.path.join(os.path.dirname(src_file), plan.outputs[0][0])
+            out = os.fspath(out)
             extra = _side_files(src, ckpt, plan) if src_is_dir else []
             sources = [src, *ckpt.files, *(os.path.join(src, n) for n in extra)]
             writes = [n for n, _, _ in plan.outputs] + extra
             check_output(out, sources, folder=as_folder, force=force, writes=writes)  # before the work
             guard.add(sources)
             total = sum(info.nbytes for _, kind, p in plan.outputs if kind == "safetensors" for _, info in p["entries"])
-            total += sum(info.nbytes for _, kind, p in plan.outputs if kind == "h5" for info in p["data"].values())
+            total += sum(info.nbytes for _, kind, p in plan.outputs if kind in ("h5", "keras")
+                         for info in p["data"].values())
             tick = phase_ticker(progress, total)
 
             written: list[str] = []
@@ -496,12 +649,13 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
         finally:
             files.close()
     out_tensors = sum(len(p["entries"]) for _, k, p in plan.outputs if k == "safetensors") + \
-        sum(len(p["data"]) for _, k, p in plan.outputs if k == "h5")
+        sum(len(p["data"]) for _, k, p in plan.outputs if k in ("h5", "keras"))
     return {
         "source": src,
         "source_format": ckpt.format,
         "names": "keras",
         "to": to,
+        "to_inferred": inferred,
         "output": out,
         "files": written,
         "copied_files": copied,
@@ -535,6 +689,10 @@ def _write_one(kind: str, path: str, ckpt: Checkpoint, payload: dict, files: Sou
         from .writers.h5_writer import write_h5
 
         write_h5(path, ckpt, payload["tree"], payload["data"], files, tick)
+    elif kind == "keras":
+        from .writers.keras_writer import write_keras
+
+        write_keras(path, ckpt, payload["tree"], payload["data"], payload["texts"], payload["members"], files, tick)
     else:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(payload["text"])
@@ -555,6 +713,14 @@ def _verify(src: Checkpoint, plan: Plan, tmp: str, as_folder: bool, files: Sourc
             expected = {n: info for n, info in payload["entries"]}
             if got.metadata != payload["metadata"]:
                 raise CorruptCheckpointError("verification failed: __metadata__ differs from what was written", label)
+        elif kind == "keras":
+            got = keras_h5.open_keras_archive(path)
+            expected = payload["data"]
+            texts = got.layout.get("member_texts", {})
+            if texts != payload["texts"]:
+                got.close()
+                raise CorruptCheckpointError("verification failed: config.json or metadata.json differs from the "
+                                             "recorded text", label)
         else:
             got = keras_h5.open_h5(path)
             expected = payload["data"]
@@ -571,3 +737,4 @@ def _verify(src: Checkpoint, plan: Plan, tmp: str, as_folder: bool, files: Sourc
                         f"verification failed: {n!r} is {g.dtype}{list(g.shape)}, source {info.dtype}{list(info.shape)}", label)
                 if not _same_bytes(src, info, got, g, files, tick):
                     raise CorruptCheckpointError(f"verification failed: bytes of {n!r} differ from the source", label)
+

@@ -258,11 +258,11 @@ def _verify_transposed(src: TensorInfo, reader: BlockReader, got: Checkpoint, g:
 
 def _default_out(src: str, ckpt: Checkpoint) -> str:
     if os.path.isdir(src):
-        return os.path.abspath(src).rstrip(os.sep) + "-pt"
+        return src.rstrip(os.sep) + "-pt"
     base = os.path.basename(src)
     from .convert import _stem
 
-    return os.path.join(os.path.dirname(os.path.abspath(src)), f"{_stem(base)}-pt")
+    return os.path.join(os.path.dirname(src), f"{_stem(base)}-pt")
 
 
 def _extra_files(src: str, ckpt: Checkpoint) -> list[tuple[str, str]]:
@@ -299,7 +299,7 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
             entries, copies = _merge_copies(ckpt, planned, files)
             tied = _tied_heads(ckpt, entries)
             entries = [e for e in entries if e.pt_name not in tied]
-            out = os.path.abspath(os.fspath(out) if out is not None else _default_out(src, ckpt))
+            out = os.fspath(out) if out is not None else _default_out(src, ckpt)  # printed as given
             shards = _shards(entries, shard_bytes)
             total = sum(e.source.nbytes for e in entries)
             if len(shards) == 1:

@@ -7,8 +7,10 @@ import os
 from collections import Counter
 
 from . import config as configlib
+from .errors import TietoolError
 from .formats import FORMATS, open_checkpoint
-from .model import ROLE_OPTIMIZER, Checkpoint
+from .formats.carried import KERAS_METADATA_KEY
+from .model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint
 
 
 def inspect_checkpoint(path: str | os.PathLike, filter_glob: str | None = None, ties: bool = True) -> dict:
@@ -25,7 +27,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         by_dtype[t.dtype] += t.nbytes
     summary = {
         "tensor_count": len(tensors),
-        "parameter_count": ckpt.parameter_count(),
+        "parameter_count": ckpt.parameter_count() + _alias_parameters(ckpt),
         "total_bytes": ckpt.total_bytes(),
         "bytes_by_dtype": dict(sorted(by_dtype.items())),
         "optimizer_tensor_count": sum(1 for t in tensors if t.role == ROLE_OPTIMIZER),
@@ -36,6 +38,8 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         "path": ckpt.path,
         "format": ckpt.format,
         "format_description": FORMATS.get(ckpt.format, ckpt.format),
+        "origin_format": ckpt.origin_format,
+        "origin_description": FORMATS.get(ckpt.origin_format, ckpt.origin_format),
         "files": list(ckpt.files),
         "summary": summary,
         "config": ckpt.config,
@@ -43,6 +47,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         "config_highlights": configlib.highlights(ckpt.config),
         "config_code": configlib.find_code(ckpt.config) if ckpt.config is not None else [],
         "metadata": ckpt.metadata,
+        "keras_metadata": _keras_metadata(ckpt),
         "tensors": [t.as_dict() for t in shown],
         "warnings": list(ckpt.warnings),
     }
@@ -57,3 +62,33 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         else:
             out["ties"] = [g.as_dict() for g in find_ties(ckpt)]
     return out
+
+
+def _alias_parameters(ckpt: Checkpoint) -> int:
+    """Parameters of the copies a safetensors file records as aliases
+    (``{removed: kept}`` in ``__metadata__``, as tietool's dedupe and
+    safetensors' ``save_model`` write them): counted like the stored copies
+    of the source, so a checkpoint and its conversion report the same count."""
+    if not ckpt.format.startswith("safetensors"):
+        return 0
+    total = 0
+    for removed, kept in ckpt.metadata.items():
+        info = ckpt.tensors.get(kept) if isinstance(kept, str) else None
+        if info is not None and removed not in ckpt.tensors and info.role == ROLE_WEIGHT:
+            total += info.numel
+    return total
+
+
+def _keras_metadata(ckpt: Checkpoint) -> dict:
+    """A .keras archive's metadata.json: read from the archive, or from the
+    copy tietool carries in a converted file (``tietool.keras_metadata``)."""
+    if ckpt.format == "keras3-archive":
+        return dict(ckpt.metadata)
+    text = ckpt.metadata.get(KERAS_METADATA_KEY)
+    if not isinstance(text, str):
+        return {}
+    try:
+        value = configlib.parse_json_text(text, KERAS_METADATA_KEY)
+    except TietoolError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -58,6 +58,10 @@ def render_inspect(report: dict) -> str:
     pairs: list[tuple[str, object]] = [
         ("path", printable(report["path"])),
         ("format", f"{report['format']} ({report['format_description']})"),
+    ]
+    if report.get("origin_format", report["format"]) != report["format"]:
+        pairs.append(("converted from", f"{report['origin_format']} ({report['origin_description']})"))
+    pairs += [
         ("files", "\n".join(printable(f) for f in report["files"])),
         ("tensors", f"{s['tensor_count']}" + (f" ({s['optimizer_tensor_count']} optimizer)" if s["optimizer_tensor_count"] else "")),
         ("parameters", f"{s['parameter_count']:,}"),
@@ -80,8 +84,11 @@ def render_inspect(report: dict) -> str:
             pairs.append(("tie_word_embeddings" if "tie_word_embeddings" in h else "tie_weights", label))
     else:
         pairs.append(("config", "none"))
-    for k, v in sorted(report["metadata"].items()):
-        if isinstance(v, (str, int, float)) and len(str(v)) < 120:
+    meta = dict(report["metadata"])
+    meta.update(report.get("keras_metadata") or {})  # a .keras archive's metadata.json, also when carried
+    for k, v in sorted(meta.items()):
+        # tietool's own records (layout, config, names) are shown by what they mean, above
+        if isinstance(v, (str, int, float)) and len(str(v)) < 120 and not str(k).startswith("tietool."):
             pairs.append((f"meta {printable(k)}", printable(str(v))))
     parts = [key_values(pairs)]
     has_roles = any(t["role"] != "weight" for t in report["tensors"])
@@ -199,6 +206,8 @@ def render_convert(r: dict) -> str:
     """The summary of `convert` (both naming schemes)."""
     pt = r.get("names") == "pt"
     lines = [f"{printable(r['source'])} ({r['source_format']}) -> {printable(r['output'])}" + (" (PyTorch names)" if pt else "")]
+    if r.get("to_inferred"):
+        lines.append(f"  chose --to {r['to']}: {r['to_inferred']}")
     lines += [f"  wrote {printable(f)}" for f in r["files"]]
     if r["copied_files"]:
         lines.append(f"  copied {len(r['copied_files'])} other file(s) unchanged")

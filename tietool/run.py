@@ -92,14 +92,16 @@ def check_hidden(hidden: np.ndarray, hidden_size: int, label: str) -> np.ndarray
 
 
 def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: str | None = None,
-              embedding: str | None = None, decoder: str | None = None) -> RunResult:
+              embedding: str | None = None, decoder: str | None = None, progress=None) -> RunResult:
+    """Build the layer from the verified pair of ``path`` and run it;
+    ``progress(phase, done, total)`` is told the bytes compared and read."""
     from .pair import load_pair
 
     if mode not in ("embedding", "linear"):
         raise UsageError(f"--mode must be embedding or linear, not {mode!r}")
     # The verified pair, read once; inputs are checked against it before
     # TensorFlow is loaded.
-    pair = load_pair(path, embedding=embedding, decoder=decoder)
+    pair = load_pair(path, embedding=embedding, decoder=decoder, progress=progress)
     vocab, hidden = pair.embedding_matrix.shape
     if mode == "embedding":
         if ids is None and input_path is None:

@@ -38,7 +38,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from . import config as configlib
 from .errors import TensorNotFoundError, UsageError
@@ -463,7 +463,7 @@ def find_ties(ckpt: Checkpoint, embedding: str | None = None, decoder: str | Non
 # -- verification ------------------------------------------------------------------------
 
 def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | None = None,
-                 rtol: float | None = None) -> TieGroup:
+                 rtol: float | None = None, tick: Callable[[int], None] | None = None) -> TieGroup:
     """Compare every distinct stored member with the reference (one pass) and
     set kind, verdict and evidence."""
     from .compare import compare_copies
@@ -473,7 +473,7 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
         return g
     ref = distinct[0]
     others = distinct[1:]
-    diffs = compare_copies(ckpt, ref.info, [(m.info, m.transposed) for m in others], atol=atol, rtol=rtol)
+    diffs = compare_copies(ckpt, ref.info, [(m.info, m.transposed) for m in others], atol=atol, rtol=rtol, tick=tick)
     g.comparisons = [d.as_dict() for d in diffs]
     emb_diffs = [d for m, d in zip(others, diffs) if m.role == "embedding"]
     dec_pairs = [(m, d) for m, d in zip(others, diffs) if m.role == "decoder"]
@@ -529,7 +529,10 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
 
 
 def verify_checkpoint(ckpt: Checkpoint, embedding: str | None = None, decoder: str | None = None,
-                      atol: float | None = None, rtol: float | None = None) -> dict:
+                      atol: float | None = None, rtol: float | None = None,
+                      progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """The report of :func:`verify_tie` for an open checkpoint; ``progress``
+    is called as ``progress("compare", bytes read, bytes to read)``."""
     for what, v in (("atol", atol), ("rtol", rtol)):
         if v is not None and (not isinstance(v, (int, float)) or v != v or v < 0):
             raise UsageError(f"--{what} must be a non-negative number, got {v!r}", ckpt.path)
@@ -537,8 +540,15 @@ def verify_checkpoint(ckpt: Checkpoint, embedding: str | None = None, decoder: s
         raise UsageError("--embedding and --decoder name the same tensor", ckpt.path)
     declared = declared_tie(ckpt)
     groups = find_ties(ckpt, embedding, decoder)
+    total = sum(m.info.nbytes for g in groups if len(g.distinct()) > 1 for m in g.distinct())
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        progress("compare", done[0], total)
+
     for g in groups:
-        verify_group(ckpt, g, declared, atol, rtol)
+        verify_group(ckpt, g, declared, atol, rtol, tick if progress is not None else None)
     tied = bool(groups) and all(g.tied for g in groups)
     if not groups:
         message = "no embedding matrix found: no output layer to tie"
@@ -558,7 +568,8 @@ def verify_checkpoint(ckpt: Checkpoint, embedding: str | None = None, decoder: s
 
 
 def verify_tie(path: str | os.PathLike, embedding: str | None = None, decoder: str | None = None,
-               atol: float | None = None, rtol: float | None = None) -> dict:
+               atol: float | None = None, rtol: float | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Find the tie groups of ``path`` and prove them with the stored values.
 
     Returns a JSON-ready report with ``tied`` (True only when a tie holds and
@@ -570,7 +581,7 @@ def verify_tie(path: str | os.PathLike, embedding: str | None = None, decoder: s
     from .formats import open_checkpoint
 
     with open_checkpoint(path) as ckpt:
-        return verify_checkpoint(ckpt, embedding, decoder, atol, rtol)
+        return verify_checkpoint(ckpt, embedding, decoder, atol, rtol, progress)
 
 
 __all__ = [

@@ -75,6 +75,18 @@ def _sniff(path: str) -> bytes:
 
 
 def _open_file(path: str) -> Checkpoint:
+    from . import carried
+
+    ckpt = _open_file_as_stored(path)
+    try:
+        carried.apply(ckpt)
+    except BaseException:
+        ckpt.close()
+        raise
+    return ckpt
+
+
+def _open_file_as_stored(path: str) -> Checkpoint:
     from . import keras_h5, safetensors_format
 
     name = os.path.basename(path)

@@ -374,13 +374,16 @@ def open_keras_archive(path: str) -> Checkpoint:
                 "archive has no model.weights.h5 (members: " + ", ".join(sorted(members)[:8]) + ")", path
             )
         config = None
+        texts: dict[str, str] = {}  # the members' text as stored, for writing them back byte for byte
         if "config.json" in members:
             raw = _read_member(z, members["config.json"], path, configlib.MAX_CONFIG_BYTES)
             config = configlib.parse_json_text(raw, f"{path}:config.json")
+            texts["config.json"] = raw.decode("utf-8")
         metadata: dict = {}
         if "metadata.json" in members:
             raw = _read_member(z, members["metadata.json"], path, 1024 * 1024)
             value = configlib.parse_json_text(raw, f"{path}:metadata.json")
+            texts["metadata.json"] = raw.decode("utf-8")
             if isinstance(value, dict):
                 metadata = value
         winfo = members["model.weights.h5"]
@@ -407,7 +410,9 @@ def open_keras_archive(path: str) -> Checkpoint:
     return Checkpoint(
         "keras3-archive", path, [path], {t.name: t for t in tensors}, config=config,
         config_source=f"{path}:config.json" if config is not None else None, metadata=metadata,
-        layout={"kind": "keras3-archive", "vars_names": names, "members": sorted(members)}, store=store,
+        layout={"kind": "keras3-archive", "vars_names": names, "members": sorted(members), "member_texts": texts,
+                "archive": [{"name": i.filename, "date_time": list(i.date_time)} for i in z.infolist()]},
+        store=store,
     )
 
 

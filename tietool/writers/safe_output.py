@@ -96,7 +96,8 @@ def check_output(target: str, sources: Iterable[str], *, folder: bool, force: bo
     what is there) cannot touch any of ``sources`` (every file and folder
     read) nor anything tietool does not write. ``writes``: the names this
     run puts in an output folder. Returns the absolute target."""
-    target = os.path.abspath(os.fspath(target))
+    shown = os.fspath(target)  # errors name the path as the user gave it
+    target = os.path.abspath(shown)
     remove_stale(os.path.dirname(target))  # first: it may put a previous output back in place
     real = os.path.realpath(target)
     inodes: dict[tuple[int, int], str] = {}
@@ -105,9 +106,9 @@ def check_output(target: str, sources: Iterable[str], *, folder: bool, force: bo
         rs = os.path.realpath(s)
         if rs == real:
             what = "" if os.path.abspath(s) == target else f" {s}"
-            raise UsageError(f"output would overwrite the source{what}: refused (nothing written)", target)
+            raise UsageError(f"output would overwrite the source{what}: refused (nothing written)", shown)
         if rs.startswith(real.rstrip(os.sep) + os.sep):
-            raise UsageError(f"output folder holds the source {s}: refused (nothing written)", target)
+            raise UsageError(f"output folder holds the source {s}: refused (nothing written)", shown)
         ino = _inode(s)
         if ino is not None:
             inodes.setdefault(ino, s)
@@ -115,31 +116,29 @@ def check_output(target: str, sources: Iterable[str], *, folder: bool, force: bo
         return target
     same = inodes.get(_inode(target) or (-1, -1))
     if same is not None:
-        raise UsageError(f"output would overwrite the source {same} (the same file): refused (nothing written)", target)
+        raise UsageError(f"output would overwrite the source {same} (the same file): refused (nothing written)", shown)
     if not force:
-        raise OutputExistsError("output exists (use --force to overwrite)", target)
+        raise OutputExistsError("output exists (use --force to overwrite)", shown)
     if os.path.islink(target):
         return target  # --force replaces the link itself, never what it points to
     if os.path.isdir(target):
         if not folder:
-            raise UsageError("is a folder and this output is one file: give a file path (nothing written)", target)
+            raise UsageError("is a folder and this output is one file: give a file path (nothing written)", shown)
         writes = set(writes)
         try:
             names = sorted(os.listdir(target))
         except OSError as exc:
-            raise write_error(exc, target) or UsageError(f"cannot list ({exc.strerror})", target) from None
+            raise write_error(exc, shown) or UsageError(f"cannot list ({exc.strerror})", shown) from None
         for n in names:
             p = os.path.join(target, n)
             ino = _inode(p)
             if ino in inodes:
-                raise UsageError(f"output folder holds the source {inodes[ino]} (as {n}): refused (nothing written)",
-                                 target)
+                raise UsageError(f"output folder holds the source {inodes[ino]} (as {n}): refused (nothing written)", shown)
             if os.path.isdir(p) or os.path.islink(p) or not _checkpoint_file(n, writes):
                 raise UsageError(f"--force replaces only checkpoint files, and this folder holds {n}: "
-                                 "remove it or choose another output (nothing written)", target)
+                                 "remove it or choose another output (nothing written)", shown)
     elif folder:
-        raise UsageError("is a file and this output is a folder: remove it or choose another output (nothing written)",
-                         target)
+        raise UsageError("is a file and this output is a folder: remove it or choose another output (nothing written)", shown)
     return target
 
 
@@ -258,11 +257,12 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
     it and rename it to ``target``. ``force`` allows replacing an existing
     target (see :func:`check_output`, applied here with ``sources`` and
     ``writes``)."""
+    shown = os.fspath(target)
     target = check_output(target, sources, folder=folder, force=force, writes=writes)
     parent = os.path.dirname(target)
     base = os.path.basename(target)
     if not os.path.isdir(parent):
-        raise UsageError("cannot write: its folder does not exist or is not a folder", target)
+        raise UsageError("cannot write: its folder does not exist or is not a folder", shown)
     tmp = _tmp_name(parent, base)
     committed = False
     try:
@@ -272,10 +272,10 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
             else:
                 os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except OSError as exc:
-            raise (write_error(exc, target) or UsageError(f"cannot write ({exc.strerror})", target)) from None
+            raise (write_error(exc, shown) or UsageError(f"cannot write ({exc.strerror})", shown)) from None
         yield tmp
         if os.path.lexists(target) and not force:
-            raise OutputExistsError("output appeared while converting; not overwritten (use --force)", target)
+            raise OutputExistsError("output appeared while converting; not overwritten (use --force)", shown)
         os.chmod(tmp, (0o755 if folder else 0o644) & ~_umask())
         fsync_tree(tmp)
         with signals_held():
@@ -287,7 +287,7 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
         with signals_held():  # a second signal does not cut the clean-up short
             _remove(tmp)
         if isinstance(exc, OSError) and not hasattr(exc, "message") and _about_output(exc, tmp, target):
-            err = write_error(exc, target)
+            err = write_error(exc, shown)
             if err is not None:
                 raise err from None
         raise
