@@ -487,9 +487,11 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
             g.verdict = NOT_TIED
             g.reason = f"config declares {declared['key']}=false but no decoder is stored"
             g.consistency = _consistency(False, "config", (
-                f"config declares {declared['key']}=false but only the embedding is stored: loading would create a "
-                "randomly initialised output layer. The weights look tied: the config is wrong (or the decoder was "
-                "dropped when saving)"))
+                f"config declares {declared['key']}=false but only the embedding is stored: "
+                + ("transformers 5 reports the output layer's weight as missing and initialises it randomly. "
+                   if declared["key"] == "tie_word_embeddings" else
+                   "a loader that follows the flag creates an output layer with no stored weights. ")
+                + "The weights look tied: the config is wrong (or the decoder was dropped when saving)"))
         elif structural:
             g.kind, g.verdict = IMPLICIT, TIED
             g.tie_source = structural
@@ -574,8 +576,13 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
         if g.kind == SEPARATE:
             g.consistency = _consistency(False, "config", (
                 f"config declares {declared['key']}=true ({declared['source']}) but a different decoder is stored: "
-                "loading ties the output layer to the embedding and silently drops the stored decoder. The weights "
-                "were trained untied: the config is wrong"))
+                + ("transformers 5 keeps the stored decoder (it warns that both are present with different values "
+                   "and does not tie them); a loader that ties by the flag alone uses the embedding as the output "
+                   "layer and ignores the stored decoder. "
+                   if declared["key"] == "tie_word_embeddings" else
+                   "a loader that ties by the flag alone uses the embedding as the output layer and ignores the "
+                   "stored decoder. ")
+                + "The weights were trained untied: the config is wrong"))
         else:
             g.consistency = _consistency(False, "weights", (
                 f"config declares {declared['key']}=true ({declared['source']}) but the stored copies of the tied "
