@@ -25,7 +25,8 @@ NAMES = sorted(MANIFEST["families"])
 # How a conversion may change the way a tie is *stored* (the verdict never changes):
 # lossless safetensors writes copies of one variable once (aliases), --names pt leaves
 # out a head transformers 5 ties back; everything else keeps the kind.
-DEDUPED = {"duplicate-copies": {"shared-storage", "duplicate-copies"}, "transposed-copy": {"shared-storage", "transposed-copy"}}
+DEDUPED = {"duplicate-copies": {"shared-storage", "duplicate-copies"},
+           "transposed-copy": {"shared-storage", "transposed-copy"}}
 PT = {"duplicate-copies": {"implicit", "duplicate-copies"}, "transposed-copy": {"implicit", "transposed-copy"}}
 
 

@@ -129,7 +129,7 @@ def pt_layout(ckpt: Checkpoint) -> tuple[str | None, dict | None]:
 def fit_shape(shape: tuple[int, ...], mask: str) -> tuple[int, ...] | None:
     """``shape`` with its size-1 axes moved to where ``mask`` (``*`` any size,
     ``1`` a size-1 axis) has them; None when that cannot give the mask."""
-    if len(shape) == len(mask) and all(m == "*" or d == 1 for d, m in zip(shape, mask)):
+    if len(shape) == len(mask) and all(m == "*" or d == 1 for d, m in zip(shape, mask, strict=True)):
         return tuple(shape)
     core = [d for d in shape if d != 1]
     if len(core) > mask.count("*"):

@@ -473,8 +473,8 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
         structural = _structural_tie(ckpt, members[0])
         if output is False:
             g.verdict = NO_OUTPUT
-            g.reason = ("no decoder tensor, and the config's architectures (" + ", ".join(declared.get("architectures", []))
-                        + ") have no LM head: no output layer")
+            archs = ", ".join(declared.get("architectures", []))
+            g.reason = f"no decoder tensor, and the config's architectures ({archs}) have no LM head: no output layer"
         elif declared["value"] is True:
             g.kind, g.verdict = IMPLICIT, TIED
             src = "default, absent from config" if declared["source"] == "default" else "declared"

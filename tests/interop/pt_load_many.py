@@ -72,7 +72,8 @@ def main() -> None:
     transformers.logging.set_verbosity_warning()
     handler = _Collect()
     logging.getLogger("transformers").addHandler(handler)
-    jobs = json.load(open(sys.argv[1]))
+    with open(sys.argv[1]) as fh:
+        jobs = json.load(fh)
     results = []
     for job in jobs:
         handler.lines = []
