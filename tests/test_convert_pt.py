@@ -222,13 +222,13 @@ def test_transpose_in_bounded_blocks(tmp_path, monkeypatch):
     }, {"model_type": "mistral", "vocab_size": V, "hidden_size": H, "tie_word_embeddings": False})
     del emb
     monkeypatch.setattr(convert_pt, "BLOCK_BYTES", 2 << 20)
-    plan = convert_pt.plan_pt
+    plan = convert_pt.make_plan
 
     def plan_then_reset(ckpt):  # measure from after opening (reading config.json reserves a 64 MB buffer)
         tracemalloc.reset_peak()
         return plan(ckpt)
 
-    monkeypatch.setattr(convert_pt, "plan_pt", plan_then_reset)
+    monkeypatch.setattr(convert_pt, "make_plan", plan_then_reset)
     tracemalloc.start()
     try:
         convert_to_pt(folder, str(tmp_path / "out"))

@@ -248,7 +248,7 @@ def test_config_says_tied_but_separate_decoder(tmp_path):
     g = ties.verify_tie(folder)["groups"][0]
     assert g["verdict"] == "not tied"
     assert g["consistency"]["consistent"] is False and g["consistency"]["wrong_side"] == "config"
-    assert "drops the stored decoder" in g["consistency"]["message"]
+    assert "transformers 5 keeps the stored decoder" in g["consistency"]["message"]
 
 
 def test_config_says_untied_but_one_matrix(tmp_path):

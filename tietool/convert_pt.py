@@ -45,7 +45,7 @@ from .compare import BlockReader, transpose_into
 from .errors import CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
-from .ptnames import PtEntry, plan_pt
+from .ptnames import SAME_BYTES, PtEntry, key_pattern, make_plan
 from .writers import (SourceFiles, _le_bytes, _pwrite_all, SourceGuard, atomic_output, copy_side_file, copy_tensor,
                       phase_ticker, raw_chunks, same_stream)
 from .writers.safe_output import check_output
@@ -101,10 +101,13 @@ def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) 
     return list(kept.values()), removed
 
 
-def _tied_heads(ckpt: Checkpoint, entries: list[PtEntry]) -> dict[str, str]:
+def _tied_heads(ckpt: Checkpoint, entries: list[PtEntry], tied_keys: dict | None = None) -> dict[str, str]:
     """``{head pt_name: embedding pt_name}`` for stored decoder tensors that are
     bit-identical (tied) copies of the embedding, when the config declares the
-    tie: transformers 5 leaves those out of what it saves."""
+    tie: transformers 5 leaves those out of what it saves. With ``tied_keys``
+    (what the PyTorch class ties, from :mod:`tietool.pt_layouts`) only heads
+    transformers 5 ties back are left out (RemBERT ties nothing: its decoder is
+    written even when it equals the embedding)."""
     from .compare import compare_copies
     from .ties import declared_tie, find_ties
 
@@ -124,6 +127,8 @@ def _tied_heads(ckpt: Checkpoint, entries: list[PtEntry]) -> dict[str, str]:
         for h in heads:
             e = by_source[h.name]
             if e.pt_name == ref.pt_name or h.info is None:
+                continue
+            if tied_keys is not None and key_pattern(e.pt_name) not in tied_keys:
                 continue
             if e.shape != ref.shape or h.dtype != ref.source.dtype:
                 continue
@@ -176,7 +181,7 @@ def _write_file(path: str, ckpt: Checkpoint, entries: list[PtEntry], files: Sour
         _pwrite_all(fd, memoryview(head), 0)
         pos = len(head)
         for e in entries:
-            if e.transform in (None, "squeeze0"):
+            if e.transform in SAME_BYTES:
                 copy_tensor(ckpt, e.source, files, fd, pos, tick)
             elif e.transform == "transpose":
                 _write_transposed(e.source, reader, fd, pos, tick)
@@ -223,12 +228,13 @@ def _verify_file(path: str, label: str, ckpt: Checkpoint, entries: list[PtEntry]
                     raise CorruptCheckpointError(
                         f"verification failed: {name!r} is {g.dtype}{list(g.shape)}, expected "
                         f"{e.source.dtype}{list(e.shape)}", label)
-                if e.transform in (None, "squeeze0"):
+                if e.transform in SAME_BYTES:
                     ok = same_stream(_chunks(ckpt, e.source, files), _chunks(got, g, out_files))
                 elif e.transform == "transpose":
                     ok = _verify_transposed(e.source, reader, got, g)
                 else:
-                    ok = np.array_equal(_permuted(ckpt, e).view(np.uint8), np.ascontiguousarray(got.read(name)).view(np.uint8))
+                    ok = np.array_equal(_permuted(ckpt, e).reshape(-1).view(np.uint8),
+                                        np.ascontiguousarray(got.read(name)).reshape(-1).view(np.uint8))
                 if not ok:
                     raise CorruptCheckpointError(f"verification failed: {name!r} differs from {e.source.name!r}", label)
                 if tick:
@@ -295,9 +301,9 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
     with open_checkpoint(src) as ckpt:
         guard = SourceGuard(ckpt.files)
         try:
-            planned = plan_pt(ckpt)
-            entries, copies = _merge_copies(ckpt, planned, files)
-            tied = _tied_heads(ckpt, entries)
+            plan = make_plan(ckpt)
+            entries, copies = _merge_copies(ckpt, plan.entries, files)
+            tied = _tied_heads(ckpt, entries, plan.tied)
             entries = [e for e in entries if e.pt_name not in tied]
             out = os.fspath(out) if out is not None else _default_out(src, ckpt)  # printed as given
             shards = _shards(entries, shard_bytes)
@@ -351,6 +357,10 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
         "transposed": [e.pt_name for e in entries if e.transform == "transpose"],
         "permuted": [e.pt_name for e in entries if isinstance(e.transform, tuple)],
         "squeezed": [e.pt_name for e in entries if e.transform == "squeeze0"],
+        "reshaped": [e.pt_name for e in entries if e.transform == "reshape"
+                     or (isinstance(e.transform, tuple) and e.shape != tuple(e.source.shape[i] for i in e.transform))],
+        "pt_class": plan.pt_class,
+        "dropped": dict(plan.dropped),
         "copies_merged": copies,
         "tied_heads_left_out": tied,
         "aliases": {},

@@ -36,6 +36,24 @@ the TF *variable name* (``w.name``), without a PyTorch model at hand:
    its shape: ``final_logits_bias`` [1, vocab] is a bare parameter, 2-D in
    PyTorch as in TF.
 
+5. What the PyTorch class expects (:mod:`tietool.pt_layouts`, generated from
+   transformers 5 itself by ``fixtures/make_pt_keys.py``: every state_dict key
+   of each PyTorch class whose TF class has an LM head, and the keys it ties).
+   For a checkpoint whose ``architectures`` names such a class:
+
+   * a size-1 axis is moved where PyTorch has it (transformers' ``apply_transpose``
+     squeezes/expands/reshapes to the PyTorch shape; only moves of size-1
+     axes are done here, which keep the bytes): ConvBERT's depthwise kernel
+     ``[1, 16, 3]`` -> ``[16, 1, 3]``, its conv bias ``[8]`` -> ``[8, 1]``;
+   * a weight the TF class builds and the PyTorch class does not have (the
+     table's ``tf_only``, from transformers' own TF->PT name rule on the TF
+     class's weights: MPNet's ``mpnet.pooler`` under ``MPNetForMaskedLM``) is
+     dropped and listed (transformers 5 would report it as unexpected);
+   * a name the class does not know under a module it has (a key that only
+     another config creates: T5 v1.1's gated ``wi_0``/``wi_1``) gets rules 1-4.
+
+   Other architectures get rules 1-4 alone.
+
 Where these rules cannot decide, :func:`plan_pt` names the tensors and raises
 :class:`~tietool.errors.UsageError` (exit 2) instead of guessing: a ``.bias``
 that is not 1-D or ``[1, n]``; a ``kernel`` of rank 5+; Keras BatchNorm
@@ -64,6 +82,17 @@ _NO_RULE_LEAVES = {"moving_mean", "moving_variance"}
 
 
 @dataclass(frozen=True)
+class PtPlan:
+    entries: list  # PtEntry, in source order (copies not yet merged)
+    dropped: dict  # source name -> why (a module the PyTorch class does not have)
+    pt_class: str | None  # the PyTorch class whose expected keys were used, if known
+    tied: dict  # key patterns transformers 5 ties (target -> source); None when the class is unknown
+
+    def to_json(self) -> dict:
+        return {"pt_class": self.pt_class, "dropped": dict(self.dropped), "tensors": len(self.entries)}
+
+
+@dataclass(frozen=True)
 class PtEntry:
     pt_name: str
     source: TensorInfo
@@ -72,7 +101,43 @@ class PtEntry:
 
     @property
     def needs_data_transform(self) -> bool:
-        return self.transform not in (None, "squeeze0")
+        return self.transform not in SAME_BYTES
+
+
+#: transforms that keep the bytes as stored (only the shape changes)
+SAME_BYTES = (None, "squeeze0", "reshape")
+
+
+def key_pattern(pt_name: str) -> str:
+    """A state_dict key with layer indices as ``N`` (the form of :mod:`tietool.pt_layouts`)."""
+    return re.sub(r"\.\d+(?=\.|$)", ".N", pt_name)
+
+
+def pt_layout(ckpt: Checkpoint) -> tuple[str | None, dict | None]:
+    """The PyTorch class the config's ``architectures`` names and what
+    transformers 5 expects of it (None when tietool has no record of it)."""
+    from .pt_layouts import PT_LAYOUTS
+
+    cfg = ckpt.config if isinstance(ckpt.config, dict) else {}
+    archs = cfg.get("architectures")
+    if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
+        return None, None
+    name = archs[0][2:] if archs[0].startswith("TF") else archs[0]
+    return name, PT_LAYOUTS.get(name)
+
+
+def fit_shape(shape: tuple[int, ...], mask: str) -> tuple[int, ...] | None:
+    """``shape`` with its size-1 axes moved to where ``mask`` (``*`` any size,
+    ``1`` a size-1 axis) has them; None when that cannot give the mask."""
+    if len(shape) == len(mask) and all(m == "*" or d == 1 for d, m in zip(shape, mask, strict=True)):
+        return tuple(shape)
+    core = [d for d in shape if d != 1]
+    if len(core) > mask.count("*"):
+        return None
+    if len(core) < mask.count("*"):  # a real size-1 axis where PyTorch has any size: keep what is there
+        return None
+    it = iter(core)
+    return tuple(next(it) if m == "*" else 1 for m in mask)
 
 
 def convert_tf_weight_name(tf_name: str, shape: tuple[int, ...]) -> tuple[str, Transform]:
@@ -149,9 +214,18 @@ def check_source(ckpt: Checkpoint) -> None:
 
 
 def plan_pt(ckpt: Checkpoint) -> list[PtEntry]:
-    """One entry per stored weight, in source order (copies not yet merged)."""
+    """One entry per stored weight that PyTorch gets, in source order (copies not yet merged)."""
+    return make_plan(ckpt).entries
+
+
+def make_plan(ckpt: Checkpoint) -> PtPlan:
+    """The PyTorch names, layouts and shapes, and the weights dropped (see the module doc)."""
     check_source(ckpt)
+    pt_class, layout = pt_layout(ckpt)
+    keys = layout["keys"] if layout else None
+    tf_only = set(layout.get("tf_only", ())) if layout else set()
     entries: list[PtEntry] = []
+    dropped: dict[str, str] = {}
     problems: list[str] = []
     for info in ckpt:
         if info.role != ROLE_WEIGHT:
@@ -163,6 +237,10 @@ def plan_pt(ckpt: Checkpoint) -> list[PtEntry]:
         if not pt_name or any(p == "" for p in pt_name.split(".")):
             problems.append(f"{info.name} (maps to the empty or malformed name {pt_name!r})")
             continue
+        if layout is not None and key_pattern(pt_name) in tf_only:
+            dropped[info.name] = (f"{pt_name}: the TF class builds it, {pt_class} in transformers 5 has no such "
+                                  "weight (transformers would ignore it as unexpected)")
+            continue
         if leaf in _NO_RULE_LEAVES:
             problems.append(f"{info.name} (Keras BatchNorm statistic {leaf}: a PyTorch buffer transformers' "
                             f"TF->PT rules do not map)")
@@ -170,7 +248,8 @@ def plan_pt(ckpt: Checkpoint) -> list[PtEntry]:
         if isinstance(transform, tuple) and len(transform) > 4:
             problems.append(f"{info.name} (kernel of rank {len(shape)}: no PyTorch layout rule)")
             continue
-        if leaf == "bias" and len(shape) != 1:
+        mask = keys.get(key_pattern(pt_name)) if keys is not None else None
+        if leaf == "bias" and len(shape) != 1 and mask is None:
             if len(shape) == 2 and shape[0] == 1 and transform is None:
                 transform, shape = "squeeze0", shape[1:]
             else:
@@ -181,7 +260,19 @@ def plan_pt(ckpt: Checkpoint) -> list[PtEntry]:
             shape = shape[::-1]
         elif isinstance(transform, tuple):
             shape = tuple(shape[i] for i in transform)
+        if mask is not None:
+            fitted = fit_shape(shape, mask)
+            if fitted is None:
+                problems.append(f"{info.name} (shape {list(shape)} after transformers' transpose cannot become the "
+                                f"{pt_class} shape pattern {mask!r} by moving size-1 axes)")
+                continue
+            if fitted != shape:
+                if transform is None:
+                    transform = "squeeze0" if (len(shape) == 2 and shape[0] == 1 and fitted == shape[1:]) else "reshape"
+                elif transform == "squeeze0":
+                    transform = "reshape"
+                shape = fitted
         entries.append(PtEntry(pt_name, info, transform, shape))
     if problems:
         raise UsageError("no PyTorch name/layout rule decides for: " + "; ".join(problems), ckpt.path)
-    return entries
+    return PtPlan(entries, dropped, pt_class if layout else None, dict(layout["tied"]) if layout else None)

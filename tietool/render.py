@@ -215,6 +215,10 @@ def render_convert(r: dict) -> str:
                  + (", verified" if r["verified"] else ", not verified"))
     if pt and r.get("transposed"):
         lines.append(f"  transposed {len(r['transposed'])} kernel(s)")
+    if pt and r.get("reshaped"):
+        lines.append(f"  moved size-1 axes of {len(r['reshaped'])} tensor(s) to the {r.get('pt_class')} shapes")
+    for name, why in r.get("dropped", {}).items():
+        lines.append(f"  dropped {printable(name)}: {printable(why)}")
     for removed, kept in r.get("copies_merged", {}).items():
         lines.append(f"  copy {printable(removed)} written once as {printable(kept)}")
     for head, emb in r.get("tied_heads_left_out", {}).items():

@@ -69,7 +69,12 @@ _POSITION_RE = re.compile(r"(^|_)pos|position|wpe|token_type|segment|type_emb")
 _EMBED_RE = re.compile(r"emb|wte|word|shared|tok|vocab")
 # transformers architectures that carry an LM head.
 _LM_ARCH_RE = re.compile(r"LMHead|ForCausalLM|ForMaskedLM|ForConditionalGeneration|ForPreTraining|WithLMHead|"
-                         r"ForSeq2SeqLM|ForSpeechSeq2Seq|LM$|LMModel$")
+                         r"ForSeq2SeqLM|ForSpeechSeq2Seq|LM$|LMModel$|MTModel$|DoubleHeads")
+# architectures that name a model without an LM head: a base model (``BertModel``) or a task head
+_HEADLESS_ARCH_RE = re.compile(r"^[A-Za-z0-9]+Model$|For(Sequence|Token|Image|Audio)Classification$|"
+                               r"ForQuestionAnswering$|ForMultipleChoice$|ForNextSentencePrediction$")
+# a vocabulary-sized bias of an output layer (BART/Marian final_logits_bias, BERT predictions/bias, lm_head/bias)
+_HEAD_BIAS_RE = re.compile(r"(logits?_bias|lm_head|lm_loss|predictions|vocab_proj|pred_layer|cls|proj_out)")
 
 
 def _parts(name: str) -> list[str]:
@@ -96,7 +101,7 @@ def classify(name: str) -> str | None:
         return "position"
     if _DECODER_RE.search(owner):
         return "decoder"
-    if _EMBED_RE.search(owner) or leaf == "embeddings":
+    if _EMBED_RE.search(owner) or leaf == "embeddings" or (len(parts) > 1 and parts[-2] == "embeddings"):
         return "embedding"
     return None
 
@@ -149,12 +154,31 @@ def keras_graph_reuse(cfg: Any) -> str | None:
     return None
 
 
-def has_output_layer(declared: dict) -> bool | None:
-    """False when the transformers architectures name no LM head (BertModel)."""
-    archs = declared.get("architectures")
-    if not archs:
-        return None
-    return any(_LM_ARCH_RE.search(a) for a in archs)
+def has_output_layer(declared: dict, ckpt: Checkpoint | None = None, vocab: int | None = None) -> bool | None:
+    """True when an architecture names an LM head or the weights hold an
+    output layer's vocabulary-sized bias (Marian's ``final_logits_bias``);
+    False only when every architecture names a model without one
+    (``BertModel``, ``...ForSequenceClassification``) and the weights do not
+    say otherwise; None when nothing tells."""
+    archs = declared.get("architectures") or []
+    if any(_LM_ARCH_RE.search(a) for a in archs):
+        return True
+    if ckpt is not None and vocab and _vocab_bias(ckpt, vocab):
+        return True
+    if archs and all(_HEADLESS_ARCH_RE.search(a) for a in archs):
+        return False
+    return None
+
+
+def _vocab_bias(ckpt: Checkpoint, vocab: int) -> str | None:
+    """Name of a stored ``[vocab]`` / ``[1, vocab]`` bias of an output layer."""
+    for t in ckpt.tensors.values():
+        if t.role != ROLE_WEIGHT or tuple(t.shape) not in ((vocab,), (1, vocab)):
+            continue
+        parts = _parts(t.name)
+        if parts and "bias" in parts[-1] and any(_HEAD_BIAS_RE.search(p) for p in parts):
+            return t.name
+    return None
 
 
 # -- groups -----------------------------------------------------------------------------
@@ -228,27 +252,41 @@ def _candidates(ckpt: Checkpoint) -> list[TensorInfo]:
 
 
 def _vocab_hidden(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, str | None]) -> tuple[int, int] | None:
+    """``(V, H)``. V from the config, else the embeddings' rows. H from the
+    candidates' shapes: the width of the ``[V, ·]`` embeddings, and among
+    several, the one a decoder pairs with; a config hidden size only breaks a
+    remaining tie (configs name it ``hidden_size``, ``d_model``, ``emb_dim``...).
+    When no name says embedding, a ``[V, H]`` weight outside repeated blocks
+    that no name classifies is taken as the embedding (CTRL's
+    ``transformer.w.weight`` in PyTorch names): ``classes`` is updated."""
     embeds = [t for t in mats if classes[t.name] == "embedding"]
     hl = configlib.highlights(ckpt.config) if isinstance(ckpt.config, dict) else {}
-    hidden_hints = set()
-    if isinstance(ckpt.config, dict):
-        for k in configlib.HIDDEN_KEYS:
-            v = ckpt.config.get(k)
-            if isinstance(v, int) and not isinstance(v, bool):
-                hidden_hints.add(v)
-    if hl.get("hidden_size"):
-        hidden_hints.add(hl["hidden_size"])
     V = hl.get("vocab_size")
     pool = [t for t in embeds if t.shape[0] == V] if V else []
+    if not pool and V:
+        unnamed = [t for t in mats if classes[t.name] is None and t.shape[0] == V and t.shape[1] != V
+                   and not _in_repeated_block(t.name)]
+        if len(unnamed) == 1:
+            classes[unnamed[0].name] = "embedding"
+            pool = unnamed
     if not pool:
         if not embeds:
             return None
         V = max(t.shape[0] for t in embeds)
         pool = [t for t in embeds if t.shape[0] == V]
-    hs = Counter(t.shape[1] for t in pool)
-    preferred = [h for h in hs if h in hidden_hints]
-    H = preferred[0] if preferred else hs.most_common(1)[0][0]
-    return V, H
+    widths = Counter(t.shape[1] for t in pool)
+    if len(widths) == 1:
+        return V, next(iter(widths))
+    paired = {h for h in widths for t in mats if classes[t.name] == "decoder" and tuple(t.shape) in ((V, h), (h, V))}
+    hints = set()
+    if isinstance(ckpt.config, dict):
+        for _p, node in configlib.walk(ckpt.config):
+            if isinstance(node, int) and not isinstance(node, bool):
+                hints.add(node)
+    for choice in (sorted(paired & hints), sorted(paired), sorted(set(widths) & hints)):
+        if len(choice) >= 1:
+            return V, choice[0]
+    return V, widths.most_common(1)[0][0]
 
 
 def _aliases(ckpt: Checkpoint) -> dict[str, str]:
@@ -268,6 +306,19 @@ def _in_repeated_block(name: str) -> bool:
     ``/0/`` (PyTorch, Keras lists); a Keras 3 ``vars/<i>`` index does not count."""
     name = re.sub(r"/vars/\d+$", "", name)
     return bool(re.search(r"_\._\d+(/|$)", name)) or any(p.isdigit() for p in re.split(r"[/.]", name))
+
+
+def _top_level_dense(name: str) -> bool:
+    """A Keras ``Dense`` kernel that is a layer of the model itself (``dense_1/dense_1/kernel:0``,
+    ``layers/dense/vars/0``), not a dense inside a head or block (MobileBERT's
+    ``predictions/dense/weight`` [E, V] is an extra projection, not a transposed decoder)."""
+    if re.search(r"(^|/)layers/[^/]+/vars/0$", name):
+        return True
+    parts = _parts(name)
+    if not parts or parts[-1] != "kernel":
+        return False
+    modules = [p for p in parts[:-1] if p not in ("model_weights",)]
+    return len(set(modules)) == 1
 
 
 def _vars_sibling(name: str, index: int) -> str | None:
@@ -350,9 +401,17 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
         # [H, V]), and only when the shape points at a single tensor.
         if not any(m.role == "decoder" for m in members) and V != H:
             by_shape = [t for t in mats if classes[t.name] is None and tuple(t.shape) == (H, V)
-                        and t.name not in seen and not _in_repeated_block(t.name)]
+                        and t.name not in seen and not _in_repeated_block(t.name) and _top_level_dense(t.name)]
             if len(by_shape) == 1:
                 add(by_shape[0], "decoder", True)
+        # An output embedding of another width (RemBERT's decoder [V, output_embedding_size]):
+        # a head of its own, never a copy.
+        if not any(m.role == "decoder" for m in members):
+            for t in mats:
+                parts = _parts(t.name)
+                if (classes[t.name] == "decoder" and t.name not in seen and V in t.shape and min(t.shape) > 1
+                        and parts and "bias" not in parts[-1] and not _in_repeated_block(t.name)):
+                    add(t, "decoder", t.shape[0] != V)
         # Keras 3: the unnamed reverse_embeddings is vars/1 of the embedding's layer
         for m in list(members):
             if m.role != "embedding":
@@ -410,12 +469,12 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
                 g.consistency = _consistency(False, "config", f"config declares {declared['key']}=false but the weights "
                                              "share one matrix between embedding and decoder")
             return g
-        output = has_output_layer(declared)
+        output = has_output_layer(declared, ckpt, V)
         structural = _structural_tie(ckpt, members[0])
         if output is False:
             g.verdict = NO_OUTPUT
-            g.reason = ("no decoder tensor, and the config's architectures (" + ", ".join(declared["architectures"])
-                        + ") have no LM head: no output layer")
+            archs = ", ".join(declared.get("architectures", []))
+            g.reason = f"no decoder tensor, and the config's architectures ({archs}) have no LM head: no output layer"
         elif declared["value"] is True:
             g.kind, g.verdict = IMPLICIT, TIED
             src = "default, absent from config" if declared["source"] == "default" else "declared"
@@ -428,9 +487,11 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
             g.verdict = NOT_TIED
             g.reason = f"config declares {declared['key']}=false but no decoder is stored"
             g.consistency = _consistency(False, "config", (
-                f"config declares {declared['key']}=false but only the embedding is stored: loading would create a "
-                "randomly initialised output layer. The weights look tied: the config is wrong (or the decoder was "
-                "dropped when saving)"))
+                f"config declares {declared['key']}=false but only the embedding is stored: "
+                + ("transformers 5 reports the output layer's weight as missing and initialises it randomly. "
+                   if declared["key"] == "tie_word_embeddings" else
+                   "a loader that follows the flag creates an output layer with no stored weights. ")
+                + "The weights look tied: the config is wrong (or the decoder was dropped when saving)"))
         elif structural:
             g.kind, g.verdict = IMPLICIT, TIED
             g.tie_source = structural
@@ -472,6 +533,10 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
     if len(distinct) < 2:
         return g
     ref = distinct[0]
+    pair_shapes = ((g.vocab_size, g.hidden_size), (g.hidden_size, g.vocab_size))
+    wide = [m for m in distinct[1:] if tuple(m.shape) not in pair_shapes]
+    if wide:
+        return _other_width(ckpt, g, declared, wide, atol, rtol)
     others = distinct[1:]
     diffs = compare_copies(ckpt, ref.info, [(m.info, m.transposed) for m in others], atol=atol, rtol=rtol, tick=tick)
     g.comparisons = [d.as_dict() for d in diffs]
@@ -511,8 +576,13 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
         if g.kind == SEPARATE:
             g.consistency = _consistency(False, "config", (
                 f"config declares {declared['key']}=true ({declared['source']}) but a different decoder is stored: "
-                "loading ties the output layer to the embedding and silently drops the stored decoder. The weights "
-                "were trained untied: the config is wrong"))
+                + ("transformers 5 keeps the stored decoder (it warns that both are present with different values "
+                   "and does not tie them); a loader that ties by the flag alone uses the embedding as the output "
+                   "layer and ignores the stored decoder. "
+                   if declared["key"] == "tie_word_embeddings" else
+                   "a loader that ties by the flag alone uses the embedding as the output layer and ignores the "
+                   "stored decoder. ")
+                + "The weights were trained untied: the config is wrong"))
         else:
             g.consistency = _consistency(False, "weights", (
                 f"config declares {declared['key']}=true ({declared['source']}) but the stored copies of the tied "
@@ -525,6 +595,34 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
                 f"config declares {declared['key']}=false; the decoder is stored separately but equals the embedding"))
         else:
             g.consistency = _consistency(True, None, f"config declares {declared['key']}=false: untied by design")
+    return g
+
+
+def _other_width(ckpt: Checkpoint, g: TieGroup, declared: dict, wide: list[Member], atol, rtol) -> TieGroup:
+    """An output embedding whose width differs from the input embedding's
+    (RemBERT): a head of its own, not tied by construction. Copies of the
+    embedding in the group are still compared."""
+    from .compare import compare_copies
+
+    distinct = g.distinct()
+    same = [m for m in distinct[1:] if m not in wide]
+    if same:
+        diffs = compare_copies(ckpt, distinct[0].info, [(m.info, m.transposed) for m in same], atol=atol, rtol=rtol)
+        g.comparisons = [d.as_dict() for d in diffs]
+    w = wide[0]
+    width = w.shape[1] if not w.transposed else w.shape[0]
+    how = "wider" if width > g.hidden_size else "narrower"
+    g.kind, g.verdict = SEPARATE, NOT_TIED
+    g.reason = (f"output embedding {w.name!r} {list(w.shape)} is {how} than the input embedding "
+                f"[{g.vocab_size}, {g.hidden_size}]: a head of its own")
+    if declared.get("value") is True:
+        g.consistency = _consistency(False, "config", (
+            f"config declares {declared['key']}=true ({declared['source']}) but the output embedding has another "
+            f"width ({width}) than the input embedding ({g.hidden_size}): the two cannot be one matrix, the config "
+            "is wrong"))
+    elif declared.get("value") is False:
+        g.consistency = _consistency(True, None, f"config declares {declared['key']}=false: untied by design "
+                                     f"(the output embedding is {how})")
     return g
 
 
