@@ -164,24 +164,27 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
               help="Token ids [batch, length] (embedding) or hidden states [..., hidden] (linear), as .npy.")
 @click.option("--output", "output_path", metavar="OUT.npy", help="Write the exact result here (.npy).")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.option("--exact-bytes", is_flag=True,
+              help="--output keeps the layer's own bytes: bfloat16/float8 as their bit patterns (uint16/uint8), "
+                   "not upcast to float32.")
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="Linear mode: tokens shown per position.")
 @click.option("--embedding", metavar="NAME", help="Use this tensor as the embedding instead of the detected one.")
 @click.option("--decoder", metavar="NAME", help="Use this tensor as the decoder (omit for a tied layer).")
 @json_option
 def run(path: str, mode: str, ids: str | None, input_path: str | None, output_path: str | None, force: bool,
-        top_k: int, embedding: str | None, decoder: str | None, as_json: bool) -> None:
+        exact_bytes: bool, top_k: int, embedding: str | None, decoder: str | None, as_json: bool) -> None:
     """Rebuild the shared embedding layer of PATH (tietool.SharedEmbeddings,
     a Keras 3 ReversibleEmbedding) and run its embedding or linear pass.
     Needs TensorFlow: pip install 'tietool[tf]'."""
     from .render import render_run
-    from .run import check_npy_output, parse_ids, run_layer, run_summary, save_npy_atomically
+    from .run import check_npy_output, npy_array, parse_ids, run_layer, run_summary, save_npy_atomically
 
     if output_path:
         check_npy_output(output_path, force)  # before the work, not after it
     result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
                        embedding=embedding, decoder=decoder)
     if output_path:
-        save_npy_atomically(result.output, output_path, force=force)
+        save_npy_atomically(npy_array(result.output, exact_bytes), output_path, force=force)
     output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
 
 

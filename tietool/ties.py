@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import config as configlib
+from . import kerashub
 from .errors import TensorNotFoundError, UsageError
 from .model import ROLE_WEIGHT, Checkpoint, TensorInfo
 
@@ -116,6 +117,10 @@ def declared_tie(ckpt: Checkpoint) -> dict:
         archs = cfg.get("architectures")
         if isinstance(archs, list) and archs:
             out["architectures"] = [str(a) for a in archs]
+        return out
+    kh = kerashub.declared_tie(cfg)
+    if kh is not None:
+        out.update(kh)
         return out
     embeds = configlib.keras_embeddings(cfg)
     ties = [e["tie_weights"] for e in embeds if e.get("tie_weights") is not None]
@@ -224,7 +229,9 @@ class TieGroup:
 
 
 def _candidates(ckpt: Checkpoint) -> list[TensorInfo]:
-    return [t for t in ckpt.tensors.values() if t.role == ROLE_WEIGHT and len(t.shape) == 2 and 0 not in t.shape]
+    aux = kerashub.quantization_aux(ckpt)
+    return [t for t in ckpt.tensors.values()
+            if t.role == ROLE_WEIGHT and len(t.shape) == 2 and 0 not in t.shape and t.name not in aux]
 
 
 def _vocab_hidden(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, str | None]) -> tuple[int, int] | None:
@@ -348,19 +355,28 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
         # "dense_1") is still recognisable by its shape: [hidden, vocab].
         # Only outside repeated blocks (an MLP kernel [H, 4H] may happen to be
         # [H, V]), and only when the shape points at a single tensor.
-        if not any(m.role == "decoder" for m in members) and V != H:
+        # Not beside a Keras ReversibleEmbedding: that layer is its own output layer.
+        if not any(m.role == "decoder" for m in members) and V != H and not any(kerashub.is_reversible(m.name) for m in members):
             by_shape = [t for t in mats if classes[t.name] is None and tuple(t.shape) == (H, V)
                         and t.name not in seen and not _in_repeated_block(t.name)]
             if len(by_shape) == 1:
                 add(by_shape[0], "decoder", True)
-        # Keras 3: the unnamed reverse_embeddings is vars/1 of the embedding's layer
+        # Keras 3: the unnamed reverse_embeddings is vars/1 of the embedding's
+        # layer (a quantised layer: the reverse matrix after the scales).
         for m in list(members):
             if m.role != "embedding":
+                continue
+            qrev = kerashub.quantized_reverse(ckpt, m.name, V)
+            if qrev is not None and qrev not in seen:
+                add(ckpt.tensors[qrev], "decoder", True)
                 continue
             sib = _vars_sibling(m.name, 1) if m.name.endswith("/0") else None
             t = ckpt.tensors.get(sib) if sib else None
             if t is not None and t.role == ROLE_WEIGHT and tuple(t.shape) == (H, V):
                 add(t, "decoder", True)
+    if embedding is None and decoder is None:
+        # keras-hub: a plain Embedding beside the ReversibleEmbedding is another layer's matrix
+        members, _dropped = kerashub.prune_plain(members)
     # storage sharing: hard links and aliases
     by_key: dict[Any, str] = {}
     for m in members:
@@ -392,6 +408,9 @@ def _structural_tie(ckpt: Checkpoint, member: Member) -> str | None:
     name = member.name
     if re.search(r"(^|/)reversible_embedding(_\d+)?/vars/0$", name):
         return "Keras 3 ReversibleEmbedding layer stores no reverse_embeddings (tie_weights=True)"
+    hub = kerashub.structural_tie(name)
+    if hub:
+        return hub
     if ckpt.config is None and ckpt.origin_format == "keras2-h5" and _parts(name) and _parts(name)[-1] == "weight":
         return "transformers TFSharedEmbeddings layout (config-less Keras 2 H5, one variable 'weight' used as embedding and output)"
     return None
