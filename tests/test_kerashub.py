@@ -65,6 +65,7 @@ def test_t5gemma_encoder_embedding_is_not_a_copy():
     names = [m["name"] for m in r["groups"][0]["members"]]
     assert names == ["layers/reversible_embedding/vars/0"]
     assert r["tied"] and r["config"]["key"] == "tie_word_embeddings"
+    assert "not a member: layers/embedding/vars/0 (a plain Keras Embedding" in r["groups"][0]["reason"]
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,8 @@ def test_run_equals_model_logits(tf_run, rel):
     assert got.dtype == np.float32 and got.shape == want.shape
     assert got.tobytes() == want.tobytes(), float(np.max(np.abs(got - want)))
     assert res.tied is (e["truth"] == "tied")
+    assert res.layer["soft_cap"] == e["logit_soft_cap"]
+    assert (res.layer["quantization"] or None) == e["quantization_mode"]
     if e["dtype_policy"] == "bfloat16":
         assert res.output.dtype.name == "bfloat16"
         bits = npy_array(res.output, exact_bytes=True)

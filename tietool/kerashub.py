@@ -216,3 +216,13 @@ def prune_plain(members: list) -> tuple[list, list[str]]:
         return members, []
     dropped = [m.name for m in members if m.role == "embedding" and is_plain_embedding(m.name)]
     return [m for m in members if m.name not in dropped], dropped
+
+
+def plain_beside(ckpt, members: list, vocab: int, hidden: int) -> list[str]:
+    """Plain ``Embedding`` matrices ``[vocab, hidden]`` left out of a group
+    whose embedding is a ReversibleEmbedding (for the report)."""
+    names = {m.name for m in members}
+    if not any(is_reversible(n) for n in names):
+        return []
+    return [n for n, t in ckpt.tensors.items()
+            if n not in names and is_plain_embedding(n) and tuple(t.shape) == (vocab, hidden)]

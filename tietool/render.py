@@ -204,6 +204,15 @@ def render_run(summary: dict) -> str:
         ("tied", f"{str(summary['tied']).lower()} ({summary['tie_kind']})"),
         ("output shape", shape_str(summary["shape"])),
         ("dtype", summary["dtype"]),
+    ]
+    lay = summary.get("layer") or {}
+    if lay.get("dtype_policy") and lay["dtype_policy"] != summary["dtype"]:
+        pairs.append(("dtype policy", printable(str(lay["dtype_policy"]))))
+    if lay.get("soft_cap") is not None:
+        pairs.append(("soft cap", f"{lay['soft_cap']} (tanh(x / cap) * cap)"))
+    if lay.get("quantization"):
+        pairs.append(("quantized", printable(str(lay["quantization"]))))
+    pairs += [
         ("preview", ", ".join(f"{v:.6g}" for v in summary["preview"]) + (" ..." if summary["preview"] else "")),
     ]
     if summary.get("output"):

@@ -26,6 +26,7 @@ class RunResult:
     decoder: str | None
     tied: bool
     kind: str
+    layer: dict | None = None  # what the layer does besides the matmul (soft cap, dtype policy, quantisation)
 
 
 def parse_ids(text: str) -> np.ndarray:
@@ -131,7 +132,9 @@ def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: s
             x = keras.ops.cast(x, layer.compute_dtype)  # as the model's layer receives it (bfloat16 too)
         out = keras.ops.convert_to_numpy(layer(x, mode=mode))
     src = layer.source
-    return RunResult(mode, out, src.embedding, src.decoder, src.tied, src.kind)
+    info = {"dtype_policy": layer.dtype_policy.name, "soft_cap": layer.logit_soft_cap,
+            "quantization": layer.quantization_mode}
+    return RunResult(mode, out, src.embedding, src.decoder, src.tied, src.kind, info)
 
 
 class _quiet_stderr:
@@ -225,6 +228,8 @@ def run_summary(result: RunResult, top: int = 5, output_path: str | None = None,
         "output": output_path,
         "preview": [float(v) for v in out.reshape(-1)[:preview]],
     }
+    if result.layer:
+        summary["layer"] = result.layer
     if result.mode == "linear":
         summary["top_k"] = top_k(out, top)
     return summary

@@ -476,7 +476,12 @@ def find_ties(ckpt: Checkpoint, embedding: str | None = None, decoder: str | Non
     if built is None:
         return []
     members, V, H = built
-    return [_group_from_members(ckpt, members, V, H, declared_tie(ckpt))]
+    group = _group_from_members(ckpt, members, V, H, declared_tie(ckpt))
+    plain = kerashub.plain_beside(ckpt, members, V, H)
+    if plain:
+        group.reason += ("; not a member: " + ", ".join(plain) + " (a plain Keras Embedding, another layer's "
+                         "matrix with no reverse pass: the output layer is the ReversibleEmbedding)")
+    return [group]
 
 
 # -- verification ------------------------------------------------------------------------
