@@ -175,3 +175,26 @@ def test_inspect_and_verify_tie_show_the_kerashub_config():
     q = next(k for k, e in ENTRIES.items() if e["variant"] == "int8")
     r = run_cli("verify-tie", ROOT / q)
     assert "keras-hub" in r.stdout and "quantized int8" in r.stdout
+
+
+def test_kerashub_config_checked_against_the_weights(tmp_path):
+    """A keras-hub config that says untied beside a lone tied matrix: the
+    config-versus-weights check runs on keras-hub files too."""
+    import zipfile
+
+    src = ROOT / "qwen/backbone.keras"
+    bad = tmp_path / "bad.keras"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(bad, "w", zipfile.ZIP_STORED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == "config.json":
+                cfg = json.loads(data)
+                assert cfg["config"]["tie_word_embeddings"] is True
+                cfg["config"]["tie_word_embeddings"] = False
+                data = json.dumps(cfg).encode()
+            zout.writestr(item, data)
+    r = verify_tie(bad)
+    g = r["groups"][0]
+    assert r["tied"] is False and g["verdict"] == "not tied"
+    assert g["consistency"] == {"consistent": False, "wrong_side": "config", "message": g["consistency"]["message"]}
+    assert "tie_word_embeddings=false" in g["consistency"]["message"]
