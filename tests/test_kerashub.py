@@ -198,3 +198,25 @@ def test_kerashub_config_checked_against_the_weights(tmp_path):
     assert r["tied"] is False and g["verdict"] == "not tied"
     assert g["consistency"] == {"consistent": False, "wrong_side": "config", "message": g["consistency"]["message"]}
     assert "tie_word_embeddings=false" in g["consistency"]["message"]
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantised_weights_without_config(tf_run, tmp_path, mode):
+    """The .keras's model.weights.h5 alone: int8 is recognised from the
+    stored dtypes (int8 matrix + per-row scale) and runs bit-exact; int4
+    needs the config (its block size), so run says so (exit 2)."""
+    import zipfile
+
+    rel = next(k for k, e in ENTRIES.items() if e["variant"] == mode)
+    e = ENTRIES[rel]
+    out = tmp_path / "q.weights.h5"
+    with zipfile.ZipFile(ROOT / rel) as z:
+        out.write_bytes(z.read("model.weights.h5"))
+    assert verify_tie(out)["groups"][0]["verdict"] == e["truth"]
+    folder = ROOT / e["family"]
+    if mode == "int8":
+        res = tf_run(str(out), "linear", input_path=str(folder / e["hidden"]))
+        assert res.output.tobytes() == np.load(folder / e["logits"]).tobytes()
+    else:
+        with pytest.raises(UsageError, match="without the model's config"):
+            tf_run(str(out), "linear", input_path=str(folder / e["hidden"]))

@@ -190,23 +190,34 @@ def quantized_reverse(ckpt, name: str, vocab: int) -> str | None:
     info = ckpt.tensors.get(name)
     if info is None or not is_integer(info.dtype):
         return None
-    for other in group_vars(ckpt, name)[1:]:
-        t = ckpt.tensors[other]
-        if len(t.shape) == 2 and is_integer(t.dtype) and t.shape[-1] == vocab and t.shape[0] != vocab:
-            return other
-    return None
+    return _reverse_among(ckpt, group_vars(ckpt, name), vocab)
 
 
 def quantization_aux(ckpt) -> set[str]:
     """Scales, zero points and ``g_idx`` of quantised Keras 3 layers: never
-    tie candidates (the integer matrices are)."""
+    tie candidates (the integer matrices are). One pass over the names."""
+    groups: dict[str, dict[int, str]] = {}
+    for name in ckpt.tensors:
+        vg = vars_group(name)
+        if vg is not None:
+            groups.setdefault(vg[0], {})[vg[1]] = name
     out: set[str] = set()
-    for name, t in ckpt.tensors.items():
-        if len(t.shape) != 2 or not is_integer(t.dtype) or not name.endswith("/vars/0"):
+    for members in groups.values():
+        first = ckpt.tensors.get(members.get(0, ""))
+        if first is None or len(first.shape) != 2 or not is_integer(first.dtype):
             continue
-        rev = quantized_reverse(ckpt, name, t.shape[0])
-        out.update(n for n in group_vars(ckpt, name)[1:] if n != rev)
+        ordered = [members[i] for i in sorted(members)]
+        rev = _reverse_among(ckpt, ordered, first.shape[0])
+        out.update(n for n in ordered[1:] if n != rev)
     return out
+
+
+def _reverse_among(ckpt, ordered: list[str], vocab: int) -> str | None:
+    for other in ordered[1:]:
+        t = ckpt.tensors[other]
+        if len(t.shape) == 2 and is_integer(t.dtype) and t.shape[-1] == vocab and t.shape[0] != vocab:
+            return other
+    return None
 
 
 def prune_plain(members: list) -> tuple[list, list[str]]:
