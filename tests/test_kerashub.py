@@ -105,6 +105,11 @@ def test_run_refuses_without_output_layer(tf_run, rel):
     e = ENTRIES[rel]
     with pytest.raises(UsageError, match="no output layer"):
         tf_run(str(ROOT / rel), "linear", input_path=str(ROOT / e["family"] / "unused.npy"))
+    # looking tokens up is what the layer does: embedding mode still runs, rows bit for bit
+    res = tf_run(str(ROOT / rel), "embedding", ids=np.array([[0, 5, e["vocab_size"] - 1]]))
+    with open_checkpoint(ROOT / rel) as ck:
+        table = ck.read(res.embedding)
+    assert res.output.tobytes() == table[[0, 5, e["vocab_size"] - 1]][None].tobytes()
 
 
 def test_run_cli_refusal_and_bf16_output(tf_run, tmp_path):

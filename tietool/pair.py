@@ -63,7 +63,8 @@ class Pair:
     layer_vars: tuple[np.ndarray, ...] = ()  # the quantised layer's stored variables, in order
 
 
-def choose_pair(ckpt: Checkpoint, embedding: str | None = None, decoder: str | None = None) -> PairChoice:
+def choose_pair(ckpt: Checkpoint, embedding: str | None = None, decoder: str | None = None,
+                linear: bool = True) -> PairChoice:
     """The verified tie group's embedding, and its decoder when the two differ."""
     from .ties import declared_tie, find_ties, verify_group
 
@@ -73,7 +74,7 @@ def choose_pair(ckpt: Checkpoint, embedding: str | None = None, decoder: str | N
     if not groups:
         raise UsageError("no embedding matrix found to build the layer from (use --embedding NAME)", ckpt.path)
     group = verify_group(ckpt, groups[0], declared_tie(ckpt))
-    if group.verdict == "no output layer":
+    if linear and group.verdict == "no output layer":
         raise UsageError("verify-tie finds no output layer here (" + group.reason + "): run does not invent one; "
                          "name a pair with --embedding/--decoder if there is one", ckpt.path)
     out = output_layer(ckpt, group)
@@ -126,9 +127,11 @@ def output_layer(ckpt: Checkpoint, group) -> OutputLayer:
     )
 
 
-def load_pair(path, embedding: str | None = None, decoder: str | None = None) -> Pair:
+def load_pair(path, embedding: str | None = None, decoder: str | None = None, linear: bool = True) -> Pair:
+    """The pair, read. ``linear=False`` (embedding lookups only) also serves a
+    checkpoint whose embedding has no output layer."""
     with open_checkpoint(path) as ckpt:
-        choice = choose_pair(ckpt, embedding, decoder)
+        choice = choose_pair(ckpt, embedding, decoder, linear=linear)
         matrix = ckpt.read(choice.embedding.name)
         kernel = None
         if choice.decoder is not None:

@@ -99,7 +99,7 @@ def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: s
         raise UsageError(f"--mode must be embedding or linear, not {mode!r}")
     # The verified pair, read once; inputs are checked against it before
     # TensorFlow is loaded.
-    pair = load_pair(path, embedding=embedding, decoder=decoder)
+    pair = load_pair(path, embedding=embedding, decoder=decoder, linear=(mode == "linear"))
     vocab, hidden = pair.embedding_matrix.shape
     if pair.output.output_dim is not None:  # a quantised (packed) matrix
         vocab, hidden = pair.output.input_dim, pair.output.output_dim
