@@ -356,7 +356,8 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
         # Only outside repeated blocks (an MLP kernel [H, 4H] may happen to be
         # [H, V]), and only when the shape points at a single tensor.
         # Not beside a Keras ReversibleEmbedding: that layer is its own output layer.
-        if not any(m.role == "decoder" for m in members) and V != H and not any(kerashub.is_reversible(m.name) for m in members):
+        reversible = any(kerashub.is_reversible(m.name) for m in members)
+        if not any(m.role == "decoder" for m in members) and V != H and not reversible:
             by_shape = [t for t in mats if classes[t.name] is None and tuple(t.shape) == (H, V)
                         and t.name not in seen and not _in_repeated_block(t.name)]
             if len(by_shape) == 1:
