@@ -339,13 +339,17 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
               help="Token ids [batch, length] (embedding) or hidden states [..., hidden] (linear), as .npy.")
 @click.option("--output", "output_path", metavar="OUT.npy", help="Write the exact result here (.npy).")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.option("--exact-bytes", is_flag=True,
+              help="--output keeps the layer's own bytes: bfloat16/float8 as their bit patterns (uint16/uint8), "
+                   "not upcast to float32.")
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="Linear mode: tokens shown per position.")
 @click.option("--embedding", metavar="NAME", help="Use this tensor as the embedding instead of the detected one.")
 @click.option("--decoder", metavar="NAME", help="Use this tensor as the decoder (omit for a tied layer).")
 @click.option("--quiet", is_flag=True, help="No progress on stderr (shown when reading over 100 MB).")
 @json_option
 def run(path: str, mode: str, ids: str | None, input_path: str | None, output_path: str | None, force: bool,
-        top_k: int, embedding: str | None, decoder: str | None, quiet: bool, as_json: bool) -> None:
+        exact_bytes: bool, top_k: int, embedding: str | None, decoder: str | None, quiet: bool,
+        as_json: bool) -> None:
     """Rebuild the shared embedding layer of PATH (tietool.SharedEmbeddings,
     a Keras 3 ReversibleEmbedding) with the stored weights, bit for bit, and
     run its embedding or linear pass.
@@ -361,7 +365,7 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
       tietool run fixtures/keras3/tied_revemb.keras --mode embedding --ids 5 --output out.npy
     """
     from .render import render_run
-    from .run import check_npy_output, parse_ids, run_layer, run_summary, save_npy_atomically
+    from .run import check_npy_output, npy_array, parse_ids, run_layer, run_summary, save_npy_atomically
 
     sources = [p for p in (path, input_path) if p]
     if output_path:
@@ -374,7 +378,7 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
         if progress is not None:
             progress.close()
     if output_path:
-        save_npy_atomically(result.output, output_path, force=force, sources=sources)
+        save_npy_atomically(npy_array(result.output, exact_bytes), output_path, force=force, sources=sources)
     output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
 
 

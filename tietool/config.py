@@ -182,7 +182,13 @@ def highlights(config: Any) -> dict:
         if ties:
             out["tie_weights"] = ties[0] if len(set(ties)) == 1 else ties
     # keras-hub backbones serialize their constructor arguments, not their
-    # layers: the sizes are plain keys somewhere in the tree.
+    # layers: the sizes are plain keys somewhere in the tree; the tie, soft
+    # cap and dtype policy are read by tietool.kerashub.
+    from . import kerashub
+
+    hub = kerashub.read_config(config)
+    if hub is not None:
+        out["kerashub"] = hub.to_json()
     if out.get("vocab_size") is None:
         out["vocab_size"] = _find_int_anywhere(config, VOCAB_KEYS)
     if out.get("hidden_size") is None:

@@ -63,6 +63,12 @@ class SharedEmbeddings(keras.layers.ReversibleEmbedding):
             return super().call(inputs, reverse=True)
         raise ValueError(f"mode {mode!r} is not valid; use one of {', '.join(MODES)}")
 
+    def quantized_call(self, inputs, mode: str = "embedding"):
+        """A quantised layer's pass (Keras calls this instead of ``call``)."""
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not valid; use one of {', '.join(MODES)}")
+        return super().quantized_call(inputs, reverse=(mode == "linear"))
+
     def compute_output_shape(self, input_shape, mode: str = "embedding"):
         return super().compute_output_shape(input_shape, reverse=(mode == "linear"))
 
@@ -89,10 +95,28 @@ class SharedEmbeddings(keras.layers.ReversibleEmbedding):
 
     @classmethod
     def from_pair(cls, pair, **kwargs) -> "SharedEmbeddings":
-        """Build the layer from a :class:`tietool.pair.Pair` already read."""
+        """Build the layer from a :class:`tietool.pair.Pair` already read:
+        the model's dtype policy, soft cap and quantisation come along (a
+        quantised layer's stored variables are loaded by Keras'
+        ``load_own_variables``, so they are dequantised as Keras does)."""
+        out = getattr(pair, "output", None)
         vocab, hidden = pair.embedding_matrix.shape
-        dtype = kwargs.pop("dtype", None) or _keras_dtype(pair.embedding_matrix.dtype)
-        layer = cls(vocab, hidden, tie_weights=pair.tied, dtype=dtype, name=kwargs.pop("name", "shared_embeddings"), **kwargs)
+        if out is not None and out.soft_cap is not None:
+            kwargs.setdefault("logit_soft_cap", out.soft_cap)
+        dtype = kwargs.pop("dtype", None) or (out.dtype if out is not None and out.dtype else None) \
+            or _keras_dtype(pair.embedding_matrix.dtype)
+        name = kwargs.pop("name", "shared_embeddings")
+        if out is not None and out.quantization is not None:
+            q = out.quantization
+            policy_cls = getattr(keras.dtype_policies, q["class_name"])
+            source = q.get("source_name") or (dtype if isinstance(dtype, str) else "float32")
+            layer = cls(out.input_dim, out.output_dim, tie_weights=pair.tied, dtype=policy_cls(q["mode"], source),
+                        name=name, **kwargs)
+            layer.build()
+            layer.load_own_variables({str(i): v for i, v in enumerate(pair.layer_vars)})
+            layer.source = pair
+            return layer
+        layer = cls(vocab, hidden, tie_weights=pair.tied, dtype=dtype, name=name, **kwargs)
         layer.build()
         layer.embeddings.assign(pair.embedding_matrix)
         if not pair.tied:

@@ -82,6 +82,16 @@ def render_inspect(report: dict) -> str:
         label = tie_label(h)
         if label:
             pairs.append(("tie_word_embeddings" if "tie_word_embeddings" in h else "tie_weights", label))
+        hub = h.get("kerashub")
+        if hub:
+            if hub.get("tie_key"):
+                pairs.append((hub["tie_key"], f"{str(hub['tie']).lower()} (keras-hub config)"))
+            for key, label in (("final_logit_soft_cap", "soft cap"), ("dtype", "dtype policy")):
+                if hub.get(key) is not None:
+                    pairs.append((label, printable(str(hub[key]))))
+            modes = sorted({q["mode"] for q in (hub.get("quantized_layers") or {}).values()})
+            if modes:
+                pairs.append(("quantized", printable(", ".join(modes))))
     else:
         pairs.append(("config", "none"))
     meta = dict(report["metadata"])
@@ -165,6 +175,17 @@ def render_verify_tie(report: dict) -> str:
         ("config", declared),
         ("comparison", "exact (bitwise)" if report.get("exact") else f"atol={report.get('atol')}, rtol={report.get('rtol')}"),
     ]
+    hub = cfg.get("kerashub")
+    if hub:
+        bits = [str(hub.get("task_class") or hub.get("backbone_class"))]
+        if hub.get("final_logit_soft_cap") is not None:
+            bits.append(f"final_logit_soft_cap={hub['final_logit_soft_cap']}")
+        if hub.get("dtype"):
+            bits.append(f"dtype {hub['dtype']}")
+        modes = sorted({q["mode"] for q in (hub.get("quantized_layers") or {}).values()})
+        if modes:
+            bits.append("quantized " + "/".join(modes))
+        pairs.insert(3, ("keras-hub", printable(", ".join(bits))))
     parts = [key_values(pairs)]
     if report["groups"]:
         parts.append(render_tie_groups(report["groups"]))
@@ -190,6 +211,15 @@ def render_run(summary: dict) -> str:
         ("tied", f"{str(summary['tied']).lower()} ({summary['tie_kind']})"),
         ("output shape", shape_str(summary["shape"])),
         ("dtype", summary["dtype"]),
+    ]
+    lay = summary.get("layer") or {}
+    if lay.get("dtype_policy") and lay["dtype_policy"] != summary["dtype"]:
+        pairs.append(("dtype policy", printable(str(lay["dtype_policy"]))))
+    if lay.get("soft_cap") is not None:
+        pairs.append(("soft cap", f"{lay['soft_cap']} (tanh(x / cap) * cap)"))
+    if lay.get("quantization"):
+        pairs.append(("quantized", printable(str(lay["quantization"]))))
+    pairs += [
         ("preview", ", ".join(f"{v:.6g}" for v in summary["preview"]) + (" ..." if summary["preview"] else "")),
     ]
     if summary.get("output"):

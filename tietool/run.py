@@ -27,6 +27,7 @@ class RunResult:
     decoder: str | None
     tied: bool
     kind: str
+    layer: dict | None = None  # what the layer does besides the matmul (soft cap, dtype policy, quantisation)
 
 
 def parse_ids(text: str) -> np.ndarray:
@@ -101,8 +102,10 @@ def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: s
         raise UsageError(f"--mode must be embedding or linear, not {mode!r}")
     # The verified pair, read once; inputs are checked against it before
     # TensorFlow is loaded.
-    pair = load_pair(path, embedding=embedding, decoder=decoder, progress=progress)
+    pair = load_pair(path, embedding=embedding, decoder=decoder, progress=progress, linear=(mode == "linear"))
     vocab, hidden = pair.embedding_matrix.shape
+    if pair.output.output_dim is not None:  # a quantised (packed) matrix
+        vocab, hidden = pair.output.input_dim, pair.output.output_dim
     if mode == "embedding":
         if ids is None and input_path is None:
             raise UsageError("embedding mode needs token ids: --ids 1,2,3 or --input ids.npy")
@@ -125,12 +128,16 @@ def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: s
             raise
         except ImportError as exc:  # pragma: no cover
             raise MissingDependencyError(f"TensorFlow is not installed ({exc}): pip install 'tietool[tf]'") from None
+        import keras
+
         layer = SharedEmbeddings.from_pair(pair)
-        if mode == "linear" and x.dtype != np.dtype(layer.compute_dtype):
-            x = x.astype(layer.compute_dtype)
-        out = np.asarray(layer(x, mode=mode))
+        if mode == "linear":
+            x = keras.ops.cast(x, layer.compute_dtype)  # as the model's layer receives it (bfloat16 too)
+        out = keras.ops.convert_to_numpy(layer(x, mode=mode))
     src = layer.source
-    return RunResult(mode, out, src.embedding, src.decoder, src.tied, src.kind)
+    info = {"dtype_policy": layer.dtype_policy.name, "soft_cap": layer.logit_soft_cap,
+            "quantization": layer.quantization_mode}
+    return RunResult(mode, out, src.embedding, src.decoder, src.tied, src.kind, info)
 
 
 class _quiet_stderr:
@@ -164,6 +171,19 @@ def check_npy_output(out_path: str, force: bool = False, sources: Iterable[str] 
         raise UsageError("the output's folder does not exist", out_path)
     check_output(out_path, sources, folder=False, force=force)
     return folder
+
+
+def npy_array(array: np.ndarray, exact_bytes: bool = False) -> np.ndarray:
+    """The array as a ``.npy`` file holds it so numpy reads numbers: a dtype
+    .npy has no code for (bfloat16, float8) is upcast to float32, which is
+    exact. ``exact_bytes`` keeps the layer's own bytes instead: such a dtype is
+    written as unsigned integers of its width (its bit pattern)."""
+    name = array.dtype.name
+    if array.dtype.kind != "V" and name != "bfloat16" and not name.startswith("float8"):
+        return array
+    if exact_bytes:
+        return array.view({1: np.uint8, 2: np.uint16}[array.dtype.itemsize])
+    return array.astype(np.float32)
 
 
 def save_npy_atomically(array: np.ndarray, out_path: str, force: bool = False, sources: Iterable[str] = ()) -> None:
@@ -204,6 +224,8 @@ def run_summary(result: RunResult, top: int = 5, output_path: str | None = None,
         "output": output_path,
         "preview": [float(v) for v in out.reshape(-1)[:preview]],
     }
+    if result.layer:
+        summary["layer"] = result.layer
     if result.mode == "linear":
         summary["top_k"] = top_k(out, top)
     return summary

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import config as configlib
+from . import kerashub
 from .errors import TensorNotFoundError, UsageError
 from .model import ROLE_WEIGHT, Checkpoint, TensorInfo
 
@@ -121,6 +122,10 @@ def declared_tie(ckpt: Checkpoint) -> dict:
         archs = cfg.get("architectures")
         if isinstance(archs, list) and archs:
             out["architectures"] = [str(a) for a in archs]
+        return out
+    kh = kerashub.declared_tie(cfg)
+    if kh is not None:
+        out.update(kh)
         return out
     embeds = configlib.keras_embeddings(cfg)
     ties = [e["tie_weights"] for e in embeds if e.get("tie_weights") is not None]
@@ -248,7 +253,9 @@ class TieGroup:
 
 
 def _candidates(ckpt: Checkpoint) -> list[TensorInfo]:
-    return [t for t in ckpt.tensors.values() if t.role == ROLE_WEIGHT and len(t.shape) == 2 and 0 not in t.shape]
+    aux = kerashub.quantization_aux(ckpt)
+    return [t for t in ckpt.tensors.values()
+            if t.role == ROLE_WEIGHT and len(t.shape) == 2 and 0 not in t.shape and t.name not in aux]
 
 
 def _vocab_hidden(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, str | None]) -> tuple[int, int] | None:
@@ -399,7 +406,9 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
         # "dense_1") is still recognisable by its shape: [hidden, vocab].
         # Only outside repeated blocks (an MLP kernel [H, 4H] may happen to be
         # [H, V]), and only when the shape points at a single tensor.
-        if not any(m.role == "decoder" for m in members) and V != H:
+        # Not beside a Keras ReversibleEmbedding: that layer is its own output layer.
+        reversible = any(kerashub.is_reversible(m.name) for m in members)
+        if not any(m.role == "decoder" for m in members) and V != H and not reversible:
             by_shape = [t for t in mats if classes[t.name] is None and tuple(t.shape) == (H, V)
                         and t.name not in seen and not _in_repeated_block(t.name) and _top_level_dense(t.name)]
             if len(by_shape) == 1:
@@ -412,14 +421,22 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
                 if (classes[t.name] == "decoder" and t.name not in seen and V in t.shape and min(t.shape) > 1
                         and parts and "bias" not in parts[-1] and not _in_repeated_block(t.name)):
                     add(t, "decoder", t.shape[0] != V)
-        # Keras 3: the unnamed reverse_embeddings is vars/1 of the embedding's layer
+        # Keras 3: the unnamed reverse_embeddings is vars/1 of the embedding's
+        # layer (a quantised layer: the reverse matrix after the scales).
         for m in list(members):
             if m.role != "embedding":
+                continue
+            qrev = kerashub.quantized_reverse(ckpt, m.name, V)
+            if qrev is not None and qrev not in seen:
+                add(ckpt.tensors[qrev], "decoder", True)
                 continue
             sib = _vars_sibling(m.name, 1) if m.name.endswith("/0") else None
             t = ckpt.tensors.get(sib) if sib else None
             if t is not None and t.role == ROLE_WEIGHT and tuple(t.shape) == (H, V):
                 add(t, "decoder", True)
+    if embedding is None and decoder is None:
+        # keras-hub: a plain Embedding beside the ReversibleEmbedding is another layer's matrix
+        members, _dropped = kerashub.prune_plain(members)
     # storage sharing: hard links and aliases
     by_key: dict[Any, str] = {}
     for m in members:
@@ -451,6 +468,9 @@ def _structural_tie(ckpt: Checkpoint, member: Member) -> str | None:
     name = member.name
     if re.search(r"(^|/)reversible_embedding(_\d+)?/vars/0$", name):
         return "Keras 3 ReversibleEmbedding layer stores no reverse_embeddings (tie_weights=True)"
+    hub = kerashub.structural_tie(name)
+    if hub:
+        return hub
     if ckpt.config is None and ckpt.origin_format == "keras2-h5" and _parts(name) and _parts(name)[-1] == "weight":
         return "transformers TFSharedEmbeddings layout (config-less Keras 2 H5, one variable 'weight' used as embedding and output)"
     return None
@@ -518,7 +538,12 @@ def find_ties(ckpt: Checkpoint, embedding: str | None = None, decoder: str | Non
     if built is None:
         return []
     members, V, H = built
-    return [_group_from_members(ckpt, members, V, H, declared_tie(ckpt))]
+    group = _group_from_members(ckpt, members, V, H, declared_tie(ckpt))
+    plain = kerashub.plain_beside(ckpt, members, V, H)
+    if plain:
+        group.reason += ("; not a member: " + ", ".join(plain) + " (a plain Keras Embedding, another layer's "
+                         "matrix with no reverse pass: the output layer is the ReversibleEmbedding)")
+    return [group]
 
 
 # -- verification ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import glob
 import os
 
 from .. import config as configlib
-from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError
+from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError, UsageError
 from ..h5safe import is_hdf5
 from ..model import Checkpoint
 
@@ -165,6 +165,10 @@ def _is_shard_of_index(name: str, entries: set[str]) -> bool:
 
 def _open_folder(folder: str) -> Checkpoint:
     weights, others = find_weights(folder)
+    if others:
+        # Never a silent pick: which file a loader uses differs by loader.
+        names = ", ".join([os.path.basename(weights)] + others)
+        raise UsageError(f"several weight files in this folder ({names}): name the one to use", folder)
     ckpt = _open_file(weights)
     ckpt.path = folder
     if others:

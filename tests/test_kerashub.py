@@ -1,0 +1,227 @@
+"""keras-hub checkpoints (fixtures/kerashub, written by fixtures/make_kerashub.py
+with keras-hub 0.32.0): for every generated family and file, the verdict
+verify-tie gives, the keras-hub config read as data, `run` against the
+model's own ``token_embedding(hidden, reverse=True)`` logits, and the round
+trip through safetensors. keras-hub itself is not needed: the fixtures and
+their reference outputs are committed. TensorFlow is loaded once, in process."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tietool import kerashub
+from tietool.errors import UsageError
+from tietool.formats import open_checkpoint
+from tietool.ties import verify_tie
+
+from conftest import FIXTURES, run_cli
+
+ROOT = FIXTURES / "kerashub"
+MANIFEST = json.loads((ROOT / "MANIFEST.json").read_text())
+ENTRIES = MANIFEST["fixtures"]
+KIND = {"tied": "implicit", "not tied": "separate", "no output layer": "no-decoder"}
+WITH_LOGITS = sorted(k for k, e in ENTRIES.items() if e["logits"])
+NO_OUTPUT = sorted(k for k, e in ENTRIES.items() if e["truth"] == "no output layer")
+
+
+def test_manifest_covers_every_family():
+    fams = {e["family"] for e in ENTRIES.values()}
+    assert len(fams) >= 35
+    assert set(MANIFEST["excluded"]).isdisjoint({e["class"] for e in ENTRIES.values()})
+    variants = {e["variant"] for e in ENTRIES.values()}
+    for v in ("base", "int8", "int4", "bf16", "soft-cap", "preset", "preset_sharded", "other tie setting"):
+        assert v in variants, v
+    assert any(e["variant"].startswith("task ") for e in ENTRIES.values())
+
+
+@pytest.mark.parametrize("rel", sorted(ENTRIES))
+def test_verdict(rel):
+    e = ENTRIES[rel]
+    report = verify_tie(ROOT / rel)
+    g = report["groups"][0]
+    assert g["verdict"] == e["truth"], g["reason"]
+    assert g["kind"] == KIND[e["truth"]]
+    assert report["tied"] is (e["truth"] == "tied")
+    # the config, read as data, says what the model says
+    cfg = report["config"]
+    if rel.endswith((".keras", "preset", "preset_sharded")):
+        assert cfg["kerashub"]["backbone_class"] == e["class"]
+        if e["config_tie"] is not None:
+            assert (cfg["key"], cfg["value"]) == (e["tie_arg"], e["config_tie"])
+            assert g.get("consistency", {"consistent": True})["consistent"] is True
+        else:  # keras-hub left the argument out of get_config (Llama): the weights decide
+            assert cfg["key"] is None
+        assert cfg["kerashub"]["final_logit_soft_cap"] == e["logit_soft_cap"]
+    # a plain Embedding beside the reversible one is never a member
+    if e["truth"] == "tied" and e["embedding_class"] == "ReversibleEmbedding":
+        assert all(kerashub.is_reversible(m["name"]) for m in g["members"] if m["role"] == "embedding")
+
+
+def test_t5gemma_encoder_embedding_is_not_a_copy():
+    """T5Gemma: the encoder's plain Embedding and the decoder's tied
+    ReversibleEmbedding have the same shape and different values."""
+    r = verify_tie(ROOT / "t5gemma/backbone.keras")
+    names = [m["name"] for m in r["groups"][0]["members"]]
+    assert names == ["layers/reversible_embedding/vars/0"]
+    assert r["tied"] and r["config"]["key"] == "tie_word_embeddings"
+    assert "not a member: layers/embedding/vars/0 (a plain Keras Embedding" in r["groups"][0]["reason"]
+
+
+@pytest.fixture(scope="module")
+def tf_run():
+    pytest.importorskip("keras")
+    from tietool.run import run_layer
+
+    return run_layer
+
+
+@pytest.mark.parametrize("rel", WITH_LOGITS)
+def test_run_equals_model_logits(tf_run, rel):
+    """Bit-exact: the rebuilt layer computes what keras-hub's layer computes
+    (soft cap, int8/int4 with their scales, bfloat16 compute; bf16 logits
+    compared after the exact upcast to float32)."""
+    from tietool.run import npy_array
+
+    e = ENTRIES[rel]
+    folder = ROOT / e["family"]
+    hidden, logits = folder / e["hidden"], folder / e["logits"]
+    want = np.load(logits)
+    res = tf_run(str(ROOT / rel), "linear", input_path=str(hidden))
+    got = npy_array(res.output)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert got.tobytes() == want.tobytes(), float(np.max(np.abs(got - want)))
+    assert res.tied is (e["truth"] == "tied")
+    assert res.layer["soft_cap"] == e["logit_soft_cap"]
+    assert (res.layer["quantization"] or None) == e["quantization_mode"]
+    if e["dtype_policy"] == "bfloat16":
+        assert res.output.dtype.name == "bfloat16"
+        bits = npy_array(res.output, exact_bytes=True)
+        assert bits.dtype == np.uint16 and bits.tobytes() == res.output.tobytes()
+
+
+@pytest.mark.parametrize("rel", NO_OUTPUT)
+def test_run_refuses_without_output_layer(tf_run, rel):
+    e = ENTRIES[rel]
+    with pytest.raises(UsageError, match="no output layer"):
+        tf_run(str(ROOT / rel), "linear", input_path=str(ROOT / e["family"] / "unused.npy"))
+    # looking tokens up is what the layer does: embedding mode still runs, rows bit for bit
+    res = tf_run(str(ROOT / rel), "embedding", ids=np.array([[0, 5, e["vocab_size"] - 1]]))
+    with open_checkpoint(ROOT / rel) as ck:
+        table = ck.read(res.embedding)
+    assert res.output.tobytes() == table[[0, 5, e["vocab_size"] - 1]][None].tobytes()
+
+
+def test_run_cli_refusal_and_bf16_output(tf_run, tmp_path):
+    rel = NO_OUTPUT[0]
+    hidden = np.zeros((1, ENTRIES[rel]["hidden_size"]), np.float32)
+    np.save(tmp_path / "h.npy", hidden)
+    r = run_cli("run", ROOT / rel, "--mode", "linear", "--input", tmp_path / "h.npy")
+    assert r.returncode == 2 and r.stderr.startswith("Error: ") and "no output layer" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+    # TensorFlow is already loaded in this process: the successful runs go through Click in process.
+    pytest.importorskip("keras")
+    from click.testing import CliRunner
+
+    from tietool.cli import cli
+
+    bf = next(k for k, e in ENTRIES.items() if e["dtype_policy"] == "bfloat16" and e["logits"])
+    e = ENTRIES[bf]
+    h = (ROOT / bf).parent / e["hidden"]
+    args = ["run", str(ROOT / bf), "--mode", "linear", "--input", str(h), "--output"]
+    r = CliRunner().invoke(cli, args + [str(tmp_path / "o.npy")])
+    assert r.exit_code == 0, r.output
+    out = np.load(tmp_path / "o.npy")
+    assert out.dtype == np.float32 and out.tobytes() == np.load((ROOT / bf).parent / e["logits"]).tobytes()
+    r = CliRunner().invoke(cli, args + [str(tmp_path / "b.npy"), "--exact-bytes"])
+    assert r.exit_code == 0, r.output
+    bits = np.load(tmp_path / "b.npy")
+    assert bits.dtype == np.uint16
+    assert ((bits.astype(np.uint32) << 16).view(np.float32)).tobytes() == out.tobytes()
+
+
+ROUND_TRIP = sorted(k for k in ENTRIES if not k.endswith(("preset", "preset_sharded"))) + [
+    k for k in ENTRIES if k.endswith(("preset", "preset_sharded"))]
+
+
+@pytest.mark.parametrize("rel", ROUND_TRIP)
+def test_round_trip_bit_exact(tmp_path, rel):
+    from tietool.convert import convert
+
+    st = tmp_path / ("st" if (ROOT / rel).is_dir() else "x.safetensors")
+    back = tmp_path / ("back" if (ROOT / rel).is_dir() else "x.weights.h5")
+    convert(ROOT / rel, "safetensors", out=st)
+    convert(st, "h5", out=back)
+    with open_checkpoint(ROOT / rel) as a, open_checkpoint(back) as b:
+        assert sorted(a.tensors) == sorted(b.tensors)
+        for name, t in a.tensors.items():
+            u = b.tensors[name]
+            assert (t.shape, t.dtype) == (u.shape, u.dtype), name
+            assert a.read(name).tobytes() == b.read(name).tobytes(), name
+
+
+def test_folder_with_several_weight_files_is_an_error(tmp_path):
+    """Never a silent pick: the error lists every weights file."""
+    r = run_cli("verify-tie", ROOT / "llama")
+    assert r.returncode == 2 and r.stdout == ""
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("Error: ")
+    assert "several weight files" in line and "backbone.keras" in line and "other_tie.keras" in line
+    # one weights file (a preset folder): read as before
+    assert verify_tie(ROOT / "albert/preset")["tied"] is True
+
+
+def test_inspect_and_verify_tie_show_the_kerashub_config():
+    soft = next(k for k, e in ENTRIES.items() if e["variant"] == "soft-cap")
+    r = run_cli("inspect", ROOT / soft)
+    assert r.returncode == 0, r.stderr
+    assert "soft cap" in r.stdout and str(ENTRIES[soft]["logit_soft_cap"]) in r.stdout
+    q = next(k for k, e in ENTRIES.items() if e["variant"] == "int8")
+    r = run_cli("verify-tie", ROOT / q)
+    assert "keras-hub" in r.stdout and "quantized int8" in r.stdout
+
+
+def test_kerashub_config_checked_against_the_weights(tmp_path):
+    """A keras-hub config that says untied beside a lone tied matrix: the
+    config-versus-weights check runs on keras-hub files too."""
+    import zipfile
+
+    src = ROOT / "qwen/backbone.keras"
+    bad = tmp_path / "bad.keras"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(bad, "w", zipfile.ZIP_STORED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == "config.json":
+                cfg = json.loads(data)
+                assert cfg["config"]["tie_word_embeddings"] is True
+                cfg["config"]["tie_word_embeddings"] = False
+                data = json.dumps(cfg).encode()
+            zout.writestr(item, data)
+    r = verify_tie(bad)
+    g = r["groups"][0]
+    assert r["tied"] is False and g["verdict"] == "not tied"
+    assert g["consistency"] == {"consistent": False, "wrong_side": "config", "message": g["consistency"]["message"]}
+    assert "tie_word_embeddings=false" in g["consistency"]["message"]
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantised_weights_without_config(tf_run, tmp_path, mode):
+    """The .keras's model.weights.h5 alone: int8 is recognised from the
+    stored dtypes (int8 matrix + per-row scale) and runs bit-exact; int4
+    needs the config (its block size), so run says so (exit 2)."""
+    import zipfile
+
+    rel = next(k for k, e in ENTRIES.items() if e["variant"] == mode)
+    e = ENTRIES[rel]
+    out = tmp_path / "q.weights.h5"
+    with zipfile.ZipFile(ROOT / rel) as z:
+        out.write_bytes(z.read("model.weights.h5"))
+    assert verify_tie(out)["groups"][0]["verdict"] == e["truth"]
+    folder = ROOT / e["family"]
+    if mode == "int8":
+        res = tf_run(str(out), "linear", input_path=str(folder / e["hidden"]))
+        assert res.output.tobytes() == np.load(folder / e["logits"]).tobytes()
+    else:
+        with pytest.raises(UsageError, match="without the model's config"):
+            tf_run(str(out), "linear", input_path=str(folder / e["hidden"]))
