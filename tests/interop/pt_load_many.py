@@ -35,7 +35,8 @@ def main() -> None:
     tlog.addHandler(Grab())
     tlog.setLevel(logging.WARNING)
     tlog.propagate = False
-    jobs = json.load(open(sys.argv[1]))
+    with open(sys.argv[1]) as fh:
+        jobs = json.load(fh)
     results = []
     for job in jobs:
         records.clear()
