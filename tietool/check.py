@@ -292,7 +292,8 @@ def analyse(ckpt: Checkpoint, prefer: str | None = None) -> Analysis:
         set_all(False, "the weights were trained untied")
     if a.stored == DIFFER:
         distinct = g.distinct()
-        a.agreement = agreement(ckpt, [Copy(m.name, m.info, m.transposed) for m in distinct])
+        a.agreement = (Agreement.from_json(g.agreement) if g.agreement is not None
+                       else agreement(ckpt, [Copy(m.name, m.info, m.transposed) for m in distinct]))
         odd = a.agreement.odd
         where = "; ".join(f"{o.name} differs from {o.reference} first at {list(o.index)} ({o.value} vs {o.expected})"
                           for o in odd)

@@ -196,12 +196,15 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
 @click.option("--names", type=click.Choice(["keras", "pt"]), default="keras", show_default=True,
               help="keras: keep the stored names (lossless); pt: a transformers TF checkpoint -> a folder PyTorch "
                    "transformers loads (PyTorch names and layouts, {\"format\": \"pt\"}, 5GB shards by default).")
+@click.option("--head", type=click.Choice(["explicit", "implicit"]), default=None,
+              help="With --names pt: explicit writes a tied head as a real tensor under the architecture's PyTorch "
+                   "name; implicit (the default) leaves it out, as transformers 5 saves.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
-def convert(src: str, to: str, out: str | None, ties: str, shard_size: str | None, names: str, force: bool,
-            no_verify: bool, quiet: bool, as_json: bool) -> None:
+def convert(src: str, to: str, out: str | None, ties: str, shard_size: str | None, names: str, head: str | None,
+            force: bool, no_verify: bool, quiet: bool, as_json: bool) -> None:
     """Convert SRC (file, shard index or model folder) between Keras HDF5 and
     safetensors, losslessly: names, bytes, dtypes, H5 attributes and config
     kept; converting back restores the original layout."""
@@ -215,7 +218,7 @@ def convert(src: str, to: str, out: str | None, ties: str, shard_size: str | Non
             click.echo(f"\r{phase}: {pct:3d}% of {total / 1e6:.1f} MB", err=True, nl=False)
     try:
         result = convert_checkpoint(src, to, out=out, ties=ties, shard_size=shard_size, force=force,
-                                    verify=not no_verify, progress=progress, names=names)
+                                    verify=not no_verify, progress=progress, names=names, head=head)
     finally:
         if progress is not None:
             click.echo("", err=True)

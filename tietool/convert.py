@@ -410,7 +410,8 @@ NAMES = ("keras", "pt")
 
 
 def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force: bool = False,
-            verify: bool = True, progress: ProgressFn | None = None, names: str = "keras") -> dict:
+            verify: bool = True, progress: ProgressFn | None = None, names: str = "keras",
+            head: str | None = None) -> dict:
     """Convert ``src`` (anything :func:`tietool.formats.open_checkpoint`
     reads) to ``to`` (``"safetensors"`` or ``"h5"``). Returns a summary.
 
@@ -418,6 +419,8 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
     transformers loads (:func:`tietool.convert_pt.convert_to_pt`)."""
     if names not in NAMES:
         raise UsageError(f"--names must be one of {', '.join(NAMES)} (got {names!r})")
+    if head is not None and (names != "pt" or head not in ("explicit", "implicit")):
+        raise UsageError("--head explicit|implicit goes with --names pt")
     if names == "pt":
         if to != "safetensors":
             raise UsageError("--names pt writes safetensors: use --to safetensors")
@@ -425,7 +428,8 @@ def convert(src, to: str, out=None, ties: str = "dedupe", shard_size=None, force
             raise UsageError("--names pt always writes each stored matrix once (no --ties keep)")
         from .convert_pt import convert_to_pt
 
-        return convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress)
+        return convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress,
+                             head=head)
     t0 = time.monotonic()
     if to not in TARGETS:
         raise UsageError(f"--to must be one of {', '.join(TARGETS)} (got {to!r})")

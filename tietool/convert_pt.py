@@ -285,9 +285,12 @@ def _extra_files(src: str, ckpt: Checkpoint) -> list[tuple[str, str]]:
 
 
 def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: bool = True,
-                  progress: ProgressFn | None = None) -> dict:
+                  progress: ProgressFn | None = None, head: str | None = None) -> dict:
     """Convert the transformers TF checkpoint ``src`` to a PyTorch transformers
-    folder ``out`` (default: ``SRC-pt``). Returns a summary."""
+    folder ``out`` (default: ``SRC-pt``). Returns a summary. ``head="explicit"``
+    writes a tied head as a real tensor under the architecture's PyTorch name
+    (:func:`tietool.tiedata.with_explicit_head`); default and ``"implicit"``
+    leave it out, as transformers 5 saves."""
     t0 = time.monotonic()
     shard_bytes = _parse_size(shard_size)
     src = os.fspath(src)
@@ -296,8 +299,12 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
         try:
             planned = plan_pt(ckpt)
             entries, copies = _merge_copies(ckpt, planned, files)
-            tied = _tied_heads(ckpt, entries)
+            tied = _tied_heads(ckpt, entries) if head != "explicit" else {}
             entries = [e for e in entries if e.pt_name not in tied]
+            if head == "explicit":
+                from .tiedata import with_explicit_head
+
+                entries = with_explicit_head(ckpt.config, entries)
             out = os.path.abspath(os.fspath(out) if out is not None else _default_out(src, ckpt))
             check_not_source(out, ckpt, src)
             shards = _shards(entries, shard_bytes)

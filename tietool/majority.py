@@ -41,6 +41,12 @@ class Agreement:
     majority: tuple[str, ...] | None  # strictly more than half of the copies, when some class has that
     odd: tuple[OddCopy, ...]  # each copy outside the majority (outside the first copy's class, with none)
 
+    @classmethod
+    def from_json(cls, d: dict) -> "Agreement":
+        return cls(tuple(tuple(c) for c in d["classes"]), tuple(d["majority"]) if d["majority"] else None,
+                   tuple(OddCopy(o["name"], o["reference"], tuple(o["index"]), o["value"], o["expected"])
+                         for o in d["odd_ones_out"]))
+
     def to_json(self) -> dict:
         return {"classes": [list(c) for c in self.classes],
                 "majority": list(self.majority) if self.majority else None,

@@ -165,6 +165,14 @@ def render_verify_tie(report: dict) -> str:
     lines = []
     for g in report["groups"]:
         lines.append(f"{g['verdict']}: {printable(g.get('reason', ''))}")
+        agree = g.get("agreement")
+        if agree:
+            n = sum(len(c) for c in agree["classes"])
+            lines.append(f"majority: {len(agree['majority'])} of {n} copies identical" if agree["majority"]
+                         else f"majority: none ({n} copies, no strict majority)")
+            for o in agree["odd_ones_out"]:
+                lines.append(f"odd one out: {printable(o['name'])}: first differs at {o['index']} "
+                             f"({o['value']} vs {o['expected']} in {printable(o['reference'])})")
         cons = g.get("consistency")
         if cons and not cons.get("consistent"):
             side = {"config": "the config is wrong", "weights": "the weights are wrong"}.get(cons.get("wrong_side"), "unclear which side is wrong")

@@ -48,3 +48,21 @@ def head_name(architecture: object) -> tuple[str, str] | None:
         if target.endswith(".weight") and classify(target) == "decoder":
             return target, source
     return None
+
+
+def with_explicit_head(config: object, entries: list) -> list:
+    """``convert --names pt --head explicit``: ``entries`` (objects with a
+    ``pt_name``, dataclasses) plus the architecture's tied head as a copy of its
+    embedding entry, when the head is not already there."""
+    import dataclasses
+
+    archs = config.get("architectures") if isinstance(config, dict) else None
+    pair = head_name(archs[0]) if isinstance(archs, list) and archs else None
+    if pair is None:
+        return entries
+    head, emb = pair
+    names = {e.pt_name for e in entries}
+    source = next((e for e in entries if e.pt_name == emb), None)
+    if head in names or source is None:
+        return entries
+    return [*entries, dataclasses.replace(source, pt_name=head)]
