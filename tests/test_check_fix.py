@@ -265,7 +265,8 @@ def test_fix_refuses_existing_output_and_file_sources_needing_config(tmp_path):
 
 
 @pytest.mark.parametrize("text, path, value, want", [
-    ('{\n  "a": 1,\n  "b": {\n    "c": true\n  }\n}', ("b", "c"), False, '{\n  "a": 1,\n  "b": {\n    "c": false\n  }\n}'),
+    ('{\n  "a": 1,\n  "b": {\n    "c": true\n  }\n}', ("b", "c"), False,
+     '{\n  "a": 1,\n  "b": {\n    "c": false\n  }\n}'),
     ('{\n    "a": 1.50,\n    "z": [1, 2]\n}', ("t",), True, '{\n    "a": 1.50,\n    "z": [1, 2],\n    "t": true\n}'),
     ('{"a": 1, "b": 2}', ("t",), False, '{"a": 1, "b": 2, "t": false}'),
     ('{}', ("t",), True, '{"t": true}'),
