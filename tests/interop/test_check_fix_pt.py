@@ -67,6 +67,10 @@ def test_damaged_and_fixed_checkpoints_in_transformers_5(tmp_path, pt_python):  
         fix(FIX / "pt" / name, out, head="explicit")
         jobs.append({"folder": out, "ref": FIX / "pt" / name})
         fixed[str(out)] = 1e-6
+    llava = tmp_path / "pt_llava_nested_flag_disagrees"  # transformers 5 saved it with legacy names
+    fix(llava, tmp_path / "llava-explicit", head="explicit")
+    jobs.append({"folder": tmp_path / "llava-explicit", "ref": DAMAGED / "pt/llava_nested_flag_disagrees"})
+    fixed[str(tmp_path / "llava-explicit")] = 1e-6
     for out in fixed:
         assert check_checkpoint(out).ok, out
     got = load_all(pt_python, jobs, tmp_path)
