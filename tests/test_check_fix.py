@@ -281,3 +281,30 @@ def test_jsonedit_delete():
     assert delete_key(text, ("b",)) == '{\n  "a": 1,\n  "c": 3\n}'
     assert delete_key(text, ("c",)) == '{\n  "a": 1,\n  "b": "x\\"}"\n}'
     assert np.isfinite(json.loads(delete_key(text, ("a",)))["c"])
+
+
+def test_hostile_corpus_check_lists_fix_refuses(tmp_path):
+    """Every broken or hostile input of tests/hostile_corpus.py: check lists it as unreadable (exit 2) without
+    a traceback; fix refuses it with one line and leaves nothing behind; the inputs are unchanged."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import hostile_corpus as hc
+
+    cases = hc.build_corpus(tmp_path / "corpus")
+    before = digest(tmp_path / "corpus")
+    runner = CliRunner()
+    for name, path in cases:
+        if name in hc.EXPECT_OK:
+            continue
+        res = runner.invoke(cli, ["check", path, "--json"])
+        assert res.exit_code == 2, (name, res.output)
+        doc = json.loads(res.output)
+        assert any(c["ok"] is None and c["error"] for c in doc["checkpoints"]), (name, doc)
+        out = tmp_path / "out" / name
+        out.parent.mkdir(exist_ok=True)
+        res = runner.invoke(cli, ["fix", path, "-o", str(out)])
+        assert res.exit_code == 2, (name, res.output)
+        assert res.output.startswith("Error: ") and res.output.count("\n") == 1, (name, res.output)
+        assert not out.exists() and not any(p.name.startswith(".") for p in out.parent.iterdir())
+    assert digest(tmp_path / "corpus") == before

@@ -110,6 +110,13 @@ def _plan(a: Analysis, head: str | None) -> list[Repair]:
             f"the {len(names)} stored copies of the tied matrix differ and no copy is a strict majority: choose the "
             f"one to keep with --prefer embedding ({names[0]}), --prefer decoder ({names[-1]}) or --prefer NAME",
             a.ckpt.path)
+    for r in repairs:
+        if r.kind == "use-copy":
+            t, src = a.ckpt.tensors[r.tensor], a.ckpt.tensors[r.source]
+            if tuple(t.shape) != tuple(src.shape) or t.dtype != src.dtype:
+                raise UsageError(f"{r.tensor} ({t.dtype}{list(t.shape)}) cannot take the bytes of {r.source} "
+                                 f"({src.dtype}{list(src.shape)}): a transposed or converted copy is not repaired",
+                                 a.ckpt.path)
     for r in head_repairs(a, head):
         if r.kind == "set-flag":
             repairs = [x for x in repairs if not (x.kind == "set-flag" and x.key == r.key)]

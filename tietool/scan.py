@@ -82,23 +82,10 @@ def find_checkpoints(paths: list[str]) -> list[Found]:
     that does not exist is listed with its error (the others are still found)."""
     out: list[Found] = []
     for path in paths:
-        if not os.path.exists(path):
-            out.append(Found(path, None, "no such file or folder"))
-            continue
-        if os.path.isfile(path):
-            out.append(Found(path, _hf_model(os.path.dirname(os.path.abspath(path)))))
-            continue
-        found_here = _folder(path)
-        if found_here and os.path.isfile(os.path.join(path, FOLDER_CONFIG)):
-            out.extend(found_here)  # a model folder named directly: it is the checkpoint
-            continue
-        out.extend(found_here)
-        for root, dirs, _files in os.walk(path, followlinks=False):
-            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".")
-                             and not os.path.islink(os.path.join(root, d)))
-            if root == path:
-                continue
-            out.extend(_folder(root))
+        start = len(out)
+        _find_under(path, out)
+        if len(out) == start:
+            out.append(Found(path, None, "no checkpoint here (no weights file tietool reads)"))
     seen: set[tuple] = set()
     unique = []
     for f in out:
@@ -107,3 +94,21 @@ def find_checkpoints(paths: list[str]) -> list[Found]:
             seen.add(k)
             unique.append(f)
     return unique
+
+
+def _find_under(path: str, out: list[Found]) -> None:
+    if not os.path.exists(path):
+        out.append(Found(path, None, "no such file or folder"))
+        return
+    if os.path.isfile(path):
+        out.append(Found(path, _hf_model(os.path.dirname(os.path.abspath(path)))))
+        return
+    here = _folder(path)
+    out.extend(here)
+    if here and os.path.isfile(os.path.join(path, FOLDER_CONFIG)):
+        return  # a model folder named directly: it is the checkpoint (and the files beside it)
+    for root, dirs, _files in os.walk(path, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".")
+                         and not os.path.islink(os.path.join(root, d)))
+        if root != path:
+            out.extend(_folder(root))
