@@ -308,3 +308,15 @@ def test_hostile_corpus_check_lists_fix_refuses(tmp_path):
         assert res.output.startswith("Error: ") and res.output.count("\n") == 1, (name, res.output)
         assert not out.exists() and not any(p.name.startswith(".") for p in out.parent.iterdir())
     assert digest(tmp_path / "corpus") == before
+
+
+def test_every_consistent_fixture_layout_has_nothing_to_fix(tmp_path):
+    """check and fix on every layout tietool reads (the committed fixtures): consistent, nothing written."""
+    report = check_paths([str(FIX / d) for d in ("tf", "pt", "keras2", "keras3")])
+    formats = {c.format for c in report.checkpoints}
+    assert {"keras2-h5", "keras2-full-h5", "hf-tf-h5-sharded", "keras3-weights-h5", "keras3-weights-sharded",
+            "keras3-archive", "safetensors", "safetensors-sharded"} <= formats
+    assert report.exit_code == 0
+    for c in report.checkpoints:
+        r = fix(c.path, tmp_path / "out")
+        assert r.nothing_to_fix and r.output is None and not (tmp_path / "out").exists()
