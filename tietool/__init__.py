@@ -29,6 +29,8 @@ _LAZY = {
     "verify_tie": ("tietool.ties", "verify_tie"),
     "find_ties": ("tietool.ties", "find_ties"),
     "convert_checkpoint": ("tietool.convert", "convert"),
+    "check_paths": ("tietool.check", "check_paths"),
+    "fix_checkpoint": ("tietool.fix", "fix"),
     # imports TensorFlow: only when asked for
     "SharedEmbeddings": ("tietool.layer", "SharedEmbeddings"),
 }

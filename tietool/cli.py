@@ -395,12 +395,15 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
 @click.option("--names", type=click.Choice(["keras", "pt"]), default="keras", show_default=True,
               help="keras: keep the stored names (lossless); pt: a transformers TF checkpoint -> a folder PyTorch "
                    "transformers loads (PyTorch names and layouts, {\"format\": \"pt\"}, 5GB shards by default).")
+@click.option("--head", type=click.Choice(["explicit", "implicit"]), default=None,
+              help="With --names pt: explicit writes a tied head as a real tensor under the architecture's PyTorch "
+                   "name; implicit (the default) leaves it out, as transformers 5 saves.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
-def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: str | None, names: str, force: bool,
-            no_verify: bool, quiet: bool, as_json: bool) -> None:
+def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: str | None, names: str, head: str | None,
+            force: bool, no_verify: bool, quiet: bool, as_json: bool) -> None:
     """Convert SRC (file, shard index, .keras archive or model folder)
     between Keras HDF5 / .keras and safetensors, losslessly: names, bytes,
     dtypes, H5 attributes and config kept, so converting back restores the
@@ -424,11 +427,86 @@ def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: st
     progress = progress_reporter(quiet)
     try:
         result = convert_checkpoint(src, to, out=out, ties=ties, shard_size=shard_size, force=force,
-                                    verify=not no_verify, progress=progress, names=names)
+                                    verify=not no_verify, progress=progress, names=names, head=head)
     finally:
         if progress is not None:
             progress.close()
     output(result, as_json, render_convert)
+
+
+CHECK_EXIT_CODES = """\b
+Exit status:
+  0  every checkpoint is consistent (config and weights agree)
+  1  at least one checkpoint has a problem (each row says which, and the fix command)
+  2  at least one checkpoint could not be read (the others are still checked and listed), or bad usage
+  3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
+
+FIX_EXIT_CODES = """\b
+Exit status:
+  0  repaired and verified, or nothing to fix (nothing written)
+  2  bad input or usage, or a repair that needs a choice (--prefer): one line "Error: FILE: what is wrong"
+  3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
+
+
+@cli.command(epilog=CHECK_EXIT_CODES)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@json_option
+def check(paths: tuple[str, ...], as_json: bool) -> None:
+    """Audit config against weights for every checkpoint under PATHS (files,
+    model folders, or folders scanned recursively, the Hugging Face cache
+    layout included): the effective tie flag, what is stored (no head, an
+    identical or transposed copy, a different head, copies that differ),
+    whether they agree, and for each problem the `tietool fix` command.
+    Reads headers and only the tensor bytes a decision needs.
+
+    \b
+    Examples:
+      tietool check fixtures/damaged
+      tietool check ~/.cache/huggingface/hub --json
+    """
+    from .check import check_paths
+    from .render import render_check
+
+    report = check_paths(list(paths))
+    output(report.to_json(), as_json, render_check)
+    if report.exit_code:
+        click.get_current_context().exit(report.exit_code)
+
+
+@cli.command(epilog=FIX_EXIT_CODES)
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("-o", "--output", "out", type=click.Path(path_type=str), default=None,
+              help="Where to write the repaired copy (default: PATH-fixed).")
+@click.option("--head", type=click.Choice(["explicit", "implicit"]), default=None,
+              help="explicit: write a tied head as a real tensor under the architecture's PyTorch name (for loaders "
+                   "that ignore alias metadata); implicit: drop a stored head bit-identical to the embedding and "
+                   "record the tie in the config.")
+@click.option("--prefer", metavar="embedding|decoder|NAME", default=None,
+              help="Stored copies differ with no majority: keep this one (the first copy, the last, or a tensor name).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing it with the source.")
+@json_option
+def fix(path: str, out: str | None, head: str | None, prefer: str | None, force: bool, no_verify: bool,
+        as_json: bool) -> None:
+    """Write a repaired copy of PATH in its own format and layout (same file
+    names, shards and index; other files copied unchanged). The source is
+    never modified; with nothing to fix, nothing is written.
+
+    \b
+    Repairs: a flag saying untied with no head stored -> tied; a flag saying
+    tied (or default) with a different head stored -> untied; top-level and
+    nested flags that disagree -> all agree with the weights; stored copies
+    that differ -> the strict majority (or --prefer).
+
+    \b
+    Example:
+      tietool fix fixtures/damaged/pt/llama_flag_untied_no_head -o llama-fixed
+    """
+    from .fix import fix as fix_checkpoint
+    from .render import render_fix
+
+    result = fix_checkpoint(path, out, head=head, prefer=prefer, force=force, verify=not no_verify)
+    output(result.to_json(), as_json, render_fix)
 
 
 def main() -> None:

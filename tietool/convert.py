@@ -545,7 +545,8 @@ NAMES = ("keras", "pt")
 
 
 def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_size=None, force: bool = False,
-            verify: bool = True, progress: ProgressFn | None = None, names: str = "keras") -> dict:
+            verify: bool = True, progress: ProgressFn | None = None, names: str = "keras",
+            head: str | None = None) -> dict:
     """Convert ``src`` (anything :func:`tietool.formats.open_checkpoint`
     reads) to ``to`` (``"safetensors"``, ``"h5"`` or ``"keras"``; None: see
     :func:`infer_target`). Returns a summary; ``to_inferred`` says why the
@@ -556,6 +557,8 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
     transformers loads (:func:`tietool.convert_pt.convert_to_pt`)."""
     if names not in NAMES:
         raise UsageError(f"--names must be one of {', '.join(NAMES)} (got {names!r})")
+    if head is not None and (names != "pt" or head not in ("explicit", "implicit")):
+        raise UsageError("--head explicit|implicit goes with --names pt")
     if names == "pt":
         if to not in (None, "safetensors"):
             raise UsageError("--names pt writes safetensors: use --to safetensors")
@@ -563,7 +566,8 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
             raise UsageError("--names pt always writes each stored matrix once (no --ties keep)")
         from .convert_pt import convert_to_pt
 
-        result = convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress)
+        result = convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress,
+                               head=head)
         result["to_inferred"] = "--names pt writes safetensors" if to is None else None
         return result
     t0 = time.monotonic()

@@ -291,9 +291,12 @@ def _extra_files(src: str, ckpt: Checkpoint) -> list[tuple[str, str]]:
 
 
 def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: bool = True,
-                  progress: ProgressFn | None = None) -> dict:
+                  progress: ProgressFn | None = None, head: str | None = None) -> dict:
     """Convert the transformers TF checkpoint ``src`` to a PyTorch transformers
-    folder ``out`` (default: ``SRC-pt``). Returns a summary."""
+    folder ``out`` (default: ``SRC-pt``). Returns a summary. ``head="explicit"``
+    writes a tied head as a real tensor under the architecture's PyTorch name
+    (:func:`tietool.tiedata.with_explicit_head`); default and ``"implicit"``
+    leave it out, as transformers 5 saves."""
     t0 = time.monotonic()
     shard_bytes = _parse_size(shard_size)
     src = os.fspath(src)
@@ -303,8 +306,12 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
         try:
             plan = make_plan(ckpt)
             entries, copies = _merge_copies(ckpt, plan.entries, files)
-            tied = _tied_heads(ckpt, entries, plan.tied)
+            tied = _tied_heads(ckpt, entries, plan.tied) if head != "explicit" else {}
             entries = [e for e in entries if e.pt_name not in tied]
+            if head == "explicit":
+                from .tiedata import with_explicit_head
+
+                entries = with_explicit_head(ckpt.config, entries)
             out = os.fspath(out) if out is not None else _default_out(src, ckpt)  # printed as given
             shards = _shards(entries, shard_bytes)
             total = sum(e.source.nbytes for e in entries)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import unicodedata
 
 from tabulate import tabulate
@@ -192,6 +193,14 @@ def render_verify_tie(report: dict) -> str:
     lines = []
     for g in report["groups"]:
         lines.append(f"{g['verdict']}: {printable(g.get('reason', ''))}")
+        agree = g.get("agreement")
+        if agree:
+            n = sum(len(c) for c in agree["classes"])
+            lines.append(f"majority: {len(agree['majority'])} of {n} copies identical" if agree["majority"]
+                         else f"majority: none ({n} copies, no strict majority)")
+            for o in agree["odd_ones_out"]:
+                lines.append(f"odd one out: {printable(o['name'])}: first differs at {o['index']} "
+                             f"({o['value']} vs {o['expected']} in {printable(o['reference'])})")
         cons = g.get("consistency")
         if cons and not cons.get("consistent"):
             side = {"config": "the config is wrong", "weights": "the weights are wrong"}.get(cons.get("wrong_side"), "unclear which side is wrong")
@@ -256,4 +265,47 @@ def render_convert(r: dict) -> str:
     for removed, kept in r["aliases"].items():
         lines.append(f"  alias {printable(removed)} -> {printable(kept)}")
     lines += [f"  note: {n}" for n in r.get("notes", [])]
+    return "\n".join(lines)
+
+
+def _check_tie(c: dict) -> str:
+    if c.get("tied") is None:
+        return "-"
+    flags = c.get("flags") or []
+    declared = any(f["declared"] for f in flags)
+    return str(c["tied"]).lower() + ("" if declared or not flags else " (default)")
+
+
+def render_check(report: dict) -> str:
+    """`tietool check`: one row per checkpoint, then the fix commands."""
+    rows = []
+    for c in report["checkpoints"]:
+        verdict = "ok" if c["ok"] else "unreadable" if c["ok"] is None else "PROBLEM"
+        if c["ok"] is None:
+            problem = printable(c.get("error") or "")
+        elif c["problems"]:
+            problem = printable("; ".join(c["problems"]))
+        else:
+            problem = f"stored: {c.get('stored') or '-'}"
+        rows.append([printable(c["path"]), verdict, _check_tie(c), textwrap.fill(problem, 72)])
+    parts = [table(rows, ["path", "verdict", "tie", "problem"]) if rows else "(no checkpoints found)"]
+    fixes = [f"  {c['fix']}" for c in report["checkpoints"] if c.get("fix")]
+    if fixes:
+        parts.append("fix:\n" + "\n".join(printable(f) for f in fixes))
+    s = report["summary"]
+    parts.append(f"{s['checked']} checkpoint(s): {s['consistent']} consistent, {s['problems']} with a problem, "
+                 f"{s['unreadable']} unreadable ({s['seconds']:.2f} s)")
+    return "\n\n".join(parts)
+
+
+def render_fix(r: dict) -> str:
+    """`tietool fix`: what was repaired and written."""
+    if r["nothing_to_fix"]:
+        return f"{printable(r['source'])}: nothing to fix (config and weights agree); nothing written"
+    lines = [f"{printable(r['source'])} -> {printable(r['output'])}"]
+    lines += [f"  repaired: {printable(x['message'])}" for x in r["repairs"]]
+    lines += [f"  wrote {printable(f)}" for f in r["written"]]
+    if r["copied"]:
+        lines.append(f"  copied {len(r['copied'])} other file(s) unchanged")
+    lines.append(f"  {r['seconds']:.2f} s" + (", verified" if r["verified"] else ", not verified"))
     return "\n".join(lines)

@@ -218,6 +218,7 @@ class TieGroup:
     tie_source: str | None = None  # what establishes an implicit tie
     comparisons: list[dict] = field(default_factory=list)
     consistency: dict | None = None
+    agreement: dict | None = None  # copies that differ: classes, strict majority, odd ones out (tietool.majority)
 
     @property
     def tied(self) -> bool:
@@ -249,6 +250,8 @@ class TieGroup:
                 d["first_rows"] = rows[:10]
         if self.consistency is not None:
             d["consistency"] = self.consistency
+        if self.agreement is not None:
+            d["agreement"] = self.agreement
         return d
 
 
@@ -596,6 +599,9 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
             g.reason = (f"{worst.name!r} vs {worst.reference!r}: "
                         f"max abs diff {worst.max_abs_diff:.6g}, {worst.rows_differ} row(s) differ"
                         + (f", first {worst.first_rows}" if worst.first_rows else ""))
+            from .majority import Copy, agreement
+
+            g.agreement = agreement(ckpt, [Copy(m.name, m.info, m.transposed) for m in distinct]).to_json()
     # what the config says against what is stored
     if declared.get("value") is True and g.verdict != TIED:
         if g.kind == SEPARATE:
