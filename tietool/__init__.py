@@ -29,6 +29,7 @@ _LAZY = {
     "verify_tie": ("tietool.ties", "verify_tie"),
     "find_ties": ("tietool.ties", "find_ties"),
     "convert_checkpoint": ("tietool.convert", "convert"),
+    "diff_checkpoints": ("tietool.diff", "diff_checkpoints"),
     # imports TensorFlow: only when asked for
     "SharedEmbeddings": ("tietool.layer", "SharedEmbeddings"),
 }
