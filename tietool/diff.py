@@ -397,6 +397,12 @@ def diff_checkpoints(a: str | os.PathLike, b: str | os.PathLike, atol: float | N
     return DiffResult(a, b, fa, fb, atol, rtol, tuple(out), summarize_layers(out))
 
 
+def _rel_l2(acc: _Acc) -> float:
+    if acc.sq_a > 0:
+        return math.sqrt(acc.sq_diff) / math.sqrt(acc.sq_a)
+    return math.inf if acc.sq_diff else 0.0
+
+
 def _storage(info: TensorInfo) -> Any:
     return ("storage", info.file, info.storage_key) if info.storage_key is not None else (info.file, info.name)
 
@@ -429,11 +435,7 @@ def _one(p, sa: _Side, sb: _Side, atol, rtol, block_bytes: int, cache: dict) -> 
         status = NEAR
     else:
         status = IDENTICAL
-    rel_l2 = None
-    if acc.bits_differ:
-        rel_l2 = math.sqrt(acc.sq_diff) / math.sqrt(acc.sq_a) if acc.sq_a > 0 else (0.0 if not acc.sq_diff else math.inf)
-    elif status == IDENTICAL:
-        rel_l2 = 0.0
+    rel_l2 = _rel_l2(acc) if acc.bits_differ else (0.0 if status == IDENTICAL else None)
     first = tuple(int(i) for i in np.unravel_index(acc.first, ia.shape)) if acc.first is not None and ia.shape else (
         () if acc.first is not None else None)
     return TensorDiff(status=status, elements=acc.elements, elements_differ=acc.elements_differ,

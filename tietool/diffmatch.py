@@ -178,7 +178,7 @@ class _Matcher:
             if not lb:
                 continue
             if len(la) == len(lb):
-                couples = list(zip(la, lb))
+                couples = list(zip(la, lb, strict=True))
             elif len(la) > len(lb):
                 couples = [(x, lb[0]) for x in la]
             else:

@@ -5,6 +5,7 @@ temporary file beside FILE and renamed into place."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -12,7 +13,7 @@ import tempfile
 from .diff import DIFFERS, DTYPE, IDENTICAL, NEAR, DiffResult, layer_sort_key
 from .errors import MissingDependencyError, OutputExistsError, UsageError
 
-INSTALL_HINT = "--plot needs matplotlib, which is not installed: pip install 'tietool[plot]' (or pip install matplotlib)"
+INSTALL_HINT = "--plot needs matplotlib, which is not installed: pip install 'tietool[plot]'"
 COLOURS = {IDENTICAL: "#9e9e9e", NEAR: "#f59e0b", DIFFERS: "#d62728", DTYPE: "#7b3fa0"}
 
 
@@ -107,10 +108,8 @@ def write_plot(result: DiffResult, path: str, force: bool = False) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
