@@ -37,6 +37,8 @@ from .model import Checkpoint, TensorInfo
 
 #: Bytes of A's rows read per step (B adds as much).
 BLOCK_BYTES = 8 * 1024 * 1024
+#: Elements folded at once (float64 temporaries of 512 KB each).
+PART = 1 << 16
 #: Largest tensor read whole (permuted conv kernels, squeezed biases).
 MAX_WHOLE_BYTES = 256 * 1024 * 1024
 
@@ -233,9 +235,14 @@ class _Acc:
         self.row_elems = max(1, math.prod(self.shape[1:])) if len(self.shape) > 1 else 1
 
     def fold(self, a: np.ndarray, b: np.ndarray, start: int) -> None:
-        """Elements ``start:start + a.size`` of A (flat) against the same of B."""
+        """Elements ``start:start + a.size`` of A (flat) against the same of B,
+        in parts of :data:`PART` elements (bounded float64 temporaries)."""
         a = a.reshape(-1)
         b = b.reshape(-1)
+        for s in range(0, a.size, PART):
+            self._fold(a[s:s + PART], b[s:s + PART], start + s)
+
+    def _fold(self, a: np.ndarray, b: np.ndarray, start: int) -> None:
         self.elements += a.size
         if a.dtype == b.dtype and a.dtype.itemsize in (1, 2, 4, 8):
             kind = f"u{a.dtype.itemsize}"
@@ -288,9 +295,10 @@ class _Acc:
             self.last_row = int(rows[-1])
 
     def _sum_a(self, a: np.ndarray) -> None:
-        f = a.astype(np.float64)
-        f = f[np.isfinite(f)]
-        self.sq_a += float(np.dot(f, f))
+        for s in range(0, a.size, PART):
+            f = a[s:s + PART].astype(np.float64)
+            f = f[np.isfinite(f)]
+            self.sq_a += float(np.dot(f, f))
 
 
 class _Side:

@@ -212,7 +212,8 @@ class _Matcher:
         from .ties import declared_tie, find_ties
 
         heads = [n for n in left if not (self.ea if not swap else self.eb)[n].alias]
-        if not heads or declared_tie(other).get("value") is False:
+        # a tied head: the side that stores it and the side that leaves it out both declare the tie
+        if not heads or declared_tie(side).get("value") is False or declared_tie(other).get("value") is False:
             return
         try:
             groups = find_ties(side)
