@@ -39,6 +39,8 @@ from .model import Checkpoint, TensorInfo
 BLOCK_BYTES = 8 * 1024 * 1024
 #: Elements folded at once (float64 temporaries of 512 KB each).
 PART = 1 << 16
+#: A transposed pair up to this many blocks is read in one piece per side.
+WHOLE_TRANSPOSE_BLOCKS = 4
 #: Largest tensor read whole (permuted conv kernels, squeezed biases).
 MAX_WHOLE_BYTES = 256 * 1024 * 1024
 
@@ -261,44 +263,51 @@ class _Acc:
             self.clean_until = start
         self.bits_differ += n
         self._sum_a(a)
-        idx = np.flatnonzero(neq)
-        fa = a[idx].astype(np.float64)
-        fb = b[idx].astype(np.float64)
-        na, nb = np.isnan(fa), np.isnan(fb)
-        self.nan_mismatch += int(np.count_nonzero(na != nb))
-        nums = ~(na | nb)
+        if n == a.size:  # every element: no gather
+            idx = None
+            fa, fb = a.astype(np.float64), b.astype(np.float64)
+        else:
+            idx = np.flatnonzero(neq)
+            fa, fb = a[idx].astype(np.float64), b[idx].astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            d = np.abs(fa[nums] - fb[nums])
-            scale = np.abs(fb[nums])
-            if d.size:
-                finite = d[~np.isnan(d)]
-                if finite.size:
-                    self.max_abs = max(self.max_abs or 0.0, float(finite.max()))
-                    self.sq_diff += float(np.dot(finite, finite))
-                nz = scale > 0
-                if nz.any():
-                    rel = d[nz] / scale[nz]
-                    rel = rel[~np.isnan(rel)]
-                    if rel.size:
-                        self.max_rel = max(self.max_rel or 0.0, float(rel.max()))
+            d = np.abs(fa - fb)  # NaN where either is NaN (and inf - inf)
+            ok = ~np.isnan(d)
+            if not ok.all():
+                na, nb = np.isnan(fa), np.isnan(fb)
+                self.nan_mismatch += int(np.count_nonzero(na != nb))
+            else:
+                ok = None
+            top = float(np.max(d, where=True if ok is None else ok, initial=0.0)) if ok is None or ok.any() else None
+            if top is not None:
+                self.max_abs = max(self.max_abs or 0.0, top)
+                dd = d if ok is None else d[ok]
+                self.sq_diff += float(np.einsum("i,i->", dd, dd))
+                scale = np.abs(fb)
+                live = scale > 0 if ok is None else (scale > 0) & ok
+                if live.any():
+                    self.max_rel = max(self.max_rel or 0.0, float(np.max(d / scale, where=live, initial=0.0)))
             bad = ~np.isclose(fa, fb, rtol=self.rtol, atol=self.atol, equal_nan=True) if self.tolerance else None
-        hits = idx if bad is None else idx[bad]
+        if bad is None:
+            hits = np.flatnonzero(neq) if idx is None else idx
+        else:
+            hits = (np.flatnonzero(bad) if idx is None else idx[bad])
         if not hits.size:
             return
         self.elements_differ += int(hits.size)
         if self.first is None:
             self.first = start + int(hits[0])
-        rows = np.unique((start + hits) // self.row_elems)
-        rows = rows[rows > self.last_row]
-        self.rows_differ += int(rows.size)
-        if rows.size:
-            self.last_row = int(rows[-1])
+        rows = (start + hits) // self.row_elems  # ascending
+        fresh = int(np.count_nonzero(rows[1:] != rows[:-1])) + (1 if rows[0] > self.last_row else 0)
+        self.rows_differ += fresh
+        self.last_row = int(rows[-1])
 
     def _sum_a(self, a: np.ndarray) -> None:
         for s in range(0, a.size, PART):
             f = a[s:s + PART].astype(np.float64)
-            f = f[np.isfinite(f)]
-            self.sq_a += float(np.dot(f, f))
+            fin = np.isfinite(f)
+            if not fin.all():
+                f = f[fin]
+            self.sq_a += float(np.einsum("i,i->", f, f))
 
 
 class _Side:
@@ -333,7 +342,13 @@ def compare_tensors(sa: _Side, ia: TensorInfo, sb: _Side, ib: TensorInfo, perm, 
                     atol: float | None, rtol: float | None, block_bytes: int = BLOCK_BYTES) -> _Acc:
     """Stream one pair; ``perm`` takes B's stored layout to A's."""
     acc = _Acc(tuple(ia.shape), atol is not None or rtol is not None, atol or 0.0, rtol or 0.0)
-    if perm == (1, 0) and len(ia.shape) == 2:
+    if perm == (1, 0) and len(ia.shape) == 2 and max(ia.nbytes, ib.nbytes) <= WHOLE_TRANSPOSE_BLOCKS * block_bytes:
+        # small enough: B read in one piece and transposed tile by tile (a column block of a
+        # row-major tensor is one read per row: thousands of small reads for a [3072, 768] kernel)
+        R, C = ia.shape
+        raw = sb.rows(ib, 0, C, 1)
+        acc.fold(sa.rows(ia, 0, R, 0), transpose_into(raw, sb.blocks.scratch(2, raw.dtype, (R, C))), 0)
+    elif perm == (1, 0) and len(ia.shape) == 2:
         R, C = ia.shape
         step = _step(ia, ib, block_bytes)
         for r0 in range(0, R, step):
