@@ -232,6 +232,7 @@ class _Acc:
     clean_until: int | None = None  # elements [0, clean_until) identical, their ||a|| not summed yet
     nan_mismatch: int = 0
     row_elems: int = field(init=False)
+    _bufs: dict = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.row_elems = max(1, math.prod(self.shape[1:])) if len(self.shape) > 1 else 1
@@ -262,36 +263,41 @@ class _Acc:
         if not self.bits_differ and self.clean_until is None:
             self.clean_until = start
         self.bits_differ += n
-        self._sum_a(a)
-        if n == a.size:  # every element: no gather
+        if n == a.size:  # every element: no gather, and ||a|| from the same upcast
             idx = None
-            fa, fb = a.astype(np.float64), b.astype(np.float64)
+            fa, fb = self._f64(0, a), self._f64(1, b)
+            self._sum_f64(fa)
         else:
+            self._sum_a(a)
             idx = np.flatnonzero(neq)
-            fa, fb = a[idx].astype(np.float64), b[idx].astype(np.float64)
+            fa, fb = self._f64(0, a[idx]), self._f64(1, b[idx])
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            d = np.abs(fa - fb)  # NaN where either is NaN (and inf - inf)
-            ok = ~np.isnan(d)
-            if not ok.all():
-                na, nb = np.isnan(fa), np.isnan(fb)
-                self.nan_mismatch += int(np.count_nonzero(na != nb))
-            else:
-                ok = None
-            top = float(np.max(d, where=True if ok is None else ok, initial=0.0)) if ok is None or ok.any() else None
-            if top is not None:
-                self.max_abs = max(self.max_abs or 0.0, top)
-                dd = d if ok is None else d[ok]
-                self.sq_diff += float(np.einsum("i,i->", dd, dd))
-                scale = np.abs(fb)
+            d = np.subtract(fa, fb, out=self._scratch(2, fa.size))
+            np.abs(d, out=d)  # NaN where either is NaN (and inf - inf)
+            sq = float(np.einsum("i,i->", d, d))
+            ok = None
+            if math.isnan(sq):  # some NaN: leave those out, count one-sided ones
+                ok = ~np.isnan(d)
+                self.nan_mismatch += int(np.count_nonzero(np.isnan(fa) != np.isnan(fb)))
+                dd = d[ok]
+                sq = float(np.einsum("i,i->", dd, dd)) if dd.size else 0.0
+            if ok is None or ok.any():
+                self.max_abs = max(self.max_abs or 0.0, float(np.max(d, where=True if ok is None else ok,
+                                                                      initial=0.0)))
+                self.sq_diff += sq
+                scale = np.abs(fb, out=self._scratch(3, fb.size))
                 live = scale > 0 if ok is None else (scale > 0) & ok
-                if live.any():
-                    self.max_rel = max(self.max_rel or 0.0, float(np.max(d / scale, where=live, initial=0.0)))
+                np.divide(d, scale, out=scale, where=live)
+                self.max_rel = max(self.max_rel or 0.0, float(np.max(scale, where=live, initial=0.0)))
             bad = ~np.isclose(fa, fb, rtol=self.rtol, atol=self.atol, equal_nan=True) if self.tolerance else None
-        if bad is None:
-            hits = np.flatnonzero(neq) if idx is None else idx
-        else:
-            hits = (np.flatnonzero(bad) if idx is None else idx[bad])
+        if bad is None and idx is None:
+            self._hits_all(a.size, start)
+            return
+        hits = idx if bad is None else (np.flatnonzero(bad) if idx is None else idx[bad])
         if not hits.size:
+            return
+        if hits.size == a.size:
+            self._hits_all(a.size, start)
             return
         self.elements_differ += int(hits.size)
         if self.first is None:
@@ -301,13 +307,37 @@ class _Acc:
         self.rows_differ += fresh
         self.last_row = int(rows[-1])
 
+    def _hits_all(self, size: int, start: int) -> None:
+        """Every element of ``start:start + size`` differs."""
+        self.elements_differ += size
+        if self.first is None:
+            self.first = start
+        first, last = start // self.row_elems, (start + size - 1) // self.row_elems
+        self.rows_differ += last - max(first, self.last_row + 1) + 1
+        self.last_row = last
+
+    def _scratch(self, slot: int, n: int) -> np.ndarray:
+        """A reused float64 buffer: a fresh 512 KB array per part costs page faults."""
+        buf = self._bufs.get(slot)
+        if buf is None or buf.size < n:
+            buf = self._bufs[slot] = np.empty(max(n, PART), np.float64)
+        return buf[:n]
+
+    def _f64(self, slot: int, x: np.ndarray) -> np.ndarray:
+        out = self._scratch(slot, x.size)
+        np.copyto(out, x.reshape(-1), casting="unsafe")
+        return out
+
     def _sum_a(self, a: np.ndarray) -> None:
         for s in range(0, a.size, PART):
-            f = a[s:s + PART].astype(np.float64)
-            fin = np.isfinite(f)
-            if not fin.all():
-                f = f[fin]
-            self.sq_a += float(np.einsum("i,i->", f, f))
+            self._sum_f64(self._f64(4, a[s:s + PART]))
+
+    def _sum_f64(self, f: np.ndarray) -> None:
+        sq = float(np.einsum("i,i->", f, f))
+        if not math.isfinite(sq):
+            f = f[np.isfinite(f)]
+            sq = float(np.einsum("i,i->", f, f))
+        self.sq_a += sq
 
 
 class _Side:
