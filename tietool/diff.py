@@ -4,9 +4,11 @@ Pairs come from :mod:`tietool.diffmatch` (same name, aliases, tietool's name
 records, transformers' TF <-> PyTorch rules, a tied head left out). Each pair
 is streamed in bounded blocks of A's rows: B's rows when the two share an
 element order, B's *columns* when B is stored transposed (as ``verify-tie``
-reads a transposed copy), so no tensor is ever held whole (conv kernels,
-permuted, and ``[1, n]`` biases are small and read whole, up to
-:data:`MAX_WHOLE_BYTES`).
+reads a transposed copy), so memory is bounded by a few blocks whatever the
+tensor size. A transposed pair of at most :data:`WHOLE_TRANSPOSE_BLOCKS`
+blocks (32 MB) is read in one piece per side: a column block costs one read
+per row. Conv kernels (permuted) and ``[1, n]`` biases are small and read
+whole, up to :data:`MAX_WHOLE_BYTES`.
 
 Exact by default: elements compared as bits (bfloat16 as stored; NaN equals
 NaN only with the same payload; -0.0 differs from 0.0). With ``atol``/``rtol``
