@@ -371,3 +371,14 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
                                    "--plot", str(out)])
     assert res.exit_code == 2 and not out.exists()
     assert res.output.count("\n") == 1 and "pip install 'tietool[plot]'" in res.output
+
+
+def test_plot_hostile_names_are_plain_text(tmp_path):
+    """Names with mathtext markup or control characters do not break the plot."""
+    _need_matplotlib()
+    name = "x$.1.$\\frac{w\x1b[2J"
+    a = _save(str(tmp_path / "a.safetensors"), {name: np.ones(3, np.float32)})
+    b = _save(str(tmp_path / "b.safetensors"), {name: np.full(3, 2, np.float32)})
+    res = run("diff", a, b, "--plot", str(tmp_path / "p.png"))
+    assert res.exit_code == 1 and "\x1b" not in res.output
+    assert _png_size(str(tmp_path / "p.png")) == (1100, 480)

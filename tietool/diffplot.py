@@ -87,7 +87,7 @@ def write_plot(result: DiffResult, path: str, force: bool = False) -> None:
     ax.set_xlim(-1, max(1, len(shown)))
     step = max(1, math.ceil(len(ticks) / 40))
     ax.set_xticks(ticks[::step])
-    ax.set_xticklabels([lab[-28:] for lab in labels[::step]], rotation=60, ha="right", fontsize=8)
+    ax.set_xticklabels([_text(lab[-28:]) for lab in labels[::step]], rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("relative L2 error ||a-b|| / ||a||")
     ax.grid(axis="y", which="major", color="#dddddd", zorder=1)
     mode = "exact" if result.exact else f"atol={result.atol or 0}, rtol={result.rtol or 0}"
@@ -113,6 +113,13 @@ def write_plot(result: DiffResult, path: str, force: bool = False) -> None:
         raise
 
 
+def _text(text: str) -> str:
+    """Names from a file as plain text: control characters escaped, no mathtext."""
+    from .render import printable
+
+    return printable(text).replace("$", r"\$")
+
+
 def _short(path: str, width: int = 40) -> str:
     path = path.rstrip("/")
-    return path if len(path) <= width else "..." + path[-(width - 3):]
+    return _text(path if len(path) <= width else "..." + path[-(width - 3):])
