@@ -318,6 +318,9 @@ class _Acc:
         self.rows_differ += last - max(first, self.last_row + 1) + 1
         self.last_row = last
 
+    def release(self) -> None:
+        self._bufs.clear()
+
     def _scratch(self, slot: int, n: int) -> np.ndarray:
         """A reused float64 buffer: a fresh 512 KB array per part costs page faults."""
         buf = self._bufs.get(slot)
@@ -410,6 +413,7 @@ def compare_tensors(sa: _Side, ia: TensorInfo, sb: _Side, ib: TensorInfo, perm, 
             done += flat.size
             if done >= acc.clean_until:
                 break
+    acc.release()  # results are cached per pair: keep the figures, not the scratch buffers
     return acc
 
 
