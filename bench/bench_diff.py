@@ -46,6 +46,26 @@ for path in sys.argv[1:]:
 """
 
 
+INPROC = """
+import sys, time
+import tietool.diff
+t = time.perf_counter()
+tietool.diff.diff_checkpoints(sys.argv[1], sys.argv[2])
+print(time.perf_counter() - t)
+"""
+
+
+def inproc(python, a, b, paths, runs):
+    """Median seconds of the work alone, in one process after the imports."""
+    times = []
+    for _ in range(runs):
+        for p in paths:
+            subprocess.run(["cat", p], stdout=subprocess.DEVNULL, check=True, timeout=300)
+        out = subprocess.run([python, "-c", INPROC, a, b], capture_output=True, text=True, check=True)
+        times.append(float(out.stdout.split()[-1]))
+    return statistics.median(times)
+
+
 def files_of(path):
     if os.path.isfile(path):
         return [path]
@@ -140,6 +160,7 @@ def main():
         py = row([args.python, "-c", READ_BOTH, *paths], paths, args.runs)
         diff = row([*tietool, "diff", a, b], paths, args.runs)
         ok = diff[0] < 1.5 * py[0] and diff[3] < 250 * MB
+        work = inproc(args.python, a, b, paths, args.runs)
         pair = "%s (%.0f MB + %.0f MB)" % (label, sum(os.path.getsize(p) for p in files_of(a)) / MB,
                                            sum(os.path.getsize(p) for p in files_of(b)) / MB)
         for name, r in (("`cat A B > /dev/null`", cat), ("Python: read both files once (16 MB blocks)", py)):
@@ -148,6 +169,8 @@ def main():
         lines.append("| `tietool diff A B` | %s | %.3f | %.3f-%.3f | %.2f | %.2f | %.0f | < 1.5x read both, "
                      "< 250 MB | %s |" % (pair, diff[0], diff[1], diff[2], diff[0] / cat[0], diff[0] / py[0],
                                           diff[3] / MB, "yes" if ok else "**NO**"))
+        lines.append("| `diff_checkpoints` in one process, after the imports | %s | %.3f | | %.2f | %.2f | | | |"
+                     % (pair, work, work / cat[0], work / py[0]))
     lines += ["", "Median of %d runs, warm page cache; peak RSS = ru_maxrss of the child. %s, %s, %d CPUs, "
               "Python %s." % (args.runs, datetime.date.today().isoformat(), platform.platform(terse=True),
                               os.cpu_count(), platform.python_version())]
