@@ -31,6 +31,7 @@ _LAZY = {
     "convert_checkpoint": ("tietool.convert", "convert"),
     "check_paths": ("tietool.check", "check_paths"),
     "fix_checkpoint": ("tietool.fix", "fix"),
+    "diff_checkpoints": ("tietool.diff", "diff_checkpoints"),
     # imports TensorFlow: only when asked for
     "SharedEmbeddings": ("tietool.layer", "SharedEmbeddings"),
 }

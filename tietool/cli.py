@@ -518,3 +518,60 @@ def main() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# -- diff (appended: keep at the end) -----------------------------------------------------------
+
+DIFF_EXIT_CODES = """\b
+Exit status:
+  0  every tensor matched and is identical (within --atol/--rtol if given)
+  1  a tensor differs, has another shape or dtype, or is in one checkpoint only
+  2  bad input or usage: one line "Error: FILE: what is wrong" on stderr
+  3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
+
+
+@cli.command("diff", epilog=DIFF_EXIT_CODES)
+@click.argument("a", type=click.Path(path_type=str))
+@click.argument("b", type=click.Path(path_type=str))
+@click.option("--atol", type=float, default=None, help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--all", "show_all", is_flag=True, help="List identical tensors too (the table lists differences only).")
+@click.option("--plot", "plot_path", metavar="FILE.png", default=None,
+              help="Draw the relative difference per tensor, grouped by layer, on a log scale (needs matplotlib: "
+                   "pip install 'tietool[plot]').")
+@click.option("--force", is_flag=True, help="Overwrite --plot FILE if it exists.")
+@json_option
+def diff_cmd(a: str, b: str, atol: float | None, rtol: float | None, show_all: bool, plot_path: str | None,
+             force: bool, as_json: bool) -> None:
+    """Compare checkpoints A and B tensor by tensor, across layouts and naming
+    schemes: file, shard index, .keras or model folder, H5 or safetensors,
+    transformers TF or PyTorch names (kernels compared through the transpose),
+    a tie stored once on one side and twice on the other.
+
+    Exact by default (bitwise); --atol/--rtol as verify-tie (numpy.isclose,
+    an option not given counts as 0, NaN matches NaN). Prints how each pair
+    was matched and, for each difference, the max absolute and relative
+    difference, the relative L2 error ||a-b||/||a||, how many elements and
+    rows differ and the first differing index; then a per-layer summary.
+
+    \b
+    Examples:
+      tietool diff fixtures/diff/bert_tf fixtures/diff/bert_pt5
+      tietool diff fixtures/diff/bert_pt5 fixtures/diff/bert_pt5_tuned --plot diff.png
+      tietool diff A B --atol 1e-6 --json
+    """
+    from .diff import diff_checkpoints
+    from .render import render_diff
+
+    if plot_path:
+        from .diffplot import check_plot_output
+
+        check_plot_output(plot_path, force)  # before the work, not after it
+    result = diff_checkpoints(a, b, atol=atol, rtol=rtol)
+    if plot_path:
+        from .diffplot import write_plot
+
+        write_plot(result, plot_path, force=force)
+    output(result.to_json(), as_json, lambda r: render_diff(r, show_all=show_all))
+    if not result.identical:
+        click.get_current_context().exit(1)

@@ -309,3 +309,71 @@ def render_fix(r: dict) -> str:
         lines.append(f"  copied {len(r['copied'])} other file(s) unchanged")
     lines.append(f"  {r['seconds']:.2f} s" + (", verified" if r["verified"] else ", not verified"))
     return "\n".join(lines)
+
+
+# -- diff ---------------------------------------------------------------------------------
+
+def _g(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    return "0" if x == 0 else f"{x:.3g}"
+
+
+def _diff_name(t: dict) -> str:
+    a, b = t.get("a"), t.get("b")
+    name = printable(a if a is not None else b)
+    if a is not None and b is not None and a != b:
+        how = t["match"] + (f", {t['transform']}" if t.get("transform") else "")
+        name += f"\n  = {printable(b)} ({how})"
+    elif t.get("match") and t["match"] != "name":
+        name += f" ({t['match']})"
+    return name
+
+
+def render_diff(report: dict, show_all: bool = False) -> str:
+    """The result of ``tietool.diff.DiffResult.to_json()``, for people:
+    differences first, identical tensors counted (listed with ``show_all``)."""
+    s = report["summary"]
+    by = s["by_status"]
+    matched = ", ".join(f"{n} by {how}" for how, n in s["by_match"].items()) or "none"
+    pairs: list[tuple[str, object]] = [
+        ("a", f"{printable(report['a'])} ({report['format_a']})"),
+        ("b", f"{printable(report['b'])} ({report['format_b']})"),
+        ("comparison", s["comparison"]),
+        ("matched", f"{s['pairs']} pair(s): {matched}" + (f"; {s['transformed']} with a layout change"
+                                                          if s["transformed"] else "")),
+        ("result", ", ".join(f"{n} {k}" for k, n in by.items() if n) or "no tensors"),
+    ]
+    parts = [key_values(pairs)]
+    rows = []
+    for t in report["tensors"]:
+        if t["status"] in ("identical",) and not show_all:
+            continue
+        if t["status"] in ("only-a", "only-b", "shape-mismatch"):
+            detail = (f"{shape_str(t['shape_a'])} vs {shape_str(t['shape_b'])}" if t["status"] == "shape-mismatch"
+                      else shape_str(t["shape_a"] or t["shape_b"]) + f" {t['dtype_a'] or t['dtype_b']}")
+            rows.append([t["status"], _diff_name(t), "-", "-", "-", detail, "-"])
+            continue
+        differ = f"{t['elements_differ']:,} of {t['elements']:,}" + (
+            f", {t['rows_differ']:,} row(s)" if t["elements_differ"] else "")
+        if t["status"] == "dtype-mismatch":
+            differ = f"{t['dtype_a']} vs {t['dtype_b']}; " + differ
+        first = shape_str(t["first_index"]) if t.get("first_index") is not None else "-"
+        rows.append([t["status"], _diff_name(t), _g(t["max_abs"]), _g(t["max_rel"]), _g(t["rel_l2"]), differ, first])
+    hidden = by.get("identical", 0) if not show_all else 0
+    if rows:
+        parts.append(table(rows, ["status", "tensor", "max abs", "max rel", "rel L2", "elements differ", "first"]))
+    if hidden:
+        parts.append(f"{hidden} identical tensor(s) not listed (--all lists them)")
+    layers = report.get("layers") or []
+    if len(layers) > 1 or (layers and layers[0]["layer"] != "(no layer)"):
+        lrows = [[printable(g["layer"]), g["tensors"], g["differ"],
+                  f"{g['elements_differ']:,} of {g['elements']:,}"
+                  + (f" ({100 * g['elements_differ'] / g['elements']:.1f}%)" if g["elements"] else ""),
+                  _g(g["max_abs"]), _g(g["max_rel_l2"])] for g in layers]
+        parts.append("Per layer:\n" + table(lrows, ["layer", "tensors", "differ", "elements differ", "max abs",
+                                                    "max rel L2"]))
+    parts.append("IDENTICAL" if report["identical"] else "DIFFERENT")
+    return "\n\n".join(parts)
