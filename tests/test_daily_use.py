@@ -51,7 +51,10 @@ def test_command_list_summaries_fit():
     assert r.exit_code == 0
     commands = r.stdout.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
     assert commands == (
+        "  check       Audit tie flags against the stored weights.\n"
         "  convert     Convert losslessly: HDF5, .keras <-> safetensors.\n"
+        "  diff        Compare two checkpoints tensor by tensor.\n"
+        "  fix         Write a repaired copy of a checkpoint.\n"
         "  inspect     List tensors, config and ties (headers only).\n"
         "  run         Run the shared layer's embedding or linear pass.\n"
         "  verify-tie  Prove the embedding and LM head are tied."

@@ -448,7 +448,7 @@ Exit status:
   3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
 
 
-@cli.command(epilog=CHECK_EXIT_CODES)
+@cli.command(short_help="Audit tie flags against the stored weights.", epilog=CHECK_EXIT_CODES)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @json_option
 def check(paths: tuple[str, ...], as_json: bool) -> None:
@@ -473,7 +473,7 @@ def check(paths: tuple[str, ...], as_json: bool) -> None:
         click.get_current_context().exit(report.exit_code)
 
 
-@cli.command(epilog=FIX_EXIT_CODES)
+@cli.command(short_help="Write a repaired copy of a checkpoint.", epilog=FIX_EXIT_CODES)
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("-o", "--output", "out", type=click.Path(path_type=str), default=None,
               help="Where to write the repaired copy (default: PATH-fixed).")
@@ -530,7 +530,7 @@ Exit status:
   3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
 
 
-@cli.command("diff", epilog=DIFF_EXIT_CODES)
+@cli.command("diff", short_help="Compare two checkpoints tensor by tensor.", epilog=DIFF_EXIT_CODES)
 @click.argument("a", type=click.Path(path_type=str))
 @click.argument("b", type=click.Path(path_type=str))
 @click.option("--atol", type=float, default=None, help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
