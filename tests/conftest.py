@@ -1,32 +1,44 @@
-import json
+"""pytest wiring only: the --update-golden option and session fixtures that
+build things lazily (nothing is built at collection). Helpers tests import
+are in tests/helpers.py."""
+
+from __future__ import annotations
+
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "fixtures"
-MANIFEST = json.loads((FIXTURES / "MANIFEST.json").read_text())
+from helpers import UPDATE_GOLDEN_ENV
 
 
-def fixture(rel: str) -> Path:
-    return FIXTURES / rel
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/* from the current output instead of comparing "
+                          f"(same as {UPDATE_GOLDEN_ENV}=1)")
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the real console entry point in a subprocess, as a user would."""
-    full_env = dict(os.environ)
-    full_env.pop("TIETOOL_DEBUG", None)
-    if env:
-        full_env.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "tietool", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=full_env,
-    )
+def pytest_configure(config):
+    if config.getoption("--update-golden"):
+        os.environ[UPDATE_GOLDEN_ENV] = "1"
 
 
-@pytest.fixture
-def cli():
-    return run_cli
+class HostileCorpus:
+    """tests/hostile_corpus.py written once per session under ``workdir/corpus``;
+    ``cases``: ``{name: path relative to workdir}``; ``expect_text``: what each
+    case's error line must contain."""
+
+    def __init__(self, workdir: Path):
+        import hostile_corpus as hc
+
+        self.workdir = workdir
+        self.root = workdir / "corpus"
+        built = hc.build_corpus(self.root)
+        self.cases = {name: str(Path(path).relative_to(workdir)) for name, path in built}
+        self.expect_text = dict(hc.EXPECT_TEXT)
+        self.expect_ok = set(hc.EXPECT_OK)
+
+
+@pytest.fixture(scope="session")
+def hostile_corpus(tmp_path_factory) -> HostileCorpus:
+    return HostileCorpus(tmp_path_factory.mktemp("hostile"))

@@ -289,23 +289,18 @@ def test_jsonedit_delete():
     assert np.isfinite(json.loads(delete_key(text, ("a",)))["c"])
 
 
-def test_hostile_corpus_check_lists_fix_refuses(tmp_path):
+def test_hostile_corpus_check_lists_fix_refuses(tmp_path, hostile_corpus):
     """Every broken or hostile input of tests/hostile_corpus.py: check lists it as unreadable (exit 2) without
     a traceback; fix refuses it with one line and leaves nothing behind; the inputs are unchanged."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import hostile_corpus as hc
-
-    cases = hc.build_corpus(tmp_path / "corpus")
-    before = digest(tmp_path / "corpus")
+    before = digest(hostile_corpus.root)
     runner = CliRunner()
-    for name, path in cases:
-        if name in hc.EXPECT_OK:
+    for name, rel in hostile_corpus.cases.items():
+        if name in hostile_corpus.expect_ok:
             continue
+        path = str(hostile_corpus.workdir / rel)
         res = runner.invoke(cli, ["check", path, "--json"])
         assert res.exit_code == 2, (name, res.output)
-        doc = json.loads(res.output)
+        doc = json.loads(res.stdout)
         assert any(c["ok"] is None and c["error"] for c in doc["checkpoints"]), (name, doc)
         out = tmp_path / "out" / name
         out.parent.mkdir(exist_ok=True)
@@ -313,7 +308,7 @@ def test_hostile_corpus_check_lists_fix_refuses(tmp_path):
         assert res.exit_code == 2, (name, res.output)
         assert res.output.startswith("Error: ") and res.output.count("\n") == 1, (name, res.output)
         assert not out.exists() and not any(p.name.startswith(".") for p in out.parent.iterdir())
-    assert digest(tmp_path / "corpus") == before
+    assert digest(hostile_corpus.root) == before
 
 
 def test_every_consistent_fixture_layout_has_nothing_to_fix(tmp_path):

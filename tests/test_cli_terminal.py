@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from conftest import fixture
+from helpers import fixture
 
 
 def _run_with_tty_stderr(args, cwd):

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from tietool import OutputExistsError, UsageError, open_checkpoint
 from tietool.convert import convert, parse_size
 
-from conftest import FIXTURES, fixture, run_cli
+from helpers import FIXTURES, fixture, run_cli
 
 H5_FOLDERS = sorted(p.name for p in (FIXTURES / "tf").iterdir() if (p / "tf_model.h5").exists() or (p / "tf_model.h5.index.json").exists())
 H5_FILES = [

@@ -17,7 +17,7 @@ import h5py
 import pytest
 from click.testing import CliRunner
 
-from conftest import FIXTURES, MANIFEST
+from helpers import FIXTURES, MANIFEST
 
 from tietool.cli import cli
 from tietool.convert import convert

@@ -23,7 +23,7 @@ from tietool.convert import convert
 from tietool.convert_pt import convert_to_pt
 from tietool.diff import STATUSES, diff_checkpoints, layer_of
 
-from conftest import FIXTURES, MANIFEST
+from helpers import FIXTURES, MANIFEST
 
 FIX = str(FIXTURES)
 ALL = sorted(MANIFEST)  # every checkpoint fixture, folders and files

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hostile_corpus as hc  # noqa: E402
+import hostile_corpus as hc
 
 EXAMPLES = 100
 

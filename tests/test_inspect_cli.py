@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from conftest import fixture, run_cli
+from helpers import fixture, run_cli
 
 
 def test_table_and_summary_for_hf_tf_folder():

@@ -20,7 +20,7 @@ import textwrap
 
 import pytest
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 from tietool.convert import convert
 

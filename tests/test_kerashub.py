@@ -15,7 +15,7 @@ from tietool.errors import UsageError
 from tietool.formats import open_checkpoint
 from tietool.ties import verify_tie
 
-from conftest import FIXTURES, run_cli
+from helpers import FIXTURES, run_cli
 
 ROOT = FIXTURES / "kerashub"
 MANIFEST = json.loads((ROOT / "MANIFEST.json").read_text())

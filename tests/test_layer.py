@@ -12,7 +12,7 @@ pytest.importorskip("tensorflow")
 
 from tietool.layer import SharedEmbeddings  # noqa: E402
 
-from conftest import fixture, run_cli  # noqa: E402
+from helpers import fixture, run_cli  # noqa: E402
 
 SEED = fixture("keras2/seed_shared")
 SEED_H5 = SEED / "seed_shared_weights.h5"

@@ -16,7 +16,7 @@ import tietool
 from tietool.config import highlights
 from tietool.errors import CorruptCheckpointError, TietoolError
 
-from conftest import FIXTURES, MANIFEST, fixture
+from helpers import FIXTURES, MANIFEST, fixture
 
 
 # -- direct listings with the libraries people use --------------------------------

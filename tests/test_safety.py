@@ -35,7 +35,7 @@ from click.testing import CliRunner
 
 from tietool.cli import cli
 
-from conftest import ROOT, fixture
+from helpers import ROOT, fixture
 
 TMP_MARK = ".tietool-tmp-"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]

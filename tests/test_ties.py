@@ -11,40 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from conftest import fixture
+from helpers import EXPECTED_TIES, fixture
 from tietool import compare, ties
 from tietool.errors import TensorNotFoundError, UsageError
 from tietool.formats import open_checkpoint
 from tietool.inspect import inspect_checkpoint
 from tietool.render import render_inspect, render_tie_groups, render_verify_tie
 
-# path -> (tied, kind, verdict, number of members)
-EXPECTED = {
-    "tf/gpt2": (True, "implicit", "tied", 1),
-    "tf/gpt2_sharded": (True, "implicit", "tied", 1),
-    "tf/gpt2_tf_safetensors": (True, "implicit", "tied", 1),
-    "tf/bert_mlm": (True, "duplicate-copies", "tied", 2),
-    "tf/t5": (True, "duplicate-copies", "tied", 3),
-    "tf/opt": (True, "implicit", "tied", 1),
-    "tf/albert": (True, "duplicate-copies", "tied", 2),
-    "tf/distilbert": (True, "duplicate-copies", "tied", 2),
-    "tf/bart": (True, "implicit", "tied", 1),
-    "tf/t5_v1_1_untied": (False, "separate", "not tied", 4),
-    "tf/mistral_untied": (False, "separate", "not tied", 2),
-    "keras2/full_model.h5": (False, "separate", "not tied", 2),
-    "keras2/seed_shared": (True, "implicit", "tied", 1),
-    "keras3/tied_revemb.keras": (True, "implicit", "tied", 1),
-    "keras3/tied_revemb.weights.h5": (True, "implicit", "tied", 1),
-    "keras3/bf16_revemb.weights.h5": (True, "implicit", "tied", 1),
-    "keras3/untied_revemb.weights.h5": (False, "separate", "not tied", 2),
-    "keras3/legacy_full.h5": (False, "separate", "not tied", 2),
-    "keras3/sharded/untied_revemb.weights.json": (False, "separate", "not tied", 2),
-    "pt/gpt2": (True, "implicit", "tied", 1),
-    "pt/gpt2_sharded": (True, "implicit", "tied", 1),
-    "pt/llama_tied": (True, "implicit", "tied", 1),
-    "pt/llama_untied": (False, "separate", "not tied", 2),
-    "pt/llama_bf16": (False, "separate", "not tied", 2),
-}
+EXPECTED = EXPECTED_TIES
 
 
 @pytest.mark.parametrize("rel", sorted(EXPECTED))
@@ -59,7 +33,7 @@ def test_every_fixture(rel):
 
 
 def test_expected_agrees_with_manifest():
-    from conftest import MANIFEST
+    from helpers import MANIFEST
 
     for rel, (tied, *_rest) in EXPECTED.items():
         key = rel if rel in MANIFEST else rel.rsplit("/", 1)[0]

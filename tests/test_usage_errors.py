@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import fixture, run_cli
+from helpers import fixture, run_cli
 
 
 def one_error_line(r, needle):

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from safetensors.numpy import save_file
 
-from conftest import fixture, run_cli
-from test_ties import EXPECTED
+from helpers import EXPECTED_TIES as EXPECTED
+from helpers import fixture, run_cli
 from tietool.cli import cli
 
 

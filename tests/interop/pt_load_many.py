@@ -3,9 +3,12 @@
     python tests/interop/pt_load_many.py JOBS.json
 
 JOBS.json: a list of ``{"out": folder, "fixture": folder}``. Prints one JSON
-list (one result per job, in order) with what ``pt_load.py`` reports for one
-folder, plus ``warnings`` (the transformers log lines of that load) and
-``error`` (a load that raised). No tietool needed.
+list (one result per job, in order): the class loaded, missing/unexpected/
+mismatched keys, the max abs difference of the logits on
+FIXTURE/ref_input_ids.npy (plus ref_decoder_input_ids.npy for encoder-decoder
+models) against FIXTURE/ref_logits.npy, whether the output layer is the
+embedding's Parameter, the versions used, ``warnings`` (the transformers log
+lines of that load) and ``error`` (a load that raised). No tietool needed.
 """
 
 import json

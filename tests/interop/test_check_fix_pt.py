@@ -17,8 +17,6 @@ from tietool.convert_pt import convert_to_pt
 from tietool.errors import UsageError
 from tietool.fix import fix
 
-from .test_pt_load import pt_python  # noqa: F401  (the session fixture)
-
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "fixtures"
 DAMAGED = FIX / "damaged"
@@ -28,7 +26,7 @@ LOADER = Path(__file__).resolve().parent / "pt_load_check.py"
 pytestmark = pytest.mark.interop
 
 
-def load_all(pt_python: str, jobs: list[dict], tmp: Path) -> dict[str, dict]:  # noqa: F811
+def load_all(pt_python: str, jobs: list[dict], tmp: Path) -> dict[str, dict]:
     spec = tmp / "jobs.json"
     spec.write_text(json.dumps([{"folder": str(j["folder"]), "ref": str(j["ref"])} for j in jobs]))
     env = dict(os.environ, TRANSFORMERS_VERBOSITY="warning", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
@@ -38,7 +36,7 @@ def load_all(pt_python: str, jobs: list[dict], tmp: Path) -> dict[str, dict]:  #
     return {r["folder"]: r for r in json.loads(res.stdout.strip().splitlines()[-1])}
 
 
-def test_damaged_and_fixed_checkpoints_in_transformers_5(tmp_path, pt_python):  # noqa: F811
+def test_damaged_and_fixed_checkpoints_in_transformers_5(tmp_path, pt_python):
     jobs = []
     expect_src: dict[str, str] = {}
     fixed: dict[str, float] = {}

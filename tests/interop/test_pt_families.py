@@ -17,8 +17,6 @@ import pytest
 from tietool.convert_pt import convert_to_pt
 from tietool.ties import verify_tie
 
-from .test_pt_load import pt_python  # noqa: F401 - the session fixture
-
 FAMILIES = Path(__file__).resolve().parents[2] / "fixtures" / "tf_families"
 LOADER = Path(__file__).resolve().parent / "pt_load_many.py"
 MANIFEST = json.loads((FAMILIES / "MANIFEST.json").read_text())
@@ -29,7 +27,7 @@ pytestmark = pytest.mark.interop
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory, pt_python):  # noqa: F811
+def loaded(tmp_path_factory, pt_python):
     tmp = tmp_path_factory.mktemp("pt_families")
     jobs, summaries = {}, {}
     for family in NAMES:

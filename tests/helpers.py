@@ -1,0 +1,138 @@
+"""Shared test helpers: the ONE module tests import from (tests never import
+each other or conftest). Fixtures that need pytest (session corpora, the
+torch interpreter) are in conftest.py files; plain functions and data are here.
+
+Golden files (tests/golden/*.txt) hold the exact expected output of the CLI.
+Regenerate them after an intended change of output with
+
+    python -m pytest --update-golden            # or TIETOOL_UPDATE_GOLDEN=1 python -m pytest
+
+and review the diff (``git diff tests/golden``) before committing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+MANIFEST = json.loads((FIXTURES / "MANIFEST.json").read_text())
+UPDATE_GOLDEN_ENV = "TIETOOL_UPDATE_GOLDEN"
+
+# path -> (tied, kind, verdict, number of members): what verify-tie finds in each fixture
+EXPECTED_TIES = {
+    "tf/gpt2": (True, "implicit", "tied", 1),
+    "tf/gpt2_sharded": (True, "implicit", "tied", 1),
+    "tf/gpt2_tf_safetensors": (True, "implicit", "tied", 1),
+    "tf/bert_mlm": (True, "duplicate-copies", "tied", 2),
+    "tf/t5": (True, "duplicate-copies", "tied", 3),
+    "tf/opt": (True, "implicit", "tied", 1),
+    "tf/albert": (True, "duplicate-copies", "tied", 2),
+    "tf/distilbert": (True, "duplicate-copies", "tied", 2),
+    "tf/bart": (True, "implicit", "tied", 1),
+    "tf/t5_v1_1_untied": (False, "separate", "not tied", 4),
+    "tf/mistral_untied": (False, "separate", "not tied", 2),
+    "keras2/full_model.h5": (False, "separate", "not tied", 2),
+    "keras2/seed_shared": (True, "implicit", "tied", 1),
+    "keras3/tied_revemb.keras": (True, "implicit", "tied", 1),
+    "keras3/tied_revemb.weights.h5": (True, "implicit", "tied", 1),
+    "keras3/bf16_revemb.weights.h5": (True, "implicit", "tied", 1),
+    "keras3/untied_revemb.weights.h5": (False, "separate", "not tied", 2),
+    "keras3/legacy_full.h5": (False, "separate", "not tied", 2),
+    "keras3/sharded/untied_revemb.weights.json": (False, "separate", "not tied", 2),
+    "pt/gpt2": (True, "implicit", "tied", 1),
+    "pt/gpt2_sharded": (True, "implicit", "tied", 1),
+    "pt/llama_tied": (True, "implicit", "tied", 1),
+    "pt/llama_untied": (False, "separate", "not tied", 2),
+    "pt/llama_bf16": (False, "separate", "not tied", 2),
+}
+
+
+def fixture(rel: str) -> Path:
+    return FIXTURES / rel
+
+
+# -- running the CLI ------------------------------------------------------------------------
+
+def run_cli(*args, env: dict | None = None, timeout: float = 120, cwd=None) -> subprocess.CompletedProcess:
+    """Run the real entry point in a subprocess, as a user would. Use sparingly:
+    :func:`invoke` runs the same CLI in-process, a hundred times cheaper."""
+    full_env = dict(os.environ)
+    full_env.pop("TIETOOL_DEBUG", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "tietool", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd,
+    )
+
+
+def invoke(*args, **kwargs):
+    """The CLI in-process (Click's CliRunner): ``.exit_code``, ``.stdout``, ``.stderr``."""
+    from click.testing import CliRunner
+
+    from tietool.cli import cli
+
+    env = {"TIETOOL_DEBUG": None, **kwargs.pop("env", {})}
+    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="tietool", env=env, **kwargs)
+
+
+def one_error_line(code: int, stderr: str, needle: str = "", expected_code: int = 2) -> str:
+    """Exit status 2 (or ``expected_code``), exactly one stderr line ``Error: ...``
+    containing ``needle``, no traceback; the line."""
+    assert code == expected_code, (code, stderr)
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in stderr, stderr
+    assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# -- exact expected output ------------------------------------------------------------------
+
+TIMING = re.compile(r"\b\d+\.\d\d s\b")
+
+
+def timeless(text: str) -> str:
+    """Wall-clock figures (``0.06 s``) replaced by the placeholder ``<T> s``:
+    the only part of the CLI's text output that changes from run to run."""
+    return TIMING.sub("<T> s", text)
+
+
+def updating_golden() -> bool:
+    return os.environ.get(UPDATE_GOLDEN_ENV, "") not in ("", "0")
+
+
+def assert_golden(name: str, actual: str) -> None:
+    """``actual`` equals tests/golden/NAME exactly; with --update-golden
+    (or TIETOOL_UPDATE_GOLDEN=1) the file is (re)written instead."""
+    path = GOLDEN / name
+    if updating_golden():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != actual:
+            path.write_text(actual)
+        return
+    assert path.exists(), f"no golden file {path}: run `python -m pytest --update-golden` and review it"
+    expected = path.read_text()
+    if actual != expected:
+        import difflib
+
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
+                                            f"golden/{name}", "actual"))
+        raise AssertionError(f"output differs from tests/golden/{name} "
+                             f"(intended? `python -m pytest --update-golden`):\n{diff}")
+
+
+def transcript(args: list[str], result) -> str:
+    """One command's exact outcome as a golden file records it: the command
+    line, stdout, stderr and exit status (timings as ``<T> s``)."""
+    parts = ["$ tietool " + " ".join(args), timeless(result.stdout)]
+    if result.stderr:
+        parts.append("--- stderr\n" + timeless(result.stderr))
+    parts.append(f"--- exit {result.exit_code}\n")
+    return "\n".join(p.rstrip("\n") if i < len(parts) - 1 else p for i, p in enumerate(parts))

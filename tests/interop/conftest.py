@@ -1,0 +1,72 @@
+"""The torch 2.13 + transformers 5 interpreter the interop tests load outputs in
+(a session fixture, shared by the modules here):
+
+* ``TIETOOL_PT_PYTHON=/path/to/python``, else
+* a venv created once under ``~/.cache/tietool-test/venv-pt`` (override the
+  folder with ``TIETOOL_PT_VENV``) with ``pip install torch==2.13.0
+  "transformers>=5,<6" safetensors``, reused afterwards.
+
+Skipped, with the reason, only when that environment cannot be created."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REQUIREMENTS = ["torch==2.13.0", "transformers>=5,<6", "safetensors"]
+CHECK = "import torch, transformers, safetensors; assert transformers.__version__.split('.')[0] == '5'"
+
+
+def _works(python: str) -> bool:
+    try:
+        return subprocess.run([python, "-c", CHECK], capture_output=True, timeout=300).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _create_venv(folder: Path) -> tuple[str | None, str]:
+    """Build the venv in a temporary folder beside ``folder`` and rename it into
+    place, so an interrupted build is never reused."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".building-", dir=folder.parent))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, capture_output=True, timeout=300)
+        res = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet", *REQUIREMENTS],
+                             capture_output=True, text=True, timeout=3600)
+        if res.returncode != 0:
+            return None, f"pip install {' '.join(REQUIREMENTS)} failed: {res.stderr.strip()[-600:]}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        # bin/python finds its site-packages through pyvenv.cfg beside it, so the renamed venv works
+        # (only console-script shebangs keep the old path; the tests run bin/python alone)
+        tmp.rename(folder)
+        return str(folder / "bin" / "python"), ""
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"creating the venv failed: {exc}"
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pt_python() -> str:
+    explicit = os.environ.get("TIETOOL_PT_PYTHON")
+    if explicit:
+        if not _works(explicit):
+            pytest.fail(f"TIETOOL_PT_PYTHON={explicit} cannot import torch + transformers 5 + safetensors")
+        return explicit
+    folder = Path(os.environ.get("TIETOOL_PT_VENV") or Path.home() / ".cache" / "tietool-test" / "venv-pt")
+    py = folder / "bin" / "python"
+    if py.exists() and _works(str(py)):
+        return str(py)
+    made, why = _create_venv(folder)
+    if made is None or not _works(made):
+        pytest.skip(f"no torch 2.13.0 + transformers 5 environment: {why or 'the created venv does not import them'}"
+                    " (set TIETOOL_PT_PYTHON to use an existing one)")
+    return made
