@@ -96,12 +96,14 @@ def one_error_line(code: int, stderr: str, needle: str = "", expected_code: int 
 # -- exact expected output ------------------------------------------------------------------
 
 TIMING = re.compile(r"\b\d+\.\d\d s\b")
+JSON_SECONDS = re.compile(r'("seconds": )[0-9.e+-]+')
 
 
 def timeless(text: str) -> str:
-    """Wall-clock figures (``0.06 s``) replaced by the placeholder ``<T> s``:
-    the only part of the CLI's text output that changes from run to run."""
-    return TIMING.sub("<T> s", text)
+    """Wall-clock figures replaced by a placeholder, ``0.06 s`` by ``<T> s`` and
+    ``"seconds": 0.061`` by ``"seconds": <T>``: the only parts of the CLI's
+    output that change from run to run."""
+    return JSON_SECONDS.sub(r"\1<T>", TIMING.sub("<T> s", text))
 
 
 def updating_golden() -> bool:
