@@ -1,4 +1,5 @@
-"""The `inspect` command as a user runs it: table, JSON, filter, errors."""
+"""The `inspect` command as a user runs it: table, JSON, filter, errors. In-process
+(helpers.invoke), except the checks of the real entry points and their imports."""
 
 import json
 import os
@@ -10,12 +11,12 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from helpers import fixture, run_cli
+from helpers import fixture, invoke, run_cli
 
 
 def test_table_and_summary_for_hf_tf_folder():
-    r = run_cli("inspect", fixture("tf/bert_mlm"))
-    assert r.returncode == 0, r.stderr
+    r = invoke("inspect", fixture("tf/bert_mlm"))
+    assert r.exit_code == 0, r.stderr
     out = r.stdout
     assert "keras2-h5" in out
     assert "bert/" in out and "mlm___cls/" in out and "word_embeddings/weight:0" in out
@@ -30,8 +31,8 @@ def test_table_and_summary_for_hf_tf_folder():
 
 
 def test_json_document_shape_and_values():
-    r = run_cli("inspect", "--json", fixture("pt/llama_untied"))
-    assert r.returncode == 0, r.stderr
+    r = invoke("inspect", "--json", fixture("pt/llama_untied"))
+    assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     for key in ("format", "files", "tensors", "config", "metadata"):
         assert key in doc
@@ -49,17 +50,17 @@ def test_json_document_shape_and_values():
 
 
 def test_json_lists_duplicates_and_optimizer_state():
-    doc = json.loads(run_cli("inspect", "--json", fixture("tf/t5")).stdout)
+    doc = json.loads(invoke("inspect", "--json", fixture("tf/t5")).stdout)
     shared = [t for t in doc["tensors"] if t["name"].endswith("shared/embeddings:0")]
     assert len(shared) == 3  # every stored copy is listed
-    doc = json.loads(run_cli("inspect", "--json", fixture("keras3/tied_revemb.keras")).stdout)
+    doc = json.loads(invoke("inspect", "--json", fixture("keras3/tied_revemb.keras")).stdout)
     assert any(t["role"] == "optimizer" for t in doc["tensors"])
     assert doc["summary"]["optimizer_tensor_count"] > 0
 
 
 def test_filter_narrows_table_not_summary():
-    r = run_cli("inspect", "--filter", "*wte*", fixture("tf/gpt2"))
-    assert r.returncode == 0
+    r = invoke("inspect", "--filter", "*wte*", fixture("tf/gpt2"))
+    assert r.exit_code == 0
     assert "wte/embeddings:0" in r.stdout and "wpe/embeddings:0" not in r.stdout
     assert "1 of 16 tensors match the filter" in r.stdout
 
@@ -70,8 +71,8 @@ def test_control_characters_in_names_are_escaped(tmp_path):
         g = f.create_group("layers/x\x1b[2Jy/vars")
         g.attrs["name"] = "x"
         g.create_dataset("0", data=np.zeros((2, 2), "f4"))
-    r = run_cli("inspect", path)
-    assert r.returncode == 0, r.stderr
+    r = invoke("inspect", path)
+    assert r.exit_code == 0, r.stderr
     assert "\x1b" not in r.stdout
     assert "x\\x1b[2Jy" in r.stdout
 
@@ -87,8 +88,8 @@ def test_control_characters_in_names_are_escaped(tmp_path):
 def test_bad_input_one_line_exit_2(tmp_path, make, needle):
     path = tmp_path / "model.h5"
     make(path)
-    r = run_cli("inspect", path)
-    assert r.returncode == 2
+    r = invoke("inspect", path)
+    assert r.exit_code == 2
     assert r.stdout == ""
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: ")
@@ -100,26 +101,26 @@ def test_truncated_file(tmp_path):
     data = fixture("tf/gpt2/tf_model.h5").read_bytes()
     path = tmp_path / "tf_model.h5"
     path.write_bytes(data[: len(data) // 2])
-    r = run_cli("inspect", path)
-    assert r.returncode == 2 and r.stderr.startswith(f"Error: {path}: ") and "Traceback" not in r.stderr
+    r = invoke("inspect", path)
+    assert r.exit_code == 2 and r.stderr.startswith(f"Error: {path}: ") and "Traceback" not in r.stderr
 
 
 def test_missing_path_and_debug_traceback(tmp_path):
-    r = run_cli("inspect", tmp_path / "nope")
-    assert r.returncode == 2 and r.stderr.strip() == f"Error: {tmp_path / 'nope'}: no such file or folder"
-    r = run_cli("--debug", "inspect", tmp_path / "nope")
-    assert r.returncode == 2 and "Traceback" in r.stderr
-    r = run_cli("inspect", tmp_path / "nope", env={"TIETOOL_DEBUG": "1"})
+    r = invoke("inspect", tmp_path / "nope")
+    assert r.exit_code == 2 and r.stderr.strip() == f"Error: {tmp_path / 'nope'}: no such file or folder"
+    r = invoke("--debug", "inspect", tmp_path / "nope")
+    assert r.exit_code == 2 and "Traceback" in r.stderr
+    r = invoke("inspect", tmp_path / "nope", env={"TIETOOL_DEBUG": "1"})
     assert "Traceback" in r.stderr
 
 
 def test_version_help_and_usage_errors():
-    r = run_cli("--version")
-    assert r.returncode == 0 and "tietool" in r.stdout
-    r = run_cli("inspect", "--help")
-    assert r.returncode == 0 and "Exit status" in r.stdout and "--json" in r.stdout
-    r = run_cli("inspect")
-    assert r.returncode == 2
+    r = invoke("--version")
+    assert r.exit_code == 0 and "tietool" in r.stdout
+    r = invoke("inspect", "--help")
+    assert r.exit_code == 0 and "Exit status" in r.stdout and "--json" in r.stdout
+    r = invoke("inspect")
+    assert r.exit_code == 2
 
 
 def test_console_script_and_module_agree():
@@ -130,6 +131,7 @@ def test_console_script_and_module_agree():
 
 
 def test_cli_import_stays_light():
-    code = "import sys, tietool.cli; bad = [m for m in ('tensorflow', 'keras', 'torch', 'h5py') if m in sys.modules]; print(bad)"
+    code = ("import sys, tietool.cli; "
+            "bad = [m for m in ('tensorflow', 'keras', 'torch', 'h5py') if m in sys.modules]; print(bad)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "[]"

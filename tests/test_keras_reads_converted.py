@@ -24,10 +24,10 @@ from helpers import FIXTURES
 
 from tietool.convert import convert
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.interop, pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("tensorflow", "keras")),
     reason="needs TensorFlow with Keras 3",
-)
+)]
 
 SCRIPT = textwrap.dedent(r"""
     import json, os, sys, warnings

@@ -1,6 +1,6 @@
 """SharedEmbeddings against the real transformers 4.57.6 TFSharedEmbeddings
 outputs stored with the fixture (made by fixtures/make_fixtures.py), and
-`tietool run` end to end. Needs the `tf` extra; skipped without it."""
+`tietool run` end to end (in-process). Needs the `tf` extra; skipped without it."""
 
 import json
 
@@ -10,9 +10,11 @@ import pytest
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
+pytestmark = pytest.mark.interop  # TensorFlow
+
 from tietool.layer import SharedEmbeddings  # noqa: E402
 
-from helpers import fixture, run_cli  # noqa: E402
+from helpers import fixture, invoke  # noqa: E402
 
 SEED = fixture("keras2/seed_shared")
 SEED_H5 = SEED / "seed_shared_weights.h5"
@@ -111,8 +113,8 @@ def test_untied_pytorch_head_is_transposed_into_reverse_embeddings():
 
 def test_run_embedding_ids_and_output_file(tmp_path):
     out = tmp_path / "emb.npy"
-    r = run_cli("run", SEED_H5, "--mode", "embedding", "--ids", "1,2,3", "--output", out)
-    assert r.returncode == 0, r.stderr
+    r = invoke("run", SEED_H5, "--mode", "embedding", "--ids", "1,2,3", "--output", out)
+    assert r.exit_code == 0, r.stderr
     got = np.load(out)
     with __import__("h5py").File(SEED_H5, "r") as f:
         w = f[SEED_CFG["weight_dataset_path"]][()]
@@ -123,8 +125,8 @@ def test_run_embedding_ids_and_output_file(tmp_path):
 def test_run_linear_top_k_json(tmp_path):
     hidden = np.load(SEED / "hidden.npy")
     want = np.load(SEED / "linear_out.npy")
-    r = run_cli("run", SEED_H5, "--mode", "linear", "--input", SEED / "hidden.npy", "--top-k", "3", "--json")
-    assert r.returncode == 0, r.stderr
+    r = invoke("run", SEED_H5, "--mode", "linear", "--input", SEED / "hidden.npy", "--top-k", "3", "--json")
+    assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["shape"] == list(want.shape) and doc["tied"] is True
     first = doc["top_k"][0]
@@ -148,9 +150,9 @@ def test_run_bad_input_clear_error(tmp_path, monkeypatch, args, needle):
     np.save(tmp_path / "ids.npy", np.array([[1, 2]], dtype="int32"))
     np.save(tmp_path / "wrong_hidden.npy", np.zeros((1, 2, 12), dtype="float32"))
     (tmp_path / "not_npy.npy").write_bytes(b"hello")
-    r = run_cli("run", SEED_H5, *args)
-    assert r.returncode == 2, r.stdout + r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.startswith("Error:")]
+    r = invoke("run", SEED_H5, *args)
+    assert r.exit_code == 2, r.stdout + r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert "Traceback" not in r.stderr
 

@@ -1,16 +1,16 @@
 """Every refusal of a request (not of a file) is one line, exit 2, and writes
 nothing: convert's option combinations and targets, run's output path and
-pair options. These fail before any TensorFlow import."""
+pair options. These fail before any TensorFlow import. In-process (helpers.invoke)."""
 
 import os
 
 import pytest
 
-from helpers import fixture, run_cli
+from helpers import fixture, invoke
 
 
 def one_error_line(r, needle):
-    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in r.stderr, r.stderr
@@ -26,7 +26,7 @@ def one_error_line(r, needle):
 ])
 def test_convert_refusals(tmp_path, src, args, needle):
     out = tmp_path / "out"
-    one_error_line(run_cli("convert", fixture(src), *args, "-o", out), needle)
+    one_error_line(invoke("convert", fixture(src), *args, "-o", out), needle)
     assert not out.exists() and os.listdir(tmp_path) == []
 
 
@@ -36,7 +36,7 @@ def test_convert_never_writes_over_its_source(tmp_path):
     src = tmp_path / "gpt2"
     shutil.copytree(fixture("tf/gpt2"), src)
     before = {p.name: p.read_bytes() for p in src.iterdir()}
-    one_error_line(run_cli("convert", src / "tf_model.h5", "--to", "safetensors", "-o", src / "tf_model.h5", "--force"),
+    one_error_line(invoke("convert", src / "tf_model.h5", "--to", "safetensors", "-o", src / "tf_model.h5", "--force"),
                    "overwrite the source")
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
 
@@ -50,16 +50,16 @@ def test_run_output_refused_before_any_work(tmp_path, monkeypatch, make, args, n
     monkeypatch.chdir(tmp_path)
     if make:
         (tmp_path / make).write_bytes(b"keep me")
-    r = run_cli("run", fixture("tf/gpt2"), "--mode", "embedding", "--ids", "1,2", *args)
+    r = invoke("run", fixture("tf/gpt2"), "--mode", "embedding", "--ids", "1,2", *args)
     one_error_line(r, needle)
     if make:
         assert (tmp_path / make).read_bytes() == b"keep me"
 
 
 def test_run_pair_options(tmp_path):
-    r = run_cli("run", fixture("tf/gpt2"), "--mode", "embedding", "--ids", "1", "--decoder", "lm_head.weight")
+    r = invoke("run", fixture("tf/gpt2"), "--mode", "embedding", "--ids", "1", "--decoder", "lm_head.weight")
     one_error_line(r, "--decoder needs --embedding")
-    r = run_cli("run", fixture("keras3/tied_revemb.weights.h5"), "--mode", "embedding", "--ids", "1",
+    r = invoke("run", fixture("keras3/tied_revemb.weights.h5"), "--mode", "embedding", "--ids", "1",
                 "--embedding", "nope")
     one_error_line(r, "nope")
 
@@ -70,11 +70,11 @@ def test_broken_layout_metadata_refused(tmp_path):
 
     src = tmp_path / "m.safetensors"
     save_file({"a": np.zeros(2, "f4")}, str(src), metadata={"format": "tf", "tietool.layout": "{not json"})
-    one_error_line(run_cli("convert", src, "--to", "h5", "-o", tmp_path / "m.h5"), "is not a tietool layout")
+    one_error_line(invoke("convert", src, "--to", "h5", "-o", tmp_path / "m.h5"), "is not a tietool layout")
     assert not (tmp_path / "m.h5").exists()
 
 
 def test_keras_suffix_without_zip_refused(tmp_path):
     p = tmp_path / "m.keras"
     p.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-    one_error_line(run_cli("inspect", p), "not a .keras archive")
+    one_error_line(invoke("inspect", p), "not a .keras archive")

@@ -6,16 +6,10 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from safetensors.numpy import save_file
 
 from helpers import EXPECTED_TIES as EXPECTED
-from helpers import fixture, run_cli
-from tietool.cli import cli
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+from helpers import fixture, invoke, run_cli
 
 
 @pytest.mark.parametrize("rel", sorted(EXPECTED))
@@ -87,15 +81,15 @@ def test_explicit_names_and_bad_input(tmp_path):
     llama = fixture("pt/llama_untied")
     r = invoke("verify-tie", "--embedding", "model.embed_tokens.weight", "--decoder", "lm_head.weight", llama)
     assert r.exit_code == 1
-    r = run_cli("verify-tie", "--decoder", "no.such.tensor", llama)
-    assert r.returncode == 2 and r.stderr.startswith("Error: ") and "no.such.tensor" in r.stderr
-    r = run_cli("verify-tie", "--embedding", "model.embed_tokens.weight", "--decoder",
+    r = invoke("verify-tie", "--decoder", "no.such.tensor", llama)
+    assert r.exit_code == 2 and r.stderr.startswith("Error: ") and "no.such.tensor" in r.stderr
+    r = invoke("verify-tie", "--embedding", "model.embed_tokens.weight", "--decoder",
                 "model.layers.0.mlp.down_proj.weight", llama)
-    assert r.returncode == 2 and "cannot pair" in r.stderr
-    r = run_cli("verify-tie", "--atol", "-1", llama)
-    assert r.returncode == 2
-    r = run_cli("verify-tie", tmp_path / "missing")
-    assert r.returncode == 2
+    assert r.exit_code == 2 and "cannot pair" in r.stderr
+    r = invoke("verify-tie", "--atol", "-1", llama)
+    assert r.exit_code == 2
+    r = invoke("verify-tie", tmp_path / "missing")
+    assert r.exit_code == 2
 
 
 def test_alias_nan_and_no_output(tmp_path):
@@ -125,8 +119,8 @@ def test_hostile_name_is_escaped(tmp_path):
 
 
 def test_inspect_lists_tie_groups():
-    r = run_cli("inspect", fixture("keras3/untied_revemb.weights.h5"))
-    assert r.returncode == 0
+    r = invoke("inspect", fixture("keras3/untied_revemb.weights.h5"))
+    assert r.exit_code == 0
     assert "Tie groups:" in r.stdout and "vars/1 (T) [decoder]" in r.stdout and "unverified" in r.stdout
-    doc = json.loads(run_cli("inspect", "--json", fixture("tf/bert_mlm")).stdout)
+    doc = json.loads(invoke("inspect", "--json", fixture("tf/bert_mlm")).stdout)
     assert doc["ties"][0]["kind"] == "duplicate-copies" and len(doc["ties"][0]["members"]) == 2
