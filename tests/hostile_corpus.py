@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the cases are a table: one case per line)
 """Build a corpus of broken and hostile checkpoint files.
 
 Everything is made byte by byte, with ``struct``/``zipfile``/``zlib``, or

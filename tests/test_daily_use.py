@@ -17,11 +17,11 @@ import h5py
 import pytest
 from click.testing import CliRunner
 
-from helpers import FIXTURES, MANIFEST
-
 from tietool.cli import cli
 from tietool.convert import convert
 from tietool.inspect import inspect_checkpoint
+
+from helpers import FIXTURES, MANIFEST
 
 KERAS = "fixtures/keras3/tied_revemb.keras"
 

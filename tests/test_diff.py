@@ -176,7 +176,7 @@ def test_one_ulp_copy_reports_exactly_that_element(rel, tmp_path):
     assert [(t.b, t.status) for t in bad] == [(name, "differs")], bad
     t = bad[0]
     assert t.first_index == index and t.elements_differ == 1 and t.rows_differ == 1 and t.bits_differ == 1
-    assert 0 < t.max_abs and 0 < t.max_rel < 1e-2 and 0 < t.rel_l2 < 1e-2
+    assert t.max_abs > 0 and 0 < t.max_rel < 1e-2 and 0 < t.rel_l2 < 1e-2
     assert not r.identical
     # within a tolerance it is "near", and the whole diff matches
     r2 = diff_checkpoints(src, copy, rtol=1e-2)

@@ -20,9 +20,9 @@ import textwrap
 
 import pytest
 
-from helpers import FIXTURES
-
 from tietool.convert import convert
+
+from helpers import FIXTURES
 
 pytestmark = [pytest.mark.interop, pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("tensorflow", "keras")),

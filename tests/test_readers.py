@@ -18,7 +18,6 @@ from tietool.errors import CorruptCheckpointError, TietoolError
 
 from helpers import FIXTURES, MANIFEST, fixture
 
-
 # -- direct listings with the libraries people use --------------------------------
 
 def h5_datasets(source) -> dict[str, h5py.Dataset]:
@@ -46,9 +45,10 @@ def direct_tensors(path):
         return direct_tensors(os.path.join(path, others[0]))
     if path.endswith(".safetensors"):
         with safe_open(path, "np") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     if path.endswith(".json"):
-        index = json.load(open(path))
+        with open(path) as fh:
+            index = json.load(fh)
         shards = []
         for v in index["weight_map"].values():
             for s in v if isinstance(v, list) else [v]:
@@ -100,7 +100,8 @@ def test_listing_and_bytes_match_direct_read(rel):
             assert got.tobytes() == want.tobytes(), info.name  # bit for bit
 
 
-@pytest.mark.parametrize("rel", ["tf/bert_mlm", "pt/llama_untied", "keras3/tied_revemb.keras", "keras3/bf16_revemb.weights.h5"])
+@pytest.mark.parametrize("rel", ["tf/bert_mlm", "pt/llama_untied", "keras3/tied_revemb.keras",
+                                 "keras3/bf16_revemb.weights.h5"])
 def test_chunks_reassemble_exactly(rel):
     with tietool.open_checkpoint(fixture(rel)) as ckpt:
         for info in ckpt:
@@ -200,7 +201,8 @@ def test_sharded_indexes_join_every_shard():
 
 
 def test_hf_shards_same_weights_as_single_file():
-    with tietool.open_checkpoint(fixture("tf/gpt2")) as one, tietool.open_checkpoint(fixture("tf/gpt2_sharded")) as many:
+    with tietool.open_checkpoint(fixture("tf/gpt2")) as one, \
+            tietool.open_checkpoint(fixture("tf/gpt2_sharded")) as many:
         single = {t.name.split("/", 1)[1]: one.read(t.name) for t in one}
         for t in many:
             key = t.name.split("/", 1)[1] if not t.name.startswith("transformer/") else t.name.split("/", 1)[1]

@@ -284,8 +284,8 @@ def test_disk_full_every_direction():
             with contextlib.suppress(FileNotFoundError):
                 (disk / "filler").unlink()
             fill(disk, leave_kb)
-            r = tietool("convert", src, *args, "-o", out, "--force")
-            one_line(r.returncode, r.stderr, f"Error: {out}: cannot write (no space left on device)")
+            code, _, err = invoke("convert", src, *args, "-o", out, "--force")
+            one_line(code, err, f"Error: {out}: cannot write (no space left on device)")
             assert digest(out) == previous and digest(src) == before_src and not temporaries(disk), (args, leave_kb)
 
 
@@ -308,11 +308,11 @@ def test_read_only_file_system():
         r = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True)
         needs(f"remount read-only ({r.stderr.strip()})", r.returncode == 0)
         for args in (["--to", "safetensors"], ["--to", "safetensors", "--names", "pt"]):
-            r = tietool("convert", fixture("tf/gpt2"), *args, "-o", out, "--force")
-            one_line(r.returncode, r.stderr, f"Error: {out}: cannot write (read-only file system)")
+            code, _, err = invoke("convert", fixture("tf/gpt2"), *args, "-o", out, "--force")
+            one_line(code, err, f"Error: {out}: cannot write (read-only file system)")
             assert (out / "model.safetensors").read_bytes() == b"previous output"
-        r = tietool("convert", fixture("pt/gpt2"), "--to", "h5", "-o", disk / "new")
-        one_line(r.returncode, r.stderr, f"Error: {disk / 'new'}: cannot write (read-only file system)")
+        code, _, err = invoke("convert", fixture("pt/gpt2"), "--to", "h5", "-o", disk / "new")
+        one_line(code, err, f"Error: {disk / 'new'}: cannot write (read-only file system)")
 
 
 def test_permissions_both_ways():
@@ -397,8 +397,8 @@ def test_signals_leave_previous_output(tmp_path, big):
     ]
     # h5 output from a safetensors source; a sharded folder output from an HDF5 source
     h5src = tmp_path / "src.h5"
-    r = tietool("convert", src, "--to", "h5", "-o", h5src, "--no-verify")
-    assert r.returncode == 0, r.stderr
+    code, _, err = invoke("convert", src, "--to", "h5", "-o", h5src, "--no-verify")
+    assert code == 0, err
     for sig, code, args, name in cases:
         source = h5src if "--shard-size" in args else src
         out = tmp_path / name

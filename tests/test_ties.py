@@ -11,12 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from helpers import EXPECTED_TIES, fixture
 from tietool import compare, ties
 from tietool.errors import TensorNotFoundError, UsageError
 from tietool.formats import open_checkpoint
 from tietool.inspect import inspect_checkpoint
 from tietool.render import render_inspect, render_tie_groups, render_verify_tie
+
+from helpers import EXPECTED_TIES, fixture
 
 EXPECTED = EXPECTED_TIES
 
@@ -46,7 +47,8 @@ def test_members_and_orientation():
     assert emb["role"] == "embedding" and emb["name"].endswith("embed_tokens/embeddings:0") and not emb["transposed"]
     assert dec["role"] == "decoder" and dec["name"].endswith("lm_head/kernel:0") and dec["transposed"]
     g = ties.verify_tie(fixture("keras3/untied_revemb.weights.h5"))["groups"][0]
-    assert [m["name"] for m in g["members"]] == ["layers/reversible_embedding/vars/0", "layers/reversible_embedding/vars/1"]
+    assert [m["name"] for m in g["members"]] == ["layers/reversible_embedding/vars/0",
+                                                 "layers/reversible_embedding/vars/1"]
     assert g["members"][1]["transposed"] and g["rows_differ"] == 64
 
 
@@ -124,8 +126,9 @@ def test_one_ulp_in_one_copy(tmp_path, rel, dataset):
     r = ties.verify_tie(folder, atol=1e-6)
     assert r["tied"] is True and r["groups"][0]["verdict"] == "tied"
     # tampering the reference copy makes every other copy differ from it
-    assert sum(c["bits_differ"] for c in r["groups"][0]["comparisons"]) == (1 if "cls" in dataset or "decoder/" in dataset else
-                                                                          len(r["groups"][0]["comparisons"]))
+    comparisons = r["groups"][0]["comparisons"]
+    assert sum(c["bits_differ"] for c in comparisons) == (1 if "cls" in dataset or "decoder/" in dataset else
+                                                        len(comparisons))
     assert ties.verify_tie(folder, rtol=1e-5)["tied"] is True
     assert ties.verify_tie(folder, atol=0.0)["tied"] is False
 
@@ -303,7 +306,8 @@ def test_explicit_pair():
     with pytest.raises(KeyError):
         ties.verify_tie(bert, decoder="nope")
     with pytest.raises(UsageError):
-        ties.verify_tie(bert, embedding=a, decoder="bert/tf_bert_for_masked_lm/bert/embeddings/position_embeddings/embeddings:0")
+        ties.verify_tie(bert, embedding=a,
+                        decoder="bert/tf_bert_for_masked_lm/bert/embeddings/position_embeddings/embeddings:0")
     with pytest.raises(ValueError):
         ties.verify_tie(bert, embedding=a, decoder=a)
     with pytest.raises(UsageError):
