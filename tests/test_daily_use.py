@@ -88,6 +88,7 @@ def test_help_has_examples_and_only_its_exit_codes(command):
     assert 2 <= len(lines) <= 4 and all(line.startswith(f"tietool {command} ") for line in lines), lines
 
 
+@pytest.mark.interop  # the `run` examples need TensorFlow
 def test_help_examples_run_as_written(repo):
     """Every example line of every command's help, run from the repository root."""
     ran = []
