@@ -32,7 +32,7 @@ SESSIONS: dict[str, list[list[str]]] = {
         ["inspect", "fixtures/keras3/untied_revemb.weights.h5", "--json"],
         ["inspect", "missing.h5"],
         ["inspect", "missing.h5", "--json"],
-        ["inspect", "--debug", "--", "--debug"],
+        ["inspect", "--", "--debug"],
     ],
     "verify-tie": [
         *[["verify-tie", f"fixtures/{rel}"] for rel in sorted(EXPECTED_TIES)],
