@@ -2,10 +2,11 @@
 
 What goes where
 ---------------
-A file in gives a file out; a folder in gives a folder out (every non-weight
-file - config.json, generation_config.json, tokenizer files... - copied
-unchanged). Without ``out``: beside the source, the weights file renamed
-with the new extension (``tf_model.h5`` <-> ``model.safetensors``,
+A file in gives a file out; a folder in gives a folder out (the folder's
+other files - config.json, generation_config.json, tokenizer files... -
+copied unchanged, under the policy of :mod:`tietool.convert.sidefiles`).
+Without ``out``: beside the source, the weights file renamed with the new
+extension (``tf_model.h5`` <-> ``model.safetensors``,
 ``x.weights.h5`` -> ``x.safetensors``, ``full_model.h5`` -> ``full_model.safetensors``);
 a folder ``DIR`` gives ``DIR-safetensors`` / ``DIR-h5``. When the output is
 several files (``shard_size``, or an H5 checkpoint that was sharded) it is a
@@ -92,8 +93,9 @@ Safety
 The source is only read. An existing output is replaced only with
 ``force``. Everything is written to a temporary file/folder beside the target
 and renamed into place when complete and verified (every tensor of the
-re-opened output compared byte for byte with its source, unless
-``verify=False``); on any error or interrupt the temporary is removed. What
+re-opened output compared byte for byte with its source, and every
+safetensors output read with ``safetensors.safe_open``, unless
+``verify=False``: :mod:`.verify`); on any error or interrupt the temporary is removed. What
 ``force`` may replace, refusing outputs that are or hold the source, fsync,
 write errors and stale temporaries: :mod:`tietool.writers.safe_output`.
 

@@ -46,13 +46,14 @@ def infer_target(ckpt: Checkpoint, names: str = "keras", out: str | None = None)
     return "h5", "the source is safetensors"
 
 
-def check_target(ckpt: Checkpoint, to: str) -> None:
+def check_target(ckpt: Checkpoint, to: str, src: str) -> None:
+    """Refuse converting to the format the source already has (``src``: as given)."""
     if to == "safetensors" and ckpt.format in ST_FORMATS:
-        raise UsageError("source is already safetensors", ckpt.path)
+        raise UsageError("source is already safetensors", src)
     if to == "h5" and ckpt.format in H5_FORMATS - {"keras3-archive"}:
-        raise UsageError("source is already HDF5", ckpt.path)
+        raise UsageError("source is already HDF5", src)
     if to == "keras" and ckpt.format == "keras3-archive":
-        raise UsageError("source is already a .keras archive", ckpt.path)
+        raise UsageError("source is already a .keras archive", src)
 
 
 # -- to safetensors -------------------------------------------------------------------

@@ -110,7 +110,7 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
             to, inferred = keras_plan.infer_target(ckpt, names, out)
             if shard_bytes is not None and to != "safetensors":
                 raise UsageError(f"--shard-size is only supported for safetensors output (this converts to {to})")
-        keras_plan.check_target(ckpt, to)
+        keras_plan.check_target(ckpt, to, src)
         src_file = ckpt.path if os.path.isfile(ckpt.path) else ckpt.files[0]  # index, archive or weights file
         src_name = os.path.basename(src_file)
         plan, notes = _keras_plan(ckpt, to, ties, shard_bytes, src_name)

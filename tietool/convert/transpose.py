@@ -17,7 +17,7 @@ from .. import dtypes
 from ..compare import BlockReader, transpose_into
 from ..errors import UsageError
 from ..model import Checkpoint, TensorInfo
-from ..writers import _le_bytes, _pwrite_all
+from ..writers import le_bytes, pwrite_all
 from .plan import TensorOut
 
 #: Bytes of one transposed block held in memory (plus one scratch copy).
@@ -44,8 +44,8 @@ def write_transposed(info: TensorInfo, reader: BlockReader, fd: int, pos: int,
         c1 = min(C, c0 + width)
         raw = reader.block(info, 0, R, c0, c1, slot=1)
         t = transpose_into(raw, reader.scratch(2, raw.dtype, (c1 - c0, R)))
-        data = _le_bytes(t)
-        _pwrite_all(fd, data, pos + c0 * R * item)
+        data = le_bytes(t)
+        pwrite_all(fd, data, pos + c0 * R * item)
         if tick:
             tick(len(data))
 

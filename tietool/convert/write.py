@@ -1,8 +1,11 @@
 """Writing one output file of a plan: :func:`write_output`.
 
 Each call opens its own source descriptors and buffers and shares no mutable
-state with another (only ``tick``, the progress counter), so the files of one
-plan (shards) could be written concurrently.
+state with another (only ``tick``, the progress counter, which would need a
+lock), so the files of one plan (shards) could be written concurrently. The
+source :class:`~tietool.model.Checkpoint` is shared read-only; tensors not
+stored contiguous and raw (chunked or compressed HDF5) are read through h5py,
+which serialises its calls with its own lock.
 
 * safetensors: the header first (every offset is known from the plan), then
   each tensor at its place: stored bytes by byte range
@@ -20,7 +23,7 @@ from typing import Callable
 from .. import writers
 from ..compare import BlockReader
 from ..model import Checkpoint
-from ..writers import SourceFiles, _le_bytes, _pwrite_all
+from ..writers import SourceFiles, le_bytes, pwrite_all
 from ..writers.safetensors_writer import build_header
 from .plan import OutputFile
 from .transpose import permuted, write_transposed
@@ -57,7 +60,7 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
     reader: BlockReader | None = None
     try:
-        _pwrite_all(fd, memoryview(head), 0)
+        pwrite_all(fd, memoryview(head), 0)
         pos = len(head)
         for t in out.tensors:
             if t.same_bytes:
@@ -66,8 +69,8 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
                 reader = reader or BlockReader(ckpt)
                 write_transposed(t.source, reader, fd, pos, tick)
             else:
-                data = _le_bytes(permuted(ckpt, t))
-                _pwrite_all(fd, data, pos)
+                data = le_bytes(permuted(ckpt, t))
+                pwrite_all(fd, data, pos)
                 if tick:
                     tick(len(data))
             pos += t.source.nbytes
