@@ -191,4 +191,4 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
         source=src, source_format=ckpt.format, names="pt", to="safetensors", to_inferred=None, output=out,
         files=tuple(written), copied_files=tuple(copied), tensors=len(plan.tensors), bytes=plan.nbytes,
         file_bytes=sum(os.path.getsize(p) for p in written), aliases={}, verified=bool(verify),
-        seconds=round(time.monotonic() - t0, 3), notes=tuple(_link_notes(side)), pt=plan.extra["pt"])
+        seconds=round(time.monotonic() - t0, 3), notes=tuple(_link_notes(side)), pt=plan.pt)

@@ -20,10 +20,11 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Union
+from typing import Callable, Literal, Union
 
 from ..errors import UsageError
 from ..model import TensorInfo
+from .result import PtDetails
 
 #: ``progress(phase, bytes done, bytes total)``; phases ``"write"`` and ``"verify"``.
 ProgressFn = Callable[[str, int, int], None]
@@ -98,7 +99,7 @@ class Plan:
     multi: bool = False  # several files: the output is a folder
     aliases: dict[str, str] = field(default_factory=dict)  # removed copy -> the name it is written under
     tf_names: bool = False  # safetensors names are transformers' TF names, not dataset paths
-    extra: dict[str, Any] = field(default_factory=dict)  # what a naming scheme adds to the summary
+    pt: PtDetails | None = None  # what --names pt adds to the summary
 
     @property
     def tensors(self) -> list[TensorOut]:

@@ -115,8 +115,8 @@ def _reshaped(e: PtEntry) -> bool:
 
 
 def plan_pt(ckpt: Checkpoint, shard_bytes: int | None, files: SourceFiles, head: str | None = None) -> Plan:
-    """The output files of ``--names pt`` (always a folder); ``plan.extra["pt"]``
-    is the :class:`~tietool.convert.result.PtDetails` for the summary."""
+    """The output files of ``--names pt`` (always a folder), with
+    :class:`~tietool.convert.result.PtDetails` for the summary."""
     names = make_plan(ckpt)
     entries, copies = _merge_copies(ckpt, names.entries, files)
     tied = _tied_heads(ckpt, entries, names.tied) if head != "explicit" else {}
@@ -134,4 +134,4 @@ def plan_pt(ckpt: Checkpoint, shard_bytes: int | None, files: SourceFiles, head:
         squeezed=tuple(e.pt_name for e in entries if e.transform == "squeeze0"),
         reshaped=tuple(e.pt_name for e in entries if _reshaped(e)),
         pt_class=names.pt_class, dropped=dict(names.dropped), copies_merged=copies, tied_heads_left_out=tied)
-    return Plan(tuple(outputs), multi=True, extra={"pt": details})
+    return Plan(tuple(outputs), multi=True, pt=details)
