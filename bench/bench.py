@@ -73,7 +73,7 @@ model.save_pretrained(sys.argv[2], safe_serialization=True)
 # costs without Python's start-up (about 0.25 s for numpy + h5py here).
 INPROC = """
 import sys, time
-import tietool.convert, tietool.convert_pt, tietool.inspect, tietool.ties
+import tietool.convert, tietool.inspect, tietool.ties
 what, args = sys.argv[1], sys.argv[2:]
 t = time.perf_counter()
 if what == "inspect":
@@ -83,7 +83,7 @@ elif what == "verify-tie":
 elif what == "convert":
     tietool.convert.convert(args[0], args[1], args[2], verify=args[3] == "verify")
 elif what == "convert-pt":
-    tietool.convert_pt.convert_to_pt(args[0], args[1], verify=True)
+    tietool.convert.convert_to_pt(args[0], args[1], verify=True)
 print(time.perf_counter() - t)
 """
 

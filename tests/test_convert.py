@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from tietool import OutputExistsError, UsageError, open_checkpoint
+from tietool import OutputExistsError, TietoolError, UsageError, open_checkpoint
 from tietool.convert import convert, parse_size
 
 from helpers import FIXTURES, fixture, run_cli
@@ -437,3 +438,126 @@ def test_name_clash_keeps_dataset_paths(tmp_path):
     assert any("dataset paths" in n for n in r["notes"])
     keys, _ = st_items(tmp_path / "k" / "model.safetensors")
     assert "mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0" in keys
+
+
+# -- one pipeline: file metadata, side files, the reference parser, the result ----------------
+
+def test_folder_facts_stay_out_of_file_metadata(tmp_path, monkeypatch):
+    """A folder reader notes facts about the folder (``other_weight_files``: a
+    folder holding both model.safetensors and tf_model.h5) in
+    ``Checkpoint.metadata``; they are not the file's ``__metadata__`` and must not
+    come back in it: safetensors -> H5 -> safetensors stays lossless."""
+    import tietool.convert.pipeline as pipeline
+
+    real = pipeline.open_checkpoint
+
+    def with_folder_fact(path):
+        ck = real(path)
+        if ck.format.startswith("safetensors"):
+            ck.metadata["other_weight_files"] = ["tf_model.h5"]
+        return ck
+
+    monkeypatch.setattr(pipeline, "open_checkpoint", with_folder_fact)
+    src = tmp_path / "both"
+    src.mkdir()
+    for f in (FIXTURES / "pt/gpt2").iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    (src / "tf_model.h5").write_bytes((FIXTURES / "tf/gpt2/tf_model.h5").read_bytes())  # another weights file
+    convert(src / "model.safetensors", "h5", out=tmp_path / "m.h5")
+    convert(tmp_path / "m.h5", "safetensors", out=tmp_path / "back.safetensors")
+    assert st_items(src / "model.safetensors") == st_items(tmp_path / "back.safetensors")
+    with safe_open(str(tmp_path / "back.safetensors"), "np") as f:
+        assert "other_weight_files" not in (f.metadata() or {})
+
+
+def test_side_file_policy(tmp_path):
+    """Copied: regular files and links inside the source (a Hugging Face cache
+    snapshot's links into its blobs/ too); not copied: links out of the source,
+    hidden files and other weight files."""
+    outside = tmp_path / "secret.txt"
+    outside.write_text("do not carry me")
+    repo = tmp_path / "models--org--gpt2"
+    blobs, snap = repo / "blobs", repo / "snapshots" / ("a" * 40)
+    blobs.mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for f in (FIXTURES / "tf/gpt2").iterdir():
+        (blobs / f.name).write_bytes(f.read_bytes())
+        (snap / f.name).symlink_to(Path("../../blobs") / f.name)
+    (snap / "secret.txt").symlink_to(outside)
+    (snap / "notes.md").write_text("mine")
+    (snap / "notes-link.md").symlink_to("notes.md")
+    (snap / ".gitattributes").write_text("*.h5 filter=lfs")
+    (snap / "pytorch_model.bin").write_bytes(b"stale weights")
+    for names in ("keras", "pt"):
+        out = tmp_path / f"out-{names}"
+        r = convert(snap, "safetensors", out=out, names=names)
+        copied = sorted(Path(p).name for p in r.copied_files)
+        assert copied == ["config.json", "generation_config.json", "notes-link.md", "notes.md",
+                          "ref_input_ids.npy", "ref_logits.npy"], names
+        assert not any(p.is_symlink() for p in out.iterdir())
+        assert (out / "config.json").read_bytes() == (FIXTURES / "tf/gpt2/config.json").read_bytes()
+        assert r.notes[-1] == "not copied (symbolic links out of the source folder): secret.txt"
+        assert r.to_json()["notes"] == list(r.notes)
+
+
+def test_verification_uses_the_reference_parser(tmp_path, monkeypatch):
+    """Every safetensors output is opened with safetensors.safe_open; what it
+    reads must be the plan, else nothing is written."""
+    import safetensors
+
+    opened = []
+    real = safetensors.safe_open
+
+    def spy(path, framework, *a, **k):
+        opened.append(Path(path).name.split(".tietool-tmp-")[0])
+        return real(path, framework, *a, **k)
+
+    monkeypatch.setattr(safetensors, "safe_open", spy)
+    convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "s", shard_size="10KB")
+    shards = sorted(p.name for p in (tmp_path / "s").glob("*.safetensors"))
+    assert len(shards) >= 2 and sorted(opened) == shards
+    convert(FIXTURES / "tf/gpt2", out=tmp_path / "p", names="pt")
+    assert opened[-1] == "model.safetensors"
+
+    class Wrong:  # the reference parser reads another shape than planned
+        def __init__(self, path, framework):
+            self.f = real(path, framework)
+
+        def __enter__(self):
+            self.f.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+        def metadata(self):
+            return self.f.metadata()
+
+        def keys(self):
+            return self.f.keys()
+
+        def get_slice(self, k):
+            s = self.f.get_slice(k)
+            return type("S", (), {"get_dtype": s.get_dtype, "get_shape": lambda self: [*s.get_shape(), 1]})()
+
+    monkeypatch.setattr(safetensors, "safe_open", Wrong)
+    with pytest.raises(TietoolError, match="safe_open reads other tensors"):
+        convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "w")
+    assert not (tmp_path / "w").exists()
+
+
+def test_result_json_keys_and_order(tmp_path):
+    """``--json`` keeps its keys and their order for both naming schemes."""
+    r = convert(FIXTURES / "tf/t5", "safetensors", out=tmp_path / "k")
+    assert list(r.to_json()) == ["source", "source_format", "names", "to", "to_inferred", "output", "files",
+                                 "copied_files", "tensors", "bytes", "file_bytes", "aliases", "aliases_recorded",
+                                 "verified", "seconds", "notes"]
+    assert r["aliases_recorded"] == r.aliases_recorded == len(r.aliases) == 2
+    p = convert(FIXTURES / "tf/gpt2", out=tmp_path / "p", names="pt")
+    assert list(p.to_json()) == ["source", "source_format", "to", "names", "output", "files", "copied_files",
+                                 "tensors", "bytes", "file_bytes", "transposed", "permuted", "squeezed", "reshaped",
+                                 "pt_class", "dropped", "copies_merged", "tied_heads_left_out", "aliases",
+                                 "aliases_recorded", "verified", "seconds", "to_inferred"]
+    assert p.to_inferred == "--names pt writes safetensors" and p.pt is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.tensors = 0  # type: ignore[misc]

@@ -12,9 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 import tietool
-from tietool import convert_pt
 from tietool.cli import cli
-from tietool.convert_pt import convert_to_pt
+from tietool.convert import convert_to_pt, pt_plan, transpose
 from tietool.errors import TietoolError, UsageError
 from tietool.ptnames import convert_tf_weight_name, plan_pt
 from tietool.ties import verify_tie
@@ -221,14 +220,14 @@ def test_transpose_in_bounded_blocks(tmp_path, monkeypatch):
         "model/embed_tokens/embeddings:0": emb, "lm_head/kernel:0": kernel,
     }, {"model_type": "mistral", "vocab_size": V, "hidden_size": H, "tie_word_embeddings": False})
     del emb
-    monkeypatch.setattr(convert_pt, "BLOCK_BYTES", 2 << 20)
-    plan = convert_pt.make_plan
+    monkeypatch.setattr(transpose, "BLOCK_BYTES", 2 << 20)
+    plan = pt_plan.make_plan
 
     def plan_then_reset(ckpt):  # measure from after opening (reading config.json reserves a 64 MB buffer)
         tracemalloc.reset_peak()
         return plan(ckpt)
 
-    monkeypatch.setattr(convert_pt, "make_plan", plan_then_reset)
+    monkeypatch.setattr(pt_plan, "make_plan", plan_then_reset)
     tracemalloc.start()
     try:
         convert_to_pt(folder, str(tmp_path / "out"))

@@ -431,7 +431,7 @@ def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: st
     finally:
         if progress is not None:
             progress.close()
-    output(result, as_json, render_convert)
+    output(result.to_json() if as_json else result, as_json, render_convert)
 
 
 CHECK_EXIT_CODES = """\b

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import textwrap
 import unicodedata
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
+
+if TYPE_CHECKING:
+    from .convert import ConversionResult
 
 
 def printable(text: str, backslash: bool = True) -> str:
@@ -241,30 +245,31 @@ def render_run(summary: dict) -> str:
     return "\n\n".join(parts)
 
 
-def render_convert(r: dict) -> str:
+def render_convert(r: ConversionResult) -> str:
     """The summary of `convert` (both naming schemes)."""
-    pt = r.get("names") == "pt"
-    lines = [f"{printable(r['source'])} ({r['source_format']}) -> {printable(r['output'])}" + (" (PyTorch names)" if pt else "")]
-    if r.get("to_inferred"):
-        lines.append(f"  chose --to {r['to']}: {r['to_inferred']}")
-    lines += [f"  wrote {printable(f)}" for f in r["files"]]
-    if r["copied_files"]:
-        lines.append(f"  copied {len(r['copied_files'])} other file(s) unchanged")
-    lines.append(f"  {r['tensors']} tensors, {r['bytes']:,} bytes of tensor data, {r['seconds']:.2f} s"
-                 + (", verified" if r["verified"] else ", not verified"))
-    if pt and r.get("transposed"):
-        lines.append(f"  transposed {len(r['transposed'])} kernel(s)")
-    if pt and r.get("reshaped"):
-        lines.append(f"  moved size-1 axes of {len(r['reshaped'])} tensor(s) to the {r.get('pt_class')} shapes")
-    for name, why in r.get("dropped", {}).items():
-        lines.append(f"  dropped {printable(name)}: {printable(why)}")
-    for removed, kept in r.get("copies_merged", {}).items():
-        lines.append(f"  copy {printable(removed)} written once as {printable(kept)}")
-    for head, emb in r.get("tied_heads_left_out", {}).items():
-        lines.append(f"  tied {printable(head)} left out (transformers ties it to {printable(emb)})")
-    for removed, kept in r["aliases"].items():
+    pt = r.pt
+    lines = [f"{printable(r.source)} ({r.source_format}) -> {printable(r.output)}" + (" (PyTorch names)" if pt else "")]
+    if r.to_inferred:
+        lines.append(f"  chose --to {r.to}: {r.to_inferred}")
+    lines += [f"  wrote {printable(f)}" for f in r.files]
+    if r.copied_files:
+        lines.append(f"  copied {len(r.copied_files)} other file(s) unchanged")
+    lines.append(f"  {r.tensors} tensors, {r.bytes:,} bytes of tensor data, {r.seconds:.2f} s"
+                 + (", verified" if r.verified else ", not verified"))
+    if pt is not None:
+        if pt.transposed:
+            lines.append(f"  transposed {len(pt.transposed)} kernel(s)")
+        if pt.reshaped:
+            lines.append(f"  moved size-1 axes of {len(pt.reshaped)} tensor(s) to the {pt.pt_class} shapes")
+        for name, why in pt.dropped.items():
+            lines.append(f"  dropped {printable(name)}: {printable(why)}")
+        for removed, kept in pt.copies_merged.items():
+            lines.append(f"  copy {printable(removed)} written once as {printable(kept)}")
+        for head, emb in pt.tied_heads_left_out.items():
+            lines.append(f"  tied {printable(head)} left out (transformers ties it to {printable(emb)})")
+    for removed, kept in r.aliases.items():
         lines.append(f"  alias {printable(removed)} -> {printable(kept)}")
-    lines += [f"  note: {n}" for n in r.get("notes", [])]
+    lines += [f"  note: {n}" for n in r.notes]
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tietool.check import check_checkpoint
-from tietool.convert_pt import convert_to_pt
+from tietool.convert import convert_to_pt
 from tietool.errors import UsageError
 from tietool.fix import fix
 

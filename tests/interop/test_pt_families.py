@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tietool.convert_pt import convert_to_pt
+from tietool.convert import convert_to_pt
 from tietool.ties import verify_tie
 
 FAMILIES = Path(__file__).resolve().parents[2] / "fixtures" / "tf_families"

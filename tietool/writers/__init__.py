@@ -54,11 +54,11 @@ def phase_ticker(progress: Callable[[str, int, int], None] | None, total: int) -
 
 # -- bytes ----------------------------------------------------------------------
 
-def _le_bytes(arr: np.ndarray) -> memoryview:
+def le_bytes(arr: np.ndarray) -> memoryview:
     arr = np.ascontiguousarray(arr)
     if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return memoryview(arr).cast("B")
+    return arr.data.cast("B")
 
 
 class SourceFiles(rawio.FileHandles):
@@ -98,7 +98,7 @@ def raw_chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, max_bytes
             done += n
         return
     for _, block in ckpt.iter_chunks(info.name, max_bytes):
-        yield _le_bytes(block)
+        yield le_bytes(block)
 
 
 def same_stream(a_chunks: Iterator[memoryview], b_chunks: Iterator[memoryview],
@@ -122,7 +122,7 @@ def same_stream(a_chunks: Iterator[memoryview], b_chunks: Iterator[memoryview],
         ba, bb = ba[n:], bb[n:]
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     while len(data):
         n = os.pwrite(fd, data, offset)
         data = data[n:]
@@ -165,7 +165,7 @@ def copy_tensor(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, out_fd: 
         end = written + len(chunk)
         if end > pos:
             part = chunk[max(0, pos - written):]
-            _pwrite_all(out_fd, part, out_offset + max(pos, written))
+            pwrite_all(out_fd, part, out_offset + max(pos, written))
             if progress:
                 progress(len(part))
         written = end

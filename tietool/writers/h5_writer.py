@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from functools import partial
 
 import numpy as np
 
@@ -38,7 +39,6 @@ from ..h5safe import SafeH5, natural_key
 from ..model import Checkpoint, TensorInfo
 from . import Progress, SourceFiles, copy_tensor
 from .safe_output import WRITE_ERRNOS
-
 
 # -- reading a tree -----------------------------------------------------------------
 
@@ -54,12 +54,12 @@ def describe_h5(h5: SafeH5) -> dict:
         for name in names:
             path = f"{prefix}/{name}" if prefix else name
             h5.check_link(group, name, path)
-            obj = h5.guard(f"/{path}", lambda: group[name])
+            obj = h5.guard(f"/{path}", partial(group.__getitem__, name))
             if isinstance(obj, h5py.Group):
                 if path not in groups and depth < 64:
                     visit(obj, path, depth + 1)
             elif isinstance(obj, h5py.Dataset):
-                dt = h5.guard(f"/{path}", lambda: obj.dtype)
+                dt = h5.guard(f"/{path}", partial(getattr, obj, "dtype"))
                 datasets[path] = {"attrs": attrs_of(h5, obj), "opaque": dt.kind == "V"}
 
     visit(h5.file, "", 0)
@@ -71,7 +71,7 @@ def attrs_of(h5: SafeH5, obj) -> dict[str, dict]:
 
     out = {}
     for name in h5.attr_names(obj):
-        aid = h5.guard(f"attribute {name!r}", lambda: obj.attrs.get_id(name))
+        aid = h5.guard(f"attribute {name!r}", partial(obj.attrs.get_id, name))
         tid = aid.get_type()
         space = aid.get_space()
         kind = {h5py.h5s.SCALAR: "scalar", h5py.h5s.SIMPLE: "simple", h5py.h5s.NULL: "null"}.get(
@@ -209,7 +209,8 @@ def _write_tree(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorI
             else:
                 dt = dtypes.DTYPES[info.dtype]
                 if dt.name.startswith("float8") or dt.numpy is None:
-                    raise UsageError(f"tensor {info.name!r}: dtype {info.dtype} has no HDF5 type (float8 is not written to HDF5)")
+                    raise UsageError(f"tensor {info.name!r}: dtype {info.dtype} has no HDF5 type "
+                                     "(float8 is not written to HDF5)")
                 np_dt = dt.numpy.newbyteorder("<") if dt.numpy.itemsize > 1 else dt.numpy
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_layout(h5py.h5d.CONTIGUOUS)

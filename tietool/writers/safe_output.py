@@ -133,12 +133,14 @@ def check_output(target: str, sources: Iterable[str], *, folder: bool, force: bo
             p = os.path.join(target, n)
             ino = _inode(p)
             if ino in inodes:
-                raise UsageError(f"output folder holds the source {inodes[ino]} (as {n}): refused (nothing written)", shown)
+                raise UsageError(f"output folder holds the source {inodes[ino]} (as {n}): refused (nothing written)",
+                                 shown)
             if os.path.isdir(p) or os.path.islink(p) or not _checkpoint_file(n, writes):
                 raise UsageError(f"--force replaces only checkpoint files, and this folder holds {n}: "
                                  "remove it or choose another output (nothing written)", shown)
     elif folder:
-        raise UsageError("is a file and this output is a folder: remove it or choose another output (nothing written)", shown)
+        raise UsageError("is a file and this output is a folder: remove it or choose another output "
+                         "(nothing written)", shown)
     return target
 
 
@@ -162,7 +164,7 @@ def _alive(pid: int) -> bool:
 def remove_stale(folder: str) -> list[str]:
     """Remove tietool temporaries in ``folder`` whose writing process no
     longer exists; return their paths."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:

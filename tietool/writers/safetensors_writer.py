@@ -14,7 +14,7 @@ import struct
 
 from .. import dtypes
 from ..model import Checkpoint, TensorInfo
-from . import Progress, SourceFiles, _pwrite_all, copy_tensor
+from . import Progress, SourceFiles, copy_tensor, pwrite_all
 
 
 def build_header(entries: list[tuple[str, TensorInfo]], metadata: dict[str, str]) -> bytes:
@@ -41,7 +41,7 @@ def write_safetensors(path: str, ckpt: Checkpoint, entries: list[tuple[str, Tens
     head = build_header(entries, metadata)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
     try:
-        _pwrite_all(fd, memoryview(head), 0)
+        pwrite_all(fd, memoryview(head), 0)
         pos = len(head)
         for _, info in entries:
             copy_tensor(ckpt, info, files, fd, pos, progress)

@@ -1,0 +1,105 @@
+"""Stored copies of one tensor, found and verified bit for bit before any
+is merged (``--ties dedupe``).
+
+Candidates: the tie groups of :func:`tietool.ties.find_ties` of kind
+``duplicate-copies`` / ``shared-storage``, HDF5 hard links (one storage
+key), and the same Keras 2 variable stored under two layer groups (the same
+weight name after the group: BERT's ``bert/...`` and ``mlm___cls/...``, T5's
+``shared``/``encoder``/``decoder``). Each candidate is compared with the
+first of its group, streamed; only bit-identical copies are merged.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..model import Checkpoint, TensorInfo
+from ..writers import SourceFiles, raw_chunks, same_stream
+
+KERAS2_FORMATS = {"keras2-h5", "keras2-full-h5"}
+
+
+def same_bytes(ckpt_a: Checkpoint, a: TensorInfo, ckpt_b: Checkpoint, b: TensorInfo, files: SourceFiles,
+               tick: Callable[[int], None] | None = None, max_bytes: int | None = None) -> bool:
+    """Whether ``a`` (of ``ckpt_a``) and ``b`` (of ``ckpt_b``) store the same bytes."""
+    if a.nbytes != b.nbytes:
+        return False
+    kw = {} if max_bytes is None else {"max_bytes": max_bytes}
+    return same_stream(raw_chunks(ckpt_a, a, files, slot=0, **kw), raw_chunks(ckpt_b, b, files, slot=1, **kw), tick)
+
+
+def _keras2_suffix(ckpt: Checkpoint, t: TensorInfo) -> str | None:
+    if ckpt.format not in KERAS2_FORMATS or not t.layer:
+        return None
+    for prefix in ("", "model_weights/"):
+        p = f"{prefix}{t.layer}/"
+        if t.name.startswith(p):
+            return t.name[len(p):]
+    return None
+
+
+def _ties_groups(ckpt: Checkpoint) -> list[list[str]]:
+    """Stored copies of the tied matrix that tie detection names (their bytes
+    are compared before anything is merged)."""
+    from ..ties import DUPLICATE, SHARED, find_ties
+
+    out = []
+    for g in find_ties(ckpt):
+        if g.kind in (DUPLICATE, SHARED):
+            names = [m.name for m in g.members if m.stored and not m.transposed]
+            if len(names) > 1:
+                out.append(names)
+    return out
+
+
+def _candidate_groups(ckpt: Checkpoint) -> list[list[str]]:
+    """Groups of names that may be one tensor stored several times (unioned)."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    buckets: dict[tuple[str, object], list[str]] = {}
+    for t in ckpt:
+        if t.storage_key is not None:
+            buckets.setdefault(("storage", t.storage_key), []).append(t.name)
+        suffix = _keras2_suffix(ckpt, t)
+        if suffix is not None:
+            buckets.setdefault(("suffix", suffix), []).append(t.name)
+    for names in [g for g in buckets.values() if len(g) > 1] + _ties_groups(ckpt):
+        for n in names:
+            parent.setdefault(n, n)
+        base = root(names[0])
+        for n in names[1:]:
+            r = root(n)
+            if r != base:
+                parent[r] = base
+    members: dict[str, list[str]] = {}
+    for n in parent:
+        members.setdefault(root(n), []).append(n)
+    order = {n: i for i, n in enumerate(ckpt.tensors)}
+    return [sorted(set(names), key=order.__getitem__) for names in members.values()]
+
+
+def find_copies(ckpt: Checkpoint, files: SourceFiles) -> dict[str, str]:
+    """``{removed: kept}`` for every stored tensor that is a verified
+    bit-identical copy of an earlier one."""
+    removed: dict[str, str] = {}
+    for pending in _candidate_groups(ckpt):
+        while len(pending) > 1:
+            kept, rest = pending[0], pending[1:]
+            k = ckpt.tensors[kept]
+            left = []
+            for n in rest:
+                t = ckpt.tensors[n]
+                same = t.shape == k.shape and t.dtype == k.dtype and (
+                    (t.storage_key is not None and t.storage_key == k.storage_key)
+                    or same_bytes(ckpt, k, ckpt, t, files))
+                if same:
+                    removed[n] = kept
+                else:
+                    left.append(n)
+            pending = left
+    return removed

@@ -1,0 +1,194 @@
+"""One conversion, start to end: open -> plan -> check the output path ->
+write each file -> copy the side files -> verify -> rename into place.
+
+:func:`convert` is ``tietool convert``; :func:`convert_to_pt` its ``--names
+pt`` half. Both build a :class:`~tietool.convert.plan.Plan` (keras naming:
+:mod:`.keras_plan`, pt naming: :mod:`.pt_plan`) and hand it to
+:func:`execute`, the one place that writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from ..config import is_hf_config
+from ..errors import UsageError
+from ..formats import open_checkpoint
+from ..model import Checkpoint
+from ..writers import SourceFiles, SourceGuard, atomic_output, copy_side_file, phase_ticker
+from ..writers.safe_output import check_output
+from . import keras_plan
+from .plan import Plan, ProgressFn, parse_size, stem
+from .pt_plan import INDEX, plan_pt
+from .result import ConversionResult
+from .sidefiles import SideFiles, side_files
+from .verify import verify_output
+from .write import write_output
+
+NAMES = ("keras", "pt")
+NO_SIDE_FILES = SideFiles((), ())
+
+
+def execute(ckpt: Checkpoint, plan: Plan, src: str, out: str, *, folder: bool, side: SideFiles, force: bool,
+            verify: bool, progress: ProgressFn | None, guard: SourceGuard,
+            reserve: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """Write ``plan`` to ``out`` (a folder when ``folder``) atomically, copy
+    ``side``, verify; return the written and the copied paths (under
+    ``out``). ``reserve``: names this kind of output may hold besides the
+    plan's (an existing output folder holding them may be replaced)."""
+    sources = [src, *ckpt.files, *side.paths]
+    writes = [o.name for o in plan.outputs] + list(reserve) + side.names
+    check_output(out, sources, folder=folder, force=force, writes=writes)  # before the work
+    guard.add(sources)
+    tick = phase_ticker(progress, plan.nbytes)
+    written: list[str] = []
+    copied: list[str] = []
+    with atomic_output(out, folder=folder, force=force, sources=sources, writes=writes) as tmp, guard.watching():
+        for o in plan.outputs:
+            write_output(o, os.path.join(tmp, o.name) if folder else tmp, ckpt, tick("write"))
+            written.append(os.path.join(out, o.name) if folder else out)
+        for path, name in side.files:
+            copy_side_file(path, os.path.join(tmp, name))
+            copied.append(os.path.join(out, name))
+        if verify:
+            for o in plan.outputs:
+                verify_output(o, os.path.join(tmp, o.name) if folder else tmp, ckpt, tick("verify"))
+    return written, copied
+
+
+def _link_notes(side: SideFiles) -> list[str]:
+    if not side.skipped_links:
+        return []
+    return [f"not copied (symbolic links out of the source folder): {', '.join(side.skipped_links)}"]
+
+
+def _check_options(to: str | None, ties: str, names: str, head: str | None) -> None:
+    if names not in NAMES:
+        raise UsageError(f"--names must be one of {', '.join(NAMES)} (got {names!r})")
+    if head is not None and (names != "pt" or head not in ("explicit", "implicit")):
+        raise UsageError("--head explicit|implicit goes with --names pt")
+    if names == "pt":
+        if to not in (None, "safetensors"):
+            raise UsageError("--names pt writes safetensors: use --to safetensors")
+        if ties != "dedupe":
+            raise UsageError("--names pt always writes each stored matrix once (no --ties keep)")
+        return
+    if to is not None and to not in keras_plan.TARGETS:
+        raise UsageError(f"--to must be one of {', '.join(keras_plan.TARGETS)} (got {to!r})")
+    if ties not in keras_plan.TIES:
+        raise UsageError(f"--ties must be one of {', '.join(keras_plan.TIES)} (got {ties!r})")
+
+
+def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_size=None, force: bool = False,
+            verify: bool = True, progress: ProgressFn | None = None, names: str = "keras",
+            head: str | None = None) -> ConversionResult:
+    """Convert ``src`` (anything :func:`tietool.formats.open_checkpoint`
+    reads) to ``to`` (``"safetensors"``, ``"h5"`` or ``"keras"``; None: see
+    :func:`tietool.convert.keras_plan.infer_target`). ``to_inferred`` says why
+    the target was chosen when ``to`` was None. Paths in the result are as
+    given (``out``, or beside ``src``).
+
+    ``names="pt"``: a transformers TF checkpoint to a folder PyTorch
+    transformers loads (:func:`convert_to_pt`)."""
+    _check_options(to, ties, names, head)
+    if names == "pt":
+        result = convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress,
+                               head=head)
+        return dataclasses.replace(result, to_inferred="--names pt writes safetensors" if to is None else None)
+    t0 = time.monotonic()
+    shard_bytes = parse_size(shard_size)
+    if shard_bytes is not None and to not in (None, "safetensors"):
+        raise UsageError("--shard-size is only supported for safetensors output")
+    src = os.fspath(src)
+    src_is_dir = os.path.isdir(src)
+    with open_checkpoint(src) as ckpt:
+        guard = SourceGuard(ckpt.files)
+        inferred = None
+        if to is None:
+            to, inferred = keras_plan.infer_target(ckpt, names, out)
+            if shard_bytes is not None and to != "safetensors":
+                raise UsageError(f"--shard-size is only supported for safetensors output (this converts to {to})")
+        keras_plan.check_target(ckpt, to, src)
+        src_file = ckpt.path if os.path.isfile(ckpt.path) else ckpt.files[0]  # index, archive or weights file
+        src_name = os.path.basename(src_file)
+        plan, notes = _keras_plan(ckpt, to, ties, shard_bytes, src_name)
+        as_folder = src_is_dir or plan.multi
+        if out is None:  # beside the source, in the user's own spelling of its path
+            if src_is_dir:
+                out = src.rstrip(os.sep) + f"-{to}"
+            elif plan.multi:
+                out = os.path.join(os.path.dirname(src_file), f"{stem(src_name)}-{to}")
+            else:
+                out = os.path.join(os.path.dirname(src_file), plan.outputs[0].name)
+        out = os.fspath(out)
+        side = side_files(ckpt, src, {o.name for o in plan.outputs}) if src_is_dir else NO_SIDE_FILES
+        notes += _link_notes(side)
+        written, copied = execute(ckpt, plan, src, out, folder=as_folder, side=side, force=force, verify=verify,
+                                  progress=progress, guard=guard)
+    return ConversionResult(
+        source=src, source_format=ckpt.format, names="keras", to=to, to_inferred=inferred, output=out,
+        files=tuple(written), copied_files=tuple(copied), tensors=len(plan.tensors), bytes=plan.nbytes,
+        file_bytes=sum(os.path.getsize(p) for p in written), aliases=dict(plan.aliases), verified=bool(verify),
+        seconds=round(time.monotonic() - t0, 3), notes=tuple(notes))
+
+
+def _keras_plan(ckpt: Checkpoint, to: str, ties: str, shard_bytes: int | None, src_name: str) -> tuple[Plan, list[str]]:
+    notes = []
+    if to == "safetensors":
+        files = SourceFiles()  # for comparing candidate copies
+        try:
+            plan = keras_plan.plan_to_safetensors(ckpt, ties, shard_bytes, files, src_name)
+        finally:
+            files.close()
+        if plan.tf_names:
+            notes.append("names as transformers' TF save_pretrained(safe_serialization=True) writes them: "
+                         "transformers TF loads this folder; PyTorch transformers 5 needs --names pt")
+        elif is_hf_config(ckpt.config):
+            # Names no transformers loader expects: say so rather than
+            # leave a folder that would load at random.
+            notes.append("tensor names are the HDF5 dataset paths (lossless, for converting back with --to h5); "
+                         "for PyTorch transformers 5 use --names pt")
+    elif to == "keras":
+        plan = keras_plan.plan_to_keras(ckpt, src_name)
+    else:
+        plan = keras_plan.plan_to_h5(ckpt, src_name)
+    if ckpt.format == "keras3-archive":
+        carried = {"config.json", "metadata.json", "model.weights.h5"}
+        left = sorted(set(ckpt.layout.get("members", [])) - carried)
+        if left:
+            notes.append(f"archive member(s) not carried: {', '.join(left)}")
+    return plan, notes
+
+
+def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: bool = True,
+                  progress: ProgressFn | None = None, head: str | None = None) -> ConversionResult:
+    """Convert the transformers TF checkpoint ``src`` to a PyTorch transformers
+    folder ``out`` (default: ``SRC-pt``); see :mod:`tietool.convert.pt_plan`.
+    ``head="explicit"`` writes a tied head as a real tensor under the
+    architecture's PyTorch name; default and ``"implicit"`` leave it out, as
+    transformers 5 saves."""
+    t0 = time.monotonic()
+    shard_bytes = parse_size(shard_size)
+    src = os.fspath(src)
+    with open_checkpoint(src) as ckpt:
+        guard = SourceGuard(ckpt.files)
+        files = SourceFiles()  # for comparing copies
+        try:
+            plan = plan_pt(ckpt, shard_bytes, files, head)
+        finally:
+            files.close()
+        if out is None:
+            out = (src.rstrip(os.sep) if os.path.isdir(src)
+                   else os.path.join(os.path.dirname(src), stem(os.path.basename(src)))) + "-pt"
+        out = os.fspath(out)  # printed as given
+        folder = ckpt.layout.get("folder") or (src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src)))
+        side = side_files(ckpt, folder, {o.name for o in plan.outputs} | {INDEX})
+        written, copied = execute(ckpt, plan, src, out, folder=True, side=side, force=force, verify=verify,
+                                  progress=progress, guard=guard, reserve=(INDEX,) if len(plan.outputs) == 1 else ())
+    return ConversionResult(
+        source=src, source_format=ckpt.format, names="pt", to="safetensors", to_inferred=None, output=out,
+        files=tuple(written), copied_files=tuple(copied), tensors=len(plan.tensors), bytes=plan.nbytes,
+        file_bytes=sum(os.path.getsize(p) for p in written), aliases={}, verified=bool(verify),
+        seconds=round(time.monotonic() - t0, 3), notes=tuple(_link_notes(side)), pt=plan.pt)

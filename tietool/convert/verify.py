@@ -1,0 +1,131 @@
+"""Verifying one written output file against its plan: :func:`verify_output`.
+
+Two independent readings of every weights file, before it replaces anything:
+
+1. End to end: the file is re-opened with tietool's own reader and every
+   tensor is compared with its source, byte for byte (streamed; a transpose
+   in bounded blocks), after checking names, dtypes, shapes, the
+   safetensors ``__metadata__`` and a ``.keras`` archive's member texts.
+2. Every safetensors file is also opened with the reference parser,
+   ``safetensors.safe_open(path, "np")``: its keys, dtypes, shapes and
+   metadata must be those of the plan (a file only tietool could read would
+   be no use).
+
+Like :func:`tietool.convert.write.write_output`, each call opens its own
+descriptors and shares no state but ``tick``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .. import dtypes
+from ..compare import BlockReader
+from ..errors import CorruptCheckpointError
+from ..model import Checkpoint
+from ..writers import SourceFiles
+from . import transpose
+from .dedupe import same_bytes
+from .plan import OutputFile, TensorOut
+from .transpose import permuted, same_transposed
+
+Tick = Callable[[int], None]
+
+
+def _fail(what: str, label: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"verification failed: {what}", label)
+
+
+def verify_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None) -> None:
+    """Raise :class:`~tietool.errors.CorruptCheckpointError` (naming
+    ``out.name``) unless ``path`` holds exactly what ``out`` plans."""
+    label = out.name
+    if out.kind == "text":
+        with open(path, encoding="utf-8") as fh:
+            if fh.read() != out.text:
+                raise _fail("the text differs from what was written", label)
+        return
+    if out.kind == "safetensors":
+        _reference_parser(out, path, label)
+    got = _reopen(out, path, label)
+    files = SourceFiles()
+    try:
+        with got:
+            _compare(out, got, ckpt, files, label, tick)
+    finally:
+        files.close()
+
+
+def _reopen(out: OutputFile, path: str, label: str) -> Checkpoint:
+    from ..formats import keras_h5, safetensors_format
+
+    if out.kind == "safetensors":
+        got = safetensors_format.open_file(path)
+        if got.metadata != out.metadata:
+            got.close()
+            raise _fail("__metadata__ differs from what was written", label)
+    elif out.kind == "keras":
+        got = keras_h5.open_keras_archive(path)
+        if got.layout.get("member_texts", {}) != out.texts:
+            got.close()
+            raise _fail("config.json or metadata.json differs from the recorded text", label)
+    else:
+        got = keras_h5.open_h5(path)
+    return got
+
+
+def _compare(out: OutputFile, got: Checkpoint, ckpt: Checkpoint, files: SourceFiles, label: str,
+             tick: Tick | None) -> None:
+    want = {t.name: t for t in out.tensors}
+    if set(got.tensors) != set(want):
+        missing = sorted(set(want) - set(got.tensors))[:3]
+        extra = sorted(set(got.tensors) - set(want))[:3]
+        raise _fail(f"tensors differ (missing {missing}, unexpected {extra})", label)
+    reader: BlockReader | None = None
+    try:
+        for name, t in want.items():
+            g = got.tensors[name]
+            src = t.source
+            if tuple(g.shape) != tuple(t.shape) or g.dtype != src.dtype:
+                raise _fail(f"{name!r} is {g.dtype}{list(g.shape)}, expected {src.dtype}{list(t.shape)}", label)
+            if t.same_bytes:
+                ok = same_bytes(ckpt, src, got, g, files, tick, max_bytes=transpose.BLOCK_BYTES // 2)
+            elif t.transform == "transpose":
+                reader = reader or BlockReader(ckpt)
+                ok = same_transposed(src, reader, got, g)
+                if ok and tick:
+                    tick(src.nbytes)
+            else:
+                ok = _same_permuted(ckpt, t, got)
+                if ok and tick:
+                    tick(src.nbytes)
+            if not ok:
+                raise _fail(f"bytes of {name!r} differ from the source {src.name!r}", label)
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _same_permuted(ckpt: Checkpoint, t: TensorOut, got: Checkpoint) -> bool:
+    return np.array_equal(permuted(ckpt, t).reshape(-1).view(np.uint8),
+                          np.ascontiguousarray(got.read(t.name)).reshape(-1).view(np.uint8))
+
+
+def _reference_parser(out: OutputFile, path: str, label: str) -> None:
+    """Keys, dtypes, shapes and metadata as ``safetensors.safe_open`` reads them."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, "np") as f:
+            metadata = f.metadata() or {}
+            found = {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # the reference parser's own errors have no common base
+        raise _fail(f"safetensors.safe_open cannot read it ({str(exc).splitlines()[0][:200]})", label) from None
+    want = {t.name: (dtypes.DTYPES[t.source.dtype].safetensors, tuple(t.shape)) for t in out.tensors}
+    if found != want:
+        bad = sorted(n for n in set(found) | set(want) if found.get(n) != want.get(n))[:3]
+        raise _fail(f"safetensors.safe_open reads other tensors than were planned ({bad})", label)
+    if metadata != out.metadata:
+        raise _fail("safetensors.safe_open reads another __metadata__ than was written", label)

@@ -1,0 +1,81 @@
+"""Writing one output file of a plan: :func:`write_output`.
+
+Each call opens its own source descriptors and buffers and shares no mutable
+state with another (only ``tick``, the progress counter, which would need a
+lock), so the files of one plan (shards) could be written concurrently. The
+source :class:`~tietool.model.Checkpoint` is shared read-only; tensors not
+stored contiguous and raw (chunked or compressed HDF5) are read through h5py,
+which serialises its calls with its own lock.
+
+* safetensors: the header first (every offset is known from the plan), then
+  each tensor at its place: stored bytes by byte range
+  (:func:`tietool.writers.copy_tensor`), a transpose in bounded column
+  blocks, a permutation in memory (:mod:`tietool.convert.transpose`).
+* HDF5: :func:`tietool.writers.h5_writer.write_h5`; ``.keras``:
+  :func:`tietool.writers.keras_writer.write_keras`; text: as UTF-8.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from .. import writers
+from ..compare import BlockReader
+from ..model import Checkpoint
+from ..writers import SourceFiles, le_bytes, pwrite_all
+from ..writers.safetensors_writer import build_header
+from .plan import OutputFile
+from .transpose import permuted, write_transposed
+
+Tick = Callable[[int], None]
+
+
+def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None) -> None:
+    """Write ``out`` (one file of a plan) to ``path`` from ``ckpt``."""
+    if out.kind == "text":
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(out.text)
+        return
+    files = SourceFiles()
+    try:
+        if out.kind == "safetensors":
+            _write_safetensors(out, path, ckpt, files, tick)
+        elif out.kind == "h5":
+            from ..writers.h5_writer import write_h5
+
+            assert out.tree is not None
+            write_h5(path, ckpt, out.tree, out.data(), files, tick)
+        else:
+            from ..writers.keras_writer import write_keras
+
+            assert out.tree is not None
+            write_keras(path, ckpt, out.tree, out.data(), out.texts, out.members, files, tick)
+    finally:
+        files.close()
+
+
+def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: SourceFiles, tick: Tick | None) -> None:
+    head = build_header([(t.name, t.info) for t in out.tensors], out.metadata)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+    reader: BlockReader | None = None
+    try:
+        pwrite_all(fd, memoryview(head), 0)
+        pos = len(head)
+        for t in out.tensors:
+            if t.same_bytes:
+                writers.copy_tensor(ckpt, t.source, files, fd, pos, tick)
+            elif t.transform == "transpose":
+                reader = reader or BlockReader(ckpt)
+                write_transposed(t.source, reader, fd, pos, tick)
+            else:
+                data = le_bytes(permuted(ckpt, t))
+                pwrite_all(fd, data, pos)
+                if tick:
+                    tick(len(data))
+            pos += t.source.nbytes
+        os.ftruncate(fd, pos)  # no fsync here: atomic_output syncs the finished output once
+    finally:
+        os.close(fd)
+        if reader is not None:
+            reader.close()
