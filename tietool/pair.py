@@ -90,6 +90,10 @@ def choose_pair(ckpt: Checkpoint, embedding: str | None = None, decoder: str | N
         # Proven identical, or implicit (nothing else stored): one shared matrix.
         return PairChoice(emb, None, False, True, group.kind, out)
     dec = next(m for m in group.distinct() if m.role == "decoder")
+    if tuple(dec.shape) not in ((group.vocab_size, group.hidden_size), (group.hidden_size, group.vocab_size)):
+        raise UsageError(f"the output layer {dec.name!r} {list(dec.shape)} is a head of another width than the "
+                         f"embedding [{group.vocab_size}, {group.hidden_size}]: it cannot be rebuilt as the tied "
+                         "layer (run rebuilds the embedding's reverse pass)", ckpt.path)
     vg = kerashub.vars_group(dec.name)
     if vg is not None and vg[1] == 0 and f"{vg[0]}/1" in ckpt.tensors:
         bias = ckpt.tensors[f"{vg[0]}/1"]
