@@ -111,7 +111,8 @@ def read_config(cfg: Any) -> KerasHubConfig | None:
     if isinstance(pol, str):
         dtype = pol
     elif isinstance(pol, dict):
-        pcfg = pol.get("config") if isinstance(pol.get("config"), dict) else {}
+        raw = pol.get("config")
+        pcfg: dict = raw if isinstance(raw, dict) else {}
         if pol.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(pcfg.get("name"), str):
             dtype = pcfg["name"]
         elif pol.get("class_name") == "DTypePolicyMap":
