@@ -5,7 +5,9 @@ model's own ``token_embedding(hidden, reverse=True)`` logits, and the round
 trip through safetensors. keras-hub itself is not needed: the fixtures and
 their reference outputs are committed. TensorFlow is loaded once, in process."""
 
+import importlib.util
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -21,18 +23,55 @@ ROOT = FIXTURES / "kerashub"
 MANIFEST = json.loads((ROOT / "MANIFEST.json").read_text())
 ENTRIES = MANIFEST["fixtures"]
 KIND = {"tied": "implicit", "not tied": "separate", "no output layer": "no-decoder"}
-WITH_LOGITS = sorted(k for k, e in ENTRIES.items() if e["logits"])
-NO_OUTPUT = sorted(k for k, e in ENTRIES.items() if e["truth"] == "no output layer")
+
+
+def _table_module():
+    spec = importlib.util.spec_from_file_location("kerashub_table", FIXTURES / "kerashub_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+TABLE = _table_module()
+RUN = {k: TABLE.expected_run(e) for k, e in ENTRIES.items()}
+WITH_LOGITS = sorted(k for k in ENTRIES if RUN[k] == "bit-exact")
+NO_OUTPUT = sorted(k for k in ENTRIES if RUN[k] == "refused: no output layer")
+HEADS = sorted(k for k in ENTRIES if RUN[k].startswith("refused: head"))
 
 
 def test_manifest_covers_every_family():
     fams = {e["family"] for e in ENTRIES.values()}
-    assert len(fams) >= 35
+    assert len(fams) >= 40
     assert set(MANIFEST["excluded"]).isdisjoint({e["class"] for e in ENTRIES.values()})
     variants = {e["variant"] for e in ENTRIES.values()}
-    for v in ("base", "int8", "int4", "bf16", "soft-cap", "preset", "preset_sharded", "other tie setting"):
+    for v in ("base", "weights", "int8", "int4", "float8", "bf16", "soft-cap", "preset", "preset_sharded",
+              "other tie setting", "head of another width", "head with a bias"):
         assert v in variants, v
-    assert any(e["variant"].startswith("task ") for e in ENTRIES.values())
+    assert {e["variant"] for e in ENTRIES.values() if e["variant"].startswith("task ")} >= {
+        "task GemmaCausalLM", "task FNetMaskedLM"}
+    # int8/int4/bf16 for a tied and an untied embedding
+    for v in ("int8", "int4", "bf16"):
+        assert {e["truth"] for e in ENTRIES.values() if e["variant"] == v} == {"tied", "not tied"}, v
+    # every run result is one the table names, and the heads are real refusals
+    assert set(RUN.values()) == {"bit-exact", "refused: no output layer", "refused: head of another width",
+                                 "refused: head with a bias"}
+
+
+def test_fixture_sizes():
+    """Every file under 150 KB; the keras-hub folder within its share of the 10 MB of fixtures/."""
+    files = [f for f in ROOT.rglob("*") if f.is_file()]
+    big = [(str(f.relative_to(ROOT)), f.stat().st_size) for f in files if f.stat().st_size >= 150 * 1024]
+    assert not big, big
+    assert MANIFEST["limit_bytes"] == 150 * 1024
+    assert sum(f.stat().st_size for f in files) < 4 * 1024 * 1024
+
+
+def test_per_family_table_in_readme():
+    """fixtures/README.md holds the table fixtures/kerashub_table.py prints from the manifest."""
+    readme = (FIXTURES / "README.md").read_text()
+    block = readme.split(TABLE.BEGIN, 1)[1].split(TABLE.END, 1)[0]
+    assert block.strip() == TABLE.table(MANIFEST).strip()
+    assert len(TABLE.rows(MANIFEST)) == len({e["family"] for e in ENTRIES.values()})
 
 
 @pytest.mark.parametrize("rel", sorted(ENTRIES))
@@ -46,6 +85,9 @@ def test_verdict(rel):
     # the config, read as data, says what the model says
     cfg = report["config"]
     if rel.endswith((".keras", "preset", "preset_sharded")):
+        if e["class"] == "Functional":  # a plain Keras model: no keras-hub config
+            assert "kerashub" not in cfg
+            return
         assert cfg["kerashub"]["backbone_class"] == e["class"]
         if e["config_tie"] is not None:
             assert (cfg["key"], cfg["value"]) == (e["tie_arg"], e["config_tie"])
@@ -112,6 +154,31 @@ def test_run_refuses_without_output_layer(tf_run, rel):
     assert res.output.tobytes() == table[[0, 5, e["vocab_size"] - 1]][None].tobytes()
 
 
+@pytest.mark.parametrize("rel", HEADS)
+def test_run_refuses_a_head_it_cannot_rebuild(rel):
+    """PARSeq's head [H, V-2] (another width) and a Dense head [H, V] with a
+    bias: verify-tie calls them heads of their own (not tied), and run
+    refuses them (exit 2, one line) before TensorFlow is loaded, instead of
+    computing the embedding's reverse pass, which is not the model's output."""
+    e = ENTRIES[rel]
+    report = verify_tie(ROOT / rel)
+    g = report["groups"][0]
+    head = next(m for m in g["members"] if m["role"] == "decoder")
+    assert head["shape"] == e["head"]["kernel"] and g["verdict"] == "not tied" and not report["tied"]
+    r = run_cli("run", ROOT / rel, "--mode", "linear", "--input", ROOT / e["family"] / e["hidden"])
+    assert r.returncode == 2 and r.stdout == ""
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and line.startswith(f"Error: {ROOT / rel}: ")
+    if RUN[rel] == "refused: head of another width":
+        assert "head of another width" in line and "cannot be rebuilt as the tied layer" in line
+        assert "head of another width" in g["reason"]
+    else:
+        assert "adds a bias" in line and head["name"] in line
+    # the model's own output really is not the embedding's reverse pass
+    logits = np.load(ROOT / e["family"] / e["logits"])
+    assert logits.shape[-1] == e["head"]["kernel"][1]
+
+
 def test_run_cli_refusal_and_bf16_output(tf_run, tmp_path):
     rel = NO_OUTPUT[0]
     hidden = np.zeros((1, ENTRIES[rel]["hidden_size"]), np.float32)
@@ -163,13 +230,29 @@ def test_round_trip_bit_exact(tmp_path, rel):
 
 def test_folder_with_several_weight_files_is_an_error(tmp_path):
     """Never a silent pick: the error lists every weights file."""
-    r = run_cli("verify-tie", ROOT / "llama")
+    fam = next(e["family"] for e in ENTRIES.values() if e["variant"] == "other tie setting")
+    r = run_cli("verify-tie", ROOT / fam)
     assert r.returncode == 2 and r.stdout == ""
     line = r.stderr.strip()
     assert len(line.splitlines()) == 1 and line.startswith("Error: ")
     assert "several weight files" in line and "backbone.keras" in line and "other_tie.keras" in line
     # one weights file (a preset folder): read as before
-    assert verify_tie(ROOT / "albert/preset")["tied"] is True
+    preset = next(k for k, e in ENTRIES.items() if e["variant"] == "preset")
+    assert verify_tie(ROOT / preset)["tied"] is True
+
+
+@pytest.mark.parametrize("rel", sorted(k for k in ENTRIES if k.endswith(".keras")))
+def test_config_less_weights_same_verdict(tmp_path, rel):
+    """The ``model.weights.h5`` inside each ``.keras`` (what ``save_weights``
+    writes, without the config): the same verdict from the layout alone,
+    except where only the config tells (a tie argument that says untied
+    beside a lone matrix does not occur: keras-hub then stores the reverse
+    matrix)."""
+    out = tmp_path / "x.weights.h5"
+    with zipfile.ZipFile(ROOT / rel) as z:
+        out.write_bytes(z.read("model.weights.h5"))
+    g = verify_tie(out)["groups"][0]
+    assert g["verdict"] == ENTRIES[rel]["truth"], g["reason"]
 
 
 def test_inspect_and_verify_tie_show_the_kerashub_config():
@@ -185,8 +268,6 @@ def test_inspect_and_verify_tie_show_the_kerashub_config():
 def test_kerashub_config_checked_against_the_weights(tmp_path):
     """A keras-hub config that says untied beside a lone tied matrix: the
     config-versus-weights check runs on keras-hub files too."""
-    import zipfile
-
     src = ROOT / "qwen/backbone.keras"
     bad = tmp_path / "bad.keras"
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(bad, "w", zipfile.ZIP_STORED) as zout:
@@ -210,7 +291,6 @@ def test_quantised_weights_without_config(tf_run, tmp_path, mode):
     """The .keras's model.weights.h5 alone: int8 is recognised from the
     stored dtypes (int8 matrix + per-row scale) and runs bit-exact; int4
     needs the config (its block size), so run says so (exit 2)."""
-    import zipfile
 
     rel = next(k for k, e in ENTRIES.items() if e["variant"] == mode)
     e = ENTRIES[rel]
@@ -225,3 +305,36 @@ def test_quantised_weights_without_config(tf_run, tmp_path, mode):
     else:
         with pytest.raises(UsageError, match="without the model's config"):
             tf_run(str(out), "linear", input_path=str(folder / e["hidden"]))
+
+
+def test_float8_model_runs_bit_exact_and_a_float8_embedding_is_refused(tf_run, tmp_path):
+    """``backbone.quantize("float8")``: Keras 3.15 quantises the Dense and
+    EinsumDense layers (QuantizedFloat8DTypePolicy in the config's policy map)
+    and leaves the embedding float, so run is bit-exact (the test above) and
+    reports no quantisation. A config that put the embedding itself under a
+    float8 policy would need the layer's scales run does not rebuild: refused
+    (exit 2), never a plain matmul."""
+    rel = next(k for k, e in ENTRIES.items() if e["variant"] == "float8")
+    e = ENTRIES[rel]
+    cfg = verify_tie(ROOT / rel)["config"]["kerashub"]
+    modes = {v["mode"] for v in cfg["quantized_layers"].values()}
+    assert modes == {"float8"} and "token_embedding" not in cfg["quantized_layers"]
+    folder = ROOT / e["family"]
+    res = tf_run(str(ROOT / rel), "linear", input_path=str(folder / e["hidden"]))
+    assert res.layer["quantization"] is None
+    assert res.output.tobytes() == np.load(folder / e["logits"]).tobytes()
+
+    bad = tmp_path / "f8.keras"
+    with zipfile.ZipFile(ROOT / rel) as zin, zipfile.ZipFile(bad, "w", zipfile.ZIP_STORED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == "config.json":
+                c = json.loads(data)
+                pmap = c["config"]["dtype"]["config"]["policy_map"]
+                pmap["token_embedding"] = next(iter(pmap.values()))
+                data = json.dumps(c).encode()
+            zout.writestr(item, data)
+    r = run_cli("run", bad, "--mode", "linear", "--input", folder / e["hidden"])
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "'float8'" in r.stderr and "run rebuilds int8 and int4 layers only" in r.stderr

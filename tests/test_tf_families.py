@@ -63,10 +63,9 @@ def test_sizes():
         assert size < 150 * 1024, (family, size)
     total = sum(f.stat().st_size for f in (FAMILIES).rglob("*") if f.is_file())
     assert total < 5 * 1024 * 1024, total
-    # All of fixtures/ is 11.4 MB with the keras-hub fixtures (issue 17), over the 10 MB
-    # goal: tracked as open work there. This cap keeps it from growing further.
+    # All of fixtures/ under 10 MB (the project's standard).
     total = sum(f.stat().st_size for f in (ROOT / "fixtures").rglob("*") if f.is_file())
-    assert total < 12 * 1024 * 1024, total
+    assert total < 10 * 1024 * 1024, total
 
 
 @pytest.mark.interop  # transformers 4.57.6 with its TF classes, in a subprocess

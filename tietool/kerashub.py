@@ -42,6 +42,7 @@ _REVERSIBLE_RE = re.compile(
     r"(^|/)(reversible_embedding(_\d+)?|token_and_position_embedding(_\d+)?/token_embedding)/vars/0$")
 _PLAIN_RE = re.compile(r"(^|/)embedding(_\d+)?/vars/0$")
 _VARS_RE = re.compile(r"^(.*\bvars)/(\d+)$")
+_TOP_DENSE_RE = re.compile(r"^layers/dense(_\d+)?/vars/0$")
 
 
 def is_kerashub_config(cfg: Any) -> bool:
@@ -110,7 +111,8 @@ def read_config(cfg: Any) -> KerasHubConfig | None:
     if isinstance(pol, str):
         dtype = pol
     elif isinstance(pol, dict):
-        pcfg = pol.get("config") if isinstance(pol.get("config"), dict) else {}
+        raw = pol.get("config")
+        pcfg: dict = raw if isinstance(raw, dict) else {}
         if pol.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(pcfg.get("name"), str):
             dtype = pcfg["name"]
         elif pol.get("class_name") == "DTypePolicyMap":
@@ -237,3 +239,17 @@ def plain_beside(ckpt, members: list, vocab: int, hidden: int) -> list[str]:
         return []
     return [n for n, t in ckpt.tensors.items()
             if n not in names and is_plain_embedding(n) and tuple(t.shape) == (vocab, hidden)]
+
+
+def head_of_another_width(ckpt, members: list, vocab: int, hidden: int) -> str | None:
+    """The model's own output Dense whose width is not the vocabulary (PARSeq's
+    ``head`` [H, V-2]: it predicts neither <bos> nor <pad>), beside a plain
+    ``Embedding`` with no reverse pass: a Keras 3 top-level ``dense`` kernel
+    ``[hidden, W]``, W neither the vocabulary nor the hidden size, the only
+    one. None otherwise."""
+    if any(is_reversible(m.name) or m.role == "decoder" for m in members):
+        return None
+    found = [n for n, t in ckpt.tensors.items()
+             if _TOP_DENSE_RE.match(n) and len(t.shape) == 2 and t.shape[0] == hidden
+             and t.shape[1] not in (vocab, hidden) and t.shape[1] > 1]
+    return found[0] if len(found) == 1 else None

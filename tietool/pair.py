@@ -86,10 +86,16 @@ def choose_pair(ckpt: Checkpoint, embedding: str | None = None, decoder: str | N
     if not embeds:
         raise UsageError("the tie group has no stored embedding matrix", ckpt.path)
     emb = embeds[0].info
+    if emb is None:  # pragma: no cover - a distinct member is a stored tensor
+        raise UsageError("the tie group has no stored embedding matrix", ckpt.path)
     if group.tied or not [m for m in group.distinct() if m.role == "decoder"]:
         # Proven identical, or implicit (nothing else stored): one shared matrix.
         return PairChoice(emb, None, False, True, group.kind, out)
     dec = next(m for m in group.distinct() if m.role == "decoder")
+    if tuple(dec.shape) not in ((group.vocab_size, group.hidden_size), (group.hidden_size, group.vocab_size)):
+        raise UsageError(f"the output layer {dec.name!r} {list(dec.shape)} is a head of another width than the "
+                         f"embedding [{group.vocab_size}, {group.hidden_size}]: it cannot be rebuilt as the tied "
+                         "layer (run rebuilds the embedding's reverse pass)", ckpt.path)
     vg = kerashub.vars_group(dec.name)
     if vg is not None and vg[1] == 0 and f"{vg[0]}/1" in ckpt.tensors:
         bias = ckpt.tensors[f"{vg[0]}/1"]
@@ -122,6 +128,11 @@ def output_layer(ckpt: Checkpoint, group) -> OutputLayer:
             raise UsageError(f"quantisation policy {quant['class_name']!r} is not one run rebuilds", ckpt.path)
         mode = str(quant["mode"])
         out_dim = g_idx[0].shape[0] if g_idx else (emb.shape[1] * 2 if mode.startswith("int4") else emb.shape[1])
+    elif quant is not None and str(quant.get("mode")) not in ("int8", "int4"):
+        # float8 (or a mode to come) keeps a float matrix and computes through scales
+        # run does not rebuild: refused, never a silent plain matmul
+        raise UsageError(f"the config quantises the embedding layer {emb.layer!r} as {quant.get('mode')!r} "
+                         f"({quant.get('class_name')}): run rebuilds int8 and int4 layers only", ckpt.path)
     elif quant is not None:
         quant = None  # the policy names a layer whose stored matrix is not quantised
     return OutputLayer(

@@ -424,6 +424,10 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
                 if (classes[t.name] == "decoder" and t.name not in seen and V in t.shape and min(t.shape) > 1
                         and parts and "bias" not in parts[-1] and not _in_repeated_block(t.name)):
                     add(t, "decoder", t.shape[0] != V)
+        # keras-hub PARSeq: the output Dense predicts another number of classes than the embedding has rows
+        head = kerashub.head_of_another_width(ckpt, members, V, H)
+        if head is not None and head not in seen:
+            add(ckpt.tensors[head], "decoder", True)
         # Keras 3: the unnamed reverse_embeddings is vars/1 of the embedding's
         # layer (a quantised layer: the reverse matrix after the scales).
         for m in list(members):
@@ -642,10 +646,16 @@ def _other_width(ckpt: Checkpoint, g: TieGroup, declared: dict, wide: list[Membe
         g.comparisons = [d.as_dict() for d in diffs]
     w = wide[0]
     width = w.shape[1] if not w.transposed else w.shape[0]
+    rows = w.shape[0] if not w.transposed else w.shape[1]
     how = "wider" if width > g.hidden_size else "narrower"
     g.kind, g.verdict = SEPARATE, NOT_TIED
     g.reason = (f"output embedding {w.name!r} {list(w.shape)} is {how} than the input embedding "
                 f"[{g.vocab_size}, {g.hidden_size}]: a head of its own")
+    if width == g.hidden_size and rows != g.vocab_size:
+        # a head of another vocabulary width (keras-hub PARSeq's [H, V-2])
+        how = f"{rows} outputs, not {g.vocab_size}"
+        g.reason = (f"output layer {w.name!r} {list(w.shape)} is a head of another width ({how}) than the input "
+                    f"embedding [{g.vocab_size}, {g.hidden_size}]: a head of its own")
     if declared.get("value") is True:
         g.consistency = _consistency(False, "config", (
             f"config declares {declared['key']}=true ({declared['source']}) but the output embedding has another "
