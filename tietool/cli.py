@@ -19,34 +19,9 @@ import click
 
 from . import __version__
 from .errors import TietoolError
+from .exits import EXIT_FOUND, EXIT_NOT_TIED, exit_code_for, exit_status
 
-EXIT_OK = 0
-EXIT_NOT_TIED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERNAL = 3
-
-EXIT_MEANINGS = {
-    EXIT_OK: "success",
-    EXIT_BAD_INPUT: 'bad input or usage: one line "Error: FILE: what is wrong" on stderr',
-    EXIT_INTERNAL: "internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)",
-}
-
-
-def exit_status(ok: str | None = None, status_1: str | None = None) -> str:
-    """An ``Exit status:`` epilog listing only the codes a command returns:
-    0, 2 and 3 always; ``ok`` says what 0 means for this command, and
-    ``status_1`` adds 1 with its meaning (verify-tie: not tied; a command
-    that finds problems or differences says so the same way)."""
-    codes = dict(EXIT_MEANINGS)
-    if ok is not None:
-        codes[EXIT_OK] = ok
-    if status_1 is not None:
-        codes[1] = status_1
-    return "\b\nExit status:\n" + "\n".join(f"  {code}  {text}" for code, text in sorted(codes.items()))
-
-
-EXIT_CODES = exit_status(ok="success (verify-tie: tied, every stored copy identical)",
-                         status_1="verify-tie: not tied, a copy differs, or no output layer")
+# Exit statuses, per error and per command: one table, in tietool.exits.
 
 
 def _debug_enabled(ctx: click.Context | None) -> bool:
@@ -79,8 +54,8 @@ class TietoolGroup(click.Group):
             if _debug_enabled(ctx):
                 traceback.print_exc()
             click.echo(f"Error: {_one_line(str(exc))}", err=True)
-            json_error(ctx, exc.message, exc.path, exc.exit_code)
-            ctx.exit(exc.exit_code)
+            json_error(ctx, exc.message, exc.path, exit_code_for(exc))
+            ctx.exit(exit_code_for(exc))
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except click.ClickException as exc:  # usage errors: Click prints them
@@ -93,7 +68,7 @@ class TietoolGroup(click.Group):
         except BrokenPipeError:
             # `tietool inspect ... | head`: not an error worth a traceback
             sys.stderr.close()
-            ctx.exit(EXIT_OK)
+            ctx.exit(exit_code_for(BrokenPipeError()))
         except MemoryError:
             ctx.exit(_out_of_memory(ctx))
         except Exception as exc:  # a bug in tietool, not bad input
@@ -104,8 +79,8 @@ class TietoolGroup(click.Group):
             message = (f"internal error: {type(exc).__name__}: {_one_line(str(exc))} "
                        "(please report; --debug shows the traceback)")
             click.echo(f"Error: {message}", err=True)
-            json_error(ctx, message, None, EXIT_INTERNAL)
-            ctx.exit(EXIT_INTERNAL)
+            json_error(ctx, message, None, exit_code_for(exc))
+            ctx.exit(exit_code_for(exc))
 
 
 # -- errors for scripts ----------------------------------------------------------------
@@ -161,7 +136,7 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     done = getattr(exc, "committed", None)
     tail = f"after {done} was written in full" if done else "nothing written"
     _stderr_line(f"Error: interrupted by {name}: {tail}")
-    return int(getattr(exc, "exit_code", 130))
+    return exit_code_for(exc)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -176,7 +151,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 def _out_of_memory(ctx: click.Context) -> int:
     path = ctx.meta.get("tietool.file")
     _stderr_line(f"Error: {path}: out of memory" if path else "Error: out of memory")
-    return EXIT_BAD_INPUT
+    return exit_code_for(MemoryError())
 
 
 def _stderr_line(text: str) -> None:
@@ -241,11 +216,12 @@ def progress_reporter(quiet: bool, large_only: bool = False):
 #       """
 #
 # The Examples block is a Click "\b" paragraph (kept verbatim); exit_status()
-# gives 0, 2 and 3 and adds 1 only when passed status_1=. Errors need nothing
+# gives 0, 2 and 3 and adds 1 only for commands that return it. Errors need nothing
 # per command: TietoolGroup prints the line (and, with --json, json_error's
 # document) for any TietoolError; give a command --json through json_option.
+# What each exit status means for a command: tietool.exits.COMMAND_EXITS.
 
-@click.group(cls=TietoolGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=TietoolGroup, epilog=exit_status(None), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="tietool")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors (also after the command name).")
 @click.pass_context
@@ -262,7 +238,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-@cli.command(short_help="List tensors, config and ties (headers only).", epilog=exit_status())
+@cli.command(short_help="List tensors, config and ties (headers only).", epilog=exit_status("inspect"))
 @click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--filter", "filter_glob", metavar="GLOB", help="Only list tensors whose name matches GLOB (e.g. '*embed*').")
 @json_option
@@ -287,8 +263,7 @@ def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
 
 
 @cli.command("verify-tie", short_help="Prove the embedding and LM head are tied.",
-             epilog=exit_status(ok="tied, every stored copy identical",
-                                status_1="not tied, a copy differs, or no output layer"))
+             epilog=exit_status("verify-tie"))
 @click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--embedding", metavar="NAME", help="The embedding tensor [vocab, hidden] (default: detected).")
 @click.option("--decoder", metavar="NAME", help="The decoder / LM head tensor, [vocab, hidden] or [hidden, vocab] (default: detected).")
@@ -330,7 +305,7 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
         click.get_current_context().exit(EXIT_NOT_TIED)
 
 
-@cli.command(short_help="Run the shared layer's embedding or linear pass.", epilog=exit_status())
+@cli.command(short_help="Run the shared layer's embedding or linear pass.", epilog=exit_status("run"))
 @click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--mode", type=click.Choice(["embedding", "linear"]), required=True,
               help="embedding: gather rows for token ids; linear: hidden states @ weight.T (logits).")
@@ -370,10 +345,13 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
     sources = [p for p in (path, input_path) if p]
     if output_path:
         check_npy_output(output_path, force, sources=sources)  # before the work, not after it
+    # The command's own process: keep TensorFlow's start-up chatter off stderr
+    # (the library leaves the environment and file descriptor 2 alone).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     progress = progress_reporter(quiet, large_only=True)
     try:
         result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
-                           embedding=embedding, decoder=decoder, progress=progress)
+                           embedding=embedding, decoder=decoder, progress=progress, quiet_native_stderr=True)
     finally:
         if progress is not None:
             progress.close()
@@ -382,7 +360,7 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
     output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
 
 
-@cli.command(short_help="Convert losslessly: HDF5, .keras <-> safetensors.", epilog=exit_status())
+@cli.command(short_help="Convert losslessly: HDF5, .keras <-> safetensors.", epilog=exit_status("convert"))
 @click.argument("src", type=click.Path(path_type=str, readable=False))
 @click.option("--to", "to", type=click.Choice(["safetensors", "h5", "keras"]), default=None,
               help="Output format. Default: from the -o name (.safetensors, .h5, .keras), else from SRC: "
@@ -434,21 +412,7 @@ def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: st
     output(result, as_json, render_convert)
 
 
-CHECK_EXIT_CODES = """\b
-Exit status:
-  0  every checkpoint is consistent (config and weights agree)
-  1  at least one checkpoint has a problem (each row says which, and the fix command)
-  2  at least one checkpoint could not be read (the others are still checked and listed), or bad usage
-  3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
-
-FIX_EXIT_CODES = """\b
-Exit status:
-  0  repaired and verified, or nothing to fix (nothing written)
-  2  bad input or usage, or a repair that needs a choice (--prefer): one line "Error: FILE: what is wrong"
-  3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
-
-
-@cli.command(short_help="Audit tie flags against the stored weights.", epilog=CHECK_EXIT_CODES)
+@cli.command(short_help="Audit tie flags against the stored weights.", epilog=exit_status("check"))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @json_option
 def check(paths: tuple[str, ...], as_json: bool) -> None:
@@ -473,7 +437,7 @@ def check(paths: tuple[str, ...], as_json: bool) -> None:
         click.get_current_context().exit(report.exit_code)
 
 
-@cli.command(short_help="Write a repaired copy of a checkpoint.", epilog=FIX_EXIT_CODES)
+@cli.command(short_help="Write a repaired copy of a checkpoint.", epilog=exit_status("fix"))
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("-o", "--output", "out", type=click.Path(path_type=str), default=None,
               help="Where to write the repaired copy (default: PATH-fixed).")
@@ -510,8 +474,15 @@ def fix(path: str, out: str | None, head: str | None, prefer: str | None, force:
 
 
 def main() -> None:
+    """The ``tietool`` command. Process-wide settings are made here, for the
+    command's own process, never by importing the library: signal handlers
+    (:mod:`tietool.signals`) and ``HDF5_PLUGIN_PATH`` pointed at nothing, so
+    that HDF5 can load no filter plugin at all (the library already refuses
+    every filter that is not built in before HDF5 would look one up:
+    :data:`tietool.h5safe.BUILTIN_FILTERS`)."""
     from .signals import install
 
+    os.environ["HDF5_PLUGIN_PATH"] = os.devnull  # before h5py loads HDF5
     install()
     cli(prog_name="tietool")
 
@@ -522,15 +493,7 @@ if __name__ == "__main__":  # pragma: no cover
 
 # -- diff (appended: keep at the end) -----------------------------------------------------------
 
-DIFF_EXIT_CODES = """\b
-Exit status:
-  0  every tensor matched and is identical (within --atol/--rtol if given)
-  1  a tensor differs, has another shape or dtype, or is in one checkpoint only
-  2  bad input or usage: one line "Error: FILE: what is wrong" on stderr
-  3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
-
-
-@cli.command("diff", short_help="Compare two checkpoints tensor by tensor.", epilog=DIFF_EXIT_CODES)
+@cli.command("diff", short_help="Compare two checkpoints tensor by tensor.", epilog=exit_status("diff"))
 @click.argument("a", type=click.Path(path_type=str))
 @click.argument("b", type=click.Path(path_type=str))
 @click.option("--atol", type=float, default=None, help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
@@ -574,4 +537,4 @@ def diff_cmd(a: str, b: str, atol: float | None, rtol: float | None, show_all: b
         write_plot(result, plot_path, force=force)
     output(result.to_json(), as_json, lambda r: render_diff(r, show_all=show_all))
     if not result.identical:
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(EXIT_FOUND)

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 
 from .check import FLAG, NO_HEAD, SHARED_STORAGE, IDENTICAL, Analysis, Repair, analyse
-from .errors import CorruptCheckpointError, UsageError
+from .errors import ConversionError, CopiesDifferError, CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
 from .jsonedit import delete_key, set_value
 from .model import Checkpoint, TensorInfo
@@ -107,7 +107,7 @@ def _plan(a: Analysis, head: str | None) -> list[Repair]:
     repairs = list(a.repairs)
     if a.needs_prefer:
         names = a.needs_prefer
-        raise UsageError(
+        raise CopiesDifferError(
             f"the {len(names)} stored copies of the tied matrix differ and no copy is a strict majority: choose the "
             f"one to keep with --prefer embedding ({names[0]}), --prefer decoder ({names[-1]}) or --prefer NAME",
             a.ckpt.path)
@@ -115,7 +115,7 @@ def _plan(a: Analysis, head: str | None) -> list[Repair]:
         if r.kind == "use-copy":
             t, src = a.ckpt.tensors[r.tensor], a.ckpt.tensors[r.source]
             if tuple(t.shape) != tuple(src.shape) or t.dtype != src.dtype:
-                raise UsageError(f"{r.tensor} ({t.dtype}{list(t.shape)}) cannot take the bytes of {r.source} "
+                raise ConversionError(f"{r.tensor} ({t.dtype}{list(t.shape)}) cannot take the bytes of {r.source} "
                                  f"({src.dtype}{list(src.shape)}): a transposed or converted copy is not repaired",
                                  a.ckpt.path)
     for r in head_repairs(a, head):

@@ -3,9 +3,19 @@
 Modelled on keras' ``saving_lib`` helpers, stricter: soft and external links,
 external storage and virtual datasets are refused; every dataset's declared
 size is checked against what it stores and against the file before anything
-is read; attributes are size-capped; HDF5 is kept from loading filter plugins
-from the environment. h5py's own errors are turned into one-line
-:class:`~tietool.errors.CorruptCheckpointError`.
+is read; attributes are size-capped. h5py's own errors are turned into
+one-line :class:`~tietool.errors.CorruptCheckpointError`.
+
+Filter plugins are shared libraries: a hostile file naming a filter must not
+make HDF5 dlopen something from ``HDF5_PLUGIN_PATH``. HDF5 can only switch
+plugin loading off for the whole process (and h5py 3.14 exposes no
+``H5PLset_loading_state``), so importing this module changes nothing; instead
+every dataset is checked on open (:meth:`SafeH5.dataset_entry`): a filter
+that is not one of HDF5's built-in filters or h5py's LZF
+(:data:`BUILTIN_FILTERS`) is refused before HDF5 is asked about it, so HDF5
+never looks a plugin up for tietool. The ``tietool`` command additionally
+points ``HDF5_PLUGIN_PATH`` at nothing for its own process
+(:func:`tietool.cli.main`).
 """
 
 from __future__ import annotations
@@ -20,20 +30,11 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-# Filter plugins are shared libraries: a hostile file naming a filter must not
-# make HDF5 dlopen something from HDF5_PLUGIN_PATH. Set before h5py loads
-# HDF5, then switch dynamic loading off for good measure.
-os.environ["HDF5_PLUGIN_PATH"] = os.devnull
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
+import h5py
+import numpy as np
 
-from . import dtypes  # noqa: E402
-from .errors import CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError  # noqa: E402
-
-try:
-    h5py.h5pl.set_loading_state(0)
-except Exception:  # pragma: no cover - very old HDF5
-    pass
+from . import dtypes
+from .errors import CorruptCheckpointError, TietoolError, UnsafeCheckpointError, UnsupportedFormatError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Largest attribute we will read (model_config of a huge model is a few MB).
@@ -71,6 +72,32 @@ def open_file(source: str | io.IOBase, label: str, size: int | None = None) -> h
         return h5py.File(source, "r")
     except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise CorruptCheckpointError(f"not a readable HDF5 file ({_h5_reason(exc)})", label) from None
+
+
+#: What h5py raises for a file it cannot read (its error stack mapped to
+#: builtins), and what a ``.keras`` member read through raises.
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
+             zipfile.BadZipFile, EOFError, zlib.error)
+#: Modules h5py calls into: an error raised there is still h5py's.
+H5_CALLEES = ("numpy", "zipfile", "zlib", "io", "_io", "codecs", "encodings", "_compression", "struct")
+
+
+def raised_in_h5py(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while h5py had control: the traceback's
+    last frame that is neither h5py nor a library h5py calls into (numpy,
+    the ``zipfile`` member it reads through) comes before an h5py frame. An
+    error raised by tietool's own code (or any other Python code, such as a
+    callback h5py runs) is a bug, never "corrupt file"."""
+    in_h5py = False
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module == "h5py" or module.startswith("h5py."):
+            in_h5py = True
+        elif not module.startswith(H5_CALLEES):
+            in_h5py = False
+        tb = tb.tb_next
+    return in_h5py
 
 
 def _h5_reason(exc: BaseException) -> str:
@@ -115,12 +142,18 @@ class SafeH5:
 
     # -- guarded calls ----------------------------------------------------
     def guard(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run an h5py call; HDF5 failures become one clear error."""
+        """Run an h5py call; HDF5's failures become one clear error.
+
+        Only errors raised inside h5py (or below it: HDF5, numpy, the
+        ``.keras`` archive member HDF5 reads through) become
+        :class:`~tietool.errors.CorruptCheckpointError`; tietool's own
+        errors pass unchanged, and a bug in tietool's code (a ``TypeError``
+        or ``KeyError`` raised by tietool itself, also in a callback h5py
+        runs) surfaces as what it is: an internal error, not a corrupt file."""
         try:
             return fn()
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError,
-                zipfile.BadZipFile, EOFError, zlib.error) as exc:  # the last three: .keras members
-            if isinstance(exc, (CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError)):
+        except H5_ERRORS as exc:
+            if isinstance(exc, TietoolError) or not raised_in_h5py(exc):
                 raise
             raise CorruptCheckpointError(f"cannot read {what} ({_h5_reason(exc)})", self.label) from None
 
@@ -446,7 +479,15 @@ def _walk_gcol(coll: bytes, start: int, label: str) -> None:
         p += need
 
 
+#: HDF5's built-in filters (deflate, shuffle, fletcher32, szip, n-bit,
+#: scale-offset) and the LZF filter h5py registers itself. Any other id would
+#: make HDF5 search its plugin path, so it is refused without asking HDF5.
+BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+
+
 def _filter_available(code: int) -> bool:
+    if code not in BUILTIN_FILTERS:
+        return False
     try:
         return bool(h5py.h5z.filter_avail(code))
     except Exception:

@@ -10,14 +10,12 @@ An untied checkpoint rebuilds with ``tie_weights=False`` and the stored
 decoder as ``reverse_embeddings``.
 
 This module imports Keras (and so TensorFlow): only ``tietool run`` and
-library users who ask for the layer load it.
+library users who ask for the layer load it. It sets nothing in the process
+environment (``tietool run`` itself keeps TensorFlow's start-up chatter off
+stderr, :func:`tietool.cli.run`).
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter off stderr
 
 try:
     import keras
