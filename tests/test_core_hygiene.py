@@ -77,7 +77,7 @@ IMPORT_CHECK = r"""
 import os, sys
 env = dict(os.environ)
 fd2 = os.fstat(2)
-import tietool, tietool.formats, tietool.cli, tietool.h5safe, tietool.ties, tietool.inspect, tietool.render
+import tietool, tietool.formats, tietool.cli, tietool.h5safe, tietool.ties, tietool.summary, tietool.render
 import tietool.run, tietool.pair, tietool.check, tietool.diff, tietool.fix
 from tietool.formats import open_checkpoint
 with open_checkpoint(sys.argv[1]) as ckpt:

@@ -21,7 +21,7 @@ from conftest import FIXTURES, MANIFEST
 
 from tietool.cli import cli
 from tietool.convert import convert
-from tietool.inspect import inspect_checkpoint
+from tietool.summary import inspect_checkpoint
 
 KERAS = "fixtures/keras3/tied_revemb.keras"
 

@@ -25,7 +25,7 @@ _LAZY = {
     "open_checkpoint": ("tietool.formats", "open_checkpoint"),
     "Checkpoint": ("tietool.model", "Checkpoint"),
     "TensorInfo": ("tietool.model", "TensorInfo"),
-    "inspect_checkpoint": ("tietool.inspect", "inspect_checkpoint"),
+    "inspect_checkpoint": ("tietool.summary", "inspect_checkpoint"),
     "verify_tie": ("tietool.ties", "verify_tie"),
     "find_ties": ("tietool.ties", "find_ties"),
     "convert_checkpoint": ("tietool.convert", "convert"),

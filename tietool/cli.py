@@ -172,9 +172,14 @@ def json_option(f: Callable) -> Callable:
 
 
 def output(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
-    """The one place results are printed: JSON for scripts, text for people.
-    Rendering happens before anything is written, so output is all or nothing."""
-    text = json.dumps(data, indent=2, default=_json_default) if as_json else render(data)
+    """The one place results are printed: JSON for scripts (a typed result's
+    ``to_json()``), text for people. Rendering happens before anything is
+    written, so output is all or nothing."""
+    if as_json:
+        doc = data.to_json() if hasattr(data, "to_json") else data
+        text = json.dumps(doc, indent=2, default=_json_default)
+    else:
+        text = render(data)
     click.echo(text)
 
 
@@ -256,7 +261,7 @@ def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
       tietool inspect fixtures/keras3/tied_revemb.keras --filter 'layers/*'
       tietool inspect fixtures/pt/gpt2 --json
     """
-    from .inspect import inspect_checkpoint
+    from .summary import inspect_checkpoint
     from .render import render_inspect
 
     output(inspect_checkpoint(path, filter_glob=filter_glob), as_json, render_inspect)
@@ -301,7 +306,7 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
         if progress is not None:
             progress.close()
     output(report, as_json, render_verify_tie)
-    if not report["tied"]:
+    if not report.tied:
         click.get_current_context().exit(EXIT_NOT_TIED)
 
 

@@ -2,8 +2,8 @@
 
 Every reader turns its layout into a :class:`Checkpoint`: an ordered mapping
 of stored tensors (:class:`TensorInfo`: name, shape, dtype, size and where the
-bytes live), the config, the metadata and whatever the format needs to be
-written back the same way (``layout``). Opening reads headers and attributes
+bytes live), the config, the metadata and the typed facts a writer needs to restore the
+source (``training_config``, ``archive``, ``folder``/``folder_files``). Opening reads headers and attributes
 only; tensor data is read on request, whole or in bounded row blocks, through
 the format's :class:`TensorStore`.
 """
@@ -65,6 +65,15 @@ class TensorInfo:
         return d
 
 
+@dataclass(frozen=True)
+class KerasArchive:
+    """What a ``.keras`` archive holds besides the weights, to write it back."""
+
+    members: tuple[str, ...]  # every member name
+    member_texts: dict[str, str]  # config.json / metadata.json as stored (text)
+    entries: tuple[dict, ...]  # {"name", "date_time"} per member, in archive order
+
+
 class TensorStore(Protocol):
     """What a reader provides to fetch data for the tensors it listed."""
 
@@ -83,9 +92,30 @@ class Checkpoint:
     config: dict | None = None
     config_source: str | None = None  # file (or file:attribute) the config came from
     metadata: dict[str, Any] = field(default_factory=dict)
-    layout: dict[str, Any] = field(default_factory=dict)  # what a writer needs to restore the format
     warnings: list[str] = field(default_factory=list)
     store: TensorStore | None = field(default=None, repr=False)
+    training_config: dict | None = None  # Keras 2 full-model HDF5: the training_config attribute (JSON data)
+    archive: KerasArchive | None = None  # a .keras archive's other members
+    folder: str | None = None  # the model folder the weights were found in (Hugging Face layout)
+    folder_files: list[str] = field(default_factory=list)  # the folder's other files (names), config.json included
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        """Deprecated read-only view of the typed fields under the keys of
+        the former ``layout`` dict (``folder``, ``folder_files``,
+        ``training_config``, ``members``, ``member_texts``, ``archive``), for
+        code not yet moved to the fields; to be removed."""
+        out: dict[str, Any] = {}
+        if self.folder is not None:
+            out["folder"] = self.folder
+            out["folder_files"] = list(self.folder_files)
+        if self.training_config is not None:
+            out["training_config"] = self.training_config
+        if self.archive is not None:
+            out["members"] = list(self.archive.members)
+            out["member_texts"] = dict(self.archive.member_texts)
+            out["archive"] = [dict(e) for e in self.archive.entries]
+        return out
 
     # -- access -----------------------------------------------------------
     def __enter__(self) -> "Checkpoint":

@@ -44,6 +44,7 @@ from . import config as configlib
 from . import kerashub
 from .errors import TensorNotFoundError, UsageError
 from .model import ROLE_WEIGHT, Checkpoint, TensorInfo
+from .results import JsonResult
 
 # kinds
 IMPLICIT = "implicit"
@@ -227,6 +228,9 @@ class TieGroup:
     def distinct(self) -> list[Member]:
         """One member per stored object, the reference first."""
         return [m for m in self.members if m.stored and m.same_storage_as is None]
+
+    def to_json(self) -> dict:
+        return self.as_dict()
 
     def as_dict(self) -> dict:
         d: dict[str, Any] = {
@@ -657,9 +661,52 @@ def _other_width(ckpt: Checkpoint, g: TieGroup, declared: dict, wide: list[Membe
     return g
 
 
+@dataclass(frozen=True)
+class TieReport(JsonResult):
+    """What :func:`verify_tie` proved: ``tied`` only when a tie holds and
+    every stored copy is identical (or equal within ``atol``/``rtol``);
+    ``config`` is what the config declares (:func:`declared_tie`)."""
+
+    path: str
+    format: str
+    tied: bool
+    message: str
+    config: dict
+    atol: float | None
+    rtol: float | None
+    groups: tuple[TieGroup, ...]
+
+    @property
+    def exact(self) -> bool:
+        return self.atol is None and self.rtol is None
+
+    @classmethod
+    def build(cls, ckpt: Checkpoint, declared: dict, groups: list[TieGroup], atol: float | None,
+              rtol: float | None) -> TieReport:
+        if not groups:
+            message = "no embedding matrix found: no output layer to tie"
+        else:
+            message = "; ".join(f"{g.verdict} ({g.kind}): {g.reason}" for g in groups)
+        return cls(ckpt.path, ckpt.format, bool(groups) and all(g.tied for g in groups), message, declared,
+                   atol, rtol, tuple(groups))
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "tied": self.tied,
+            "message": self.message,
+            "config": self.config,
+            "exact": self.exact,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "groups": [g.to_json() for g in self.groups],
+        }
+
+
 def verify_checkpoint(ckpt: Checkpoint, embedding: str | None = None, decoder: str | None = None,
                       atol: float | None = None, rtol: float | None = None,
-                      progress: Callable[[str, int, int], None] | None = None) -> dict:
+                      progress: Callable[[str, int, int], None] | None = None) -> TieReport:
     """The report of :func:`verify_tie` for an open checkpoint; ``progress``
     is called as ``progress("compare", bytes read, bytes to read)``."""
     for what, v in (("atol", atol), ("rtol", rtol)):
@@ -678,30 +725,15 @@ def verify_checkpoint(ckpt: Checkpoint, embedding: str | None = None, decoder: s
 
     for g in groups:
         verify_group(ckpt, g, declared, atol, rtol, tick if progress is not None else None)
-    tied = bool(groups) and all(g.tied for g in groups)
-    if not groups:
-        message = "no embedding matrix found: no output layer to tie"
-    else:
-        message = "; ".join(f"{g.verdict} ({g.kind}): {g.reason}" for g in groups)
-    return {
-        "path": ckpt.path,
-        "format": ckpt.format,
-        "tied": tied,
-        "message": message,
-        "config": declared,
-        "exact": atol is None and rtol is None,
-        "atol": atol,
-        "rtol": rtol,
-        "groups": [g.as_dict() for g in groups],
-    }
+    return TieReport.build(ckpt, declared, groups, atol, rtol)
 
 
 def verify_tie(path: str | os.PathLike, embedding: str | None = None, decoder: str | None = None,
                atol: float | None = None, rtol: float | None = None,
-               progress: Callable[[str, int, int], None] | None = None) -> dict:
+               progress: Callable[[str, int, int], None] | None = None) -> TieReport:
     """Find the tie groups of ``path`` and prove them with the stored values.
 
-    Returns a JSON-ready report with ``tied`` (True only when a tie holds and
+    Returns a :class:`TieReport` (``to_json()`` for the JSON document) with ``tied`` (True only when a tie holds and
     every stored copy is identical, or equal within ``atol``/``rtol`` when
     given), ``config`` (what the config declares) and ``groups``. Raises
     :class:`~tietool.errors.TensorNotFoundError` for an unknown name and
@@ -714,6 +746,6 @@ def verify_tie(path: str | os.PathLike, embedding: str | None = None, decoder: s
 
 
 __all__ = [
-    "Member", "TieGroup", "classify", "declared_tie", "find_ties", "verify_tie", "verify_checkpoint",
+    "Member", "TieGroup", "TieReport", "classify", "declared_tie", "find_ties", "verify_tie", "verify_checkpoint",
     "build_members", "TensorNotFoundError",
 ]

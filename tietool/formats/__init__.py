@@ -171,8 +171,6 @@ def _open_folder(folder: str) -> Checkpoint:
         raise UsageError(f"several weight files in this folder ({names}): name the one to use", folder)
     ckpt = _open_file(weights)
     ckpt.path = folder
-    if others:
-        ckpt.metadata.setdefault("other_weight_files", others)
     _attach_folder_config(ckpt, folder)
     return ckpt
 
@@ -194,5 +192,5 @@ def _attach_folder_config(ckpt: Checkpoint, folder: str) -> None:
         n for n in os.listdir(folder)
         if os.path.isfile(os.path.join(folder, n)) and os.path.abspath(os.path.join(folder, n)) not in weight_files
     )
-    ckpt.layout["folder"] = folder
-    ckpt.layout["folder_files"] = extra
+    ckpt.folder = folder
+    ckpt.folder_files = extra

@@ -29,7 +29,7 @@ import numpy as np
 from .. import config as configlib
 from ..errors import CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError
 from ..h5safe import DatasetEntry, SafeH5
-from ..model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, TensorInfo
+from ..model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, KerasArchive, TensorInfo
 from . import rawio
 from .index import load_index
 
@@ -140,7 +140,7 @@ def _is_group(h5: SafeH5, path: str) -> bool:
 
 # -- Keras 2 ---------------------------------------------------------------------
 
-def _read_keras2_weights(h5: SafeH5, file: str, prefix: str, layout: dict, warnings: list[str]) -> list[TensorInfo]:
+def _read_keras2_weights(h5: SafeH5, file: str, prefix: str, warnings: list[str]) -> list[TensorInfo]:
     """Layout 1 at ``prefix`` ('' or 'model_weights/')."""
     root = h5.get(prefix) if prefix else h5.file
     layer_names = list_attr(h5, root, "layer_names")
@@ -169,7 +169,6 @@ def _read_keras2_weights(h5: SafeH5, file: str, prefix: str, layout: dict, warni
         out.append(_info(entry, file, h5=h5))
     if unlisted:
         warnings.append(f"{len(unlisted)} dataset(s) not listed in any layer's weight_names (listed at the end)")
-    layout.update({"layer_names": layer_names, "weight_names": weight_names})
     return out
 
 
@@ -183,37 +182,33 @@ def _root_attrs(h5: SafeH5, obj, skip: tuple[str, ...] = ()) -> dict:
 
 
 def open_keras2(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
-    layout: dict = {"kind": "keras2-h5"}
     warnings: list[str] = []
-    tensors = _read_keras2_weights(h5, path, "", layout, warnings)
+    tensors = _read_keras2_weights(h5, path, "", warnings)
     meta = _root_attrs(h5, h5.file)
     return Checkpoint("keras2-h5", path, [path], {t.name: t for t in tensors}, metadata=meta,
-                      layout=layout, warnings=warnings, store=store)
+                      warnings=warnings, store=store)
 
 
 def open_keras2_full(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
-    layout: dict = {"kind": "keras2-full-h5"}
     warnings: list[str] = []
-    tensors = _read_keras2_weights(h5, path, "model_weights/", layout, warnings)
+    tensors = _read_keras2_weights(h5, path, "model_weights/", warnings)
     if h5.has("optimizer_weights"):
-        opt = h5.get("optimizer_weights")
-        opt_names = list_attr(h5, opt, "weight_names") or []
-        layout["optimizer_weight_names"] = opt_names
+        list_attr(h5, h5.get("optimizer_weights"), "weight_names")  # checked like every name list, not kept
         for entry in h5.walk("optimizer_weights"):
             tensors.append(_info(entry, path, role=ROLE_OPTIMIZER, h5=h5))
     meta = _root_attrs(h5, h5.file, skip=("model_config", "training_config"))
     model_weights_meta = _root_attrs(h5, h5.get("model_weights"))
     for k, v in model_weights_meta.items():
         meta.setdefault(k, v)
-    config = None
+    config = training = None
     keys = set(h5.attr_names(h5.file))
     if "model_config" in keys:
         config = h5.json_attr(h5.file, "model_config")
     if "training_config" in keys:
-        layout["training_config"] = h5.json_attr(h5.file, "training_config")
+        training = h5.json_attr(h5.file, "training_config")
     return Checkpoint("keras2-full-h5", path, [path], {t.name: t for t in tensors}, config=config,
                       config_source=f"{path}:model_config" if config is not None else None,
-                      metadata=meta, layout=layout, warnings=warnings, store=store)
+                      metadata=meta, warnings=warnings, store=store, training_config=training)
 
 
 def _read_hf_shard(h5: SafeH5, file: str) -> list[TensorInfo]:
@@ -231,7 +226,7 @@ def _read_hf_shard(h5: SafeH5, file: str) -> list[TensorInfo]:
 def open_hf_shard(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
     tensors = _read_hf_shard(h5, path)
     return Checkpoint("hf-tf-h5-shard", path, [path], {t.name: t for t in tensors},
-                      metadata=_root_attrs(h5, h5.file), layout={"kind": "hf-tf-h5-shard"}, store=store)
+                      metadata=_root_attrs(h5, h5.file), store=store)
 
 
 def open_hf_sharded(index_path: str) -> Checkpoint:
@@ -261,8 +256,7 @@ def open_hf_sharded(index_path: str) -> Checkpoint:
     except BaseException:
         store.close()
         raise
-    return Checkpoint("hf-tf-h5-sharded", index_path, [index_path] + shards, tensors, metadata=meta,
-                      layout={"kind": "hf-tf-h5-sharded", "index_metadata": index.get("metadata", {})}, store=store)
+    return Checkpoint("hf-tf-h5-sharded", index_path, [index_path] + shards, tensors, metadata=meta, store=store)
 
 
 # -- Keras 3 ---------------------------------------------------------------------
@@ -284,10 +278,9 @@ def _read_keras3(h5: SafeH5, file: str, base_offset: int | None) -> tuple[list[T
 
 
 def open_keras3_weights(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
-    tensors, names = _read_keras3(h5, path, 0)
+    tensors, _names = _read_keras3(h5, path, 0)
     return Checkpoint("keras3-weights-h5", path, [path], {t.name: t for t in tensors},
-                      metadata=_root_attrs(h5, h5.file), layout={"kind": "keras3-weights-h5", "vars_names": names},
-                      store=store)
+                      metadata=_root_attrs(h5, h5.file), store=store)
 
 
 def open_keras3_sharded(index_path: str) -> Checkpoint:
@@ -312,8 +305,7 @@ def open_keras3_sharded(index_path: str) -> Checkpoint:
         store.close()
         raise
     return Checkpoint("keras3-weights-sharded", index_path, [index_path] + shards, tensors,
-                      metadata=dict(index.get("metadata") or {}),
-                      layout={"kind": "keras3-weights-sharded", "vars_names": names}, store=store)
+                      metadata=dict(index.get("metadata") or {}), store=store)
 
 
 # -- .keras archives ---------------------------------------------------------------
@@ -410,8 +402,8 @@ def open_keras_archive(path: str) -> Checkpoint:
     return Checkpoint(
         "keras3-archive", path, [path], {t.name: t for t in tensors}, config=config,
         config_source=f"{path}:config.json" if config is not None else None, metadata=metadata,
-        layout={"kind": "keras3-archive", "vars_names": names, "members": sorted(members), "member_texts": texts,
-                "archive": [{"name": i.filename, "date_time": list(i.date_time)} for i in z.infolist()]},
+        archive=KerasArchive(tuple(sorted(members)), texts,
+                             tuple({"name": i.filename, "date_time": list(i.date_time)} for i in z.infolist())),
         store=store,
     )
 

@@ -183,7 +183,6 @@ def open_file(path: str) -> Checkpoint:
         files=[path],
         tensors={t.name: t for t in infos},
         metadata=dict(metadata),
-        layout={"kind": "safetensors", "order": [t.name for t in infos]},
         store=SafetensorsStore(),
     )
 
@@ -219,6 +218,5 @@ def open_sharded(index_path: str, index: dict, shard_paths: list[str], weight_ma
         files=[index_path] + shard_paths,
         tensors=tensors,
         metadata=metadata,
-        layout={"kind": "safetensors-sharded", "index_metadata": index.get("metadata", {}), "shards": [os.path.basename(s) for s in shard_paths]},
         store=SafetensorsStore(),
     )
