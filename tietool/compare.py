@@ -24,11 +24,12 @@ from typing import Callable
 import numpy as np
 
 from . import dtypes
+from .blocks import BLOCK_BYTES, BufferPool
 from .formats import rawio
-from .model import Checkpoint, TensorInfo
+from .model import BlockStore, Checkpoint, TensorInfo
 
-#: Bytes of reference rows handled per step (each copy adds about as much).
-BLOCK_BYTES = 16 * 1024 * 1024
+# BLOCK_BYTES (tietool.blocks): bytes of reference rows handled per step (each copy adds about as much).
+
 #: Row indices listed in a report.
 FIRST_ROWS = 10
 #: "near copy": every element within these of the reference (numpy.isclose).
@@ -96,11 +97,11 @@ class BlockReader:
     def __init__(self, ckpt: Checkpoint):
         self.ckpt = ckpt
         self.handles = rawio.FileHandles()
-        self._buffers: dict[int, np.ndarray] = {}
+        self._pool = BufferPool()
 
     def close(self) -> None:
         self.handles.close()
-        self._buffers.clear()
+        self._pool.clear()
 
     def __enter__(self) -> "BlockReader":
         return self
@@ -109,12 +110,8 @@ class BlockReader:
         self.close()
 
     def _buffer(self, slot: int, nbytes: int) -> np.ndarray:
-        """A reused byte buffer: no fresh allocation (and page faults) per block.
-        What it holds is valid until the next read into the same slot."""
-        buf = self._buffers.get(slot)
-        if buf is None or buf.size < nbytes:
-            buf = self._buffers[slot] = np.empty(nbytes, dtype=np.uint8)
-        return buf[:nbytes]
+        """A reused byte buffer (:class:`tietool.blocks.BufferPool`)."""
+        return self._pool.get(slot, nbytes)
 
     def scratch(self, slot: int, dtype: np.dtype, shape: tuple[int, int]) -> np.ndarray:
         """A reused array of ``shape`` (contents undefined)."""
@@ -153,9 +150,8 @@ class BlockReader:
             for i, r in enumerate(range(r0, r1)):
                 self._pread(info, out[i], info.offset + (r * cols + c0) * item)
             return self._as_array(info, out, (r1 - r0, c1 - c0))
-        own = getattr(store, "read_block", None)  # HDF5: a hyperslab
-        if own is not None:
-            return own(info, slice(r0, r1), slice(c0, c1))
+        if isinstance(store, BlockStore):  # HDF5: a hyperslab
+            return store.read_block(info, slice(r0, r1), slice(c0, c1))
         # Any other store: whole rows in bounded steps, columns cut out.
         step = max(1, BLOCK_BYTES // max(1, info.nbytes // max(1, rows)))
         parts = [store.read_rows(info, s, min(r1, s + step))[:, c0:c1] for s in range(r0, r1, step)]
@@ -261,15 +257,4 @@ def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[T
     return diffs
 
 
-def pair_shape_ok(ref_shape: tuple[int, ...], other_shape: tuple[int, ...]) -> bool | None:
-    """None when the shapes cannot pair; else whether ``other`` is transposed."""
-    if len(ref_shape) != 2 or len(other_shape) != 2:
-        return None
-    if tuple(other_shape) == tuple(ref_shape):
-        return False
-    if tuple(other_shape) == tuple(ref_shape)[::-1]:
-        return True
-    return None
-
-
-__all__ = ["Difference", "BlockReader", "compare_copies", "compare_block", "pair_shape_ok", "BLOCK_BYTES"]
+__all__ = ["Difference", "BlockReader", "compare_copies", "compare_block", "BLOCK_BYTES"]

@@ -32,13 +32,14 @@ from typing import Any
 
 import numpy as np
 
+from .blocks import DIFF_BLOCK_BYTES
 from .compare import BlockReader, transpose_into
 from .errors import UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
 
-#: Bytes of A's rows read per step (B adds as much).
-BLOCK_BYTES = 8 * 1024 * 1024
+#: Bytes of A's rows read per step (B adds as much): tietool.blocks.DIFF_BLOCK_BYTES.
+BLOCK_BYTES = DIFF_BLOCK_BYTES
 #: Elements folded at once (float64 temporaries of 512 KB each).
 PART = 1 << 16
 #: A transposed pair up to this many blocks is read in one piece per side.

@@ -21,7 +21,6 @@ points ``HDF5_PLUGIN_PATH`` at nothing for its own process
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import struct
@@ -34,6 +33,7 @@ import h5py
 import numpy as np
 
 from . import dtypes
+from .blocks import SCAN_WINDOW_BYTES
 from .errors import CorruptCheckpointError, TietoolError, UnsafeCheckpointError, UnsupportedFormatError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -227,18 +227,48 @@ class SafeH5:
 
     # -- datasets -----------------------------------------------------------
     def dataset_entry(self, ds: h5py.Dataset, path: str) -> DatasetEntry:
+        """A dataset checked before anything is read from it: no virtual or
+        external storage, a tensor dtype, only built-in filters, and a
+        declared size that its storage and the file can hold."""
         where = f"dataset /{path}"
+        self._check_storage_is_local(ds, where)
+        shape = self.guard(where, lambda: ds.shape)
+        if shape is None:  # null dataspace
+            raise CorruptCheckpointError(f"{where} has no dataspace", self.label)
+        shape = tuple(int(d) for d in shape)
+        h5dtype = self.guard(where, lambda: ds.dtype)
+        dt, needs_view = self._tensor_dtype(ds, h5dtype, where)
+        declared = dtypes.nbytes_for(shape, dt.name)
+        dcpl = self.guard(where, lambda: ds.id.get_create_plist())
+        layout = self.guard(where, lambda: dcpl.get_layout())
+        self._check_filters(dcpl, where)
+        stored = self.guard(where, lambda: ds.id.get_storage_size())
+        offset = None
+        size = f"{declared} bytes ({_shape(shape)} {dt.name})"
+        if layout == h5py.h5d.CONTIGUOUS:
+            raw_offset = self._contiguous_offset(ds, declared, stored, size, where)
+            if raw_offset is not None and (h5dtype.byteorder in "<=|" or needs_view):
+                offset = raw_offset
+        elif layout == h5py.h5d.CHUNKED:
+            self._check_chunked(declared, stored, size, where)
+        elif layout == h5py.h5d.COMPACT:
+            if declared > 64 * 1024:
+                raise CorruptCheckpointError(f"{where} is compact but declares {declared} bytes", self.label)
+        else:
+            raise UnsupportedFormatError(f"{where} has an unsupported storage layout", self.label)
+        key = self._object_key(ds, path)
+        return DatasetEntry(path, ds, shape, dt.name, declared, offset, key, needs_view)
+
+    def _check_storage_is_local(self, ds: h5py.Dataset, where: str) -> None:
         if self.guard(where, lambda: ds.is_virtual):
             raise UnsafeCheckpointError(f"{where} is a virtual dataset (reads other files); refused", self.label)
         external = self.guard(where, lambda: ds.external)
         if external:
             files = ", ".join(str(e[0]) for e in external)
             raise UnsafeCheckpointError(f"{where} keeps its data in external file(s) {files}; refused", self.label)
-        shape = self.guard(where, lambda: ds.shape)
-        if shape is None:  # null dataspace
-            raise CorruptCheckpointError(f"{where} has no dataspace", self.label)
-        shape = tuple(int(d) for d in shape)
-        h5dtype = self.guard(where, lambda: ds.dtype)
+
+    def _tensor_dtype(self, ds: h5py.Dataset, h5dtype: np.dtype, where: str) -> tuple[dtypes.DType, str | None]:
+        """The tensor dtype, and ``"bfloat16"`` when the raw bytes must be viewed as such."""
         needs_view = None
         dt = dtypes.from_numpy(h5dtype) if h5dtype.kind != "V" else None
         if h5dtype.kind == "V" and h5dtype.itemsize == 2 and h5dtype.fields is None:
@@ -250,52 +280,43 @@ class SafeH5:
                 dt, needs_view = dtypes.DTYPES["bfloat16"], "bfloat16"
         if dt is None:
             raise UnsupportedFormatError(f"{where} has dtype {h5dtype} which is not a tensor dtype", self.label)
-        declared = dtypes.nbytes_for(shape, dt.name)
-        dcpl = self.guard(where, lambda: ds.id.get_create_plist())
-        layout = self.guard(where, lambda: dcpl.get_layout())
+        return dt, needs_view
+
+    def _check_filters(self, dcpl: Any, where: str) -> None:
         for i in range(self.guard(where, lambda: dcpl.get_nfilters())):
-            code = self.guard(where, lambda: dcpl.get_filter(i))[0]
+            code = self.guard(where, lambda: dcpl.get_filter(i))[0]  # noqa: B023 (called at once)
             if not _filter_available(code):
                 raise UnsupportedFormatError(
                     f"{where} needs HDF5 filter {code}, which is not built in (filter plugins are never loaded)",
                     self.label,
                 )
-        stored = self.guard(where, lambda: ds.id.get_storage_size())
-        offset = None
-        if layout == h5py.h5d.CONTIGUOUS:
-            if declared and stored != declared:
-                raise UnsafeCheckpointError(
-                    f"{where} declares {declared} bytes ({_shape(shape)} {dt.name}) but stores {stored}; refused",
-                    self.label,
-                )
-            raw_offset = self.guard(where, lambda: ds.id.get_offset())
-            if declared:
-                if raw_offset is None:
-                    raise CorruptCheckpointError(f"{where} has no data stored", self.label)
-                if self.file_size is not None and raw_offset + declared > self.file_size:
-                    raise CorruptCheckpointError(
-                        f"{where} data ends at byte {raw_offset + declared}, past the end of the file "
-                        f"({self.file_size} bytes): truncated?",
-                        self.label,
-                    )
-                if h5dtype.byteorder in "<=|" or needs_view:
-                    offset = raw_offset
-        elif layout == h5py.h5d.CHUNKED:
-            if declared > EXPANSION_FLOOR and declared > MAX_EXPANSION * max(stored, 1):
-                raise UnsafeCheckpointError(
-                    f"{where} declares {declared} bytes ({_shape(shape)} {dt.name}) but stores only {stored}; "
-                    "refused as a shape/decompression bomb",
-                    self.label,
-                )
-            if self.file_size is not None and stored > self.file_size:
-                raise CorruptCheckpointError(f"{where} claims more stored bytes than the file has", self.label)
-        elif layout == h5py.h5d.COMPACT:
-            if declared > 64 * 1024:
-                raise CorruptCheckpointError(f"{where} is compact but declares {declared} bytes", self.label)
-        else:
-            raise UnsupportedFormatError(f"{where} has an unsupported storage layout", self.label)
-        key = self._object_key(ds, path)
-        return DatasetEntry(path, ds, shape, dt.name, declared, offset, key, needs_view)
+
+    def _contiguous_offset(self, ds: h5py.Dataset, declared: int, stored: int, size: str, where: str) -> int | None:
+        """The byte offset of a contiguous dataset's data (None: nothing
+        stored, for an empty one), checked to hold the declared size inside the file."""
+        if declared and stored != declared:
+            raise UnsafeCheckpointError(f"{where} declares {size} but stores {stored}; refused", self.label)
+        raw_offset = self.guard(where, lambda: ds.id.get_offset())
+        if not declared:
+            return None
+        if raw_offset is None:
+            raise CorruptCheckpointError(f"{where} has no data stored", self.label)
+        if self.file_size is not None and raw_offset + declared > self.file_size:
+            raise CorruptCheckpointError(
+                f"{where} data ends at byte {raw_offset + declared}, past the end of the file "
+                f"({self.file_size} bytes): truncated?",
+                self.label,
+            )
+        return raw_offset
+
+    def _check_chunked(self, declared: int, stored: int, size: str, where: str) -> None:
+        if declared > EXPANSION_FLOOR and declared > MAX_EXPANSION * max(stored, 1):
+            raise UnsafeCheckpointError(
+                f"{where} declares {size} but stores only {stored}; refused as a shape/decompression bomb",
+                self.label,
+            )
+        if self.file_size is not None and stored > self.file_size:
+            raise CorruptCheckpointError(f"{where} claims more stored bytes than the file has", self.label)
 
     def read_rows(self, entry: DatasetEntry, start: int, stop: int, cols: slice | None = None) -> np.ndarray:
         """Rows ``start:stop`` (and, for a 2-D dataset, columns ``cols``: an
@@ -433,7 +454,7 @@ def _complement(extents: list[tuple[int, int]], size: int) -> list[tuple[int, in
 
 #: Bytes of the file searched at once for heap collections, and the largest
 #: collection walked (Keras' collections hold a few names: kilobytes).
-GCOL_WINDOW = 16 * 1024 * 1024
+GCOL_WINDOW = SCAN_WINDOW_BYTES
 MAX_GCOL_BYTES = 64 * 1024 * 1024
 
 
@@ -522,7 +543,3 @@ def natural_key(name: str) -> list:
 
 def _shape(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def dump_json(value: Any) -> str:
-    return json.dumps(value)

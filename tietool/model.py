@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
 from . import dtypes
+from .blocks import BLOCK_BYTES
 from .errors import TensorNotFoundError
 
-#: Default bound on one block of tensor data held in memory while streaming.
-CHUNK_BYTES = 16 * 1024 * 1024
+#: Default bound on one block of tensor data held in memory while streaming
+#: (:data:`tietool.blocks.BLOCK_BYTES`).
+CHUNK_BYTES = BLOCK_BYTES
 
 ROLE_WEIGHT = "weight"
 ROLE_OPTIMIZER = "optimizer"
@@ -79,8 +81,17 @@ class TensorStore(Protocol):
 
     def read_rows(self, info: TensorInfo, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` along axis 0 (the whole array for 0-d tensors)."""
+        ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BlockStore(TensorStore, Protocol):
+    """A store that reads a ``rows x cols`` block of a 2-D tensor in one
+    request (HDF5: a hyperslab); other stores are read by whole rows."""
+
+    def read_block(self, info: TensorInfo, rows: slice, cols: slice) -> np.ndarray: ...
 
 
 @dataclass

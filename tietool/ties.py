@@ -353,98 +353,155 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
     mats = _candidates(ckpt)
     classes = {t.name: classify(t.name) for t in mats}
     aliases = _aliases(ckpt)
+    emb_info, dec_info = _named_infos(ckpt, embedding, decoder, aliases)
+    dims = _pair_dims(ckpt, mats, classes, emb_info, dec_info)
+    if dims is None:
+        return None
+    V, H = dims
+    if dec_info is not None and tuple(dec_info.shape) not in ((V, H), (H, V)):
+        raise UsageError(
+            f"--decoder {decoder!r} has shape {list(dec_info.shape)}, which cannot pair with an embedding [{V}, {H}] "
+            f"(expected [{V}, {H}] or [{H}, {V}])", ckpt.path)
+    found = _Members()
+    _add_embeddings(found, mats, classes, V, H, emb_info, decoder)
+    if not found.members:
+        if dec_info is None:
+            return None
+        raise UsageError(f"no embedding matrix [{V}, {H}] to pair with --decoder {decoder!r}; name one with --embedding", ckpt.path)
+    if dec_info is not None:
+        found.add(dec_info, "decoder", _is_transposed(dec_info, V, H))
+    elif decoder is None:
+        _add_detected_decoders(ckpt, found, mats, classes, V, H)
+    members = found.members
+    if embedding is None and decoder is None:
+        # keras-hub: a plain Embedding beside the ReversibleEmbedding is another layer's matrix
+        members, _dropped = kerashub.prune_plain(members)
+    _link_shared_storage(members, found.seen)
+    _add_alias_members(ckpt, members, aliases, embedding, decoder)
+    if decoder is not None and decoder not in {m.name for m in members}:
+        raise UsageError(f"--decoder {decoder!r} is an alias of a tensor other than the embedding", ckpt.path)
+    # Order: embeddings, then decoders; the reference (first) is a stored embedding.
+    members.sort(key=lambda m: (m.role != "embedding", not m.stored))
+    return members, V, H
+
+
+class _Members:
+    """Members in the order found, each tensor once."""
+
+    def __init__(self) -> None:
+        self.members: list[Member] = []
+        self.seen: set[str] = set()
+
+    def add(self, info: TensorInfo, role: str, transposed: bool = False) -> None:
+        if info.name in self.seen:
+            return
+        self.seen.add(info.name)
+        self.members.append(Member(info.name, role, tuple(info.shape), info.dtype, transposed, info=info))
+
+    def has_decoder(self) -> bool:
+        return any(m.role == "decoder" for m in self.members)
+
+
+def _named_infos(ckpt: Checkpoint, embedding: str | None, decoder: str | None,
+                 aliases: dict[str, str]) -> tuple[TensorInfo | None, TensorInfo | None]:
+    """The tensors named by ``--embedding`` / ``--decoder`` (a decoder that is
+    only an alias name has none), checked to be matrices."""
     emb_info = dec_info = None
     if embedding is not None:
         emb_info = ckpt.info(embedding)
         if len(emb_info.shape) != 2:
             raise UsageError(f"--embedding {embedding!r} has shape {list(emb_info.shape)}, expected [vocab, hidden]", ckpt.path)
-    if decoder is not None:
-        if decoder in aliases and decoder not in ckpt.tensors:
-            dec_info = None
-        else:
-            dec_info = ckpt.info(decoder)
-            if len(dec_info.shape) != 2:
-                raise UsageError(f"--decoder {decoder!r} has shape {list(dec_info.shape)}, expected 2-D", ckpt.path)
+    if decoder is not None and not (decoder in aliases and decoder not in ckpt.tensors):
+        dec_info = ckpt.info(decoder)
+        if len(dec_info.shape) != 2:
+            raise UsageError(f"--decoder {decoder!r} has shape {list(dec_info.shape)}, expected 2-D", ckpt.path)
+    return emb_info, dec_info
+
+
+def _pair_dims(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, str | None],
+               emb_info: TensorInfo | None, dec_info: TensorInfo | None) -> tuple[int, int] | None:
+    """``(V, H)``: from a named embedding, else detected (a named decoder's
+    shape when detection does not fit it); None: no embedding matrix."""
     if emb_info is not None:
-        V, H = emb_info.shape
-    elif dec_info is not None:
-        vh = _vocab_hidden(ckpt, mats, classes)
-        if vh and tuple(dec_info.shape) in ((vh[0], vh[1]), (vh[1], vh[0])):
-            V, H = vh
-        else:
-            V, H = dec_info.shape if classify(dec_info.name) != "decoder" or dec_info.shape[0] > dec_info.shape[1] else dec_info.shape[::-1]
-    else:
-        vh = _vocab_hidden(ckpt, mats, classes)
-        if vh is None:
-            return None
-        V, H = vh
-    if dec_info is not None and tuple(dec_info.shape) not in ((V, H), (H, V)):
-        raise UsageError(
-            f"--decoder {decoder!r} has shape {list(dec_info.shape)}, which cannot pair with an embedding [{V}, {H}] "
-            f"(expected [{V}, {H}] or [{H}, {V}])", ckpt.path)
+        return emb_info.shape[0], emb_info.shape[1]
+    vh = _vocab_hidden(ckpt, mats, classes)
+    if dec_info is None:
+        return vh
+    if vh and tuple(dec_info.shape) in ((vh[0], vh[1]), (vh[1], vh[0])):
+        return vh
+    r, c = dec_info.shape
+    return (r, c) if classify(dec_info.name) != "decoder" or r > c else (c, r)
 
-    members: list[Member] = []
-    seen: set[str] = set()
 
-    def add(info: TensorInfo, role: str, transposed: bool = False) -> None:
-        if info.name in seen:
-            return
-        seen.add(info.name)
-        members.append(Member(info.name, role, tuple(info.shape), info.dtype, transposed, info=info))
-
+def _add_embeddings(found: _Members, mats: list[TensorInfo], classes: dict[str, str | None], V: int, H: int,
+                    emb_info: TensorInfo | None, decoder: str | None) -> None:
     if emb_info is not None:
-        add(emb_info, "embedding")
+        found.add(emb_info, "embedding")
+        if decoder is not None:
+            return  # an explicit pair: just those two
     for t in mats:
-        if classes[t.name] == "embedding" and tuple(t.shape) == (V, H) and t.name not in (decoder,):
-            if emb_info is not None and decoder is not None:
-                break  # an explicit pair: just those two
-            add(t, "embedding")
-    if not members:
-        if dec_info is None:
-            return None
-        raise UsageError(f"no embedding matrix [{V}, {H}] to pair with --decoder {decoder!r}; name one with --embedding", ckpt.path)
-    if dec_info is not None:
-        add(dec_info, "decoder", _is_transposed(dec_info, V, H))
-    elif decoder is None:
-        for t in mats:
-            if classes[t.name] == "decoder" and tuple(t.shape) in ((V, H), (H, V)) and t.name not in seen:
-                add(t, "decoder", _is_transposed(t, V, H))
-        # An output layer named like nothing in particular (Keras "dense",
-        # "dense_1") is still recognisable by its shape: [hidden, vocab].
-        # Only outside repeated blocks (an MLP kernel [H, 4H] may happen to be
-        # [H, V]), and only when the shape points at a single tensor.
-        # Not beside a Keras ReversibleEmbedding: that layer is its own output layer.
-        reversible = any(kerashub.is_reversible(m.name) for m in members)
-        if not any(m.role == "decoder" for m in members) and V != H and not reversible:
-            by_shape = [t for t in mats if classes[t.name] is None and tuple(t.shape) == (H, V)
-                        and t.name not in seen and not _in_repeated_block(t.name) and _top_level_dense(t.name)]
-            if len(by_shape) == 1:
-                add(by_shape[0], "decoder", True)
-        # An output embedding of another width (RemBERT's decoder [V, output_embedding_size]):
-        # a head of its own, never a copy.
-        if not any(m.role == "decoder" for m in members):
-            for t in mats:
-                parts = _parts(t.name)
-                if (classes[t.name] == "decoder" and t.name not in seen and V in t.shape and min(t.shape) > 1
-                        and parts and "bias" not in parts[-1] and not _in_repeated_block(t.name)):
-                    add(t, "decoder", t.shape[0] != V)
-        # Keras 3: the unnamed reverse_embeddings is vars/1 of the embedding's
-        # layer (a quantised layer: the reverse matrix after the scales).
-        for m in list(members):
-            if m.role != "embedding":
-                continue
-            qrev = kerashub.quantized_reverse(ckpt, m.name, V)
-            if qrev is not None and qrev not in seen:
-                add(ckpt.tensors[qrev], "decoder", True)
-                continue
-            sib = _vars_sibling(m.name, 1) if m.name.endswith("/0") else None
-            t = ckpt.tensors.get(sib) if sib else None
-            if t is not None and t.role == ROLE_WEIGHT and tuple(t.shape) == (H, V):
-                add(t, "decoder", True)
-    if embedding is None and decoder is None:
-        # keras-hub: a plain Embedding beside the ReversibleEmbedding is another layer's matrix
-        members, _dropped = kerashub.prune_plain(members)
-    # storage sharing: hard links and aliases
+        if classes[t.name] == "embedding" and tuple(t.shape) == (V, H) and t.name != decoder:
+            found.add(t, "embedding")
+
+
+def _add_detected_decoders(ckpt: Checkpoint, found: _Members, mats: list[TensorInfo],
+                           classes: dict[str, str | None], V: int, H: int) -> None:
+    """Decoders by name, else by shape, else of another width; then Keras 3's
+    unnamed reverse embeddings."""
+    for t in mats:
+        if classes[t.name] == "decoder" and tuple(t.shape) in ((V, H), (H, V)) and t.name not in found.seen:
+            found.add(t, "decoder", _is_transposed(t, V, H))
+    if not found.has_decoder():
+        _add_decoder_by_shape(found, mats, classes, V, H)
+    if not found.has_decoder():
+        _add_decoder_of_other_width(found, mats, classes, V)
+    _add_keras3_reverse(ckpt, found, V, H)
+
+
+def _add_decoder_by_shape(found: _Members, mats: list[TensorInfo], classes: dict[str, str | None],
+                          V: int, H: int) -> None:
+    """An output layer named like nothing in particular (Keras "dense",
+    "dense_1") is still recognisable by its shape: [hidden, vocab]. Only
+    outside repeated blocks (an MLP kernel [H, 4H] may happen to be [H, V]),
+    and only when the shape points at a single tensor. Not beside a Keras
+    ReversibleEmbedding: that layer is its own output layer."""
+    if V == H or any(kerashub.is_reversible(m.name) for m in found.members):
+        return
+    by_shape = [t for t in mats if classes[t.name] is None and tuple(t.shape) == (H, V)
+                and t.name not in found.seen and not _in_repeated_block(t.name) and _top_level_dense(t.name)]
+    if len(by_shape) == 1:
+        found.add(by_shape[0], "decoder", True)
+
+
+def _add_decoder_of_other_width(found: _Members, mats: list[TensorInfo], classes: dict[str, str | None],
+                                V: int) -> None:
+    """An output embedding of another width (RemBERT's decoder [V,
+    output_embedding_size]): a head of its own, never a copy."""
+    for t in mats:
+        parts = _parts(t.name)
+        if (classes[t.name] == "decoder" and t.name not in found.seen and V in t.shape and min(t.shape) > 1
+                and parts and "bias" not in parts[-1] and not _in_repeated_block(t.name)):
+            found.add(t, "decoder", t.shape[0] != V)
+
+
+def _add_keras3_reverse(ckpt: Checkpoint, found: _Members, V: int, H: int) -> None:
+    """Keras 3: the unnamed reverse_embeddings is vars/1 of the embedding's
+    layer (a quantised layer: the reverse matrix after the scales)."""
+    for m in list(found.members):
+        if m.role != "embedding":
+            continue
+        qrev = kerashub.quantized_reverse(ckpt, m.name, V)
+        if qrev is not None and qrev not in found.seen:
+            found.add(ckpt.tensors[qrev], "decoder", True)
+            continue
+        sib = _vars_sibling(m.name, 1) if m.name.endswith("/0") else None
+        t = ckpt.tensors.get(sib) if sib else None
+        if t is not None and t.role == ROLE_WEIGHT and tuple(t.shape) == (H, V):
+            found.add(t, "decoder", True)
+
+
+def _link_shared_storage(members: list[Member], seen: set[str]) -> None:
+    """Storage sharing: HDF5 hard links (one storage key) and aliases."""
     by_key: dict[Any, str] = {}
     for m in members:
         key = m.info.storage_key if m.info is not None else None
@@ -455,6 +512,11 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
                 by_key[key] = m.name
         if m.info is not None and m.info.alias_of and m.info.alias_of in seen:
             m.same_storage_as = m.same_storage_as or m.info.alias_of
+
+
+def _add_alias_members(ckpt: Checkpoint, members: list[Member], aliases: dict[str, str], embedding: str | None,
+                       decoder: str | None) -> None:
+    """Names a safetensors file records only as aliases of a member."""
     names = {m.name for m in members}
     for removed, kept in aliases.items():
         if kept in names and removed not in ckpt.tensors and removed not in names:
@@ -463,11 +525,6 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
             kept_m = next(m for m in members if m.name == kept)
             role = "decoder" if classify(removed) == "decoder" else "embedding"
             members.append(Member(removed, role, kept_m.shape, kept_m.dtype, False, stored=False, same_storage_as=kept))
-    if decoder is not None and decoder not in {m.name for m in members}:
-        raise UsageError(f"--decoder {decoder!r} is an alias of a tensor other than the embedding", ckpt.path)
-    # Order: embeddings, then decoders; the reference (first) is a stored embedding.
-    members.sort(key=lambda m: (m.role != "embedding", not m.stored))
-    return members, V, H
 
 
 def _structural_tie(ckpt: Checkpoint, member: Member) -> str | None:
