@@ -31,8 +31,21 @@ from .errors import TietoolError
 from .formats import open_checkpoint
 from .majority import Agreement, Copy, agreement
 from .model import Checkpoint
-from .ties import (COPIES_DIFFER, IMPLICIT, NEAR, NO_DECODER, SEPARATE, SHARED, TIED, TRANSPOSED,
-                   TieGroup, declared_tie, find_ties, has_output_layer, verify_group)
+from .ties import (
+    COPIES_DIFFER,
+    IMPLICIT,
+    NEAR,
+    NO_DECODER,
+    SEPARATE,
+    SHARED,
+    TIED,
+    TRANSPOSED,
+    TieGroup,
+    declared_tie,
+    find_ties,
+    has_output_layer,
+    verify_group,
+)
 
 FLAG = "tie_word_embeddings"
 #: Sub-configs whose tie flag a composite architecture may read.

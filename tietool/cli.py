@@ -245,7 +245,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command(short_help="List tensors, config and ties (headers only).", epilog=exit_status("inspect"))
 @click.argument("path", type=click.Path(path_type=str, readable=False))
-@click.option("--filter", "filter_glob", metavar="GLOB", help="Only list tensors whose name matches GLOB (e.g. '*embed*').")
+@click.option("--filter", "filter_glob", metavar="GLOB",
+              help="Only list tensors whose name matches GLOB (e.g. '*embed*').")
 @json_option
 def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
     """List every stored tensor of PATH with the format, files, parameter
@@ -261,8 +262,8 @@ def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
       tietool inspect fixtures/keras3/tied_revemb.keras --filter 'layers/*'
       tietool inspect fixtures/pt/gpt2 --json
     """
-    from .summary import inspect_checkpoint
     from .render import render_inspect
+    from .summary import inspect_checkpoint
 
     output(inspect_checkpoint(path, filter_glob=filter_glob), as_json, render_inspect)
 
@@ -271,9 +272,12 @@ def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
              epilog=exit_status("verify-tie"))
 @click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--embedding", metavar="NAME", help="The embedding tensor [vocab, hidden] (default: detected).")
-@click.option("--decoder", metavar="NAME", help="The decoder / LM head tensor, [vocab, hidden] or [hidden, vocab] (default: detected).")
-@click.option("--atol", type=float, default=None, help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
-@click.option("--rtol", type=float, default=None, help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--decoder", metavar="NAME",
+              help="The decoder / LM head tensor, [vocab, hidden] or [hidden, vocab] (default: detected).")
+@click.option("--atol", type=float, default=None,
+              help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--rtol", type=float, default=None,
+              help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
 def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: float | None, rtol: float | None,
@@ -322,7 +326,8 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
 @click.option("--exact-bytes", is_flag=True,
               help="--output keeps the layer's own bytes: bfloat16/float8 as their bit patterns (uint16/uint8), "
                    "not upcast to float32.")
-@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="Linear mode: tokens shown per position.")
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
+              help="Linear mode: tokens shown per position.")
 @click.option("--embedding", metavar="NAME", help="Use this tensor as the embedding instead of the detected one.")
 @click.option("--decoder", metavar="NAME", help="Use this tensor as the decoder (omit for a tied layer).")
 @click.option("--quiet", is_flag=True, help="No progress on stderr (shown when reading over 100 MB).")
@@ -373,8 +378,10 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
 @click.option("-o", "--output", "out", type=click.Path(path_type=str, readable=False), default=None,
               help="Output file (or folder, for a folder source). Default: beside SRC with the new extension.")
 @click.option("--ties", type=click.Choice(["dedupe", "keep"]), default="dedupe", show_default=True,
-              help="dedupe: write bit-identical stored copies once and record the others as aliases; keep: write every copy.")
-@click.option("--shard-size", metavar="SIZE", default=None, help="Split safetensors output into shards of at most SIZE (e.g. 5GB).")
+              help="dedupe: write bit-identical stored copies once and record the others as aliases; "
+                   "keep: write every copy.")
+@click.option("--shard-size", metavar="SIZE", default=None,
+              help="Split safetensors output into shards of at most SIZE (e.g. 5GB).")
 @click.option("--names", type=click.Choice(["keras", "pt"]), default="keras", show_default=True,
               help="keras: keep the stored names (lossless); pt: a transformers TF checkpoint -> a folder PyTorch "
                    "transformers loads (PyTorch names and layouts, {\"format\": \"pt\"}, 5GB shards by default).")
@@ -382,7 +389,8 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
               help="With --names pt: explicit writes a tied head as a real tensor under the architecture's PyTorch "
                    "name; implicit (the default) leaves it out, as transformers 5 saves.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-@click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")
+@click.option("--no-verify", is_flag=True,
+              help="Skip re-reading the output and comparing every tensor with the source.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
 def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: str | None, names: str, head: str | None,
@@ -501,8 +509,10 @@ if __name__ == "__main__":  # pragma: no cover
 @cli.command("diff", short_help="Compare two checkpoints tensor by tensor.", epilog=exit_status("diff"))
 @click.argument("a", type=click.Path(path_type=str))
 @click.argument("b", type=click.Path(path_type=str))
-@click.option("--atol", type=float, default=None, help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
-@click.option("--rtol", type=float, default=None, help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--atol", type=float, default=None,
+              help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--rtol", type=float, default=None,
+              help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
 @click.option("--all", "show_all", is_flag=True, help="List identical tensors too (the table lists differences only).")
 @click.option("--plot", "plot_path", metavar="FILE.png", default=None,
               help="Draw the relative difference per tensor, grouped by layer, on a log scale (needs matplotlib: "

@@ -232,7 +232,8 @@ def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[T
     is told the bytes read after each block."""
     tolerance = atol is not None or rtol is not None
     V, H = reference.shape
-    diffs = [Difference(o.name, reference.name, t, tolerance, same_dtype=(o.dtype == reference.dtype)) for o, t in others]
+    diffs = [Difference(o.name, reference.name, t, tolerance, same_dtype=(o.dtype == reference.dtype))
+             for o, t in others]
     if not others or V == 0 or H == 0:
         return diffs
     row_bytes = max(1, H * max(1, dtypes.DTYPES[reference.dtype].itemsize))
@@ -241,7 +242,7 @@ def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[T
         for v0 in range(0, V, step):
             v1 = min(V, v0 + step)
             a = reader.rows(reference, v0, v1, slot=0)
-            for (info, transposed), diff in zip(others, diffs):
+            for (info, transposed), diff in zip(others, diffs, strict=True):
                 if transposed:
                     raw = reader.block(info, 0, H, v0, v1, slot=1)
                     b = transpose_into(raw, reader.scratch(2, raw.dtype, (v1 - v0, H)))

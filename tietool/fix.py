@@ -29,7 +29,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from .check import FLAG, NO_HEAD, SHARED_STORAGE, IDENTICAL, Analysis, Repair, analyse
+from .check import FLAG, IDENTICAL, NO_HEAD, SHARED_STORAGE, Analysis, Repair, analyse
 from .errors import ConversionError, CopiesDifferError, CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
 from .jsonedit import delete_key, set_value

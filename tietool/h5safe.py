@@ -20,6 +20,7 @@ points ``HDF5_PLUGIN_PATH`` at nothing for its own process
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -135,10 +136,8 @@ class SafeH5:
         self._heaps_checked = False
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.file.close()
-        except Exception:
-            pass
 
     # -- guarded calls ----------------------------------------------------
     def guard(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -177,19 +176,20 @@ class SafeH5:
             if not part:
                 continue
             walked.append(part)
-            if not isinstance(node, h5py.Group) or not self.guard("/".join(walked), lambda: part in node):
+            here = "/".join(walked)
+            if not isinstance(node, h5py.Group) or not self.guard(here, lambda node=node, part=part: part in node):
                 raise CorruptCheckpointError(f"/{'/'.join(walked)} is missing", self.label)
             self.check_link(node, part, "/".join(walked))
-            node = self.guard("/".join(walked), lambda: node[part])
+            node = self.guard("/".join(walked), lambda node=node, part=part: node[part])
         return node
 
     def has(self, path: str) -> bool:
         node = self.file
         for part in path.strip("/").split("/"):
-            if not isinstance(node, h5py.Group) or not self.guard(path, lambda: part in node):
+            if not isinstance(node, h5py.Group) or not self.guard(path, lambda node=node, part=part: part in node):
                 return False
             self.check_link(node, part, path)
-            node = self.guard(path, lambda: node[part])
+            node = self.guard(path, lambda node=node, part=part: node[part])
         return True
 
     def walk(self, root: str = "") -> Iterator[DatasetEntry]:
@@ -214,7 +214,7 @@ class SafeH5:
                 raise UnsafeCheckpointError(f"more than {MAX_OBJECTS} objects", self.label)
             path = f"{prefix}/{name}" if prefix else name
             self.check_link(group, name, path)
-            obj = self.guard(f"/{path}", lambda: group[name])
+            obj = self.guard(f"/{path}", lambda name=name: group[name])
             if isinstance(obj, h5py.Group):
                 yield from self._walk(obj, path, depth + 1, seen)
             elif isinstance(obj, h5py.Dataset):
@@ -284,7 +284,7 @@ class SafeH5:
 
     def _check_filters(self, dcpl: Any, where: str) -> None:
         for i in range(self.guard(where, lambda: dcpl.get_nfilters())):
-            code = self.guard(where, lambda: dcpl.get_filter(i))[0]  # noqa: B023 (called at once)
+            code = self.guard(where, lambda i=i: dcpl.get_filter(i))[0]
             if not _filter_available(code):
                 raise UnsupportedFormatError(
                     f"{where} needs HDF5 filter {code}, which is not built in (filter plugins are never loaded)",
@@ -390,10 +390,8 @@ class SafeH5:
             except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
                 raise CorruptCheckpointError(f"cannot read ({exc})", self.label) from None
             finally:
-                try:
+                with contextlib.suppress(Exception):
                     self.source.seek(pos)
-                except Exception:
-                    pass
         self._heaps_checked = True
 
     def _data_extents(self) -> list[tuple[int, int]]:
@@ -468,7 +466,7 @@ def _scan_heaps(read, regions: list[tuple[int, int]], label: str) -> None:
             end = min(hi, start + GCOL_WINDOW)
             window = read(start, end - start + 3)  # a signature may straddle the window's end
             i = window.find(b"GCOL")
-            while 0 <= i and start + i < end:
+            while i >= 0 and start + i < end:
                 pos = start + i
                 head = read(pos, 16)
                 # signature, version 1, 3 reserved zero bytes, collection size
@@ -496,7 +494,8 @@ def _walk_gcol(coll: bytes, start: int, label: str) -> None:
         (osize,) = struct.unpack_from("<Q", coll, p + 8)
         need = (16 + ((osize + 7) & ~7)) if idx > 0 else osize
         if need <= 0 or p + need > end:
-            raise CorruptCheckpointError(f"global heap at byte {start} has a corrupt object (index {idx}, size {osize})", label)
+            raise CorruptCheckpointError(
+                f"global heap at byte {start} has a corrupt object (index {idx}, size {osize})", label)
         p += need
 
 

@@ -78,12 +78,14 @@ class SharedEmbeddings(keras.layers.ReversibleEmbedding):
         config.pop("input_dim", None)
         config.pop("output_dim", None)
         config.update(
-            {"vocab_size": self.vocab_size, "hidden_size": self.hidden_size, "initializer_range": self.initializer_range}
+            {"vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+             "initializer_range": self.initializer_range}
         )
         return config
 
     @classmethod
-    def from_checkpoint(cls, path, embedding: str | None = None, decoder: str | None = None, **kwargs) -> "SharedEmbeddings":
+    def from_checkpoint(cls, path, embedding: str | None = None, decoder: str | None = None,
+                        **kwargs) -> "SharedEmbeddings":
         """Build the layer from any checkpoint tietool reads, from the pair that
         ``verify-tie`` finds (or the names given), with the weights
         bit-identical to the stored ones."""

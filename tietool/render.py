@@ -69,7 +69,8 @@ def render_inspect(report: InspectReport) -> str:
         pairs.append(("converted from", f"{report.origin_format} ({report.origin_description})"))
     pairs += [
         ("files", "\n".join(printable(f) for f in report.files)),
-        ("tensors", f"{s.tensor_count}" + (f" ({s.optimizer_tensor_count} optimizer)" if s.optimizer_tensor_count else "")),
+        ("tensors", f"{s.tensor_count}"
+         + (f" ({s.optimizer_tensor_count} optimizer)" if s.optimizer_tensor_count else "")),
         ("parameters", f"{s.parameter_count:,}"),
         ("total size", f"{human_bytes(s.total_bytes)} ({s.total_bytes:,} bytes)"),
         ("by dtype", ", ".join(f"{k} {human_bytes(v)}" for k, v in s.bytes_by_dtype.items()) or "-"),
@@ -156,7 +157,8 @@ def _evidence(g: TieGroup) -> str:
         if c["equal"] and c["identical"]:
             lines.append(f"{printable(c['member'])}: identical")
         elif c["equal"]:
-            lines.append(f"{printable(c['member'])}: equal within tolerance ({c.get('bits_differ', 0)} element(s) differ in bits, "
+            lines.append(f"{printable(c['member'])}: equal within tolerance "
+                         f"({c.get('bits_differ', 0)} element(s) differ in bits, "
                          f"max abs diff {c.get('max_abs_diff', 0.0):.6g})")
         else:
             what = "near copy" if c.get("near_copy") else "differs"
@@ -260,7 +262,8 @@ def render_run(summary: dict) -> str:
         pairs.append(("written to", printable(summary["output"])))
     parts = [key_values(pairs)]
     if summary.get("top_k"):
-        rows = [[shape_str(item["position"]), "  ".join(f"{t}:{v:.4f}" for t, v in zip(item["tokens"], item["logits"]))]
+        rows = [[shape_str(item["position"]),
+                 "  ".join(f"{t}:{v:.4f}" for t, v in zip(item["tokens"], item["logits"], strict=False))]
                 for item in summary["top_k"]]
         parts.append(table(rows, ["position", "top tokens (id:logit)"]))
     return "\n\n".join(parts)
@@ -269,7 +272,8 @@ def render_run(summary: dict) -> str:
 def render_convert(r: dict) -> str:
     """The summary of `convert` (both naming schemes)."""
     pt = r.get("names") == "pt"
-    lines = [f"{printable(r['source'])} ({r['source_format']}) -> {printable(r['output'])}" + (" (PyTorch names)" if pt else "")]
+    lines = [f"{printable(r['source'])} ({r['source_format']}) -> {printable(r['output'])}"
+             + (" (PyTorch names)" if pt else "")]
     if r.get("to_inferred"):
         lines.append(f"  chose --to {r['to']}: {r['to_inferred']}")
     lines += [f"  wrote {printable(f)}" for f in r["files"]]

@@ -211,7 +211,7 @@ def top_k(logits: np.ndarray, k: int) -> list[dict]:
     positions = list(np.ndindex(*logits.shape[:-1])) or [()]
     return [
         {"position": list(pos), "tokens": [int(i) for i in row], "logits": [float(flat[n, i]) for i in row]}
-        for n, (pos, row) in enumerate(zip(positions, idx))
+        for n, (pos, row) in enumerate(zip(positions, idx, strict=False))
     ]
 
 

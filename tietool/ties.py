@@ -347,7 +347,8 @@ def _is_transposed(info: TensorInfo, V: int, H: int) -> bool:
     return leaf in ("kernel",) or leaf.startswith("reverse_emb") or bool(re.search(r"vars/[1-9]\d*$", info.name))
 
 
-def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str | None = None) -> tuple[list[Member], int, int] | None:
+def build_members(ckpt: Checkpoint, embedding: str | None = None,
+                  decoder: str | None = None) -> tuple[list[Member], int, int] | None:
     """The candidate members (embeddings first), and ``(V, H)``; None when the
     checkpoint has no embedding matrix. Explicit names override detection."""
     mats = _candidates(ckpt)
@@ -367,7 +368,8 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None, decoder: str |
     if not found.members:
         if dec_info is None:
             return None
-        raise UsageError(f"no embedding matrix [{V}, {H}] to pair with --decoder {decoder!r}; name one with --embedding", ckpt.path)
+        raise UsageError(f"no embedding matrix [{V}, {H}] to pair with --decoder {decoder!r}; "
+                         "name one with --embedding", ckpt.path)
     if dec_info is not None:
         found.add(dec_info, "decoder", _is_transposed(dec_info, V, H))
     elif decoder is None:
@@ -410,7 +412,8 @@ def _named_infos(ckpt: Checkpoint, embedding: str | None, decoder: str | None,
     if embedding is not None:
         emb_info = ckpt.info(embedding)
         if len(emb_info.shape) != 2:
-            raise UsageError(f"--embedding {embedding!r} has shape {list(emb_info.shape)}, expected [vocab, hidden]", ckpt.path)
+            raise UsageError(f"--embedding {embedding!r} has shape {list(emb_info.shape)}, expected [vocab, hidden]",
+                             ckpt.path)
     if decoder is not None and not (decoder in aliases and decoder not in ckpt.tensors):
         dec_info = ckpt.info(decoder)
         if len(dec_info.shape) != 2:
@@ -536,7 +539,8 @@ def _structural_tie(ckpt: Checkpoint, member: Member) -> str | None:
     if hub:
         return hub
     if ckpt.config is None and ckpt.origin_format == "keras2-h5" and _parts(name) and _parts(name)[-1] == "weight":
-        return "transformers TFSharedEmbeddings layout (config-less Keras 2 H5, one variable 'weight' used as embedding and output)"
+        return ("transformers TFSharedEmbeddings layout (config-less Keras 2 H5, one variable 'weight' used as "
+                "embedding and output)")
     return None
 
 
@@ -550,8 +554,9 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
             g.reason = "one stored matrix under several names (" + ", ".join(
                 "HDF5 hard link" if m.stored else "safetensors alias" for m in members if m.same_storage_as) + ")"
             if declared["value"] is False:
-                g.consistency = _consistency(False, "config", f"config declares {declared['key']}=false but the weights "
-                                             "share one matrix between embedding and decoder")
+                g.consistency = _consistency(False, "config", (
+                    f"config declares {declared['key']}=false but the weights share one matrix between embedding "
+                    "and decoder"))
             return g
         output = has_output_layer(declared, ckpt, V)
         structural = _structural_tie(ckpt, members[0])
@@ -564,7 +569,8 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
             src = "default, absent from config" if declared["source"] == "default" else "declared"
             g.tie_source = {"tie_word_embeddings": f"config tie_word_embeddings=true ({src})",
                             "tie_weights": "Keras ReversibleEmbedding tie_weights=true",
-                            "graph": f"Keras graph calls layer {declared.get('layer')!r} as embedding and as output"}.get(
+                            "graph": f"Keras graph calls layer {declared.get('layer')!r} as embedding and "
+                                     "as output"}.get(
                 declared["key"], str(declared["key"]))
             g.reason = "one stored matrix, no decoder tensor; the tie is declared by " + g.tie_source
         elif declared["value"] is False:
@@ -629,8 +635,8 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
     others = distinct[1:]
     diffs = compare_copies(ckpt, ref.info, [(m.info, m.transposed) for m in others], atol=atol, rtol=rtol, tick=tick)
     g.comparisons = [d.as_dict() for d in diffs]
-    emb_diffs = [d for m, d in zip(others, diffs) if m.role == "embedding"]
-    dec_pairs = [(m, d) for m, d in zip(others, diffs) if m.role == "decoder"]
+    emb_diffs = [d for m, d in zip(others, diffs, strict=True) if m.role == "embedding"]
+    dec_pairs = [(m, d) for m, d in zip(others, diffs, strict=True) if m.role == "decoder"]
     dec_equal = all(d.equal for _m, d in dec_pairs)
     dec_near = all(d.equal or d.near for _m, d in dec_pairs)
     # A decoder that matches the embedding on most rows is a (damaged) copy,

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zipfile
@@ -48,7 +49,8 @@ class H5Store:
     def read_rows(self, info: TensorInfo, start: int, stop: int) -> np.ndarray:
         h5, entry = info.locator
         if info.offset is not None and info.computable:
-            return rawio.read_rows(self.handles.fd(info.file), info.offset, info.shape, info.dtype, start, stop, info.file)
+            fd = self.handles.fd(info.file)
+            return rawio.read_rows(fd, info.offset, info.shape, info.dtype, start, stop, info.file)
         return h5.read_rows(entry, start, stop)
 
     def read_block(self, info: TensorInfo, rows: slice, cols: slice) -> np.ndarray:
@@ -60,10 +62,8 @@ class H5Store:
         for f in self.files:
             f.close()
         for x in self.extra:
-            try:
+            with contextlib.suppress(Exception):
                 x.close()
-            except Exception:
-                pass
         self.handles.close()
 
 
@@ -252,7 +252,8 @@ def open_hf_sharded(index_path: str) -> Checkpoint:
             if name not in tensors:
                 raise CorruptCheckpointError(f"the index lists tensor {name!r} but no shard stores it", index_path)
             if os.path.basename(tensors[name].file) not in files:
-                raise CorruptCheckpointError(f"tensor {name!r} is not in the shard the index names ({files[0]})", index_path)
+                raise CorruptCheckpointError(f"tensor {name!r} is not in the shard the index names ({files[0]})",
+                                             index_path)
     except BaseException:
         store.close()
         raise
@@ -387,7 +388,8 @@ def open_keras_archive(path: str) -> Checkpoint:
             )
         base = _member_data_offset(path, winfo) if winfo.compress_type == zipfile.ZIP_STORED else None
         if base is not None and base + winfo.file_size > os.path.getsize(path):
-            raise CorruptCheckpointError("archive member model.weights.h5 runs past the end of the file: truncated?", path)
+            raise CorruptCheckpointError("archive member model.weights.h5 runs past the end of the file: truncated?",
+                                         path)
         try:
             member = z.open(winfo)
         except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:

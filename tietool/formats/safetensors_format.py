@@ -46,7 +46,8 @@ def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
     metadata = header.pop("__metadata__", None)
     if metadata is None:
         metadata = {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
         raise CorruptCheckpointError("__metadata__ must map strings to strings", path)
     data_start = 8 + len(raw)
     data_size = size - data_start
@@ -117,7 +118,8 @@ def _tensor_entry(name: str, entry: object, data_size: int, path: str) -> dict:
     if any(d < 0 for d in shape):
         raise CorruptCheckpointError(f"{where}: negative dimension in shape {shape}", path)
     offs = entry["data_offsets"]
-    if not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs):
+    if (not isinstance(offs, list) or len(offs) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
         raise CorruptCheckpointError(f"{where}: data_offsets must be [begin, end]", path)
     begin, end = offs
     if begin < 0 or end < begin:
@@ -156,7 +158,8 @@ class SafetensorsStore:
 
     def read_rows(self, info: TensorInfo, start: int, stop: int) -> np.ndarray:
         if not info.computable:
-            raise CorruptCheckpointError(f"tensor {info.name!r}: dtype {info.dtype} cannot be read as numbers here", info.file)
+            raise CorruptCheckpointError(f"tensor {info.name!r}: dtype {info.dtype} cannot be read as numbers here",
+                                         info.file)
         return rawio.read_rows(self.handles.fd(info.file), info.offset, info.shape, info.dtype, start, stop, info.file)
 
     def read_bytes(self, info: TensorInfo, offset: int, length: int) -> bytes:
