@@ -122,7 +122,7 @@ class BlockReader:
         return info.offset is not None and info.computable and len(info.shape) == 2
 
     def _pread(self, info: TensorInfo, out: np.ndarray, offset: int) -> None:
-        rawio.read_into(self.handles.fd(info.file), memoryview(out).cast("B"), offset, info.file)
+        rawio.read_into(self.handles.fd(info.file), out.data.cast("B"), offset, info.file)
 
     def _as_array(self, info: TensorInfo, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         np_dtype = dtypes.numpy_dtype(info.dtype).newbyteorder("<")
@@ -131,15 +131,15 @@ class BlockReader:
 
     def rows(self, info: TensorInfo, start: int, stop: int, slot: int = 0) -> np.ndarray:
         if not self._raw(info):
-            return self.ckpt.store.read_rows(info, start, stop)
+            return self.ckpt.data.read_rows(info, start, stop)
         item = dtypes.DTYPES[info.dtype].itemsize
         cols = info.shape[1]
         out = self._buffer(slot, (stop - start) * cols * item)
-        self._pread(info, out, info.offset + start * cols * item)
+        self._pread(info, out, _offset(info) + start * cols * item)
         return self._as_array(info, out, (stop - start, cols))
 
     def block(self, info: TensorInfo, r0: int, r1: int, c0: int, c1: int, slot: int = 0) -> np.ndarray:
-        store = self.ckpt.store
+        store = self.ckpt.data
         rows, cols = info.shape
         if c0 == 0 and c1 == cols:
             return self.rows(info, r0, r1, slot)
@@ -148,7 +148,7 @@ class BlockReader:
             width = (c1 - c0) * item
             out = self._buffer(slot, (r1 - r0) * width).reshape(r1 - r0, width)
             for i, r in enumerate(range(r0, r1)):
-                self._pread(info, out[i], info.offset + (r * cols + c0) * item)
+                self._pread(info, out[i], _offset(info) + (r * cols + c0) * item)
             return self._as_array(info, out, (r1 - r0, c1 - c0))
         if isinstance(store, BlockStore):  # HDF5: a hyperslab
             return store.read_block(info, slice(r0, r1), slice(c0, c1))
@@ -156,6 +156,13 @@ class BlockReader:
         step = max(1, BLOCK_BYTES // max(1, info.nbytes // max(1, rows)))
         parts = [store.read_rows(info, s, min(r1, s + step))[:, c0:c1] for s in range(r0, r1, step)]
         return np.concatenate(parts, axis=0)
+
+
+def _offset(info: TensorInfo) -> int:
+    """The raw byte offset of a tensor read by ``pread`` (``_raw`` said it has one)."""
+    if info.offset is None:
+        raise ValueError(f"{info.name}: not stored raw")
+    return info.offset
 
 
 TILE = 256

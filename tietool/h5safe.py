@@ -21,14 +21,13 @@ points ``HDF5_PLUGIN_PATH`` at nothing for its own process
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import h5py
 import numpy as np
@@ -65,7 +64,7 @@ def is_hdf5(path: str) -> bool:
     return False
 
 
-def open_file(source: str | io.IOBase, label: str, size: int | None = None) -> h5py.File:
+def open_file(source: str | IO[bytes], label: str, size: int | None = None) -> h5py.File:
     """Open read-only. ``label`` is the name used in error messages."""
     try:
         if isinstance(source, str):
@@ -125,7 +124,7 @@ class SafeH5:
     """A read-only HDF5 file walked through checks. ``label`` names the file
     in every error; ``file_size`` bounds what datasets may claim."""
 
-    def __init__(self, source: str | io.IOBase, label: str, file_size: int | None = None):
+    def __init__(self, source: str | IO[bytes], label: str, file_size: int | None = None):
         self.label = label
         if file_size is None and isinstance(source, str):
             file_size = os.path.getsize(source)
@@ -177,19 +176,19 @@ class SafeH5:
                 continue
             walked.append(part)
             here = "/".join(walked)
-            if not isinstance(node, h5py.Group) or not self.guard(here, lambda node=node, part=part: part in node):
+            if not isinstance(node, h5py.Group) or not self.guard(here, lambda: part in node):  # noqa: B023 (called at once)
                 raise CorruptCheckpointError(f"/{'/'.join(walked)} is missing", self.label)
             self.check_link(node, part, "/".join(walked))
-            node = self.guard("/".join(walked), lambda node=node, part=part: node[part])
+            node = self.guard("/".join(walked), lambda: node[part])  # noqa: B023 (called at once)
         return node
 
     def has(self, path: str) -> bool:
         node = self.file
         for part in path.strip("/").split("/"):
-            if not isinstance(node, h5py.Group) or not self.guard(path, lambda node=node, part=part: part in node):
+            if not isinstance(node, h5py.Group) or not self.guard(path, lambda: part in node):  # noqa: B023 (called at once)
                 return False
             self.check_link(node, part, path)
-            node = self.guard(path, lambda node=node, part=part: node[part])
+            node = self.guard(path, lambda: node[part])  # noqa: B023 (called at once)
         return True
 
     def walk(self, root: str = "") -> Iterator[DatasetEntry]:
@@ -214,7 +213,7 @@ class SafeH5:
                 raise UnsafeCheckpointError(f"more than {MAX_OBJECTS} objects", self.label)
             path = f"{prefix}/{name}" if prefix else name
             self.check_link(group, name, path)
-            obj = self.guard(f"/{path}", lambda name=name: group[name])
+            obj = self.guard(f"/{path}", lambda: group[name])  # noqa: B023 (called at once)
             if isinstance(obj, h5py.Group):
                 yield from self._walk(obj, path, depth + 1, seen)
             elif isinstance(obj, h5py.Dataset):
@@ -284,7 +283,7 @@ class SafeH5:
 
     def _check_filters(self, dcpl: Any, where: str) -> None:
         for i in range(self.guard(where, lambda: dcpl.get_nfilters())):
-            code = self.guard(where, lambda i=i: dcpl.get_filter(i))[0]
+            code = self.guard(where, lambda: dcpl.get_filter(i))[0]  # noqa: B023 (called at once)
             if not _filter_available(code):
                 raise UnsupportedFormatError(
                     f"{where} needs HDF5 filter {code}, which is not built in (filter plugins are never loaded)",
@@ -379,11 +378,12 @@ class SafeH5:
             with open(self.source, "rb") as fh:
                 _scan_heaps(lambda off, n: os.pread(fh.fileno(), n, off), regions, self.label)
         else:
-            pos = self.source.tell()
+            source = self.source
+            pos = source.tell()
 
             def read(off: int, n: int) -> bytes:
-                self.source.seek(off)
-                return self.source.read(n)
+                source.seek(off)
+                return source.read(n)
 
             try:
                 _scan_heaps(read, regions, self.label)

@@ -159,10 +159,17 @@ class Checkpoint:
         return [t for t in self.tensors.values() if t.role == ROLE_WEIGHT]
 
     # -- data -------------------------------------------------------------
+    @property
+    def data(self) -> TensorStore:
+        """The store tensor data is read through (an error once closed)."""
+        if self.store is None:
+            raise ValueError(f"{self.path}: the checkpoint is closed")
+        return self.store
+
     def read(self, name: str) -> np.ndarray:
         """The whole tensor as a numpy array (native byte order)."""
         info = self.info(name)
-        return self.store.read_rows(info, 0, info.shape[0] if info.shape else 1)
+        return self.data.read_rows(info, 0, info.shape[0] if info.shape else 1)
 
     def rows_per_chunk(self, info: TensorInfo, max_bytes: int = CHUNK_BYTES) -> int:
         if not info.shape or info.shape[0] == 0:
@@ -175,12 +182,12 @@ class Checkpoint:
         ``max_bytes`` (or one row, if a row is larger)."""
         info = self.info(name)
         if not info.shape:
-            yield 0, self.store.read_rows(info, 0, 1)
+            yield 0, self.data.read_rows(info, 0, 1)
             return
         step = self.rows_per_chunk(info, max_bytes)
         for start in range(0, info.shape[0], step):
             stop = min(info.shape[0], start + step)
-            yield start, self.store.read_rows(info, start, stop)
+            yield start, self.data.read_rows(info, start, stop)
 
     @property
     def origin_format(self) -> str:

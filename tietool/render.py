@@ -29,7 +29,7 @@ def printable(text: str, backslash: bool = True) -> str:
     return "".join(out)
 
 
-def human_bytes(n: int) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -352,7 +352,7 @@ def _g(x) -> str:
 
 def _diff_name(t: dict) -> str:
     a, b = t.get("a"), t.get("b")
-    name = printable(a if a is not None else b)
+    name = printable(str(a if a is not None else b))
     if a is not None and b is not None and a != b:
         how = t["match"] + (f", {t['transform']}" if t.get("transform") else "")
         name += f"\n  = {printable(b)} ({how})"

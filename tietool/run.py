@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -119,7 +119,9 @@ def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: s
         if ids is not None and input_path is not None:
             raise UsageError("give either --ids or --input, not both")
         label = input_path or "--ids"
-        x = check_ids(load_npy(input_path) if input_path else ids, vocab, label)
+        given = load_npy(input_path) if input_path else ids
+        assert given is not None  # one of --ids / --input, checked above
+        x = check_ids(given, vocab, label)
     else:
         if input_path is None:
             raise UsageError("linear mode needs hidden states: --input hidden.npy ([..., hidden])")
@@ -220,7 +222,7 @@ def top_k(logits: np.ndarray, k: int) -> list[dict]:
 def run_summary(result: RunResult, top: int = 5, output_path: str | None = None, preview: int = 6) -> dict:
     """What `run` prints: shape, dtype, a preview, and top-k tokens in linear mode."""
     out = result.output
-    summary = {
+    summary: dict[str, Any] = {
         "mode": result.mode,
         "embedding": result.embedding,
         "decoder": result.decoder,

@@ -150,7 +150,7 @@ def keras_graph_reuse(cfg: Any) -> str | None:
         nodes = node["inbound_nodes"]
         if len(nodes) < 2:
             continue
-        lcfg = node.get("config") if isinstance(node.get("config"), dict) else {}
+        lcfg: dict = node["config"] if isinstance(node.get("config"), dict) else {}
         cls = str(node.get("class_name", ""))
         if not ("embed" in cls.lower() or ("input_dim" in lcfg and "output_dim" in lcfg)):
             continue
@@ -199,6 +199,13 @@ class Member:
     stored: bool = True  # False: a name recorded only as an alias (safetensors metadata)
     same_storage_as: str | None = None  # hard link / alias of an earlier member
     info: TensorInfo | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def stored_info(self) -> TensorInfo:
+        """The stored tensor (every member but an alias-only name has one)."""
+        if self.info is None:
+            raise ValueError(f"{self.name!r} is an alias, not a stored tensor")
+        return self.info
 
     def as_dict(self) -> dict:
         d = {"name": self.name, "role": self.role, "shape": list(self.shape), "dtype": self.dtype,
@@ -275,7 +282,7 @@ def _vocab_hidden(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, s
     ``transformer.w.weight`` in PyTorch names): ``classes`` is updated."""
     embeds = [t for t in mats if classes[t.name] == "embedding"]
     hl = configlib.highlights(ckpt.config) if isinstance(ckpt.config, dict) else {}
-    V = hl.get("vocab_size")
+    V: int | None = hl.get("vocab_size")
     pool = [t for t in embeds if t.shape[0] == V] if V else []
     if not pool and V:
         unnamed = [t for t in mats if classes[t.name] is None and t.shape[0] == V and t.shape[1] != V
@@ -288,6 +295,7 @@ def _vocab_hidden(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, s
             return None
         V = max(t.shape[0] for t in embeds)
         pool = [t for t in embeds if t.shape[0] == V]
+    assert V is not None  # from the config, else from the embeddings
     widths = Counter(t.shape[1] for t in pool)
     if len(widths) == 1:
         return V, next(iter(widths))
@@ -633,7 +641,8 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
     if wide:
         return _other_width(ckpt, g, declared, wide, atol, rtol)
     others = distinct[1:]
-    diffs = compare_copies(ckpt, ref.info, [(m.info, m.transposed) for m in others], atol=atol, rtol=rtol, tick=tick)
+    diffs = compare_copies(ckpt, ref.stored_info, [(m.stored_info, m.transposed) for m in others], atol=atol, rtol=rtol,
+                           tick=tick)
     g.comparisons = [d.as_dict() for d in diffs]
     emb_diffs = [d for m, d in zip(others, diffs, strict=True) if m.role == "embedding"]
     dec_pairs = [(m, d) for m, d in zip(others, diffs, strict=True) if m.role == "decoder"]
@@ -668,7 +677,7 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
                         + (f", first {worst.first_rows}" if worst.first_rows else ""))
             from .majority import Copy, agreement
 
-            g.agreement = agreement(ckpt, [Copy(m.name, m.info, m.transposed) for m in distinct]).to_json()
+            g.agreement = agreement(ckpt, [Copy(m.name, m.stored_info, m.transposed) for m in distinct]).to_json()
     # what the config says against what is stored
     if declared.get("value") is True and g.verdict != TIED:
         if g.kind == SEPARATE:
@@ -705,7 +714,8 @@ def _other_width(ckpt: Checkpoint, g: TieGroup, declared: dict, wide: list[Membe
     distinct = g.distinct()
     same = [m for m in distinct[1:] if m not in wide]
     if same:
-        diffs = compare_copies(ckpt, distinct[0].info, [(m.info, m.transposed) for m in same], atol=atol, rtol=rtol)
+        diffs = compare_copies(ckpt, distinct[0].stored_info, [(m.stored_info, m.transposed) for m in same],
+                               atol=atol, rtol=rtol)
         g.comparisons = [d.as_dict() for d in diffs]
     w = wide[0]
     width = w.shape[1] if not w.transposed else w.shape[0]
@@ -779,12 +789,13 @@ def verify_checkpoint(ckpt: Checkpoint, embedding: str | None = None, decoder: s
         raise UsageError("--embedding and --decoder name the same tensor", ckpt.path)
     declared = declared_tie(ckpt)
     groups = find_ties(ckpt, embedding, decoder)
-    total = sum(m.info.nbytes for g in groups if len(g.distinct()) > 1 for m in g.distinct())
+    total = sum(m.stored_info.nbytes for g in groups if len(g.distinct()) > 1 for m in g.distinct())
     done = [0]
 
     def tick(n: int) -> None:
         done[0] += n
-        progress("compare", done[0], total)
+        if progress is not None:
+            progress("compare", done[0], total)
 
     for g in groups:
         verify_group(ckpt, g, declared, atol, rtol, tick if progress is not None else None)

@@ -262,10 +262,10 @@ def open_hf_sharded(index_path: str) -> Checkpoint:
 
 # -- Keras 3 ---------------------------------------------------------------------
 
-def _read_keras3(h5: SafeH5, file: str, base_offset: int | None) -> tuple[list[TensorInfo], dict[str, str]]:
+def _read_keras3(h5: SafeH5, file: str, base_offset: int | None) -> tuple[list[TensorInfo], dict[str, str | None]]:
     """Every variable, and the ``vars`` group -> layer name map."""
     out = []
-    layer_names: dict[str, str] = {}
+    layer_names: dict[str, str | None] = {}
     for entry in h5.walk():
         parts = entry.path.split("/")
         role = KERAS3_ROLES.get(parts[0], ROLE_WEIGHT)
@@ -288,7 +288,7 @@ def open_keras3_sharded(index_path: str) -> Checkpoint:
     index, weight_map, shards = load_index(index_path)
     store = H5Store()
     tensors: dict[str, TensorInfo] = {}
-    names: dict[str, str] = {}
+    names: dict[str, str | None] = {}
     try:
         for shard in shards:
             h5 = SafeH5(shard, shard)

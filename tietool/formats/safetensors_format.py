@@ -160,10 +160,9 @@ class SafetensorsStore:
         if not info.computable:
             raise CorruptCheckpointError(f"tensor {info.name!r}: dtype {info.dtype} cannot be read as numbers here",
                                          info.file)
+        if info.offset is None:  # every safetensors tensor has one (tensor_infos)
+            raise CorruptCheckpointError(f"tensor {info.name!r} has no data offset", info.file)
         return rawio.read_rows(self.handles.fd(info.file), info.offset, info.shape, info.dtype, start, stop, info.file)
-
-    def read_bytes(self, info: TensorInfo, offset: int, length: int) -> bytes:
-        return bytes(rawio.read_exact(self.handles.fd(info.file), info.offset + offset, length, info.file))
 
     def close(self) -> None:
         self.handles.close()
