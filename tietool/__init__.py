@@ -11,8 +11,13 @@ __version__ = "0.1.0"
 
 from .errors import (  # noqa: F401  (light: no third-party imports)
     CheckpointNotFoundError,
+    ConversionError,
+    CopiesDifferError,
     CorruptCheckpointError,
+    InputNotFoundError,
+    InvalidInputError,
     MissingDependencyError,
+    OutputError,
     OutputExistsError,
     TensorNotFoundError,
     TietoolError,
