@@ -311,7 +311,6 @@ def open_keras3_sharded(index_path: str) -> Checkpoint:
 
 # -- .keras archives ---------------------------------------------------------------
 
-ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
 MAX_MEMBER_EXPANSION = 100  # keras writes members stored (1:1); DEFLATE tops out near 1032:1
 MEMBER_BOMB_FLOOR = 64 * 1024 * 1024
 
