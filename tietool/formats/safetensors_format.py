@@ -164,6 +164,12 @@ class SafetensorsStore:
             raise CorruptCheckpointError(f"tensor {info.name!r} has no data offset", info.file)
         return rawio.read_rows(self.handles.fd(info.file), info.offset, info.shape, info.dtype, start, stop, info.file)
 
+    def read_bytes(self, info: TensorInfo, offset: int, length: int) -> bytes:
+        """``length`` raw bytes of the tensor's data from ``offset`` (as stored, little-endian)."""
+        if info.offset is None:
+            raise CorruptCheckpointError(f"tensor {info.name!r} has no data offset", info.file)
+        return bytes(rawio.read_exact(self.handles.fd(info.file), info.offset + offset, length, info.file))
+
     def close(self) -> None:
         self.handles.close()
 
