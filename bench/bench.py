@@ -73,11 +73,11 @@ model.save_pretrained(sys.argv[2], safe_serialization=True)
 # costs without Python's start-up (about 0.25 s for numpy + h5py here).
 INPROC = """
 import sys, time
-import tietool.convert, tietool.inspect, tietool.ties
+import tietool.convert, tietool.summary, tietool.ties
 what, args = sys.argv[1], sys.argv[2:]
 t = time.perf_counter()
 if what == "inspect":
-    tietool.inspect.inspect_checkpoint(args[0])
+    tietool.summary.inspect_checkpoint(args[0])
 elif what == "verify-tie":
     tietool.ties.verify_tie(args[0])
 elif what == "convert":

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from tietool.check import check_checkpoint, check_paths
 from tietool.cli import cli
-from tietool.errors import UsageError
+from tietool.errors import CopiesDifferError, UsageError
 from tietool.fix import fix
 from tietool.formats import open_checkpoint
 from tietool.jsonedit import delete_key, set_value
@@ -111,7 +111,7 @@ def test_t5_majority_restores_the_damaged_element(tmp_path):
 
 def test_no_majority_needs_prefer(tmp_path):
     src = DAMAGED / "tf/bert_copies_differ"
-    with pytest.raises(UsageError, match="--prefer embedding"):
+    with pytest.raises(CopiesDifferError, match="--prefer embedding"):
         fix(src, tmp_path / "x")
     assert not (tmp_path / "x").exists()
     res = CliRunner().invoke(cli, ["fix", str(src), "-o", str(tmp_path / "x")])

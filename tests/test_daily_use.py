@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from tietool.cli import cli
 from tietool.convert import convert
-from tietool.inspect import inspect_checkpoint
+from tietool.summary import inspect_checkpoint
 
 from helpers import FIXTURES, MANIFEST
 

@@ -556,14 +556,14 @@ def test_run_output_disk_full():
     ``save_npy_atomically`` the CLI calls once TensorFlow computed the result;
     called here directly, so that the test needs no TensorFlow start-up (the
     CLI's mapping of this error to one line is the one tested above)."""
-    from tietool.errors import UsageError
+    from tietool.errors import OutputError
     from tietool.run import save_npy_atomically
 
     with tmpfs("1m") as disk:
         out = disk / "out.npy"
         out.write_bytes(b"previous output")
         fill(disk, 0)
-        with pytest.raises(UsageError) as exc:
+        with pytest.raises(OutputError) as exc:
             save_npy_atomically(np.zeros((2, 5, 64), np.float32), str(out), force=True,
                                 sources=[str(fixture("tf/gpt2"))])
         assert str(exc.value) == f"{out}: cannot write (no space left on device)"

@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 from tietool import compare, ties
 from tietool.errors import TensorNotFoundError, UsageError
 from tietool.formats import open_checkpoint
-from tietool.inspect import inspect_checkpoint
+from tietool.summary import inspect_checkpoint
 from tietool.render import render_inspect, render_tie_groups, render_verify_tie
 
 from helpers import EXPECTED_TIES, fixture
@@ -29,7 +29,7 @@ def test_every_fixture(rel):
     assert r["tied"] is tied
     [g] = r["groups"]
     assert (g["kind"], g["verdict"], len(g["members"])) == (kind, verdict, n)
-    json.dumps(r)  # JSON-ready
+    json.dumps(r.to_json())  # JSON-ready
     assert render_verify_tie(r)
 
 
@@ -79,9 +79,9 @@ def test_find_ties_reads_no_data():
             ck.store.read_rows = boom
             groups = ties.find_ties(ck)
             assert len(groups) == 1
-            d = groups[0].as_dict()
+            d = groups[0].to_json()
             assert d["verdict"] in ("tied", "unverified")
-            render_tie_groups([d])
+            render_tie_groups(groups)
 
 
 def test_inspect_shows_tie_groups():

@@ -11,8 +11,13 @@ __version__ = "0.1.0"
 
 from .errors import (  # noqa: F401  (light: no third-party imports)
     CheckpointNotFoundError,
+    ConversionError,
+    CopiesDifferError,
     CorruptCheckpointError,
+    InputNotFoundError,
+    InvalidInputError,
     MissingDependencyError,
+    OutputError,
     OutputExistsError,
     TensorNotFoundError,
     TietoolError,
@@ -25,7 +30,7 @@ _LAZY = {
     "open_checkpoint": ("tietool.formats", "open_checkpoint"),
     "Checkpoint": ("tietool.model", "Checkpoint"),
     "TensorInfo": ("tietool.model", "TensorInfo"),
-    "inspect_checkpoint": ("tietool.inspect", "inspect_checkpoint"),
+    "inspect_checkpoint": ("tietool.summary", "inspect_checkpoint"),
     "verify_tie": ("tietool.ties", "verify_tie"),
     "find_ties": ("tietool.ties", "find_ties"),
     "convert_checkpoint": ("tietool.convert", "convert"),

@@ -31,8 +31,21 @@ from .errors import TietoolError
 from .formats import open_checkpoint
 from .majority import Agreement, Copy, agreement
 from .model import Checkpoint
-from .ties import (COPIES_DIFFER, IMPLICIT, NEAR, NO_DECODER, SEPARATE, SHARED, TIED, TRANSPOSED,
-                   TieGroup, declared_tie, find_ties, has_output_layer, verify_group)
+from .ties import (
+    COPIES_DIFFER,
+    IMPLICIT,
+    NEAR,
+    NO_DECODER,
+    SEPARATE,
+    SHARED,
+    TIED,
+    TRANSPOSED,
+    TieGroup,
+    declared_tie,
+    find_ties,
+    has_output_layer,
+    verify_group,
+)
 
 FLAG = "tie_word_embeddings"
 #: Sub-configs whose tie flag a composite architecture may read.
@@ -76,6 +89,12 @@ class Problem:
         return {"code": self.code, "message": self.message}
 
 
+def _required(value: str | None, field_name: str, kind: str) -> str:
+    if value is None:
+        raise ValueError(f"a {kind} repair has no {field_name}")
+    return value
+
+
 @dataclass(frozen=True)
 class Repair:
     """One change ``fix`` makes. ``kind``: ``set-flag`` (``key`` = dotted
@@ -88,6 +107,21 @@ class Repair:
     value: bool | None = None
     tensor: str | None = None
     source: str | None = None
+
+    @property
+    def tensor_name(self) -> str:
+        """``tensor``, for the kinds that name one."""
+        return _required(self.tensor, "tensor", self.kind)
+
+    @property
+    def source_name(self) -> str:
+        """``source``, for ``use-copy`` and ``write-head``."""
+        return _required(self.source, "source", self.kind)
+
+    @property
+    def key_path(self) -> tuple[str, ...]:
+        """``key`` as a path into the config, for ``set-flag``."""
+        return tuple(_required(self.key, "key", self.kind).split("."))
 
     def to_json(self) -> dict:
         d = {"kind": self.kind, "message": self.message}
@@ -293,7 +327,7 @@ def analyse(ckpt: Checkpoint, prefer: str | None = None) -> Analysis:
     if a.stored == DIFFER:
         distinct = g.distinct()
         a.agreement = (Agreement.from_json(g.agreement) if g.agreement is not None
-                       else agreement(ckpt, [Copy(m.name, m.info, m.transposed) for m in distinct]))
+                       else agreement(ckpt, [Copy(m.name, m.stored_info, m.transposed) for m in distinct]))
         odd = a.agreement.odd
         where = "; ".join(f"{o.name} differs from {o.reference} first at {list(o.index)} ({o.value} vs {o.expected})"
                           for o in odd)

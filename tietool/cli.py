@@ -19,34 +19,9 @@ import click
 
 from . import __version__
 from .errors import TietoolError
+from .exits import EXIT_FOUND, EXIT_NOT_TIED, exit_code_for, exit_status
 
-EXIT_OK = 0
-EXIT_NOT_TIED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERNAL = 3
-
-EXIT_MEANINGS = {
-    EXIT_OK: "success",
-    EXIT_BAD_INPUT: 'bad input or usage: one line "Error: FILE: what is wrong" on stderr',
-    EXIT_INTERNAL: "internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)",
-}
-
-
-def exit_status(ok: str | None = None, status_1: str | None = None) -> str:
-    """An ``Exit status:`` epilog listing only the codes a command returns:
-    0, 2 and 3 always; ``ok`` says what 0 means for this command, and
-    ``status_1`` adds 1 with its meaning (verify-tie: not tied; a command
-    that finds problems or differences says so the same way)."""
-    codes = dict(EXIT_MEANINGS)
-    if ok is not None:
-        codes[EXIT_OK] = ok
-    if status_1 is not None:
-        codes[1] = status_1
-    return "\b\nExit status:\n" + "\n".join(f"  {code}  {text}" for code, text in sorted(codes.items()))
-
-
-EXIT_CODES = exit_status(ok="success (verify-tie: tied, every stored copy identical)",
-                         status_1="verify-tie: not tied, a copy differs, or no output layer")
+# Exit statuses, per error and per command: one table, in tietool.exits.
 
 
 def _debug_enabled(ctx: click.Context | None) -> bool:
@@ -79,8 +54,8 @@ class TietoolGroup(click.Group):
             if _debug_enabled(ctx):
                 traceback.print_exc()
             click.echo(f"Error: {_one_line(str(exc))}", err=True)
-            json_error(ctx, exc.message, exc.path, exc.exit_code)
-            ctx.exit(exc.exit_code)
+            json_error(ctx, exc.message, exc.path, exit_code_for(exc))
+            ctx.exit(exit_code_for(exc))
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except click.ClickException as exc:  # usage errors: Click prints them
@@ -93,7 +68,7 @@ class TietoolGroup(click.Group):
         except BrokenPipeError:
             # `tietool inspect ... | head`: not an error worth a traceback
             sys.stderr.close()
-            ctx.exit(EXIT_OK)
+            ctx.exit(exit_code_for(BrokenPipeError()))
         except MemoryError:
             ctx.exit(_out_of_memory(ctx))
         except Exception as exc:  # a bug in tietool, not bad input
@@ -104,8 +79,8 @@ class TietoolGroup(click.Group):
             message = (f"internal error: {type(exc).__name__}: {_one_line(str(exc))} "
                        "(please report; --debug shows the traceback)")
             click.echo(f"Error: {message}", err=True)
-            json_error(ctx, message, None, EXIT_INTERNAL)
-            ctx.exit(EXIT_INTERNAL)
+            json_error(ctx, message, None, exit_code_for(exc))
+            ctx.exit(exit_code_for(exc))
 
 
 # -- errors for scripts ----------------------------------------------------------------
@@ -161,7 +136,7 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     done = getattr(exc, "committed", None)
     tail = f"after {done} was written in full" if done else "nothing written"
     _stderr_line(f"Error: interrupted by {name}: {tail}")
-    return int(getattr(exc, "exit_code", 130))
+    return exit_code_for(exc)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -176,7 +151,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 def _out_of_memory(ctx: click.Context) -> int:
     path = ctx.meta.get("tietool.file")
     _stderr_line(f"Error: {path}: out of memory" if path else "Error: out of memory")
-    return EXIT_BAD_INPUT
+    return exit_code_for(MemoryError())
 
 
 def _stderr_line(text: str) -> None:
@@ -197,9 +172,14 @@ def json_option(f: Callable) -> Callable:
 
 
 def output(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
-    """The one place results are printed: JSON for scripts, text for people.
-    Rendering happens before anything is written, so output is all or nothing."""
-    text = json.dumps(data, indent=2, default=_json_default) if as_json else render(data)
+    """The one place results are printed: JSON for scripts (a typed result's
+    ``to_json()``), text for people. Rendering happens before anything is
+    written, so output is all or nothing."""
+    if as_json:
+        doc = data.to_json() if hasattr(data, "to_json") else data
+        text = json.dumps(doc, indent=2, default=_json_default)
+    else:
+        text = render(data)
     click.echo(text)
 
 
@@ -241,11 +221,12 @@ def progress_reporter(quiet: bool, large_only: bool = False):
 #       """
 #
 # The Examples block is a Click "\b" paragraph (kept verbatim); exit_status()
-# gives 0, 2 and 3 and adds 1 only when passed status_1=. Errors need nothing
+# gives 0, 2 and 3 and adds 1 only for commands that return it. Errors need nothing
 # per command: TietoolGroup prints the line (and, with --json, json_error's
 # document) for any TietoolError; give a command --json through json_option.
+# What each exit status means for a command: tietool.exits.COMMAND_EXITS.
 
-@click.group(cls=TietoolGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=TietoolGroup, epilog=exit_status(None), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="tietool")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors (also after the command name).")
 @click.pass_context
@@ -262,9 +243,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-@cli.command(short_help="List tensors, config and ties (headers only).", epilog=exit_status())
+@cli.command(short_help="List tensors, config and ties (headers only).", epilog=exit_status("inspect"))
 @click.argument("path", type=click.Path(path_type=str, readable=False))
-@click.option("--filter", "filter_glob", metavar="GLOB", help="Only list tensors whose name matches GLOB (e.g. '*embed*').")
+@click.option("--filter", "filter_glob", metavar="GLOB",
+              help="Only list tensors whose name matches GLOB (e.g. '*embed*').")
 @json_option
 def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
     """List every stored tensor of PATH with the format, files, parameter
@@ -280,20 +262,22 @@ def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
       tietool inspect fixtures/keras3/tied_revemb.keras --filter 'layers/*'
       tietool inspect fixtures/pt/gpt2 --json
     """
-    from .inspect import inspect_checkpoint
     from .render import render_inspect
+    from .summary import inspect_checkpoint
 
     output(inspect_checkpoint(path, filter_glob=filter_glob), as_json, render_inspect)
 
 
 @cli.command("verify-tie", short_help="Prove the embedding and LM head are tied.",
-             epilog=exit_status(ok="tied, every stored copy identical",
-                                status_1="not tied, a copy differs, or no output layer"))
+             epilog=exit_status("verify-tie"))
 @click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--embedding", metavar="NAME", help="The embedding tensor [vocab, hidden] (default: detected).")
-@click.option("--decoder", metavar="NAME", help="The decoder / LM head tensor, [vocab, hidden] or [hidden, vocab] (default: detected).")
-@click.option("--atol", type=float, default=None, help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
-@click.option("--rtol", type=float, default=None, help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--decoder", metavar="NAME",
+              help="The decoder / LM head tensor, [vocab, hidden] or [hidden, vocab] (default: detected).")
+@click.option("--atol", type=float, default=None,
+              help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--rtol", type=float, default=None,
+              help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
 def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: float | None, rtol: float | None,
@@ -326,11 +310,11 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
         if progress is not None:
             progress.close()
     output(report, as_json, render_verify_tie)
-    if not report["tied"]:
+    if not report.tied:
         click.get_current_context().exit(EXIT_NOT_TIED)
 
 
-@cli.command(short_help="Run the shared layer's embedding or linear pass.", epilog=exit_status())
+@cli.command(short_help="Run the shared layer's embedding or linear pass.", epilog=exit_status("run"))
 @click.argument("path", type=click.Path(path_type=str, readable=False))
 @click.option("--mode", type=click.Choice(["embedding", "linear"]), required=True,
               help="embedding: gather rows for token ids; linear: hidden states @ weight.T (logits).")
@@ -342,7 +326,8 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
 @click.option("--exact-bytes", is_flag=True,
               help="--output keeps the layer's own bytes: bfloat16/float8 as their bit patterns (uint16/uint8), "
                    "not upcast to float32.")
-@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="Linear mode: tokens shown per position.")
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
+              help="Linear mode: tokens shown per position.")
 @click.option("--embedding", metavar="NAME", help="Use this tensor as the embedding instead of the detected one.")
 @click.option("--decoder", metavar="NAME", help="Use this tensor as the decoder (omit for a tied layer).")
 @click.option("--quiet", is_flag=True, help="No progress on stderr (shown when reading over 100 MB).")
@@ -370,10 +355,13 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
     sources = [p for p in (path, input_path) if p]
     if output_path:
         check_npy_output(output_path, force, sources=sources)  # before the work, not after it
+    # The command's own process: keep TensorFlow's start-up chatter off stderr
+    # (the library leaves the environment and file descriptor 2 alone).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     progress = progress_reporter(quiet, large_only=True)
     try:
         result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
-                           embedding=embedding, decoder=decoder, progress=progress)
+                           embedding=embedding, decoder=decoder, progress=progress, quiet_native_stderr=True)
     finally:
         if progress is not None:
             progress.close()
@@ -382,7 +370,7 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
     output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
 
 
-@cli.command(short_help="Convert losslessly: HDF5, .keras <-> safetensors.", epilog=exit_status())
+@cli.command(short_help="Convert losslessly: HDF5, .keras <-> safetensors.", epilog=exit_status("convert"))
 @click.argument("src", type=click.Path(path_type=str, readable=False))
 @click.option("--to", "to", type=click.Choice(["safetensors", "h5", "keras"]), default=None,
               help="Output format. Default: from the -o name (.safetensors, .h5, .keras), else from SRC: "
@@ -390,8 +378,10 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
 @click.option("-o", "--output", "out", type=click.Path(path_type=str, readable=False), default=None,
               help="Output file (or folder, for a folder source). Default: beside SRC with the new extension.")
 @click.option("--ties", type=click.Choice(["dedupe", "keep"]), default="dedupe", show_default=True,
-              help="dedupe: write bit-identical stored copies once and record the others as aliases; keep: write every copy.")
-@click.option("--shard-size", metavar="SIZE", default=None, help="Split safetensors output into shards of at most SIZE (e.g. 5GB).")
+              help="dedupe: write bit-identical stored copies once and record the others as aliases; "
+                   "keep: write every copy.")
+@click.option("--shard-size", metavar="SIZE", default=None,
+              help="Split safetensors output into shards of at most SIZE (e.g. 5GB).")
 @click.option("--names", type=click.Choice(["keras", "pt"]), default="keras", show_default=True,
               help="keras: keep the stored names (lossless); pt: a transformers TF checkpoint -> a folder PyTorch "
                    "transformers loads (PyTorch names and layouts, {\"format\": \"pt\"}, 5GB shards by default).")
@@ -399,7 +389,8 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
               help="With --names pt: explicit writes a tied head as a real tensor under the architecture's PyTorch "
                    "name; implicit (the default) leaves it out, as transformers 5 saves.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-@click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing every tensor with the source.")
+@click.option("--no-verify", is_flag=True,
+              help="Skip re-reading the output and comparing every tensor with the source.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
 def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: str | None, names: str, head: str | None,
@@ -434,21 +425,7 @@ def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: st
     output(result.to_json() if as_json else result, as_json, render_convert)
 
 
-CHECK_EXIT_CODES = """\b
-Exit status:
-  0  every checkpoint is consistent (config and weights agree)
-  1  at least one checkpoint has a problem (each row says which, and the fix command)
-  2  at least one checkpoint could not be read (the others are still checked and listed), or bad usage
-  3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
-
-FIX_EXIT_CODES = """\b
-Exit status:
-  0  repaired and verified, or nothing to fix (nothing written)
-  2  bad input or usage, or a repair that needs a choice (--prefer): one line "Error: FILE: what is wrong"
-  3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
-
-
-@cli.command(short_help="Audit tie flags against the stored weights.", epilog=CHECK_EXIT_CODES)
+@cli.command(short_help="Audit tie flags against the stored weights.", epilog=exit_status("check"))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @json_option
 def check(paths: tuple[str, ...], as_json: bool) -> None:
@@ -473,7 +450,7 @@ def check(paths: tuple[str, ...], as_json: bool) -> None:
         click.get_current_context().exit(report.exit_code)
 
 
-@cli.command(short_help="Write a repaired copy of a checkpoint.", epilog=FIX_EXIT_CODES)
+@cli.command(short_help="Write a repaired copy of a checkpoint.", epilog=exit_status("fix"))
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("-o", "--output", "out", type=click.Path(path_type=str), default=None,
               help="Where to write the repaired copy (default: PATH-fixed).")
@@ -510,8 +487,15 @@ def fix(path: str, out: str | None, head: str | None, prefer: str | None, force:
 
 
 def main() -> None:
+    """The ``tietool`` command. Process-wide settings are made here, for the
+    command's own process, never by importing the library: signal handlers
+    (:mod:`tietool.signals`) and ``HDF5_PLUGIN_PATH`` pointed at nothing, so
+    that HDF5 can load no filter plugin at all (the library already refuses
+    every filter that is not built in before HDF5 would look one up:
+    :data:`tietool.h5safe.BUILTIN_FILTERS`)."""
     from .signals import install
 
+    os.environ["HDF5_PLUGIN_PATH"] = os.devnull  # before h5py loads HDF5
     install()
     cli(prog_name="tietool")
 
@@ -522,19 +506,13 @@ if __name__ == "__main__":  # pragma: no cover
 
 # -- diff (appended: keep at the end) -----------------------------------------------------------
 
-DIFF_EXIT_CODES = """\b
-Exit status:
-  0  every tensor matched and is identical (within --atol/--rtol if given)
-  1  a tensor differs, has another shape or dtype, or is in one checkpoint only
-  2  bad input or usage: one line "Error: FILE: what is wrong" on stderr
-  3  internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the traceback)"""
-
-
-@cli.command("diff", short_help="Compare two checkpoints tensor by tensor.", epilog=DIFF_EXIT_CODES)
+@cli.command("diff", short_help="Compare two checkpoints tensor by tensor.", epilog=exit_status("diff"))
 @click.argument("a", type=click.Path(path_type=str))
 @click.argument("b", type=click.Path(path_type=str))
-@click.option("--atol", type=float, default=None, help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
-@click.option("--rtol", type=float, default=None, help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--atol", type=float, default=None,
+              help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--rtol", type=float, default=None,
+              help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
 @click.option("--all", "show_all", is_flag=True, help="List identical tensors too (the table lists differences only).")
 @click.option("--plot", "plot_path", metavar="FILE.png", default=None,
               help="Draw the relative difference per tensor, grouped by layer, on a log scale (needs matplotlib: "
@@ -574,4 +552,4 @@ def diff_cmd(a: str, b: str, atol: float | None, rtol: float | None, show_all: b
         write_plot(result, plot_path, force=force)
     output(result.to_json(), as_json, lambda r: render_diff(r, show_all=show_all))
     if not result.identical:
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(EXIT_FOUND)

@@ -24,11 +24,12 @@ from typing import Callable
 import numpy as np
 
 from . import dtypes
+from .blocks import BLOCK_BYTES, BufferPool
 from .formats import rawio
-from .model import Checkpoint, TensorInfo
+from .model import BlockStore, Checkpoint, TensorInfo
 
-#: Bytes of reference rows handled per step (each copy adds about as much).
-BLOCK_BYTES = 16 * 1024 * 1024
+# BLOCK_BYTES (tietool.blocks): bytes of reference rows handled per step (each copy adds about as much).
+
 #: Row indices listed in a report.
 FIRST_ROWS = 10
 #: "near copy": every element within these of the reference (numpy.isclose).
@@ -96,11 +97,11 @@ class BlockReader:
     def __init__(self, ckpt: Checkpoint):
         self.ckpt = ckpt
         self.handles = rawio.FileHandles()
-        self._buffers: dict[int, np.ndarray] = {}
+        self._pool = BufferPool()
 
     def close(self) -> None:
         self.handles.close()
-        self._buffers.clear()
+        self._pool.clear()
 
     def __enter__(self) -> "BlockReader":
         return self
@@ -109,12 +110,8 @@ class BlockReader:
         self.close()
 
     def _buffer(self, slot: int, nbytes: int) -> np.ndarray:
-        """A reused byte buffer: no fresh allocation (and page faults) per block.
-        What it holds is valid until the next read into the same slot."""
-        buf = self._buffers.get(slot)
-        if buf is None or buf.size < nbytes:
-            buf = self._buffers[slot] = np.empty(nbytes, dtype=np.uint8)
-        return buf[:nbytes]
+        """A reused byte buffer (:class:`tietool.blocks.BufferPool`)."""
+        return self._pool.get(slot, nbytes)
 
     def scratch(self, slot: int, dtype: np.dtype, shape: tuple[int, int]) -> np.ndarray:
         """A reused array of ``shape`` (contents undefined)."""
@@ -125,7 +122,7 @@ class BlockReader:
         return info.offset is not None and info.computable and len(info.shape) == 2
 
     def _pread(self, info: TensorInfo, out: np.ndarray, offset: int) -> None:
-        rawio.read_into(self.handles.fd(info.file), memoryview(out).cast("B"), offset, info.file)
+        rawio.read_into(self.handles.fd(info.file), out.data.cast("B"), offset, info.file)
 
     def _as_array(self, info: TensorInfo, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         np_dtype = dtypes.numpy_dtype(info.dtype).newbyteorder("<")
@@ -134,15 +131,15 @@ class BlockReader:
 
     def rows(self, info: TensorInfo, start: int, stop: int, slot: int = 0) -> np.ndarray:
         if not self._raw(info):
-            return self.ckpt.store.read_rows(info, start, stop)
+            return self.ckpt.data.read_rows(info, start, stop)
         item = dtypes.DTYPES[info.dtype].itemsize
         cols = info.shape[1]
         out = self._buffer(slot, (stop - start) * cols * item)
-        self._pread(info, out, info.offset + start * cols * item)
+        self._pread(info, out, _offset(info) + start * cols * item)
         return self._as_array(info, out, (stop - start, cols))
 
     def block(self, info: TensorInfo, r0: int, r1: int, c0: int, c1: int, slot: int = 0) -> np.ndarray:
-        store = self.ckpt.store
+        store = self.ckpt.data
         rows, cols = info.shape
         if c0 == 0 and c1 == cols:
             return self.rows(info, r0, r1, slot)
@@ -151,15 +148,21 @@ class BlockReader:
             width = (c1 - c0) * item
             out = self._buffer(slot, (r1 - r0) * width).reshape(r1 - r0, width)
             for i, r in enumerate(range(r0, r1)):
-                self._pread(info, out[i], info.offset + (r * cols + c0) * item)
+                self._pread(info, out[i], _offset(info) + (r * cols + c0) * item)
             return self._as_array(info, out, (r1 - r0, c1 - c0))
-        own = getattr(store, "read_block", None)  # HDF5: a hyperslab
-        if own is not None:
-            return own(info, slice(r0, r1), slice(c0, c1))
+        if isinstance(store, BlockStore):  # HDF5: a hyperslab
+            return store.read_block(info, slice(r0, r1), slice(c0, c1))
         # Any other store: whole rows in bounded steps, columns cut out.
         step = max(1, BLOCK_BYTES // max(1, info.nbytes // max(1, rows)))
         parts = [store.read_rows(info, s, min(r1, s + step))[:, c0:c1] for s in range(r0, r1, step)]
         return np.concatenate(parts, axis=0)
+
+
+def _offset(info: TensorInfo) -> int:
+    """The raw byte offset of a tensor read by ``pread`` (``_raw`` said it has one)."""
+    if info.offset is None:
+        raise ValueError(f"{info.name}: not stored raw")
+    return info.offset
 
 
 TILE = 256
@@ -236,7 +239,8 @@ def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[T
     is told the bytes read after each block."""
     tolerance = atol is not None or rtol is not None
     V, H = reference.shape
-    diffs = [Difference(o.name, reference.name, t, tolerance, same_dtype=(o.dtype == reference.dtype)) for o, t in others]
+    diffs = [Difference(o.name, reference.name, t, tolerance, same_dtype=(o.dtype == reference.dtype))
+             for o, t in others]
     if not others or V == 0 or H == 0:
         return diffs
     row_bytes = max(1, H * max(1, dtypes.DTYPES[reference.dtype].itemsize))
@@ -245,7 +249,7 @@ def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[T
         for v0 in range(0, V, step):
             v1 = min(V, v0 + step)
             a = reader.rows(reference, v0, v1, slot=0)
-            for (info, transposed), diff in zip(others, diffs):
+            for (info, transposed), diff in zip(others, diffs, strict=True):
                 if transposed:
                     raw = reader.block(info, 0, H, v0, v1, slot=1)
                     b = transpose_into(raw, reader.scratch(2, raw.dtype, (v1 - v0, H)))
@@ -261,15 +265,4 @@ def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[T
     return diffs
 
 
-def pair_shape_ok(ref_shape: tuple[int, ...], other_shape: tuple[int, ...]) -> bool | None:
-    """None when the shapes cannot pair; else whether ``other`` is transposed."""
-    if len(ref_shape) != 2 or len(other_shape) != 2:
-        return None
-    if tuple(other_shape) == tuple(ref_shape):
-        return False
-    if tuple(other_shape) == tuple(ref_shape)[::-1]:
-        return True
-    return None
-
-
-__all__ = ["Difference", "BlockReader", "compare_copies", "compare_block", "pair_shape_ok", "BLOCK_BYTES"]
+__all__ = ["Difference", "BlockReader", "compare_copies", "compare_block", "BLOCK_BYTES"]

@@ -19,7 +19,10 @@ MAX_DEPTH = 200
 
 # Keys that name the vocabulary and hidden sizes across HF and Keras configs.
 VOCAB_KEYS = ("vocab_size", "vocabulary_size", "n_vocab", "input_dim", "num_embeddings", "padded_vocab_size")
-HIDDEN_KEYS = ("hidden_size", "d_model", "n_embd", "dim", "embedding_dim", "output_dim", "hidden_dim", "embed_dim", "emb_size", "embedding_size")
+EMBEDDING_CLASSES = ("Embedding", "ReversibleEmbedding", "TokenAndPositionEmbedding", "SharedEmbeddings",
+                     "TFSharedEmbeddings")
+HIDDEN_KEYS = ("hidden_size", "d_model", "n_embd", "dim", "embedding_dim", "output_dim", "hidden_dim", "embed_dim",
+               "emb_size", "embedding_size")
 # Modules whose classes a Keras config may name without that being "custom code".
 KERAS_MODULES = ("keras", "keras_hub", "keras_nlp", "keras_cv", "tf_keras", "tensorflow")
 
@@ -135,7 +138,8 @@ def _dedupe(items: list[dict]) -> list[dict]:
 
 
 def is_hf_config(config: Any) -> bool:
-    return isinstance(config, dict) and ("model_type" in config or "architectures" in config or "transformers_version" in config)
+    return isinstance(config, dict) and (
+        "model_type" in config or "architectures" in config or "transformers_version" in config)
 
 
 def _first_int(config: dict, keys: tuple[str, ...]) -> int | None:
@@ -227,7 +231,7 @@ def keras_embeddings(config: Any) -> list[dict]:
         cfg = node.get("config")
         if not isinstance(cls, str) or not isinstance(cfg, dict):
             continue
-        if cls in ("Embedding", "ReversibleEmbedding", "TokenAndPositionEmbedding", "SharedEmbeddings", "TFSharedEmbeddings") or (
+        if cls in EMBEDDING_CLASSES or (
             "input_dim" in cfg and "output_dim" in cfg
         ):
             vocab = cfg.get("input_dim", cfg.get("vocabulary_size", cfg.get("vocab_size")))

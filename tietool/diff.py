@@ -32,13 +32,14 @@ from typing import Any
 
 import numpy as np
 
+from .blocks import DIFF_BLOCK_BYTES
 from .compare import BlockReader, transpose_into
 from .errors import UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
 
-#: Bytes of A's rows read per step (B adds as much).
-BLOCK_BYTES = 8 * 1024 * 1024
+#: Bytes of A's rows read per step (B adds as much): tietool.blocks.DIFF_BLOCK_BYTES.
+BLOCK_BYTES = DIFF_BLOCK_BYTES
 #: Elements folded at once (float64 temporaries of 512 KB each).
 PART = 1 << 16
 #: A transposed pair up to this many blocks is read in one piece per side.
@@ -292,10 +293,13 @@ class _Acc:
                 np.divide(d, scale, out=scale, where=live)
                 self.max_rel = max(self.max_rel or 0.0, float(np.max(scale, where=live, initial=0.0)))
             bad = ~np.isclose(fa, fb, rtol=self.rtol, atol=self.atol, equal_nan=True) if self.tolerance else None
-        if bad is None and idx is None:
-            self._hits_all(a.size, start)
-            return
-        hits = idx if bad is None else (np.flatnonzero(bad) if idx is None else idx[bad])
+        if bad is None:
+            if idx is None:
+                self._hits_all(a.size, start)
+                return
+            hits = idx
+        else:
+            hits = np.flatnonzero(bad) if idx is None else idx[bad]
         if not hits.size:
             return
         if hits.size == a.size:
@@ -357,7 +361,7 @@ class _Side:
 
     def rows(self, info: TensorInfo, r0: int, r1: int, slot: int) -> np.ndarray:
         if not info.shape:
-            return self.ckpt.store.read_rows(info, 0, 1)
+            return self.ckpt.data.read_rows(info, 0, 1)
         return self.blocks.rows(info, r0, r1, slot)
 
     def whole(self, info: TensorInfo) -> np.ndarray:
@@ -475,7 +479,7 @@ def _one(p, sa: _Side, sb: _Side, atol, rtol, block_bytes: int, cache: dict) -> 
         layer=layer_of(p.key), key=p.key,
         shape_a=tuple(ia.shape) if ia else None, shape_b=tuple(ib.shape) if ib else None,
         dtype_a=ia.dtype if ia else None, dtype_b=ib.dtype if ib else None,
-        stored_a=ia.name if ea and ea.alias else None, stored_b=ib.name if eb and eb.alias else None)
+        stored_a=ia.name if ia and ea and ea.alias else None, stored_b=ib.name if ib and eb and eb.alias else None)
     if ia is None:
         return TensorDiff(status=ONLY_B, **common)
     if ib is None:

@@ -170,7 +170,7 @@ class _Matcher:
         va, vb = _pt_view(self.ca, self.ea), _pt_view(self.cb, self.eb)
         if va is None and vb is None:
             return
-        ident = {}
+        ident: dict = {}
         keyed_a = self._keyed(self.left_a, va or ident)
         keyed_b = self._keyed(self.left_b, vb or ident)
         for key, la in keyed_a.items():
@@ -219,7 +219,7 @@ class _Matcher:
             groups = find_ties(side)
         except UsageError:
             return
-        partner = {}
+        partner: dict = {}
         for p in self.pairs:
             mine, theirs = (p.b, p.a) if swap else (p.a, p.b)
             if mine is not None and theirs is not None:

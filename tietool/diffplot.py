@@ -54,7 +54,8 @@ def write_plot(result: DiffResult, path: str, force: bool = False) -> None:
     ax = fig.add_subplot(1, 1, 1)
     # layer bands
     start = 0
-    ticks, labels = [], []
+    ticks: list[float] = []
+    labels: list[str] = []
     for i, t in enumerate(shown + [None]):
         if t is None or (i and t.layer != shown[i - 1].layer):
             if len(ticks) % 2 == 0:

@@ -25,10 +25,6 @@ class DType:
     def itemsize(self) -> int:
         return self.bits // 8
 
-    @property
-    def is_float(self) -> bool:
-        return self.name.startswith(("float", "bfloat"))
-
 
 def _np(name: str) -> np.dtype | None:
     try:

@@ -4,7 +4,11 @@ Each one also subclasses the builtin that describes it (``ValueError``,
 ``KeyError``, ``FileNotFoundError`` ...), so library callers can catch either
 ``TietoolError`` or the builtin they already handle. The CLI maps them to one
 line, ``Error: FILE: what is wrong``, and an exit status, in one place
-(``tietool.cli``).
+(:mod:`tietool.exits`, the one error -> exit-code table).
+
+Classes that subclass an ``OSError`` builtin (``FileNotFoundError``,
+``FileExistsError``, ``OSError``) keep tietool's one-line ``str()`` and set
+``errno``/``strerror``/``filename`` as an ``OSError`` caller expects.
 """
 
 from __future__ import annotations
@@ -15,8 +19,6 @@ import os
 class TietoolError(Exception):
     """Base class. ``path`` is the file the problem is about, when there is one."""
 
-    exit_code = 2
-
     def __init__(self, message: str, path: str | os.PathLike | None = None):
         self.message = message
         self.path = os.fspath(path) if path is not None else None
@@ -26,11 +28,32 @@ class TietoolError(Exception):
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class CheckpointNotFoundError(TietoolError, FileNotFoundError):
+class _OSErrorMixin(TietoolError, OSError):
+    """A TietoolError that is also an ``OSError``: ``str()`` is tietool's one
+    line (``OSError`` would format errno/filename), and the ``OSError``
+    attributes are set from the message and path (``errno`` when known)."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, errno: int | None = None):
+        super().__init__(message, path)
+        self.errno = errno
+        self.strerror = message
+        self.filename = self.path
+
+    def __str__(self) -> str:
+        return TietoolError.__str__(self)
+
+
+class InputNotFoundError(_OSErrorMixin, FileNotFoundError):
+    """An input file (a checkpoint, a ``.npy`` array) does not exist."""
+
+
+class CheckpointNotFoundError(InputNotFoundError):
     """The path does not exist, or a folder holds no weights file."""
 
-    def __str__(self) -> str:  # FileNotFoundError would format errno/filename
-        return TietoolError.__str__(self)
+
+class InvalidInputError(TietoolError, ValueError):
+    """An input file other than a checkpoint (a ``.npy`` array given to
+    ``run``) cannot be read, or holds the wrong kind of array."""
 
 
 class UnsupportedFormatError(TietoolError, ValueError):
@@ -58,11 +81,23 @@ class UsageError(TietoolError, ValueError):
     """The request itself is wrong (bad option values, incompatible inputs)."""
 
 
-class OutputExistsError(TietoolError, FileExistsError):
+class OutputError(_OSErrorMixin):
+    """Writing an output failed (disk full, read-only file system, no
+    permission, quota): nothing of the user's was modified."""
+
+
+class OutputExistsError(_OSErrorMixin, FileExistsError):
     """Refusing to overwrite an existing output without ``--force``."""
 
-    def __str__(self) -> str:
-        return TietoolError.__str__(self)
+
+class ConversionError(TietoolError, ValueError):
+    """A checkpoint that reads fine cannot be converted or repaired as asked
+    (e.g. a transposed copy cannot take another copy's bytes)."""
+
+
+class CopiesDifferError(ConversionError):
+    """Stored copies of one tied matrix differ, and the operation needs them
+    identical or a choice of which to keep (``fix --prefer``)."""
 
 
 class MissingDependencyError(TietoolError, ImportError):

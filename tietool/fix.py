@@ -29,8 +29,8 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from .check import FLAG, NO_HEAD, SHARED_STORAGE, IDENTICAL, Analysis, Repair, analyse
-from .errors import CorruptCheckpointError, UsageError
+from .check import FLAG, IDENTICAL, NO_HEAD, SHARED_STORAGE, Analysis, Repair, analyse
+from .errors import ConversionError, CopiesDifferError, CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
 from .jsonedit import delete_key, set_value
 from .model import Checkpoint, TensorInfo
@@ -85,7 +85,7 @@ def head_repairs(a: Analysis, head: str | None) -> list[Repair]:
         out.append(Repair("write-head", f"write {a.head_pt} as a real tensor (a copy of {emb})", tensor=a.head_pt,
                           source=emb))
     else:
-        if a.stored != IDENTICAL:
+        if a.stored != IDENTICAL or a.group is None:
             return []
         heads = [m for m in a.group.members if m.role == "decoder" and m.stored and not m.transposed
                  and m.same_storage_as is None]
@@ -107,15 +107,15 @@ def _plan(a: Analysis, head: str | None) -> list[Repair]:
     repairs = list(a.repairs)
     if a.needs_prefer:
         names = a.needs_prefer
-        raise UsageError(
+        raise CopiesDifferError(
             f"the {len(names)} stored copies of the tied matrix differ and no copy is a strict majority: choose the "
             f"one to keep with --prefer embedding ({names[0]}), --prefer decoder ({names[-1]}) or --prefer NAME",
             a.ckpt.path)
     for r in repairs:
         if r.kind == "use-copy":
-            t, src = a.ckpt.tensors[r.tensor], a.ckpt.tensors[r.source]
+            t, src = a.ckpt.tensors[r.tensor_name], a.ckpt.tensors[r.source_name]
             if tuple(t.shape) != tuple(src.shape) or t.dtype != src.dtype:
-                raise UsageError(f"{r.tensor} ({t.dtype}{list(t.shape)}) cannot take the bytes of {r.source} "
+                raise ConversionError(f"{r.tensor} ({t.dtype}{list(t.shape)}) cannot take the bytes of {r.source} "
                                  f"({src.dtype}{list(src.shape)}): a transposed or converted copy is not repaired",
                                  a.ckpt.path)
     for r in head_repairs(a, head):
@@ -138,7 +138,7 @@ def _config_text(a: Analysis, repairs: list[Repair]) -> str | None:
     with open(src, encoding="utf-8") as fh:
         text = fh.read()
     for r in flags:
-        text = set_value(text, tuple(r.key.split(".")), r.value, src)
+        text = set_value(text, r.key_path, r.value, src)
     return text
 
 
@@ -154,11 +154,11 @@ def _st_entries(ckpt: Checkpoint, path: str, repairs: list[Repair]) -> tuple[lis
         if r is None:
             out.append((n, info))
         elif r.kind == "use-copy":
-            out.append((n, ckpt.tensors[r.source]))
+            out.append((n, ckpt.tensors[r.source_name]))
         # drop-head: left out
         for w in repairs:
             if w.kind == "write-head" and w.source == n:
-                out.append((w.tensor, info))
+                out.append((w.tensor_name, info))
     metadata = {k: v for k, v in metadata.items() if not any(w.kind == "write-head" and w.tensor == k for w in repairs)}
     return out, metadata
 
@@ -167,7 +167,7 @@ def _h5_plan(ckpt: Checkpoint, h5, repairs: list[Repair]) -> tuple[dict, dict]:
     from .writers.h5_writer import describe_h5
 
     tree = describe_h5(h5)
-    swap = {r.tensor: r.source for r in repairs if r.kind == "use-copy"}
+    swap = {r.tensor_name: r.source_name for r in repairs if r.kind == "use-copy"}
     data = {}
     for dpath in tree["datasets"]:
         name = dpath if dpath in ckpt.tensors else next(
@@ -185,12 +185,12 @@ def _index_text(path: str, repairs: list[Repair], ckpt: Checkpoint) -> str:
     size = index.get("metadata", {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
     params = index.get("metadata", {}).get("total_parameters") if isinstance(index.get("metadata"), dict) else None
     for r in repairs:
-        info = ckpt.tensors[r.source]
+        info = ckpt.tensors[r.source_name]
         if r.kind == "write-head":
-            text = set_value(text, ("weight_map", r.tensor), os.path.basename(info.file), path)
+            text = set_value(text, ("weight_map", r.tensor_name), os.path.basename(info.file), path)
             sign = 1
         elif r.kind == "drop-head":
-            text = delete_key(text, ("weight_map", r.tensor), path)
+            text = delete_key(text, ("weight_map", r.tensor_name), path)
             sign = -1
         else:
             continue
@@ -208,11 +208,11 @@ def _expected(ckpt: Checkpoint, repairs: list[Repair]) -> dict[str, TensorInfo]:
     out = {n: t for n, t in ckpt.tensors.items()}
     for r in repairs:
         if r.kind == "use-copy":
-            out[r.tensor] = ckpt.tensors[r.source]
+            out[r.tensor_name] = ckpt.tensors[r.source_name]
         elif r.kind == "drop-head":
-            out.pop(r.tensor, None)
+            out.pop(r.tensor_name, None)
         elif r.kind == "write-head":
-            out[r.tensor] = ckpt.tensors[r.source]
+            out[r.tensor_name] = ckpt.tensors[r.source_name]
     return out
 
 
@@ -264,8 +264,8 @@ def fix(src, out=None, head: str | None = None, prefer: str | None = None, force
             sources = [src, *ckpt.files, *(os.path.join(src, n) for n in side)]
             check_output(out, sources, folder=is_dir, force=force, writes=side)  # before the work
             tensor_kinds = {"use-copy", "drop-head", "write-head"}
-            touched = {ckpt.tensors[r.tensor].file for r in repairs if r.kind in ("use-copy", "drop-head")}
-            touched |= {ckpt.tensors[r.source].file for r in repairs if r.kind == "write-head"}
+            touched = {ckpt.tensors[r.tensor_name].file for r in repairs if r.kind in ("use-copy", "drop-head")}
+            touched |= {ckpt.tensors[r.source_name].file for r in repairs if r.kind == "write-head"}
             index_file = ckpt.files[0] if ckpt.format == "safetensors-sharded" else None
             index_changes = [r for r in repairs if r.kind in ("drop-head", "write-head")]
             written: list[str] = []

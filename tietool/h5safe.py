@@ -3,37 +3,38 @@
 Modelled on keras' ``saving_lib`` helpers, stricter: soft and external links,
 external storage and virtual datasets are refused; every dataset's declared
 size is checked against what it stores and against the file before anything
-is read; attributes are size-capped; HDF5 is kept from loading filter plugins
-from the environment. h5py's own errors are turned into one-line
-:class:`~tietool.errors.CorruptCheckpointError`.
+is read; attributes are size-capped. h5py's own errors are turned into
+one-line :class:`~tietool.errors.CorruptCheckpointError`.
+
+Filter plugins are shared libraries: a hostile file naming a filter must not
+make HDF5 dlopen something from ``HDF5_PLUGIN_PATH``. HDF5 can only switch
+plugin loading off for the whole process (and h5py 3.14 exposes no
+``H5PLset_loading_state``), so importing this module changes nothing; instead
+every dataset is checked on open (:meth:`SafeH5.dataset_entry`): a filter
+that is not one of HDF5's built-in filters or h5py's LZF
+(:data:`BUILTIN_FILTERS`) is refused before HDF5 is asked about it, so HDF5
+never looks a plugin up for tietool. The ``tietool`` command additionally
+points ``HDF5_PLUGIN_PATH`` at nothing for its own process
+(:func:`tietool.cli.main`).
 """
 
 from __future__ import annotations
 
-import io
-import json
+import contextlib
 import os
 import re
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
-# Filter plugins are shared libraries: a hostile file naming a filter must not
-# make HDF5 dlopen something from HDF5_PLUGIN_PATH. Set before h5py loads
-# HDF5, then switch dynamic loading off for good measure.
-os.environ["HDF5_PLUGIN_PATH"] = os.devnull
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
+import h5py
+import numpy as np
 
-from . import dtypes  # noqa: E402
-from .errors import CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError  # noqa: E402
-
-try:
-    h5py.h5pl.set_loading_state(0)
-except Exception:  # pragma: no cover - very old HDF5
-    pass
+from . import dtypes
+from .blocks import SCAN_WINDOW_BYTES
+from .errors import CorruptCheckpointError, TietoolError, UnsafeCheckpointError, UnsupportedFormatError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Largest attribute we will read (model_config of a huge model is a few MB).
@@ -63,7 +64,7 @@ def is_hdf5(path: str) -> bool:
     return False
 
 
-def open_file(source: str | io.IOBase, label: str, size: int | None = None) -> h5py.File:
+def open_file(source: str | IO[bytes], label: str, size: int | None = None) -> h5py.File:
     """Open read-only. ``label`` is the name used in error messages."""
     try:
         if isinstance(source, str):
@@ -71,6 +72,32 @@ def open_file(source: str | io.IOBase, label: str, size: int | None = None) -> h
         return h5py.File(source, "r")
     except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise CorruptCheckpointError(f"not a readable HDF5 file ({_h5_reason(exc)})", label) from None
+
+
+#: What h5py raises for a file it cannot read (its error stack mapped to
+#: builtins), and what a ``.keras`` member read through raises.
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
+             zipfile.BadZipFile, EOFError, zlib.error)
+#: Modules h5py calls into: an error raised there is still h5py's.
+H5_CALLEES = ("numpy", "zipfile", "zlib", "io", "_io", "codecs", "encodings", "_compression", "struct")
+
+
+def raised_in_h5py(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while h5py had control: the traceback's
+    last frame that is neither h5py nor a library h5py calls into (numpy,
+    the ``zipfile`` member it reads through) comes before an h5py frame. An
+    error raised by tietool's own code (or any other Python code, such as a
+    callback h5py runs) is a bug, never "corrupt file"."""
+    in_h5py = False
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module == "h5py" or module.startswith("h5py."):
+            in_h5py = True
+        elif not module.startswith(H5_CALLEES):
+            in_h5py = False
+        tb = tb.tb_next
+    return in_h5py
 
 
 def _h5_reason(exc: BaseException) -> str:
@@ -97,7 +124,7 @@ class SafeH5:
     """A read-only HDF5 file walked through checks. ``label`` names the file
     in every error; ``file_size`` bounds what datasets may claim."""
 
-    def __init__(self, source: str | io.IOBase, label: str, file_size: int | None = None):
+    def __init__(self, source: str | IO[bytes], label: str, file_size: int | None = None):
         self.label = label
         if file_size is None and isinstance(source, str):
             file_size = os.path.getsize(source)
@@ -108,19 +135,23 @@ class SafeH5:
         self._heaps_checked = False
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.file.close()
-        except Exception:
-            pass
 
     # -- guarded calls ----------------------------------------------------
     def guard(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run an h5py call; HDF5 failures become one clear error."""
+        """Run an h5py call; HDF5's failures become one clear error.
+
+        Only errors raised inside h5py (or below it: HDF5, numpy, the
+        ``.keras`` archive member HDF5 reads through) become
+        :class:`~tietool.errors.CorruptCheckpointError`; tietool's own
+        errors pass unchanged, and a bug in tietool's code (a ``TypeError``
+        or ``KeyError`` raised by tietool itself, also in a callback h5py
+        runs) surfaces as what it is: an internal error, not a corrupt file."""
         try:
             return fn()
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError,
-                zipfile.BadZipFile, EOFError, zlib.error) as exc:  # the last three: .keras members
-            if isinstance(exc, (CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError)):
+        except H5_ERRORS as exc:
+            if isinstance(exc, TietoolError) or not raised_in_h5py(exc):
                 raise
             raise CorruptCheckpointError(f"cannot read {what} ({_h5_reason(exc)})", self.label) from None
 
@@ -144,19 +175,20 @@ class SafeH5:
             if not part:
                 continue
             walked.append(part)
-            if not isinstance(node, h5py.Group) or not self.guard("/".join(walked), lambda: part in node):
+            here = "/".join(walked)
+            if not isinstance(node, h5py.Group) or not self.guard(here, lambda: part in node):  # noqa: B023 (called at once)
                 raise CorruptCheckpointError(f"/{'/'.join(walked)} is missing", self.label)
             self.check_link(node, part, "/".join(walked))
-            node = self.guard("/".join(walked), lambda: node[part])
+            node = self.guard("/".join(walked), lambda: node[part])  # noqa: B023 (called at once)
         return node
 
     def has(self, path: str) -> bool:
         node = self.file
         for part in path.strip("/").split("/"):
-            if not isinstance(node, h5py.Group) or not self.guard(path, lambda: part in node):
+            if not isinstance(node, h5py.Group) or not self.guard(path, lambda: part in node):  # noqa: B023 (called at once)
                 return False
             self.check_link(node, part, path)
-            node = self.guard(path, lambda: node[part])
+            node = self.guard(path, lambda: node[part])  # noqa: B023 (called at once)
         return True
 
     def walk(self, root: str = "") -> Iterator[DatasetEntry]:
@@ -181,7 +213,7 @@ class SafeH5:
                 raise UnsafeCheckpointError(f"more than {MAX_OBJECTS} objects", self.label)
             path = f"{prefix}/{name}" if prefix else name
             self.check_link(group, name, path)
-            obj = self.guard(f"/{path}", lambda: group[name])
+            obj = self.guard(f"/{path}", lambda: group[name])  # noqa: B023 (called at once)
             if isinstance(obj, h5py.Group):
                 yield from self._walk(obj, path, depth + 1, seen)
             elif isinstance(obj, h5py.Dataset):
@@ -194,18 +226,48 @@ class SafeH5:
 
     # -- datasets -----------------------------------------------------------
     def dataset_entry(self, ds: h5py.Dataset, path: str) -> DatasetEntry:
+        """A dataset checked before anything is read from it: no virtual or
+        external storage, a tensor dtype, only built-in filters, and a
+        declared size that its storage and the file can hold."""
         where = f"dataset /{path}"
+        self._check_storage_is_local(ds, where)
+        shape = self.guard(where, lambda: ds.shape)
+        if shape is None:  # null dataspace
+            raise CorruptCheckpointError(f"{where} has no dataspace", self.label)
+        shape = tuple(int(d) for d in shape)
+        h5dtype = self.guard(where, lambda: ds.dtype)
+        dt, needs_view = self._tensor_dtype(ds, h5dtype, where)
+        declared = dtypes.nbytes_for(shape, dt.name)
+        dcpl = self.guard(where, lambda: ds.id.get_create_plist())
+        layout = self.guard(where, lambda: dcpl.get_layout())
+        self._check_filters(dcpl, where)
+        stored = self.guard(where, lambda: ds.id.get_storage_size())
+        offset = None
+        size = f"{declared} bytes ({_shape(shape)} {dt.name})"
+        if layout == h5py.h5d.CONTIGUOUS:
+            raw_offset = self._contiguous_offset(ds, declared, stored, size, where)
+            if raw_offset is not None and (h5dtype.byteorder in "<=|" or needs_view):
+                offset = raw_offset
+        elif layout == h5py.h5d.CHUNKED:
+            self._check_chunked(declared, stored, size, where)
+        elif layout == h5py.h5d.COMPACT:
+            if declared > 64 * 1024:
+                raise CorruptCheckpointError(f"{where} is compact but declares {declared} bytes", self.label)
+        else:
+            raise UnsupportedFormatError(f"{where} has an unsupported storage layout", self.label)
+        key = self._object_key(ds, path)
+        return DatasetEntry(path, ds, shape, dt.name, declared, offset, key, needs_view)
+
+    def _check_storage_is_local(self, ds: h5py.Dataset, where: str) -> None:
         if self.guard(where, lambda: ds.is_virtual):
             raise UnsafeCheckpointError(f"{where} is a virtual dataset (reads other files); refused", self.label)
         external = self.guard(where, lambda: ds.external)
         if external:
             files = ", ".join(str(e[0]) for e in external)
             raise UnsafeCheckpointError(f"{where} keeps its data in external file(s) {files}; refused", self.label)
-        shape = self.guard(where, lambda: ds.shape)
-        if shape is None:  # null dataspace
-            raise CorruptCheckpointError(f"{where} has no dataspace", self.label)
-        shape = tuple(int(d) for d in shape)
-        h5dtype = self.guard(where, lambda: ds.dtype)
+
+    def _tensor_dtype(self, ds: h5py.Dataset, h5dtype: np.dtype, where: str) -> tuple[dtypes.DType, str | None]:
+        """The tensor dtype, and ``"bfloat16"`` when the raw bytes must be viewed as such."""
         needs_view = None
         dt = dtypes.from_numpy(h5dtype) if h5dtype.kind != "V" else None
         if h5dtype.kind == "V" and h5dtype.itemsize == 2 and h5dtype.fields is None:
@@ -217,52 +279,43 @@ class SafeH5:
                 dt, needs_view = dtypes.DTYPES["bfloat16"], "bfloat16"
         if dt is None:
             raise UnsupportedFormatError(f"{where} has dtype {h5dtype} which is not a tensor dtype", self.label)
-        declared = dtypes.nbytes_for(shape, dt.name)
-        dcpl = self.guard(where, lambda: ds.id.get_create_plist())
-        layout = self.guard(where, lambda: dcpl.get_layout())
+        return dt, needs_view
+
+    def _check_filters(self, dcpl: Any, where: str) -> None:
         for i in range(self.guard(where, lambda: dcpl.get_nfilters())):
-            code = self.guard(where, lambda: dcpl.get_filter(i))[0]
+            code = self.guard(where, lambda: dcpl.get_filter(i))[0]  # noqa: B023 (called at once)
             if not _filter_available(code):
                 raise UnsupportedFormatError(
                     f"{where} needs HDF5 filter {code}, which is not built in (filter plugins are never loaded)",
                     self.label,
                 )
-        stored = self.guard(where, lambda: ds.id.get_storage_size())
-        offset = None
-        if layout == h5py.h5d.CONTIGUOUS:
-            if declared and stored != declared:
-                raise UnsafeCheckpointError(
-                    f"{where} declares {declared} bytes ({_shape(shape)} {dt.name}) but stores {stored}; refused",
-                    self.label,
-                )
-            raw_offset = self.guard(where, lambda: ds.id.get_offset())
-            if declared:
-                if raw_offset is None:
-                    raise CorruptCheckpointError(f"{where} has no data stored", self.label)
-                if self.file_size is not None and raw_offset + declared > self.file_size:
-                    raise CorruptCheckpointError(
-                        f"{where} data ends at byte {raw_offset + declared}, past the end of the file "
-                        f"({self.file_size} bytes): truncated?",
-                        self.label,
-                    )
-                if h5dtype.byteorder in "<=|" or needs_view:
-                    offset = raw_offset
-        elif layout == h5py.h5d.CHUNKED:
-            if declared > EXPANSION_FLOOR and declared > MAX_EXPANSION * max(stored, 1):
-                raise UnsafeCheckpointError(
-                    f"{where} declares {declared} bytes ({_shape(shape)} {dt.name}) but stores only {stored}; "
-                    "refused as a shape/decompression bomb",
-                    self.label,
-                )
-            if self.file_size is not None and stored > self.file_size:
-                raise CorruptCheckpointError(f"{where} claims more stored bytes than the file has", self.label)
-        elif layout == h5py.h5d.COMPACT:
-            if declared > 64 * 1024:
-                raise CorruptCheckpointError(f"{where} is compact but declares {declared} bytes", self.label)
-        else:
-            raise UnsupportedFormatError(f"{where} has an unsupported storage layout", self.label)
-        key = self._object_key(ds, path)
-        return DatasetEntry(path, ds, shape, dt.name, declared, offset, key, needs_view)
+
+    def _contiguous_offset(self, ds: h5py.Dataset, declared: int, stored: int, size: str, where: str) -> int | None:
+        """The byte offset of a contiguous dataset's data (None: nothing
+        stored, for an empty one), checked to hold the declared size inside the file."""
+        if declared and stored != declared:
+            raise UnsafeCheckpointError(f"{where} declares {size} but stores {stored}; refused", self.label)
+        raw_offset = self.guard(where, lambda: ds.id.get_offset())
+        if not declared:
+            return None
+        if raw_offset is None:
+            raise CorruptCheckpointError(f"{where} has no data stored", self.label)
+        if self.file_size is not None and raw_offset + declared > self.file_size:
+            raise CorruptCheckpointError(
+                f"{where} data ends at byte {raw_offset + declared}, past the end of the file "
+                f"({self.file_size} bytes): truncated?",
+                self.label,
+            )
+        return raw_offset
+
+    def _check_chunked(self, declared: int, stored: int, size: str, where: str) -> None:
+        if declared > EXPANSION_FLOOR and declared > MAX_EXPANSION * max(stored, 1):
+            raise UnsafeCheckpointError(
+                f"{where} declares {size} but stores only {stored}; refused as a shape/decompression bomb",
+                self.label,
+            )
+        if self.file_size is not None and stored > self.file_size:
+            raise CorruptCheckpointError(f"{where} claims more stored bytes than the file has", self.label)
 
     def read_rows(self, entry: DatasetEntry, start: int, stop: int, cols: slice | None = None) -> np.ndarray:
         """Rows ``start:stop`` (and, for a 2-D dataset, columns ``cols``: an
@@ -325,21 +378,20 @@ class SafeH5:
             with open(self.source, "rb") as fh:
                 _scan_heaps(lambda off, n: os.pread(fh.fileno(), n, off), regions, self.label)
         else:
-            pos = self.source.tell()
+            source = self.source
+            pos = source.tell()
 
             def read(off: int, n: int) -> bytes:
-                self.source.seek(off)
-                return self.source.read(n)
+                source.seek(off)
+                return source.read(n)
 
             try:
                 _scan_heaps(read, regions, self.label)
             except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
                 raise CorruptCheckpointError(f"cannot read ({exc})", self.label) from None
             finally:
-                try:
+                with contextlib.suppress(Exception):
                     self.source.seek(pos)
-                except Exception:
-                    pass
         self._heaps_checked = True
 
     def _data_extents(self) -> list[tuple[int, int]]:
@@ -400,7 +452,7 @@ def _complement(extents: list[tuple[int, int]], size: int) -> list[tuple[int, in
 
 #: Bytes of the file searched at once for heap collections, and the largest
 #: collection walked (Keras' collections hold a few names: kilobytes).
-GCOL_WINDOW = 16 * 1024 * 1024
+GCOL_WINDOW = SCAN_WINDOW_BYTES
 MAX_GCOL_BYTES = 64 * 1024 * 1024
 
 
@@ -414,7 +466,7 @@ def _scan_heaps(read, regions: list[tuple[int, int]], label: str) -> None:
             end = min(hi, start + GCOL_WINDOW)
             window = read(start, end - start + 3)  # a signature may straddle the window's end
             i = window.find(b"GCOL")
-            while 0 <= i and start + i < end:
+            while i >= 0 and start + i < end:
                 pos = start + i
                 head = read(pos, 16)
                 # signature, version 1, 3 reserved zero bytes, collection size
@@ -442,11 +494,20 @@ def _walk_gcol(coll: bytes, start: int, label: str) -> None:
         (osize,) = struct.unpack_from("<Q", coll, p + 8)
         need = (16 + ((osize + 7) & ~7)) if idx > 0 else osize
         if need <= 0 or p + need > end:
-            raise CorruptCheckpointError(f"global heap at byte {start} has a corrupt object (index {idx}, size {osize})", label)
+            raise CorruptCheckpointError(
+                f"global heap at byte {start} has a corrupt object (index {idx}, size {osize})", label)
         p += need
 
 
+#: HDF5's built-in filters (deflate, shuffle, fletcher32, szip, n-bit,
+#: scale-offset) and the LZF filter h5py registers itself. Any other id would
+#: make HDF5 search its plugin path, so it is refused without asking HDF5.
+BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+
+
 def _filter_available(code: int) -> bool:
+    if code not in BUILTIN_FILTERS:
+        return False
     try:
         return bool(h5py.h5z.filter_avail(code))
     except Exception:
@@ -481,7 +542,3 @@ def natural_key(name: str) -> list:
 
 def _shape(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def dump_json(value: Any) -> str:
-    return json.dumps(value)

@@ -12,7 +12,6 @@ import re
 
 from .errors import CorruptCheckpointError
 
-_WS = re.compile(r"[ \t\r\n]*")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _SCALAR = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null|NaN|-?Infinity")
 
@@ -25,34 +24,41 @@ class _Obj:
         self.children: dict[str, _Obj] = {}
 
 
+def _skip_ws(text: str, pos: int) -> int:
+    """The first position at or after ``pos`` that is not JSON whitespace."""
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
 def _parse(text: str, pos: int, label: str) -> tuple[int, _Obj | None]:
     """Parse one value at ``pos``; return (end, object spans if an object)."""
-    pos = _WS.match(text, pos).end()
+    pos = _skip_ws(text, pos)
     if pos >= len(text):
         raise CorruptCheckpointError("invalid JSON (unexpected end)", label)
     ch = text[pos]
     if ch == "{":
         obj = _Obj(pos)
-        pos = _WS.match(text, pos + 1).end()
+        pos = _skip_ws(text, pos + 1)
         if text[pos:pos + 1] == "}":
             obj.end = pos
             return pos + 1, obj
         while True:
-            pos = _WS.match(text, pos).end()
+            pos = _skip_ws(text, pos)
             m = _STRING.match(text, pos)
             if not m:
                 raise CorruptCheckpointError(f"invalid JSON at offset {pos}", label)
             key = json.loads(m.group(0))
             kstart = pos
-            pos = _WS.match(text, m.end()).end()
+            pos = _skip_ws(text, m.end())
             if text[pos:pos + 1] != ":":
                 raise CorruptCheckpointError(f"invalid JSON at offset {pos}", label)
-            vstart = _WS.match(text, pos + 1).end()
+            vstart = _skip_ws(text, pos + 1)
             pos, child = _parse(text, vstart, label)
             obj.members[key] = (kstart, vstart, pos)
             if child is not None:
                 obj.children[key] = child
-            pos = _WS.match(text, pos).end()
+            pos = _skip_ws(text, pos)
             if text[pos:pos + 1] == ",":
                 pos += 1
                 continue
@@ -61,12 +67,12 @@ def _parse(text: str, pos: int, label: str) -> tuple[int, _Obj | None]:
                 return pos + 1, obj
             raise CorruptCheckpointError(f"invalid JSON at offset {pos}", label)
     if ch == "[":
-        pos = _WS.match(text, pos + 1).end()
+        pos = _skip_ws(text, pos + 1)
         if text[pos:pos + 1] == "]":
             return pos + 1, None
         while True:
             pos, _ = _parse(text, pos, label)
-            pos = _WS.match(text, pos).end()
+            pos = _skip_ws(text, pos)
             if text[pos:pos + 1] == ",":
                 pos += 1
                 continue
@@ -81,7 +87,8 @@ def _parse(text: str, pos: int, label: str) -> tuple[int, _Obj | None]:
 
 def _line_indent(text: str, pos: int) -> str:
     line_start = text.rfind("\n", 0, pos) + 1
-    return re.match(r"[ \t]*", text[line_start:pos]).group(0)
+    line = text[line_start:pos]
+    return line[:len(line) - len(line.lstrip(" \t"))]
 
 
 def set_value(text: str, path: tuple[str, ...], value: object, label: str = "config.json") -> str:

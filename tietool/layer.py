@@ -10,14 +10,12 @@ An untied checkpoint rebuilds with ``tie_weights=False`` and the stored
 decoder as ``reverse_embeddings``.
 
 This module imports Keras (and so TensorFlow): only ``tietool run`` and
-library users who ask for the layer load it.
+library users who ask for the layer load it. It sets nothing in the process
+environment (``tietool run`` itself keeps TensorFlow's start-up chatter off
+stderr, :func:`tietool.cli.run`).
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter off stderr
 
 try:
     import keras
@@ -80,12 +78,14 @@ class SharedEmbeddings(keras.layers.ReversibleEmbedding):
         config.pop("input_dim", None)
         config.pop("output_dim", None)
         config.update(
-            {"vocab_size": self.vocab_size, "hidden_size": self.hidden_size, "initializer_range": self.initializer_range}
+            {"vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+             "initializer_range": self.initializer_range}
         )
         return config
 
     @classmethod
-    def from_checkpoint(cls, path, embedding: str | None = None, decoder: str | None = None, **kwargs) -> "SharedEmbeddings":
+    def from_checkpoint(cls, path, embedding: str | None = None, decoder: str | None = None,
+                        **kwargs) -> "SharedEmbeddings":
         """Build the layer from any checkpoint tietool reads, from the pair that
         ``verify-tie`` finds (or the names given), with the weights
         bit-identical to the stored ones."""

@@ -103,8 +103,8 @@ def agreement(ckpt: Checkpoint, copies: list[Copy]) -> Agreement:
                 continue
             row = first_rows.get((ref.name, c.name))
             if row is None:
-                d = compare_copies(ckpt, ref.info, [(c.info, c.transposed)])[0] if not ref.transposed else None
-                row = d.first_rows[0] if d is not None and d.first_rows else 0
+                found = compare_copies(ckpt, ref.info, [(c.info, c.transposed)])[0] if not ref.transposed else None
+                row = found.first_rows[0] if found is not None and found.first_rows else 0
             odd.append(_first_difference(ckpt, reader, ref, c, row))
     return Agreement(tuple(tuple(x.name for x in cls) for cls in classes),
                      tuple(x.name for x in majority) if majority else None, tuple(odd))

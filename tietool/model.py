@@ -2,8 +2,8 @@
 
 Every reader turns its layout into a :class:`Checkpoint`: an ordered mapping
 of stored tensors (:class:`TensorInfo`: name, shape, dtype, size and where the
-bytes live), the config, the metadata and whatever the format needs to be
-written back the same way (``layout``). Opening reads headers and attributes
+bytes live), the config, the metadata and the typed facts a writer needs to restore the
+source (``training_config``, ``archive``, ``folder``/``folder_files``). Opening reads headers and attributes
 only; tensor data is read on request, whole or in bounded row blocks, through
 the format's :class:`TensorStore`.
 """
@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
 from . import dtypes
+from .blocks import BLOCK_BYTES
 from .errors import TensorNotFoundError
 
-#: Default bound on one block of tensor data held in memory while streaming.
-CHUNK_BYTES = 16 * 1024 * 1024
+#: Default bound on one block of tensor data held in memory while streaming
+#: (:data:`tietool.blocks.BLOCK_BYTES`).
+CHUNK_BYTES = BLOCK_BYTES
 
 ROLE_WEIGHT = "weight"
 ROLE_OPTIMIZER = "optimizer"
@@ -65,13 +67,31 @@ class TensorInfo:
         return d
 
 
+@dataclass(frozen=True)
+class KerasArchive:
+    """What a ``.keras`` archive holds besides the weights, to write it back."""
+
+    members: tuple[str, ...]  # every member name
+    member_texts: dict[str, str]  # config.json / metadata.json as stored (text)
+    entries: tuple[dict, ...]  # {"name", "date_time"} per member, in archive order
+
+
 class TensorStore(Protocol):
     """What a reader provides to fetch data for the tensors it listed."""
 
     def read_rows(self, info: TensorInfo, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` along axis 0 (the whole array for 0-d tensors)."""
+        ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BlockStore(TensorStore, Protocol):
+    """A store that reads a ``rows x cols`` block of a 2-D tensor in one
+    request (HDF5: a hyperslab); other stores are read by whole rows."""
+
+    def read_block(self, info: TensorInfo, rows: slice, cols: slice) -> np.ndarray: ...
 
 
 @dataclass
@@ -83,9 +103,30 @@ class Checkpoint:
     config: dict | None = None
     config_source: str | None = None  # file (or file:attribute) the config came from
     metadata: dict[str, Any] = field(default_factory=dict)
-    layout: dict[str, Any] = field(default_factory=dict)  # what a writer needs to restore the format
     warnings: list[str] = field(default_factory=list)
     store: TensorStore | None = field(default=None, repr=False)
+    training_config: dict | None = None  # Keras 2 full-model HDF5: the training_config attribute (JSON data)
+    archive: KerasArchive | None = None  # a .keras archive's other members
+    folder: str | None = None  # the model folder the weights were found in (Hugging Face layout)
+    folder_files: list[str] = field(default_factory=list)  # the folder's other files (names), config.json included
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        """Deprecated read-only view of the typed fields under the keys of
+        the former ``layout`` dict (``folder``, ``folder_files``,
+        ``training_config``, ``members``, ``member_texts``, ``archive``), for
+        code not yet moved to the fields; to be removed."""
+        out: dict[str, Any] = {}
+        if self.folder is not None:
+            out["folder"] = self.folder
+            out["folder_files"] = list(self.folder_files)
+        if self.training_config is not None:
+            out["training_config"] = self.training_config
+        if self.archive is not None:
+            out["members"] = list(self.archive.members)
+            out["member_texts"] = dict(self.archive.member_texts)
+            out["archive"] = [dict(e) for e in self.archive.entries]
+        return out
 
     # -- access -----------------------------------------------------------
     def __enter__(self) -> "Checkpoint":
@@ -118,10 +159,17 @@ class Checkpoint:
         return [t for t in self.tensors.values() if t.role == ROLE_WEIGHT]
 
     # -- data -------------------------------------------------------------
+    @property
+    def data(self) -> TensorStore:
+        """The store tensor data is read through (an error once closed)."""
+        if self.store is None:
+            raise ValueError(f"{self.path}: the checkpoint is closed")
+        return self.store
+
     def read(self, name: str) -> np.ndarray:
         """The whole tensor as a numpy array (native byte order)."""
         info = self.info(name)
-        return self.store.read_rows(info, 0, info.shape[0] if info.shape else 1)
+        return self.data.read_rows(info, 0, info.shape[0] if info.shape else 1)
 
     def rows_per_chunk(self, info: TensorInfo, max_bytes: int = CHUNK_BYTES) -> int:
         if not info.shape or info.shape[0] == 0:
@@ -134,12 +182,12 @@ class Checkpoint:
         ``max_bytes`` (or one row, if a row is larger)."""
         info = self.info(name)
         if not info.shape:
-            yield 0, self.store.read_rows(info, 0, 1)
+            yield 0, self.data.read_rows(info, 0, 1)
             return
         step = self.rows_per_chunk(info, max_bytes)
         for start in range(0, info.shape[0], step):
             stop = min(info.shape[0], start + step)
-            yield start, self.store.read_rows(info, start, stop)
+            yield start, self.data.read_rows(info, start, stop)
 
     @property
     def origin_format(self) -> str:

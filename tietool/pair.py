@@ -85,9 +85,7 @@ def choose_pair(ckpt: Checkpoint, embedding: str | None = None, decoder: str | N
     embeds = [m for m in group.distinct() if m.role == "embedding"]
     if not embeds:
         raise UsageError("the tie group has no stored embedding matrix", ckpt.path)
-    emb = embeds[0].info
-    if emb is None:  # pragma: no cover - a distinct member is a stored tensor
-        raise UsageError("the tie group has no stored embedding matrix", ckpt.path)
+    emb = embeds[0].stored_info
     if group.tied or not [m for m in group.distinct() if m.role == "decoder"]:
         # Proven identical, or implicit (nothing else stored): one shared matrix.
         return PairChoice(emb, None, False, True, group.kind, out)
@@ -102,7 +100,7 @@ def choose_pair(ckpt: Checkpoint, embedding: str | None = None, decoder: str | N
         if tuple(bias.shape) == (group.vocab_size,):
             raise UsageError(f"the output layer {dec.name!r} adds a bias {bias.name!r}: run rebuilds the "
                              "embedding's reverse pass (a matmul), not this head", ckpt.path)
-    return PairChoice(emb, dec.info, dec.transposed, False, group.kind, out)
+    return PairChoice(emb, dec.stored_info, dec.transposed, False, group.kind, out)
 
 
 def output_layer(ckpt: Checkpoint, group) -> OutputLayer:

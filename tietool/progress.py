@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -37,7 +38,7 @@ class ByteProgress:
         self.clock = clock
         self.min_total = min_total  # phases smaller than this draw nothing
         self.phase: str | None = None
-        self.bar = None
+        self.bar: Any = None
         self.shown = 0  # bytes the bar has been told about
         self.done = 0
         self.total = 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import textwrap
 import unicodedata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from tabulate import tabulate
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: rendering imports no reader
     from .convert import ConversionResult
+    from .summary import InspectReport
+    from .ties import Member, TieGroup, TieReport
 
 
 def printable(text: str, backslash: bool = True) -> str:
@@ -28,7 +30,7 @@ def printable(text: str, backslash: bool = True) -> str:
     return "".join(out)
 
 
-def human_bytes(n: int) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -57,96 +59,107 @@ def tie_label(highlights: dict) -> str | None:
     return None
 
 
-def render_inspect(report: dict) -> str:
-    s = report["summary"]
-    h = report["config_highlights"]
+def render_inspect(report: InspectReport) -> str:
+    s = report.summary
+    h = report.config_highlights
     pairs: list[tuple[str, object]] = [
-        ("path", printable(report["path"])),
-        ("format", f"{report['format']} ({report['format_description']})"),
+        ("path", printable(report.path)),
+        ("format", f"{report.format} ({report.format_description})"),
     ]
-    if report.get("origin_format", report["format"]) != report["format"]:
-        pairs.append(("converted from", f"{report['origin_format']} ({report['origin_description']})"))
+    if report.origin_format != report.format:
+        pairs.append(("converted from", f"{report.origin_format} ({report.origin_description})"))
     pairs += [
-        ("files", "\n".join(printable(f) for f in report["files"])),
-        ("tensors", f"{s['tensor_count']}" + (f" ({s['optimizer_tensor_count']} optimizer)" if s["optimizer_tensor_count"] else "")),
-        ("parameters", f"{s['parameter_count']:,}"),
-        ("total size", f"{human_bytes(s['total_bytes'])} ({s['total_bytes']:,} bytes)"),
-        ("by dtype", ", ".join(f"{k} {human_bytes(v)}" for k, v in s["bytes_by_dtype"].items()) or "-"),
+        ("files", "\n".join(printable(f) for f in report.files)),
+        ("tensors", f"{s.tensor_count}"
+         + (f" ({s.optimizer_tensor_count} optimizer)" if s.optimizer_tensor_count else "")),
+        ("parameters", f"{s.parameter_count:,}"),
+        ("total size", f"{human_bytes(s.total_bytes)} ({s.total_bytes:,} bytes)"),
+        ("by dtype", ", ".join(f"{k} {human_bytes(v)}" for k, v in s.bytes_by_dtype.items()) or "-"),
     ]
-    if report.get("config_source"):
-        pairs.append(("config", printable(report["config_source"])))
-        for key in ("model_type", "class_name"):
-            if h.get(key):
-                pairs.append((key.replace("_", " "), printable(str(h[key]))))
-        if h.get("architectures"):
-            pairs.append(("architectures", printable(", ".join(map(str, h["architectures"])))))
-        if h.get("vocab_size") is not None:
-            pairs.append(("vocab size", h["vocab_size"]))
-        if h.get("hidden_size") is not None:
-            pairs.append(("hidden size", h["hidden_size"]))
-        label = tie_label(h)
-        if label:
-            pairs.append(("tie_word_embeddings" if "tie_word_embeddings" in h else "tie_weights", label))
-        hub = h.get("kerashub")
-        if hub:
-            if hub.get("tie_key"):
-                pairs.append((hub["tie_key"], f"{str(hub['tie']).lower()} (keras-hub config)"))
-            for key, label in (("final_logit_soft_cap", "soft cap"), ("dtype", "dtype policy")):
-                if hub.get(key) is not None:
-                    pairs.append((label, printable(str(hub[key]))))
-            modes = sorted({q["mode"] for q in (hub.get("quantized_layers") or {}).values()})
-            if modes:
-                pairs.append(("quantized", printable(", ".join(modes))))
+    if report.config_source:
+        pairs.append(("config", printable(report.config_source)))
+        pairs += _config_highlights(h)
     else:
         pairs.append(("config", "none"))
-    meta = dict(report["metadata"])
-    meta.update(report.get("keras_metadata") or {})  # a .keras archive's metadata.json, also when carried
+    meta = dict(report.metadata)
+    meta.update(report.keras_metadata)  # a .keras archive's metadata.json, also when carried
     for k, v in sorted(meta.items()):
         # tietool's own records (layout, config, names) are shown by what they mean, above
         if isinstance(v, (str, int, float)) and len(str(v)) < 120 and not str(k).startswith("tietool."):
             pairs.append((f"meta {printable(k)}", printable(str(v))))
     parts = [key_values(pairs)]
-    has_roles = any(t["role"] != "weight" for t in report["tensors"])
+    has_roles = any(t.role != "weight" for t in report.tensors)
     headers = ["name", "shape", "dtype", "size"] + (["role"] if has_roles else [])
     rows = []
-    for t in report["tensors"]:
-        row = [printable(t["name"]) + (f" -> {printable(t['alias_of'])}" if t.get("alias_of") else ""),
-               shape_str(t["shape"]), t["dtype"], human_bytes(t["nbytes"])]
+    for t in report.tensors:
+        row = [printable(t.name) + (f" -> {printable(t.alias_of)}" if t.alias_of else ""),
+               shape_str(t.shape), t.dtype, human_bytes(t.nbytes)]
         if has_roles:
-            row.append(t["role"])
+            row.append(t.role)
         rows.append(row)
-    if "shown_count" in s:
-        parts.append(f"{s['shown_count']} of {s['tensor_count']} tensors match the filter")
+    if s.shown_count is not None:
+        parts.append(f"{s.shown_count} of {s.tensor_count} tensors match the filter")
     parts.append(table(rows, headers) if rows else "(no tensors)")
-    if report.get("ties"):
-        parts.append(render_tie_groups(report["ties"]))
-    if report.get("config_code"):
+    if report.ties:
+        parts.append(render_tie_groups(report.ties))
+    if report.config_code:
         lines = ["Code in the config (reported, never run):"]
-        lines += [f"  {printable(c['path'])}: {printable(c['what'])}" for c in report["config_code"]]
+        lines += [f"  {printable(c['path'])}: {printable(c['what'])}" for c in report.config_code]
         parts.append("\n".join(lines))
-    if report.get("warnings"):
-        parts.append("\n".join("warning: " + printable(w) for w in report["warnings"]))
+    if report.warnings:
+        parts.append("\n".join("warning: " + printable(w) for w in report.warnings))
     return "\n\n".join(parts)
 
 
-def _member_label(m: dict) -> str:
-    text = printable(m["name"])
-    if m.get("transposed"):
+def _config_highlights(h: dict) -> list[tuple[str, object]]:
+    """The rows for :func:`tietool.config.highlights` (keys present only when the config has them)."""
+    pairs: list[tuple[str, object]] = []
+    for key in ("model_type", "class_name"):
+        if h.get(key):
+            pairs.append((key.replace("_", " "), printable(str(h[key]))))
+    if h.get("architectures"):
+        pairs.append(("architectures", printable(", ".join(map(str, h["architectures"])))))
+    if h.get("vocab_size") is not None:
+        pairs.append(("vocab size", h["vocab_size"]))
+    if h.get("hidden_size") is not None:
+        pairs.append(("hidden size", h["hidden_size"]))
+    label = tie_label(h)
+    if label:
+        pairs.append(("tie_word_embeddings" if "tie_word_embeddings" in h else "tie_weights", label))
+    hub = h.get("kerashub")
+    if hub:
+        if hub.get("tie_key"):
+            pairs.append((hub["tie_key"], f"{str(hub['tie']).lower()} (keras-hub config)"))
+        for key, text in (("final_logit_soft_cap", "soft cap"), ("dtype", "dtype policy")):
+            if hub.get(key) is not None:
+                pairs.append((text, printable(str(hub[key]))))
+        modes = sorted({q["mode"] for q in (hub.get("quantized_layers") or {}).values()})
+        if modes:
+            pairs.append(("quantized", printable(", ".join(modes))))
+    return pairs
+
+
+def _member_label(m: Member) -> str:
+    text = printable(m.name)
+    if m.transposed:
         text += " (T)"
-    text += f" [{m.get('role', '?')}]"
-    if m.get("same_storage_as"):
-        how = "alias of" if not m.get("stored", True) else "same storage as"
-        text += f" = {how} {printable(m['same_storage_as'])}"
+    text += f" [{m.role}]"
+    if m.same_storage_as:
+        how = "alias of" if not m.stored else "same storage as"
+        text += f" = {how} {printable(m.same_storage_as)}"
     return text
 
 
-def _evidence(g: dict) -> str:
+def _evidence(g: TieGroup) -> str:
+    """One line per comparison (:meth:`tietool.compare.Diff.as_dict`: the
+    difference figures are there only when some bits differ)."""
     lines = []
-    for c in g.get("comparisons", []):
+    for c in g.comparisons:
         if c["equal"] and c["identical"]:
             lines.append(f"{printable(c['member'])}: identical")
         elif c["equal"]:
-            lines.append(f"{printable(c['member'])}: equal within tolerance ({c.get('bits_differ', 0)} element(s) differ in bits, "
+            lines.append(f"{printable(c['member'])}: equal within tolerance "
+                         f"({c.get('bits_differ', 0)} element(s) differ in bits, "
                          f"max abs diff {c.get('max_abs_diff', 0.0):.6g})")
         else:
             what = "near copy" if c.get("near_copy") else "differs"
@@ -154,66 +167,77 @@ def _evidence(g: dict) -> str:
             lines.append(f"{printable(c['member'])}: {what}: max abs diff {c.get('max_abs_diff', 0.0):.6g}, "
                          f"{c.get('rows_differ', 0)} row(s) differ" + (f" (first: {first})" if first else "")
                          + (f", {c['nan_mismatch']} NaN on one side only" if c.get("nan_mismatch") else ""))
-    if not lines and g.get("tie_source"):
-        lines.append(printable(g["tie_source"]))
+    if not lines and g.tie_source:
+        lines.append(printable(g.tie_source))
     return "\n".join(lines) or "-"
 
 
-def render_tie_groups(groups: list[dict]) -> str:
-    """The tie groups of ``tietool.ties.TieGroup.as_dict()``."""
+def render_tie_groups(groups: Sequence[TieGroup]) -> str:
+    """The tie groups (:class:`tietool.ties.TieGroup`) as one table."""
     rows = []
     for g in groups:
-        members = "\n".join(_member_label(m) for m in g["members"])
-        rows.append([members, g["kind"], g.get("verdict", "-"), _evidence(g)])
+        members = "\n".join(_member_label(m) for m in g.members)
+        rows.append([members, g.kind, g.verdict, _evidence(g)])
     return "Tie groups:\n" + table(rows, ["members", "stored as", "verdict", "evidence"])
 
 
-def render_verify_tie(report: dict) -> str:
-    cfg = report.get("config") or {}
+def render_verify_tie(report: TieReport) -> str:
+    cfg = report.config
     if cfg.get("value") is None:
         declared = "nothing declared" + (f" ({printable(cfg['file'])})" if cfg.get("file") else " (no config)")
     else:
         declared = f"{cfg.get('key')}={str(cfg['value']).lower()} ({cfg.get('source')})"
     pairs: list[tuple[str, object]] = [
-        ("path", printable(report["path"])),
-        ("format", report["format"]),
+        ("path", printable(report.path)),
+        ("format", report.format),
         ("config", declared),
-        ("comparison", "exact (bitwise)" if report.get("exact") else f"atol={report.get('atol')}, rtol={report.get('rtol')}"),
+        ("comparison", "exact (bitwise)" if report.exact else f"atol={report.atol}, rtol={report.rtol}"),
     ]
     hub = cfg.get("kerashub")
     if hub:
-        bits = [str(hub.get("task_class") or hub.get("backbone_class"))]
-        if hub.get("final_logit_soft_cap") is not None:
-            bits.append(f"final_logit_soft_cap={hub['final_logit_soft_cap']}")
-        if hub.get("dtype"):
-            bits.append(f"dtype {hub['dtype']}")
-        modes = sorted({q["mode"] for q in (hub.get("quantized_layers") or {}).values()})
-        if modes:
-            bits.append("quantized " + "/".join(modes))
-        pairs.insert(3, ("keras-hub", printable(", ".join(bits))))
+        pairs.insert(3, ("keras-hub", printable(", ".join(_kerashub_bits(hub)))))
     parts = [key_values(pairs)]
-    if report["groups"]:
-        parts.append(render_tie_groups(report["groups"]))
+    if report.groups:
+        parts.append(render_tie_groups(report.groups))
     lines = []
-    for g in report["groups"]:
-        lines.append(f"{g['verdict']}: {printable(g.get('reason', ''))}")
-        agree = g.get("agreement")
-        if agree:
-            n = sum(len(c) for c in agree["classes"])
-            lines.append(f"majority: {len(agree['majority'])} of {n} copies identical" if agree["majority"]
-                         else f"majority: none ({n} copies, no strict majority)")
-            for o in agree["odd_ones_out"]:
-                lines.append(f"odd one out: {printable(o['name'])}: first differs at {o['index']} "
-                             f"({o['value']} vs {o['expected']} in {printable(o['reference'])})")
-        cons = g.get("consistency")
-        if cons and not cons.get("consistent"):
-            side = {"config": "the config is wrong", "weights": "the weights are wrong"}.get(cons.get("wrong_side"), "unclear which side is wrong")
+    for g in report.groups:
+        lines.append(f"{g.verdict}: {printable(g.reason)}")
+        lines += _agreement_lines(g.agreement)
+        cons = g.consistency
+        if cons and not cons["consistent"]:
+            side = {"config": "the config is wrong", "weights": "the weights are wrong"}.get(
+                cons["wrong_side"], "unclear which side is wrong")
             lines.append(f"config contradicts weights ({side}): {printable(cons['message'])}")
-    if not report["groups"]:
-        lines.append(printable(report.get("message", "no tie groups found")))
-    lines.append("TIED" if report["tied"] else "NOT TIED")
+    if not report.groups:
+        lines.append(printable(report.message))
+    lines.append("TIED" if report.tied else "NOT TIED")
     parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def _kerashub_bits(hub: dict) -> list[str]:
+    bits = [str(hub.get("task_class") or hub.get("backbone_class"))]
+    if hub.get("final_logit_soft_cap") is not None:
+        bits.append(f"final_logit_soft_cap={hub['final_logit_soft_cap']}")
+    if hub.get("dtype"):
+        bits.append(f"dtype {hub['dtype']}")
+    modes = sorted({q["mode"] for q in (hub.get("quantized_layers") or {}).values()})
+    if modes:
+        bits.append("quantized " + "/".join(modes))
+    return bits
+
+
+def _agreement_lines(agree: dict | None) -> list[str]:
+    """Copies that differ: the majority (:meth:`tietool.majority.Agreement.to_json`)."""
+    if not agree:
+        return []
+    n = sum(len(c) for c in agree["classes"])
+    lines = [f"majority: {len(agree['majority'])} of {n} copies identical" if agree["majority"]
+             else f"majority: none ({n} copies, no strict majority)"]
+    for o in agree["odd_ones_out"]:
+        lines.append(f"odd one out: {printable(o['name'])}: first differs at {o['index']} "
+                     f"({o['value']} vs {o['expected']} in {printable(o['reference'])})")
+    return lines
 
 
 def render_run(summary: dict) -> str:
@@ -239,7 +263,8 @@ def render_run(summary: dict) -> str:
         pairs.append(("written to", printable(summary["output"])))
     parts = [key_values(pairs)]
     if summary.get("top_k"):
-        rows = [[shape_str(item["position"]), "  ".join(f"{t}:{v:.4f}" for t, v in zip(item["tokens"], item["logits"]))]
+        rows = [[shape_str(item["position"]),
+                 "  ".join(f"{t}:{v:.4f}" for t, v in zip(item["tokens"], item["logits"], strict=False))]
                 for item in summary["top_k"]]
         parts.append(table(rows, ["position", "top tokens (id:logit)"]))
     return "\n\n".join(parts)
@@ -328,7 +353,7 @@ def _g(x) -> str:
 
 def _diff_name(t: dict) -> str:
     a, b = t.get("a"), t.get("b")
-    name = printable(a if a is not None else b)
+    name = printable(str(a if a is not None else b))
     if a is not None and b is not None and a != b:
         how = t["match"] + (f", {t['transform']}" if t.get("transform") else "")
         name += f"\n  = {printable(b)} ({how})"

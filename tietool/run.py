@@ -8,13 +8,14 @@ out-of-range id).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import MissingDependencyError, UsageError
+from .errors import InputNotFoundError, InvalidInputError, MissingDependencyError, UsageError
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -49,17 +50,17 @@ def load_npy(path: str) -> np.ndarray:
         with open(path, "rb") as fh:
             magic = fh.read(6)
     except FileNotFoundError:
-        raise UsageError("no such file", path) from None
+        raise InputNotFoundError("no such file", path) from None
     except OSError as exc:
-        raise UsageError(f"cannot read ({exc.strerror or exc})", path) from None
+        raise InvalidInputError(f"cannot read ({exc.strerror or exc})", path) from None
     if magic != NPY_MAGIC:
-        raise UsageError("not a .npy file (expected numpy's .npy format)", path)
+        raise InvalidInputError("not a .npy file (expected numpy's .npy format)", path)
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
-        raise UsageError(f"cannot load the array ({exc})", path) from None
+        raise InvalidInputError(f"cannot load the array ({exc})", path) from None
     except (OSError, EOFError) as exc:
-        raise UsageError(f"truncated or corrupt .npy file ({exc})", path) from None
+        raise InvalidInputError(f"truncated or corrupt .npy file ({exc})", path) from None
 
 
 def check_ids(ids: np.ndarray, vocab_size: int, label: str) -> np.ndarray:
@@ -93,9 +94,15 @@ def check_hidden(hidden: np.ndarray, hidden_size: int, label: str) -> np.ndarray
 
 
 def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: str | None = None,
-              embedding: str | None = None, decoder: str | None = None, progress=None) -> RunResult:
+              embedding: str | None = None, decoder: str | None = None, progress=None,
+              quiet_native_stderr: bool = False) -> RunResult:
     """Build the layer from the verified pair of ``path`` and run it;
-    ``progress(phase, done, total)`` is told the bytes compared and read."""
+    ``progress(phase, done, total)`` is told the bytes compared and read.
+
+    ``quiet_native_stderr`` points file descriptor 2 at /dev/null while
+    TensorFlow starts and runs (its C++ logs bypass ``sys.stderr``): a
+    process-wide change the ``tietool`` command asks for; a library caller's
+    stderr is left alone by default."""
     from .pair import load_pair
 
     if mode not in ("embedding", "linear"):
@@ -112,16 +119,18 @@ def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: s
         if ids is not None and input_path is not None:
             raise UsageError("give either --ids or --input, not both")
         label = input_path or "--ids"
-        x = check_ids(load_npy(input_path) if input_path else ids, vocab, label)
+        given = load_npy(input_path) if input_path else ids
+        assert given is not None  # one of --ids / --input, checked above
+        x = check_ids(given, vocab, label)
     else:
         if input_path is None:
             raise UsageError("linear mode needs hidden states: --input hidden.npy ([..., hidden])")
         if ids is not None:
             raise UsageError("--ids is for embedding mode; linear mode takes --input hidden.npy")
         x = check_hidden(load_npy(input_path), hidden, input_path)
-    # TensorFlow's C++ start-up and device-probe chatter is not ours to print;
-    # Python errors still propagate as exceptions.
-    with _quiet_stderr():
+    # TensorFlow's C++ start-up and device-probe chatter is not ours to print
+    # (when asked); Python errors still propagate as exceptions.
+    with _quiet_stderr() if quiet_native_stderr else contextlib.nullcontext():
         try:
             from .layer import SharedEmbeddings
         except MissingDependencyError:
@@ -204,7 +213,7 @@ def top_k(logits: np.ndarray, k: int) -> list[dict]:
     positions = list(np.ndindex(*logits.shape[:-1])) or [()]
     return [
         {"position": list(pos), "tokens": [int(i) for i in row], "logits": [float(flat[n, i]) for i in row]}
-        for n, (pos, row) in enumerate(zip(positions, idx))
+        for n, (pos, row) in enumerate(zip(positions, idx, strict=False))
     ]
 
 
@@ -213,7 +222,7 @@ def top_k(logits: np.ndarray, k: int) -> list[dict]:
 def run_summary(result: RunResult, top: int = 5, output_path: str | None = None, preview: int = 6) -> dict:
     """What `run` prints: shape, dtype, a preview, and top-k tokens in linear mode."""
     out = result.output
-    summary = {
+    summary: dict[str, Any] = {
         "mode": result.mode,
         "embedding": result.embedding,
         "decoder": result.decoder,

@@ -37,7 +37,8 @@ FOLDER_WEIGHT_NAMES = (
     "model.weights.json",
     "model.keras",
 )
-FOLDER_WEIGHT_GLOBS = ("*.safetensors.index.json", "*.safetensors", "*.weights.json", "*.weights.h5", "*.keras", "*.h5", "*.hdf5")
+FOLDER_WEIGHT_GLOBS = ("*.safetensors.index.json", "*.safetensors", "*.weights.json", "*.weights.h5", "*.keras", "*.h5",
+                       "*.hdf5")
 PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "flax_model.msgpack", "model.ckpt.index")
 HF_FILE_NAMES = {"model.safetensors", "model.safetensors.index.json", "tf_model.h5", "tf_model.h5.index.json"}
 FOLDER_CONFIG = "config.json"
@@ -61,7 +62,8 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 def _is_hf_shard_name(name: str) -> bool:
-    return (name.startswith("model-") and name.endswith(".safetensors")) or (name.startswith("tf_model-") and name.endswith(".h5"))
+    return ((name.startswith("model-") and name.endswith(".safetensors"))
+            or (name.startswith("tf_model-") and name.endswith(".h5")))
 
 
 def _sniff(path: str) -> bytes:
@@ -105,7 +107,7 @@ def _open_file_as_stored(path: str) -> Checkpoint:
         return safetensors_format.open_file(path)
     if name.endswith((".h5", ".hdf5")):
         raise CorruptCheckpointError("not an HDF5 file (no HDF5 signature)", path)
-    if head.startswith(PICKLE_MAGIC) or head.startswith(ZIP_MAGIC) or name.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")):
+    if head.startswith((*PICKLE_MAGIC, ZIP_MAGIC)) or name.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")):
         raise UnsupportedFormatError("pickle-based checkpoints are not read: unpickling runs code from the file", path)
     # No telling extension: a safetensors header starts with an 8-byte length then '{'.
     if len(head) > 8 and head[8:9] == b"{":
@@ -145,7 +147,8 @@ def find_weights(folder: str) -> tuple[str, list[str]]:
         pickles = [n for n in PICKLE_NAMES if n in entries]
         if pickles:
             raise UnsupportedFormatError(
-                f"only {pickles[0]} here: pickle-based weights are not read (unpickling runs code from the file)", folder
+                f"only {pickles[0]} here: pickle-based weights are not read (unpickling runs code from the file)",
+                folder,
             )
         raise CheckpointNotFoundError(
             "no weights file in this folder (looked for model.safetensors, tf_model.h5, their shard indexes, "
@@ -171,8 +174,6 @@ def _open_folder(folder: str) -> Checkpoint:
         raise UsageError(f"several weight files in this folder ({names}): name the one to use", folder)
     ckpt = _open_file(weights)
     ckpt.path = folder
-    if others:
-        ckpt.metadata.setdefault("other_weight_files", others)
     _attach_folder_config(ckpt, folder)
     return ckpt
 
@@ -194,5 +195,5 @@ def _attach_folder_config(ckpt: Checkpoint, folder: str) -> None:
         n for n in os.listdir(folder)
         if os.path.isfile(os.path.join(folder, n)) and os.path.abspath(os.path.join(folder, n)) not in weight_files
     )
-    ckpt.layout["folder"] = folder
-    ckpt.layout["folder_files"] = extra
+    ckpt.folder = folder
+    ckpt.folder_files = extra

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zipfile
@@ -29,7 +30,7 @@ import numpy as np
 from .. import config as configlib
 from ..errors import CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError
 from ..h5safe import DatasetEntry, SafeH5
-from ..model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, TensorInfo
+from ..model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, KerasArchive, TensorInfo
 from . import rawio
 from .index import load_index
 
@@ -48,7 +49,8 @@ class H5Store:
     def read_rows(self, info: TensorInfo, start: int, stop: int) -> np.ndarray:
         h5, entry = info.locator
         if info.offset is not None and info.computable:
-            return rawio.read_rows(self.handles.fd(info.file), info.offset, info.shape, info.dtype, start, stop, info.file)
+            fd = self.handles.fd(info.file)
+            return rawio.read_rows(fd, info.offset, info.shape, info.dtype, start, stop, info.file)
         return h5.read_rows(entry, start, stop)
 
     def read_block(self, info: TensorInfo, rows: slice, cols: slice) -> np.ndarray:
@@ -60,10 +62,8 @@ class H5Store:
         for f in self.files:
             f.close()
         for x in self.extra:
-            try:
+            with contextlib.suppress(Exception):
                 x.close()
-            except Exception:
-                pass
         self.handles.close()
 
 
@@ -140,7 +140,7 @@ def _is_group(h5: SafeH5, path: str) -> bool:
 
 # -- Keras 2 ---------------------------------------------------------------------
 
-def _read_keras2_weights(h5: SafeH5, file: str, prefix: str, layout: dict, warnings: list[str]) -> list[TensorInfo]:
+def _read_keras2_weights(h5: SafeH5, file: str, prefix: str, warnings: list[str]) -> list[TensorInfo]:
     """Layout 1 at ``prefix`` ('' or 'model_weights/')."""
     root = h5.get(prefix) if prefix else h5.file
     layer_names = list_attr(h5, root, "layer_names")
@@ -169,7 +169,6 @@ def _read_keras2_weights(h5: SafeH5, file: str, prefix: str, layout: dict, warni
         out.append(_info(entry, file, h5=h5))
     if unlisted:
         warnings.append(f"{len(unlisted)} dataset(s) not listed in any layer's weight_names (listed at the end)")
-    layout.update({"layer_names": layer_names, "weight_names": weight_names})
     return out
 
 
@@ -183,37 +182,33 @@ def _root_attrs(h5: SafeH5, obj, skip: tuple[str, ...] = ()) -> dict:
 
 
 def open_keras2(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
-    layout: dict = {"kind": "keras2-h5"}
     warnings: list[str] = []
-    tensors = _read_keras2_weights(h5, path, "", layout, warnings)
+    tensors = _read_keras2_weights(h5, path, "", warnings)
     meta = _root_attrs(h5, h5.file)
     return Checkpoint("keras2-h5", path, [path], {t.name: t for t in tensors}, metadata=meta,
-                      layout=layout, warnings=warnings, store=store)
+                      warnings=warnings, store=store)
 
 
 def open_keras2_full(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
-    layout: dict = {"kind": "keras2-full-h5"}
     warnings: list[str] = []
-    tensors = _read_keras2_weights(h5, path, "model_weights/", layout, warnings)
+    tensors = _read_keras2_weights(h5, path, "model_weights/", warnings)
     if h5.has("optimizer_weights"):
-        opt = h5.get("optimizer_weights")
-        opt_names = list_attr(h5, opt, "weight_names") or []
-        layout["optimizer_weight_names"] = opt_names
+        list_attr(h5, h5.get("optimizer_weights"), "weight_names")  # checked like every name list, not kept
         for entry in h5.walk("optimizer_weights"):
             tensors.append(_info(entry, path, role=ROLE_OPTIMIZER, h5=h5))
     meta = _root_attrs(h5, h5.file, skip=("model_config", "training_config"))
     model_weights_meta = _root_attrs(h5, h5.get("model_weights"))
     for k, v in model_weights_meta.items():
         meta.setdefault(k, v)
-    config = None
+    config = training = None
     keys = set(h5.attr_names(h5.file))
     if "model_config" in keys:
         config = h5.json_attr(h5.file, "model_config")
     if "training_config" in keys:
-        layout["training_config"] = h5.json_attr(h5.file, "training_config")
+        training = h5.json_attr(h5.file, "training_config")
     return Checkpoint("keras2-full-h5", path, [path], {t.name: t for t in tensors}, config=config,
                       config_source=f"{path}:model_config" if config is not None else None,
-                      metadata=meta, layout=layout, warnings=warnings, store=store)
+                      metadata=meta, warnings=warnings, store=store, training_config=training)
 
 
 def _read_hf_shard(h5: SafeH5, file: str) -> list[TensorInfo]:
@@ -231,7 +226,7 @@ def _read_hf_shard(h5: SafeH5, file: str) -> list[TensorInfo]:
 def open_hf_shard(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
     tensors = _read_hf_shard(h5, path)
     return Checkpoint("hf-tf-h5-shard", path, [path], {t.name: t for t in tensors},
-                      metadata=_root_attrs(h5, h5.file), layout={"kind": "hf-tf-h5-shard"}, store=store)
+                      metadata=_root_attrs(h5, h5.file), store=store)
 
 
 def open_hf_sharded(index_path: str) -> Checkpoint:
@@ -257,20 +252,20 @@ def open_hf_sharded(index_path: str) -> Checkpoint:
             if name not in tensors:
                 raise CorruptCheckpointError(f"the index lists tensor {name!r} but no shard stores it", index_path)
             if os.path.basename(tensors[name].file) not in files:
-                raise CorruptCheckpointError(f"tensor {name!r} is not in the shard the index names ({files[0]})", index_path)
+                raise CorruptCheckpointError(f"tensor {name!r} is not in the shard the index names ({files[0]})",
+                                             index_path)
     except BaseException:
         store.close()
         raise
-    return Checkpoint("hf-tf-h5-sharded", index_path, [index_path] + shards, tensors, metadata=meta,
-                      layout={"kind": "hf-tf-h5-sharded", "index_metadata": index.get("metadata", {})}, store=store)
+    return Checkpoint("hf-tf-h5-sharded", index_path, [index_path] + shards, tensors, metadata=meta, store=store)
 
 
 # -- Keras 3 ---------------------------------------------------------------------
 
-def _read_keras3(h5: SafeH5, file: str, base_offset: int | None) -> tuple[list[TensorInfo], dict[str, str]]:
+def _read_keras3(h5: SafeH5, file: str, base_offset: int | None) -> tuple[list[TensorInfo], dict[str, str | None]]:
     """Every variable, and the ``vars`` group -> layer name map."""
     out = []
-    layer_names: dict[str, str] = {}
+    layer_names: dict[str, str | None] = {}
     for entry in h5.walk():
         parts = entry.path.split("/")
         role = KERAS3_ROLES.get(parts[0], ROLE_WEIGHT)
@@ -284,17 +279,16 @@ def _read_keras3(h5: SafeH5, file: str, base_offset: int | None) -> tuple[list[T
 
 
 def open_keras3_weights(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
-    tensors, names = _read_keras3(h5, path, 0)
+    tensors, _names = _read_keras3(h5, path, 0)
     return Checkpoint("keras3-weights-h5", path, [path], {t.name: t for t in tensors},
-                      metadata=_root_attrs(h5, h5.file), layout={"kind": "keras3-weights-h5", "vars_names": names},
-                      store=store)
+                      metadata=_root_attrs(h5, h5.file), store=store)
 
 
 def open_keras3_sharded(index_path: str) -> Checkpoint:
     index, weight_map, shards = load_index(index_path)
     store = H5Store()
     tensors: dict[str, TensorInfo] = {}
-    names: dict[str, str] = {}
+    names: dict[str, str | None] = {}
     try:
         for shard in shards:
             h5 = SafeH5(shard, shard)
@@ -312,13 +306,11 @@ def open_keras3_sharded(index_path: str) -> Checkpoint:
         store.close()
         raise
     return Checkpoint("keras3-weights-sharded", index_path, [index_path] + shards, tensors,
-                      metadata=dict(index.get("metadata") or {}),
-                      layout={"kind": "keras3-weights-sharded", "vars_names": names}, store=store)
+                      metadata=dict(index.get("metadata") or {}), store=store)
 
 
 # -- .keras archives ---------------------------------------------------------------
 
-ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
 MAX_MEMBER_EXPANSION = 100  # keras writes members stored (1:1); DEFLATE tops out near 1032:1
 MEMBER_BOMB_FLOOR = 64 * 1024 * 1024
 
@@ -395,7 +387,8 @@ def open_keras_archive(path: str) -> Checkpoint:
             )
         base = _member_data_offset(path, winfo) if winfo.compress_type == zipfile.ZIP_STORED else None
         if base is not None and base + winfo.file_size > os.path.getsize(path):
-            raise CorruptCheckpointError("archive member model.weights.h5 runs past the end of the file: truncated?", path)
+            raise CorruptCheckpointError("archive member model.weights.h5 runs past the end of the file: truncated?",
+                                         path)
         try:
             member = z.open(winfo)
         except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:
@@ -410,8 +403,8 @@ def open_keras_archive(path: str) -> Checkpoint:
     return Checkpoint(
         "keras3-archive", path, [path], {t.name: t for t in tensors}, config=config,
         config_source=f"{path}:config.json" if config is not None else None, metadata=metadata,
-        layout={"kind": "keras3-archive", "vars_names": names, "members": sorted(members), "member_texts": texts,
-                "archive": [{"name": i.filename, "date_time": list(i.date_time)} for i in z.infolist()]},
+        archive=KerasArchive(tuple(sorted(members)), texts,
+                             tuple({"name": i.filename, "date_time": list(i.date_time)} for i in z.infolist())),
         store=store,
     )
 

@@ -7,6 +7,7 @@ library in between, and nothing else of the file is touched.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -34,10 +35,8 @@ class FileHandles:
 
     def close(self) -> None:
         for fd in self._fds.values():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self._fds.clear()
 
 
@@ -70,7 +69,8 @@ def _pread_into(fd: int, view: memoryview, offset: int) -> int:  # pragma: no co
     return len(data)
 
 
-def read_rows(fd: int, offset: int, shape: tuple[int, ...], dtype: str, start: int, stop: int, label: str) -> np.ndarray:
+def read_rows(fd: int, offset: int, shape: tuple[int, ...], dtype: str, start: int, stop: int,
+              label: str) -> np.ndarray:
     """Rows ``start:stop`` of a C-ordered little-endian array at ``offset``."""
     np_dtype = dtypes.numpy_dtype(dtype).newbyteorder("<")
     if not shape:

@@ -40,7 +40,25 @@ def _no_duplicates(pairs):
 
 def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
     """Validated ``(tensors, metadata, data_start)`` of one safetensors file.
-    ``tensors`` keeps header order: name -> {dtype, shape, data_offsets}."""
+    ``tensors`` keeps header order: name -> {dtype, shape, begin, end}."""
+    raw, size = _read_header_bytes(path)
+    header = _parse_header_json(raw, path)
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
+        raise CorruptCheckpointError("__metadata__ must map strings to strings", path)
+    data_start = 8 + len(raw)
+    data_size = size - data_start
+    tensors = {name: _tensor_entry(name, entry, data_size, path) for name, entry in header.items()}
+    _check_spans(tensors, data_size, path)
+    return tensors, metadata, data_start
+
+
+def _read_header_bytes(path: str) -> tuple[bytes, int]:
+    """The header's bytes (its length checked against the limit and the
+    file), and the file's size."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as fh:
@@ -54,9 +72,13 @@ def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
                 raise UnsafeCheckpointError(f"header length {n} exceeds the 100 MB limit", path)
             if 8 + n > size:
                 raise CorruptCheckpointError(f"header length {n} runs past the end of the file ({size} bytes)", path)
-            raw = fh.read(n)
+            return fh.read(n), size
     except OSError as exc:
         raise CorruptCheckpointError(f"cannot read ({(exc.strerror or str(exc)).lower()})", path) from None
+
+
+def _parse_header_json(raw: bytes, path: str) -> dict:
+    """A UTF-8 JSON object without duplicate keys."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -71,60 +93,54 @@ def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
         raise CorruptCheckpointError(f"header is not valid JSON ({exc})", path) from None
     if not isinstance(header, dict):
         raise CorruptCheckpointError("header is not a JSON object", path)
+    return header
 
-    metadata = header.pop("__metadata__", None)
-    if metadata is None:
-        metadata = {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise CorruptCheckpointError("__metadata__ must map strings to strings", path)
 
-    data_start = 8 + n
-    data_size = size - data_start
-    spans = []
-    tensors: dict[str, dict] = {}
-    for name, entry in header.items():
-        where = f"tensor {name!r}"
-        if not isinstance(entry, dict):
-            raise CorruptCheckpointError(f"{where}: entry is not an object", path)
-        extra = set(entry) - {"dtype", "shape", "data_offsets"}
-        if extra or len(entry) != 3:
-            missing = {"dtype", "shape", "data_offsets"} - set(entry)
-            what = f"missing {sorted(missing)}" if missing else f"unknown keys {sorted(extra)}"
-            raise CorruptCheckpointError(f"{where}: {what}", path)
-        code = entry["dtype"]
-        dt = dtypes.BY_SAFETENSORS.get(code) if isinstance(code, str) else None
-        if dt is None:
-            raise CorruptCheckpointError(f"{where}: unknown dtype {code!r}", path)
-        shape = entry["shape"]
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-            raise CorruptCheckpointError(f"{where}: shape must be a list of integers", path)
-        if any(d < 0 for d in shape):
-            raise CorruptCheckpointError(f"{where}: negative dimension in shape {shape}", path)
-        offs = entry["data_offsets"]
-        if (
-            not isinstance(offs, list)
-            or len(offs) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
-        ):
-            raise CorruptCheckpointError(f"{where}: data_offsets must be [begin, end]", path)
-        begin, end = offs
-        if begin < 0 or end < begin:
-            raise CorruptCheckpointError(f"{where}: invalid data_offsets {offs}", path)
-        expected = dtypes.nbytes_for(tuple(shape), dt.name)
-        if end - begin != expected:
-            raise CorruptCheckpointError(
-                f"{where}: {shape} {code} needs {expected} bytes but data_offsets span {end - begin}", path
-            )
-        if end > data_size:
-            raise CorruptCheckpointError(
-                f"{where}: data ends at byte {end} of the data section, past its end ({data_size} bytes): truncated?",
-                path,
-            )
-        spans.append((begin, end, name))
-        tensors[name] = {"dtype": dt.name, "shape": tuple(shape), "begin": begin, "end": end}
+def _tensor_entry(name: str, entry: object, data_size: int, path: str) -> dict:
+    """One header entry checked: exactly dtype, shape and data_offsets; a
+    known dtype; a shape of non-negative integers; a span of exactly
+    ``shape x dtype size`` bytes inside the data section."""
+    where = f"tensor {name!r}"
+    if not isinstance(entry, dict):
+        raise CorruptCheckpointError(f"{where}: entry is not an object", path)
+    extra = set(entry) - {"dtype", "shape", "data_offsets"}
+    if extra or len(entry) != 3:
+        missing = {"dtype", "shape", "data_offsets"} - set(entry)
+        what = f"missing {sorted(missing)}" if missing else f"unknown keys {sorted(extra)}"
+        raise CorruptCheckpointError(f"{where}: {what}", path)
+    code = entry["dtype"]
+    dt = dtypes.BY_SAFETENSORS.get(code) if isinstance(code, str) else None
+    if dt is None:
+        raise CorruptCheckpointError(f"{where}: unknown dtype {code!r}", path)
+    shape = entry["shape"]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise CorruptCheckpointError(f"{where}: shape must be a list of integers", path)
+    if any(d < 0 for d in shape):
+        raise CorruptCheckpointError(f"{where}: negative dimension in shape {shape}", path)
+    offs = entry["data_offsets"]
+    if (not isinstance(offs, list) or len(offs) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
+        raise CorruptCheckpointError(f"{where}: data_offsets must be [begin, end]", path)
+    begin, end = offs
+    if begin < 0 or end < begin:
+        raise CorruptCheckpointError(f"{where}: invalid data_offsets {offs}", path)
+    expected = dtypes.nbytes_for(tuple(shape), dt.name)
+    if end - begin != expected:
+        raise CorruptCheckpointError(
+            f"{where}: {shape} {code} needs {expected} bytes but data_offsets span {end - begin}", path
+        )
+    if end > data_size:
+        raise CorruptCheckpointError(
+            f"{where}: data ends at byte {end} of the data section, past its end ({data_size} bytes): truncated?",
+            path,
+        )
+    return {"dtype": dt.name, "shape": tuple(shape), "begin": begin, "end": end}
 
+
+def _check_spans(tensors: dict[str, dict], data_size: int, path: str) -> None:
+    """The spans are contiguous from 0, with no hole or overlap, and end the file."""
     pos = 0
-    for begin, end, name in sorted(spans):
+    for begin, end, name in sorted((t["begin"], t["end"], name) for name, t in tensors.items()):
         if begin < pos:
             raise CorruptCheckpointError(f"tensor {name!r}: data overlaps the previous tensor", path)
         if begin > pos:
@@ -134,7 +150,6 @@ def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
         raise CorruptCheckpointError(
             f"{data_size - pos} bytes after the last tensor's data (the data section must end the file)", path
         )
-    return tensors, metadata, data_start
 
 
 class SafetensorsStore:
@@ -143,10 +158,16 @@ class SafetensorsStore:
 
     def read_rows(self, info: TensorInfo, start: int, stop: int) -> np.ndarray:
         if not info.computable:
-            raise CorruptCheckpointError(f"tensor {info.name!r}: dtype {info.dtype} cannot be read as numbers here", info.file)
+            raise CorruptCheckpointError(f"tensor {info.name!r}: dtype {info.dtype} cannot be read as numbers here",
+                                         info.file)
+        if info.offset is None:  # every safetensors tensor has one (tensor_infos)
+            raise CorruptCheckpointError(f"tensor {info.name!r} has no data offset", info.file)
         return rawio.read_rows(self.handles.fd(info.file), info.offset, info.shape, info.dtype, start, stop, info.file)
 
     def read_bytes(self, info: TensorInfo, offset: int, length: int) -> bytes:
+        """``length`` raw bytes of the tensor's data from ``offset`` (as stored, little-endian)."""
+        if info.offset is None:
+            raise CorruptCheckpointError(f"tensor {info.name!r} has no data offset", info.file)
         return bytes(rawio.read_exact(self.handles.fd(info.file), info.offset + offset, length, info.file))
 
     def close(self) -> None:
@@ -183,7 +204,6 @@ def open_file(path: str) -> Checkpoint:
         files=[path],
         tensors={t.name: t for t in infos},
         metadata=dict(metadata),
-        layout={"kind": "safetensors", "order": [t.name for t in infos]},
         store=SafetensorsStore(),
     )
 
@@ -219,6 +239,5 @@ def open_sharded(index_path: str, index: dict, shard_paths: list[str], weight_ma
         files=[index_path] + shard_paths,
         tensors=tensors,
         metadata=metadata,
-        layout={"kind": "safetensors-sharded", "index_metadata": index.get("metadata", {}), "shards": [os.path.basename(s) for s in shard_paths]},
         store=SafetensorsStore(),
     )

@@ -33,7 +33,7 @@ import signal
 import sys
 from typing import Iterable, Iterator
 
-from ..errors import CorruptCheckpointError, OutputExistsError, UsageError
+from ..errors import CorruptCheckpointError, OutputError, OutputExistsError, UsageError
 
 TMP_MARK = ".tietool-tmp-"
 OLD_MARK = ".tietool-old-"  # a previous output folder moved aside while the new one is put in place
@@ -66,13 +66,13 @@ CHECKPOINT_NAMES = frozenset({
 log = logging.getLogger("tietool")
 
 
-def write_error(exc: OSError, target: str) -> UsageError | None:
+def write_error(exc: OSError, target: str) -> OutputError | None:
     """The one-line error for an OSError met while writing ``target``, or
     None when it is not a write failure."""
     words = WRITE_ERRNOS.get(exc.errno or 0)
     if words is None:
         return None
-    return UsageError(f"cannot write ({words})", target)
+    return OutputError(f"cannot write ({words})", target, exc.errno)
 
 
 def read_error(exc: OSError, path: str) -> CorruptCheckpointError:
