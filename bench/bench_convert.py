@@ -109,7 +109,8 @@ def rows_for(case: str, src: str, py: str, naive: bool, pt: bool, shard: str | N
         rows.append(("naive h5py + safetensors.numpy.save_file", [py, "-c", NAIVE, src, out]))
     rows += [("convert --no-verify", conv + ["--no-verify"]), ("convert (verified)", conv)]
     if pt:
-        rows.append(("convert --names pt (verified)", [py, "-m", "tietool", "convert", src, "--names", "pt", "-o", out]))
+        pt_argv = [py, "-m", "tietool", "convert", src, "--names", "pt", "-o", out]
+        rows.append(("convert --names pt (verified)", pt_argv))
     return rows  # type: ignore[return-value]
 
 
@@ -160,8 +161,9 @@ def bench_case(case: str, src: str, args, env: dict, report: list[str]) -> None:
         if err:
             line = f"| {label} | {case} | FAILED: {err} | | | | | | |"
         else:
+            t_med = statistics.median(times)
             line = (f"| {label} | {case} | **{statistics.median(ratios):.2f}** | {min(ratios):.2f}-{max(ratios):.2f} "
-                    f"| {statistics.median(times):.3f} | {statistics.median(cps):.3f} | {size / 1e9 / statistics.median(times):.2f} "
+                    f"| {t_med:.3f} | {statistics.median(cps):.3f} | {size / 1e9 / t_med:.2f} "
                     f"| {rss / 1e6:.0f} | {min(loads):.1f}-{max(loads):.1f} |")
         print(line, flush=True)
         report.append(line)
@@ -173,7 +175,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="pairs per row (default 5)")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--cold", action="store_true", help="drop the page cache before every run (root only)")
-    ap.add_argument("--sizes", default="", help="per-GB rows: Keras 2 H5 sizes in MB, made and deleted (e.g. 512,1024,8192)")
+    ap.add_argument("--sizes", default="",
+                    help="per-GB rows: Keras 2 H5 sizes in MB, made and deleted (e.g. 512,1024,8192)")
     ap.add_argument("--sharded", type=int, default=0, help="also a sharded case of this many MB (made and deleted)")
     ap.add_argument("--shard-size", default="2GB", help="--shard-size of the sharded case's output (default 2GB)")
     ap.add_argument("--no-naive", dest="naive", action="store_false")

@@ -110,7 +110,7 @@ from .errors import CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
 from .formats.carried import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY, NAMES_KEY
 from .model import Checkpoint, TensorInfo
-from .writers import SourceFiles, SourceGuard, atomic_output, copy_side_file, phase_ticker, raw_chunks, same_stream
+from .writers import SourceFiles, SourceGuard, atomic_output, copy_side_file, phase_ticker, same_tensor_bytes
 from .writers.safe_output import check_output
 
 TARGETS = ("safetensors", "h5", "keras")
@@ -189,9 +189,7 @@ def _ties_groups(ckpt: Checkpoint) -> list[list[str]]:
 
 def _same_bytes(ckpt_a: Checkpoint, a: TensorInfo, ckpt_b: Checkpoint, b: TensorInfo, files: SourceFiles,
                 tick: Callable[[int], None] | None = None) -> bool:
-    if a.nbytes != b.nbytes:
-        return False
-    return same_stream(raw_chunks(ckpt_a, a, files, slot=0), raw_chunks(ckpt_b, b, files, slot=1), tick)
+    return same_tensor_bytes(ckpt_a, a, ckpt_b, b, files, tick)  # perf: fastio.same_range for raw ranges
 
 
 def find_copies(ckpt: Checkpoint, files: SourceFiles) -> dict[str, str]:

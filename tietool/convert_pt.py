@@ -47,7 +47,7 @@ from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
 from .ptnames import SAME_BYTES, PtEntry, key_pattern, make_plan
 from .writers import (SourceFiles, _le_bytes, _pwrite_all, SourceGuard, atomic_output, copy_side_file, copy_tensor,
-                      phase_ticker, raw_chunks, same_stream)
+                      phase_ticker, raw_chunks, same_tensor_bytes)
 from .writers.safe_output import check_output
 from .writers.safetensors_writer import build_header
 
@@ -90,7 +90,7 @@ def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) 
         a, b = first.source, e.source
         same = (a.shape == b.shape and a.dtype == b.dtype and first.transform == e.transform and (
             (a.storage_key is not None and a.storage_key == b.storage_key)
-            or same_stream(_chunks(ckpt, a, files, 0), _chunks(ckpt, b, files, 1))))
+            or same_tensor_bytes(ckpt, a, ckpt, b, files, max_bytes=BLOCK_BYTES // 2)))  # perf
         if same:
             removed[b.name] = a.name
         else:
@@ -229,7 +229,7 @@ def _verify_file(path: str, label: str, ckpt: Checkpoint, entries: list[PtEntry]
                         f"verification failed: {name!r} is {g.dtype}{list(g.shape)}, expected "
                         f"{e.source.dtype}{list(e.shape)}", label)
                 if e.transform in SAME_BYTES:
-                    ok = same_stream(_chunks(ckpt, e.source, files), _chunks(got, g, out_files))
+                    ok = same_tensor_bytes(ckpt, e.source, got, g, out_files, max_bytes=BLOCK_BYTES // 2)  # perf
                 elif e.transform == "transpose":
                     ok = _verify_transposed(e.source, reader, got, g)
                 else:
