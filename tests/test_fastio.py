@@ -175,3 +175,54 @@ def test_run_concurrently_order_and_errors():
     with pytest.raises(ValueError, match="boom"):
         fastio.run_concurrently([slow, bad], workers=2)
     assert stopped == [True]
+
+
+# -- shards written and verified concurrently: the same files as one at a time ----------------
+
+def _tree(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("source,kwargs", [
+    ("tf/gpt2_sharded", {"to": "safetensors", "shard_size": "4KB"}),
+    ("tf/gpt2", {"names": "pt", "shard_size": "4KB"}),
+    ("tf/bert_mlm", {"names": "pt", "shard_size": "4KB"}),
+])
+def test_shards_concurrently_same_output(tmp_path, monkeypatch, source, kwargs):
+    from tietool.convert import convert
+
+    src = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", source)
+    outs = {}
+    real = fastio.run_concurrently
+    for cpus in (1, 4):
+        monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
+        calls = []
+        monkeypatch.setattr(fastio, "run_concurrently",
+                            lambda jobs, workers=None, calls=calls: calls.append(1) or real(jobs, workers))
+        result = convert(src, out=str(tmp_path / f"out{cpus}"), **kwargs)
+        assert result["verified"]
+        assert len([f for f in result["files"] if f.endswith(".safetensors")]) > 2
+        assert calls  # the shards went through run_concurrently (write and verify)
+        outs[cpus] = _tree(tmp_path / f"out{cpus}")
+    assert outs[1] == outs[4]
+
+
+def test_shard_failure_stops_and_leaves_nothing(tmp_path, monkeypatch):
+    from tietool.convert import convert
+    from tietool.writers import safetensors_writer
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    real = safetensors_writer.copy_tensor
+    seen = []
+
+    def failing(ckpt, info, files, fd, pos, progress=None):
+        seen.append(info.name)
+        if len(seen) == 5:
+            raise OSError(28, "No space left on device")
+        return real(ckpt, info, files, fd, pos, progress)
+
+    monkeypatch.setattr(safetensors_writer, "copy_tensor", failing)
+    src = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "tf", "gpt2_sharded")
+    with pytest.raises(Exception, match="space"):
+        convert(src, to="safetensors", out=str(tmp_path / "out"), shard_size="4KB")
+    assert os.listdir(tmp_path) == []

@@ -33,6 +33,7 @@ in memory. Output is atomic (temporary folder renamed into place) and, unless
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -40,14 +41,14 @@ from typing import Callable
 
 import numpy as np
 
-from . import dtypes
+from . import dtypes, fastio
 from .compare import BlockReader, transpose_into
 from .errors import CorruptCheckpointError, UsageError
 from .formats import open_checkpoint
 from .model import Checkpoint, TensorInfo
 from .ptnames import SAME_BYTES, PtEntry, key_pattern, make_plan
 from .writers import (SourceFiles, _le_bytes, _pwrite_all, SourceGuard, atomic_output, copy_side_file, copy_tensor,
-                      phase_ticker, raw_chunks, same_tensor_bytes)
+                      phase_ticker, raw_chunks, run_each, same_tensor_bytes)
 from .writers.safe_output import check_output
 from .writers.safetensors_writer import build_header
 
@@ -254,8 +255,9 @@ def _verify_transposed(src: TensorInfo, reader: BlockReader, got: Checkpoint, g:
             c1 = min(C, c0 + width)
             raw = reader.block(src, 0, R, c0, c1, slot=1)
             rows = out_reader.rows(g, c0, c1, slot=0)
-            a = memoryview(np.ascontiguousarray(raw.T).view(np.uint8)).cast("B")
-            if a != memoryview(np.ascontiguousarray(rows).view(np.uint8)).cast("B"):  # no copy
+            # perf: tiled transpose into a reused scratch + memcmp (was a strided copy + memoryview ==)
+            t = transpose_into(raw, reader.scratch(2, raw.dtype, (c1 - c0, R)))
+            if not fastio.equal(memoryview(t).cast("B"), memoryview(np.ascontiguousarray(rows)).cast("B")):
                 return False
     return True
 
@@ -330,9 +332,11 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
             written, copied = [], []
             with atomic_output(out, folder=True, force=force, sources=sources, writes=writes) as tmp, \
                     guard.watching(), BlockReader(ckpt) as reader:
-                for name, part in outputs:
-                    _write_file(os.path.join(tmp, name), ckpt, part, files, reader, tick("write"))
-                    written.append(os.path.join(out, name))
+                def write_one(o: tuple, own: SourceFiles, count) -> None:  # perf: shards concurrently
+                    with (BlockReader(ckpt) if len(outputs) > 1 else contextlib.nullcontext(reader)) as r:
+                        _write_file(os.path.join(tmp, o[0]), ckpt, o[1], own, r, count)
+                run_each(outputs, write_one, files, tick("write"))
+                written += [os.path.join(out, name) for name, _ in outputs]
                 if len(outputs) > 1:
                     index = {
                         "metadata": {"total_parameters": sum(int(np.prod(e.shape)) for e in entries),
@@ -346,8 +350,10 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
                     copy_side_file(path, os.path.join(tmp, name))
                     copied.append(os.path.join(out, name))
                 if verify:
-                    for name, part in outputs:
-                        _verify_file(os.path.join(tmp, name), name, ckpt, part, files, reader, tick("verify"))
+                    def verify_one(o: tuple, own: SourceFiles, count) -> None:  # perf: shards concurrently
+                        with (BlockReader(ckpt) if len(outputs) > 1 else contextlib.nullcontext(reader)) as r:
+                            _verify_file(os.path.join(tmp, o[0]), o[0], ckpt, o[1], own, r, count)
+                    run_each(outputs, verify_one, files, tick("verify"))
         finally:
             files.close()
     return {

@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+import threading
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -35,6 +36,7 @@ PAGE = 4096
 COPY_BYTES = 4 * 1024 * 1024
 
 Progress = Callable[[int], None]  # called with bytes just written
+Item = TypeVar("Item")
 
 
 def phase_ticker(progress: Callable[[str, int, int], None] | None, total: int) -> Callable[[str], Progress]:
@@ -80,10 +82,11 @@ class SourceFiles(rawio.FileHandles):
             self._buffers[slot] = bytearray(nbytes)
         return memoryview(self._buffers[slot])[:nbytes]
 
-    def pair(self) -> fastio.Buffers:
-        """The two reused buffers of :func:`same_tensor_bytes`."""
-        if self._pair is None:
-            self._pair = fastio.Buffers(fastio.BLOCK)
+    def pair(self, nbytes: int) -> fastio.Buffers:
+        """The two reused buffers of :func:`same_tensor_bytes`, at least
+        ``nbytes`` each (grown on demand)."""
+        if self._pair is None or len(self._pair.a) < nbytes:
+            self._pair = fastio.Buffers(nbytes)
         return self._pair
 
 
@@ -96,7 +99,7 @@ def same_tensor_bytes(ckpt_a: Checkpoint, a: TensorInfo, ckpt_b: Checkpoint, b: 
         return False
     if a.offset is not None and b.offset is not None:
         return fastio.same_range(files.fd(a.file), a.offset, files.fd(b.file), b.offset, a.nbytes,
-                                 files.pair(), a.file, b.file, tick)
+                                 files.pair(min(max_bytes, fastio.BLOCK, a.nbytes)), a.file, b.file, tick)
     return same_stream(raw_chunks(ckpt_a, a, files, max_bytes, slot=0), raw_chunks(ckpt_b, b, files, max_bytes, slot=1),
                        tick)
 
@@ -166,3 +169,35 @@ def copy_tensor(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, out_fd: 
         written += len(chunk)
         if progress:
             progress(len(chunk))
+
+
+def run_each(items: Sequence[Item], one: Callable[[Item, SourceFiles, Progress | None], None], files: SourceFiles,
+             tick: Progress | None = None) -> None:
+    """perf: ``one(item, files, tick)`` for every item (an output file to write
+    or verify). One item runs in this thread with ``files``; several run
+    concurrently on up to ``os.cpu_count()`` threads
+    (:func:`tietool.fastio.run_concurrently`), each with its own descriptors
+    and buffers (memory: a few fixed buffers per thread, not per item), the
+    progress counted under a lock. Each item is handled by the same code as in
+    a sequential run, so the files are the same. The first failure (or an
+    interrupt) stops the others at their next block and is raised."""
+    if len(items) < 2:
+        for item in items:
+            one(item, files, tick)
+        return
+    lock = threading.Lock()
+
+    def job(item: Item) -> Callable[[Callable[[], None]], None]:
+        def run(check: Callable[[], None]) -> None:
+            def count(n: int) -> None:
+                check()  # another item failed, or the user interrupted: stop here
+                if tick:
+                    with lock:
+                        tick(n)
+            own = SourceFiles()
+            try:
+                one(item, own, count)
+            finally:
+                own.close()
+        return run
+    fastio.run_concurrently([job(item) for item in items])
