@@ -104,14 +104,14 @@ def rows_for(case: str, src: str, py: str, naive: bool, pt: bool, shard: str | N
     conv = [py, "-m", "tietool", "convert", src, "--to", "safetensors", "-o", out]
     if shard:
         conv += ["--shard-size", shard]
-    rows = [("dd bs=4M", None)]
+    rows: list = [("dd bs=4M", "dd"), ("cp + sync of the copy (the floor for a durable copy)", "cpsync")]
     if naive:
         rows.append(("naive h5py + safetensors.numpy.save_file", [py, "-c", NAIVE, src, out]))
     rows += [("convert --no-verify", conv + ["--no-verify"]), ("convert (verified)", conv)]
     if pt:
         pt_argv = [py, "-m", "tietool", "convert", src, "--names", "pt", "-o", out]
         rows.append(("convert --names pt (verified)", pt_argv))
-    return rows  # type: ignore[return-value]
+    return rows
 
 
 def bench_case(case: str, src: str, args, env: dict, report: list[str]) -> None:
@@ -131,6 +131,13 @@ def bench_case(case: str, src: str, args, env: dict, report: list[str]) -> None:
     def dd_argv() -> list[str]:
         return ["dd", f"if={files[0]}", f"of={os.path.join(TMP, 'dd.out')}", "bs=4M", "status=none"]
 
+    def cpsync_argv() -> list[str]:
+        d = os.path.join(TMP, "syncdir")
+        os.makedirs(d, exist_ok=True)
+        return ["sh", "-c", 'd="$1"; shift; cp "$@" "$d" && sync "$d"/* "$d"', "sh", d, *files]
+
+    special = {"dd": dd_argv, "cpsync": cpsync_argv}
+
     def prepare() -> None:
         clean()
         if args.cold:
@@ -139,7 +146,7 @@ def bench_case(case: str, src: str, args, env: dict, report: list[str]) -> None:
             warm(files)
 
     for label, argv in rows:
-        if label.startswith("dd") and len(files) > 1:
+        if (label.startswith("dd") and len(files) > 1) or (args.rows and not any(r in label for r in args.rows)):
             continue
         ratios, times, cps, rss, loads = [], [], [], 0, []
         err = None
@@ -149,7 +156,7 @@ def bench_case(case: str, src: str, args, env: dict, report: list[str]) -> None:
                 cp_t, _ = run(cp_argv(), env, args.timeout)
                 prepare()
                 loads.append(load1())
-                t, r = run(dd_argv() if argv is None else argv, env, args.timeout)
+                t, r = run(special[argv]() if isinstance(argv, str) else argv, env, args.timeout)
             except RuntimeError as exc:
                 err = str(exc)
                 break
@@ -181,6 +188,8 @@ def main() -> None:
     ap.add_argument("--shard-size", default="2GB", help="--shard-size of the sharded case's output (default 2GB)")
     ap.add_argument("--no-naive", dest="naive", action="store_false")
     ap.add_argument("--pt", action="store_true", help="--names pt rows on every case (default: GPT-2 only)")
+    ap.add_argument("--rows", type=lambda t: [r for r in t.split(",") if r], default=[],
+                    help="only rows whose label contains one of these (comma-separated), e.g. 'no-verify,verified'")
     ap.add_argument("--skip-default", action="store_true", help="leave out the 500 MB GPT-2 and 2 GB cases")
     args = ap.parse_args()
     args.has_safetensors = subprocess.run([args.python, "-c", "import safetensors.numpy, h5py"],
