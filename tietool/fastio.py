@@ -60,6 +60,12 @@ BLOCK = 8 * 1024 * 1024
 FIRST_BLOCK = 64 * 1024
 #: Bytes per ``copy_file_range`` call (the kernel copies; this paces progress).
 RANGE_STEP = 64 * 1024 * 1024
+#: Use ``copy_file_range`` also when source and target offsets differ within
+#: a page. Measured on this project's VM (ext4, 512 MB from the page cache,
+#: median of 3 alternating runs): unaligned copy_file_range 1.09 s wall /
+#: 0.42 s CPU, preadv+pwrite through a 4 MB buffer 2.06 s / 0.79 s, aligned
+#: copy_file_range 0.87 s / 0.32 s.
+ALWAYS_RANGE = True
 #: Bytes written between two :func:`start_writeback` calls.
 WRITEBACK_STEP = 32 * 1024 * 1024
 
@@ -187,7 +193,7 @@ def copy_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, n: int, buf
     :class:`CorruptCheckpointError`)."""
     done = 0
     wb = _Writeback(dst_fd, dst_off) if writeback else None
-    if hasattr(os, "copy_file_range") and (src_off - dst_off) % PAGE == 0:
+    if hasattr(os, "copy_file_range") and (ALWAYS_RANGE or (src_off - dst_off) % PAGE == 0):
         try:
             while done < n:
                 k = os.copy_file_range(src_fd, dst_fd, min(RANGE_STEP, n - done), src_off + done, dst_off + done)
