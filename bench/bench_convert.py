@@ -16,7 +16,7 @@ shared machine ratios are only as good as the load was flat.
 The tietool under test is the one importable from the repository this file
 lives in, run with the current interpreter (``sys.executable -m tietool``);
 ``--python`` picks another interpreter. The naive row needs ``safetensors``
-in that interpreter and is left out otherwise. Outputs go to bench/out/tmp/
+in that interpreter and is left out otherwise. Outputs go to bench/out/tmp-convert/
 and are deleted after every run.
 """
 
@@ -33,7 +33,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "out")
-TMP = os.path.join(OUT, "tmp")
+TMP = os.path.join(OUT, "tmp-convert")
 sys.path.insert(0, HERE)
 
 NAIVE = r"""

@@ -4,7 +4,7 @@
 
 SOURCE defaults to bench/out/keras2_2048mb.h5 (bench/make_cases.py makes it).
 Prints the wall time, the time inside the final fsync, and the top entries by
-total (own) time. The output goes to bench/out/tmp/ and is deleted.
+total (own) time. The output goes to bench/out/tmp-profile/ and is deleted.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--shard-size", default=None)
     ap.add_argument("--top", type=int, default=15)
     args = ap.parse_args()
-    tmp = os.path.join(HERE, "out", "tmp")
+    tmp = os.path.join(HERE, "out", "tmp-profile")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     out = os.path.join(tmp, "out")
