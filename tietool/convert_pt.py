@@ -257,7 +257,7 @@ def _verify_transposed(src: TensorInfo, reader: BlockReader, got: Checkpoint, g:
             rows = out_reader.rows(g, c0, c1, slot=0)
             # perf: tiled transpose into a reused scratch + memcmp (was a strided copy + memoryview ==)
             t = transpose_into(raw, reader.scratch(2, raw.dtype, (c1 - c0, R)))
-            if not fastio.equal(memoryview(t).cast("B"), memoryview(np.ascontiguousarray(rows)).cast("B")):
+            if not fastio.equal(t.data, np.ascontiguousarray(rows).data):
                 return False
     return True
 

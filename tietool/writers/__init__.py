@@ -61,7 +61,7 @@ def _le_bytes(arr: np.ndarray) -> memoryview:
     arr = np.ascontiguousarray(arr)
     if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return memoryview(arr).cast("B")
+    return arr.data.cast("B")
 
 
 class SourceFiles(rawio.FileHandles):
