@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..model import Checkpoint, TensorInfo
-from ..writers import SourceFiles, raw_chunks, same_stream
+from ..writers import BUFFER_BYTES, SourceFiles, same_tensor_bytes
 
 KERAS2_FORMATS = {"keras2-h5", "keras2-full-h5"}
 
@@ -22,10 +22,10 @@ KERAS2_FORMATS = {"keras2-h5", "keras2-full-h5"}
 def same_bytes(ckpt_a: Checkpoint, a: TensorInfo, ckpt_b: Checkpoint, b: TensorInfo, files: SourceFiles,
                tick: Callable[[int], None] | None = None, max_bytes: int | None = None) -> bool:
     """Whether ``a`` (of ``ckpt_a``) and ``b`` (of ``ckpt_b``) store the same bytes."""
-    if a.nbytes != b.nbytes:
-        return False
-    kw = {} if max_bytes is None else {"max_bytes": max_bytes}
-    return same_stream(raw_chunks(ckpt_a, a, files, slot=0, **kw), raw_chunks(ckpt_b, b, files, slot=1, **kw), tick)
+    # raw byte ranges: re-read and memcmp, small first blocks so that
+    # different tensors of one shape part after kilobytes, not megabytes
+    return same_tensor_bytes(ckpt_a, a, ckpt_b, b, files, tick,
+                             max_bytes=BUFFER_BYTES if max_bytes is None else max_bytes)
 
 
 def _keras2_suffix(ckpt: Checkpoint, t: TensorInfo) -> str | None:

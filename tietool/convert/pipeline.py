@@ -12,15 +12,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from typing import Callable, Sequence
 
 from ..config import is_hf_config
 from ..errors import UsageError
 from ..formats import open_checkpoint
 from ..model import Checkpoint
-from ..writers import SourceFiles, SourceGuard, atomic_output, copy_side_file, phase_ticker
+from ..writers import Progress, SourceFiles, SourceGuard, atomic_output, copy_side_file, phase_ticker, run_each
 from ..writers.safe_output import check_output
 from . import keras_plan
-from .plan import Plan, ProgressFn, parse_size, stem
+from .plan import OutputFile, Plan, ProgressFn, parse_size, stem
 from .pt_plan import INDEX, plan_pt
 from .result import ConversionResult
 from .sidefiles import SideFiles, side_files
@@ -46,16 +47,36 @@ def execute(ckpt: Checkpoint, plan: Plan, src: str, out: str, *, folder: bool, s
     written: list[str] = []
     copied: list[str] = []
     with atomic_output(out, folder=folder, force=force, sources=sources, writes=writes) as tmp, guard.watching():
-        for o in plan.outputs:
-            write_output(o, os.path.join(tmp, o.name) if folder else tmp, ckpt, tick("write"))
-            written.append(os.path.join(out, o.name) if folder else out)
+        def place(o: OutputFile) -> str:
+            return os.path.join(tmp, o.name) if folder else tmp
+
+        _each_output(plan.outputs, lambda o, count: write_output(o, place(o), ckpt, count), tick("write"))
+        written += [os.path.join(out, o.name) if folder else out for o in plan.outputs]
         for path, name in side.files:
             copy_side_file(path, os.path.join(tmp, name))
             copied.append(os.path.join(out, name))
         if verify:
-            for o in plan.outputs:
-                verify_output(o, os.path.join(tmp, o.name) if folder else tmp, ckpt, tick("verify"))
+            _each_output(plan.outputs, lambda o, count: verify_output(o, place(o), ckpt, count), tick("verify"))
     return written, copied
+
+
+def _each_output(outputs: Sequence[OutputFile], one: Callable[[OutputFile, Progress | None], None],
+                 tick: Progress | None) -> None:
+    """``one(output, tick)`` for every output: the safetensors files (shards)
+    concurrently on up to ``os.cpu_count()`` threads (:func:`run_each`: each
+    call opens its own descriptors, the first failure or an interrupt stops
+    the others), the others (H5 through h5py, texts) in order in this thread.
+    Each file is written by the same code either way, so the bytes are the
+    same as a sequential run's."""
+    for o in outputs:
+        if o.kind != "safetensors":
+            one(o, tick)
+    shards = [o for o in outputs if o.kind == "safetensors"]
+    files = SourceFiles()
+    try:
+        run_each(shards, lambda o, _files, count: one(o, count), files, tick)
+    finally:
+        files.close()
 
 
 def _link_notes(side: SideFiles) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, fastio
 from ..compare import BlockReader, transpose_into
 from ..errors import UsageError
 from ..model import Checkpoint, TensorInfo
@@ -61,8 +61,9 @@ def same_transposed(src: TensorInfo, reader: BlockReader, got: Checkpoint, g: Te
             c1 = min(C, c0 + width)
             raw = reader.block(src, 0, R, c0, c1, slot=1)
             rows = out_reader.rows(g, c0, c1, slot=0)
-            a = np.ascontiguousarray(raw.T).view(np.uint8).data.cast("B")
-            if a != np.ascontiguousarray(rows).view(np.uint8).data.cast("B"):  # no copy
+            # tiled transpose into a reused scratch, then memcmp
+            t = transpose_into(raw, reader.scratch(2, raw.dtype, (c1 - c0, R)))
+            if not fastio.equal(t.data, np.ascontiguousarray(rows).data):
                 return False
     return True
 

@@ -1,0 +1,240 @@
+"""`tietool convert` against `cp` on large checkpoints: paired runs, ratios to cp.
+
+    python bench/bench_convert.py                      # 500 MB GPT-2 (if made) + 2 GB Keras 2, 5 pairs
+    python bench/bench_convert.py --sizes 512,1024,2048,4096,8192   # per-GB rows (made on demand, deleted after)
+    python bench/bench_convert.py --sharded 8192       # sharded 8 GB case (made on demand, deleted after)
+    python bench/bench_convert.py --cold               # drop the page cache before every run (root only)
+
+Every row is a command run as a subprocess (explicit argv, no shell). Each run
+of a row is paired with a run of ``cp`` of the same source file made right
+before it (warm cache: the source is read once before each of the two), and
+the row's figure is the median over the pairs of (row time / cp time), with
+the smallest and largest ratio. Peak RSS is the child's ``ru_maxrss``
+(``os.wait4``). The load average (1 min) is printed with every row: on a
+shared machine ratios are only as good as the load was flat.
+
+The tietool under test is the one importable from the repository this file
+lives in, run with the current interpreter (``sys.executable -m tietool``);
+``--python`` picks another interpreter. The naive row needs ``safetensors``
+in that interpreter and is left out otherwise. Outputs go to bench/out/tmp-convert/
+and are deleted after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+OUT = os.path.join(HERE, "out")
+TMP = os.path.join(OUT, "tmp-convert")
+sys.path.insert(0, HERE)
+
+NAIVE = r"""
+import sys, h5py, numpy as np
+from safetensors.numpy import save_file
+d = {}
+with h5py.File(sys.argv[1], "r") as f:
+    f.visititems(lambda n, o: d.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+save_file(d, sys.argv[2])
+"""
+
+
+def load1() -> float:
+    return os.getloadavg()[0]
+
+
+def warm(paths: list[str]) -> None:
+    buf = bytearray(8 * 1024 * 1024)
+    for p in paths:
+        with open(p, "rb", buffering=0) as fh:
+            while fh.readinto(buf):
+                pass
+
+
+def drop_caches() -> None:
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as fh:
+        fh.write("3\n")
+
+
+def clean() -> None:
+    if os.path.exists(TMP):
+        shutil.rmtree(TMP)
+    os.makedirs(TMP)
+
+
+def run(argv: list[str], env: dict, timeout: float) -> tuple[float, int]:
+    """(seconds, peak RSS in bytes) of one run; raises on failure."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = t0 + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            p.kill()
+            os.wait4(p.pid, 0)
+            raise RuntimeError("timeout")
+        time.sleep(0.002)
+    dt = time.perf_counter() - t0
+    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode:
+        raise RuntimeError(f"exit {p.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}")
+    return dt, ru.ru_maxrss * 1024
+
+
+def source_files(src: str) -> list[str]:
+    if src.endswith(".index.json"):
+        d = os.path.dirname(src)
+        return [os.path.join(d, n) for n in sorted(os.listdir(d)) if n.endswith(".h5")]
+    return [src]
+
+
+def rows_for(case: str, src: str, py: str, naive: bool, pt: bool, shard: str | None) -> list[tuple[str, list[str]]]:
+    out = os.path.join(TMP, "out")
+    conv = [py, "-m", "tietool", "convert", src, "--to", "safetensors", "-o", out]
+    if shard:
+        conv += ["--shard-size", shard]
+    rows: list = [("dd bs=4M", "dd"), ("cp + sync of the copy (the floor for a durable copy)", "cpsync")]
+    if naive:
+        rows.append(("naive h5py + safetensors.numpy.save_file", [py, "-c", NAIVE, src, out]))
+    rows += [("convert --no-verify", conv + ["--no-verify"]), ("convert (verified)", conv)]
+    if pt:
+        pt_argv = [py, "-m", "tietool", "convert", src, "--names", "pt", "-o", out]
+        rows.append(("convert --names pt (verified)", pt_argv))
+    return rows
+
+
+def bench_case(case: str, src: str, args, env: dict, report: list[str]) -> None:
+    files = source_files(src)
+    size = sum(os.path.getsize(f) for f in files)
+    sharded = src.endswith(".index.json")
+    naive = args.naive and not sharded
+    rows = rows_for(case, src, args.python, naive and args.has_safetensors, case.startswith("gpt2") or args.pt,
+                    args.shard_size if sharded else None)
+
+    def cp_argv() -> list[str]:
+        if len(files) == 1:
+            return ["cp", files[0], os.path.join(TMP, "cp.out")]
+        os.makedirs(os.path.join(TMP, "cpdir"), exist_ok=True)
+        return ["cp", *files, os.path.join(TMP, "cpdir")]
+
+    def dd_argv() -> list[str]:
+        return ["dd", f"if={files[0]}", f"of={os.path.join(TMP, 'dd.out')}", "bs=4M", "status=none"]
+
+    def cpsync_argv() -> list[str]:
+        d = os.path.join(TMP, "syncdir")
+        os.makedirs(d, exist_ok=True)
+        return ["sh", "-c", 'd="$1"; shift; cp "$@" "$d" && sync "$d"/* "$d"', "sh", d, *files]
+
+    special = {"dd": dd_argv, "cpsync": cpsync_argv}
+
+    def prepare() -> None:
+        clean()
+        if args.cold:
+            drop_caches()
+        else:
+            warm(files)
+
+    for label, argv in rows:
+        if (label.startswith("dd") and len(files) > 1) or (args.rows and not any(r in label for r in args.rows)):
+            continue
+        ratios, times, cps, rss, loads = [], [], [], 0, []
+        err = None
+        for _ in range(args.runs):
+            try:
+                prepare()
+                cp_t, _ = run(cp_argv(), env, args.timeout)
+                prepare()
+                loads.append(load1())
+                t, r = run(special[argv]() if isinstance(argv, str) else argv, env, args.timeout)
+            except RuntimeError as exc:
+                err = str(exc)
+                break
+            ratios.append(t / cp_t)
+            times.append(t)
+            cps.append(cp_t)
+            rss = max(rss, r)
+        clean()
+        if err:
+            line = f"| {label} | {case} | FAILED: {err} | | | | | | |"
+        else:
+            t_med = statistics.median(times)
+            line = (f"| {label} | {case} | **{statistics.median(ratios):.2f}** | {min(ratios):.2f}-{max(ratios):.2f} "
+                    f"| {t_med:.3f} | {statistics.median(cps):.3f} | {size / 1e9 / t_med:.2f} "
+                    f"| {rss / 1e6:.0f} | {min(loads):.1f}-{max(loads):.1f} |")
+        print(line, flush=True)
+        report.append(line)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--python", default=sys.executable, help="interpreter that runs tietool (default: this one)")
+    ap.add_argument("--runs", type=int, default=5, help="pairs per row (default 5)")
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before every run (root only)")
+    ap.add_argument("--sizes", default="",
+                    help="per-GB rows: Keras 2 H5 sizes in MB, made and deleted (e.g. 512,1024,8192)")
+    ap.add_argument("--sharded", type=int, default=0, help="also a sharded case of this many MB (made and deleted)")
+    ap.add_argument("--shard-size", default="2GB", help="--shard-size of the sharded case's output (default 2GB)")
+    ap.add_argument("--no-naive", dest="naive", action="store_false")
+    ap.add_argument("--pt", action="store_true", help="--names pt rows on every case (default: GPT-2 only)")
+    ap.add_argument("--rows", type=lambda t: [r for r in t.split(",") if r], default=[],
+                    help="only rows whose label contains one of these (comma-separated), e.g. 'no-verify,verified'")
+    ap.add_argument("--skip-default", action="store_true", help="leave out the 500 MB GPT-2 and 2 GB cases")
+    args = ap.parse_args()
+    args.has_safetensors = subprocess.run([args.python, "-c", "import safetensors.numpy, h5py"],
+                                          capture_output=True).returncode == 0
+    if shutil.which("cp") is None:
+        sys.exit("cp not found")
+    import make_cases
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    os.makedirs(OUT, exist_ok=True)
+    report = ["| row | case | x cp (median) | min-max | time (s) | cp (s) | GB/s | peak RSS (MB) | load 1m |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  python {args.python}  cpus {os.cpu_count()}  "
+          f"{'COLD' if args.cold else 'warm'} cache, {args.runs} pairs per row")
+    print("\n".join(report), flush=True)
+    if not args.skip_default:
+        gpt2 = os.path.join(OUT, "gpt2_small", "tf_model.h5")
+        if os.path.exists(gpt2):
+            bench_case("gpt2_small 498 MB", gpt2, args, env, report)
+        else:
+            print("(gpt2_small left out: make it with bench/make_checkpoints.py)")
+        bench_case("keras2 2 GB, 64 tensors", make_cases.make_keras2(os.path.join(OUT, "keras2_2048mb.h5"), 2048),
+                   args, env, report)
+    for mb in [int(s) for s in args.sizes.split(",") if s]:
+        path = os.path.join(OUT, f"keras2_{mb}mb.h5")
+        keep = os.path.exists(path)
+        make_cases.make_keras2(path, mb)
+        try:
+            bench_case(f"keras2 {mb / 1024:g} GB", path, args, env, report)
+        finally:
+            if not keep:
+                os.unlink(path)
+    if args.sharded:
+        folder = os.path.join(OUT, f"sharded_{args.sharded}mb")
+        keep = os.path.exists(folder)
+        idx = make_cases.make_sharded(folder, args.sharded)
+        try:
+            bench_case(f"sharded {args.sharded / 1024:g} GB, --shard-size {args.shard_size}", idx, args, env, report)
+        finally:
+            if not keep:
+                shutil.rmtree(folder)
+    with open(os.path.join(OUT, "convert_results.md"), "w") as fh:
+        fh.write("\n".join(report) + "\n")
+
+
+if __name__ == "__main__":
+    main()
