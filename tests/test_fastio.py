@@ -208,11 +208,11 @@ def test_shards_concurrently_same_output(tmp_path, monkeypatch, source, kwargs):
 
 
 def test_shard_failure_stops_and_leaves_nothing(tmp_path, monkeypatch):
+    from tietool import writers
     from tietool.convert import convert
-    from tietool.writers import safetensors_writer
 
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    real = safetensors_writer.copy_tensor
+    real = writers.copy_tensor
     seen = []
 
     def failing(ckpt, info, files, fd, pos, progress=None):
@@ -221,7 +221,7 @@ def test_shard_failure_stops_and_leaves_nothing(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real(ckpt, info, files, fd, pos, progress)
 
-    monkeypatch.setattr(safetensors_writer, "copy_tensor", failing)
+    monkeypatch.setattr(writers, "copy_tensor", failing)  # what convert.write calls
     src = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "tf", "gpt2_sharded")
     with pytest.raises(Exception, match="space"):
         convert(src, to="safetensors", out=str(tmp_path / "out"), shard_size="4KB")
