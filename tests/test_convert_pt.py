@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import tietool
 from tietool.cli import cli
 from tietool.convert import convert_to_pt, pt_plan, transpose
-from tietool.errors import TietoolError, UsageError
+from tietool.errors import CopiesDifferError, TietoolError, UsageError
 from tietool.ptnames import convert_tf_weight_name, plan_pt
 from tietool.ties import verify_tie
 
@@ -262,6 +262,7 @@ def test_undecidable_names_exit_2(tmp_path):
 
 def test_differing_copies_refused(tmp_path):
     import shutil
+
     import h5py
 
     src = tmp_path / "bert"
@@ -269,7 +270,7 @@ def test_differing_copies_refused(tmp_path):
     with h5py.File(src / "tf_model.h5", "r+") as h:
         ds = h["mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0"]
         ds[0, 0] = ds[0, 0] + 1
-    with pytest.raises(UsageError, match="differ"):
+    with pytest.raises(CopiesDifferError, match="differ"):
         convert_to_pt(str(src), str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out")
 

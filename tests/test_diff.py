@@ -19,8 +19,7 @@ from click.testing import CliRunner
 
 import tietool
 from tietool.cli import cli
-from tietool.convert import convert
-from tietool.convert import convert_to_pt
+from tietool.convert import convert, convert_to_pt
 from tietool.diff import STATUSES, diff_checkpoints, layer_of
 
 from helpers import FIXTURES, MANIFEST

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tietool.convert import convert
-from tietool.convert import convert_to_pt
+from tietool.convert import convert, convert_to_pt
 from tietool.ties import verify_tie
 
 ROOT = Path(__file__).resolve().parent.parent

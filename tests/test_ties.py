@@ -14,8 +14,8 @@ from safetensors.numpy import save_file
 from tietool import compare, ties
 from tietool.errors import TensorNotFoundError, UsageError
 from tietool.formats import open_checkpoint
-from tietool.summary import inspect_checkpoint
 from tietool.render import render_inspect, render_tie_groups, render_verify_tie
+from tietool.summary import inspect_checkpoint
 
 from helpers import EXPECTED_TIES, fixture
 

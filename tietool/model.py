@@ -110,24 +110,6 @@ class Checkpoint:
     folder: str | None = None  # the model folder the weights were found in (Hugging Face layout)
     folder_files: list[str] = field(default_factory=list)  # the folder's other files (names), config.json included
 
-    @property
-    def layout(self) -> dict[str, Any]:
-        """Deprecated read-only view of the typed fields under the keys of
-        the former ``layout`` dict (``folder``, ``folder_files``,
-        ``training_config``, ``members``, ``member_texts``, ``archive``), for
-        code not yet moved to the fields; to be removed."""
-        out: dict[str, Any] = {}
-        if self.folder is not None:
-            out["folder"] = self.folder
-            out["folder_files"] = list(self.folder_files)
-        if self.training_config is not None:
-            out["training_config"] = self.training_config
-        if self.archive is not None:
-            out["members"] = list(self.archive.members)
-            out["member_texts"] = dict(self.archive.member_texts)
-            out["archive"] = [dict(e) for e in self.archive.entries]
-        return out
-
     # -- access -----------------------------------------------------------
     def __enter__(self) -> "Checkpoint":
         return self

@@ -14,7 +14,7 @@ import pytest
 
 from tietool.check import check_checkpoint
 from tietool.convert import convert_to_pt
-from tietool.errors import UsageError
+from tietool.errors import CopiesDifferError
 from tietool.fix import fix
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def test_damaged_and_fixed_checkpoints_in_transformers_5(tmp_path, pt_python):
             jobs.append({"folder": out, "ref": src})
             fixed[str(out)] = 1e-6
         else:  # TF: the repaired tf_model.h5, converted to PyTorch names, against the undamaged TF logits
-            with pytest.raises(UsageError, match="differ"):
+            with pytest.raises(CopiesDifferError, match="differ"):
                 convert_to_pt(src, tmp_path / (case.replace("/", "_") + "-refused"))
             out = tmp_path / case.replace("/", "_")
             fix(src, out, prefer="embedding" if entry["expect"].get("majority") is False else None)

@@ -58,14 +58,14 @@ def h5_layout(ckpt: Checkpoint) -> dict:
             index = {"name": os.path.basename(index_path), "text": fh.read()}
     out = {"tietool": 1, "source_format": ckpt.format, "files": files, "index": index}
     if ckpt.format == "keras3-archive":
-        out["archive"] = ckpt.layout.get("archive")
+        out["archive"] = ([dict(e) for e in ckpt.archive.entries] if ckpt.archive else None)
     return out
 
 
 def config_text(ckpt: Checkpoint) -> str | None:
     """The config as stored: a .keras archive's config.json text, the text
     tietool recorded, else the config re-encoded as JSON."""
-    stored = ckpt.layout.get("member_texts", {}).get("config.json")
+    stored = (ckpt.archive.member_texts if ckpt.archive else {}).get("config.json")
     if stored is not None:
         return stored
     value = ckpt.metadata.get(CONFIG_KEY)
@@ -78,7 +78,7 @@ def config_text(ckpt: Checkpoint) -> str | None:
 
 def keras_metadata_text(ckpt: Checkpoint) -> str | None:
     """A .keras archive's metadata.json text, or the text tietool recorded."""
-    stored = ckpt.layout.get("member_texts", {}).get("metadata.json")
+    stored = (ckpt.archive.member_texts if ckpt.archive else {}).get("metadata.json")
     if stored is not None:
         return stored
     value = ckpt.metadata.get(KERAS_METADATA_KEY)

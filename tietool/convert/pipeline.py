@@ -177,7 +177,7 @@ def _keras_plan(ckpt: Checkpoint, to: str, ties: str, shard_bytes: int | None, s
         plan = keras_plan.plan_to_h5(ckpt, src_name)
     if ckpt.format == "keras3-archive":
         carried = {"config.json", "metadata.json", "model.weights.h5"}
-        left = sorted(set(ckpt.layout.get("members", [])) - carried)
+        left = sorted(set((ckpt.archive.members if ckpt.archive else ())) - carried)
         if left:
             notes.append(f"archive member(s) not carried: {', '.join(left)}")
     return plan, notes
@@ -204,7 +204,7 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
             out = (src.rstrip(os.sep) if os.path.isdir(src)
                    else os.path.join(os.path.dirname(src), stem(os.path.basename(src)))) + "-pt"
         out = os.fspath(out)  # printed as given
-        folder = ckpt.layout.get("folder") or (src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src)))
+        folder = ckpt.folder or (src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src)))
         side = side_files(ckpt, folder, {o.name for o in plan.outputs} | {INDEX})
         written, copied = execute(ckpt, plan, src, out, folder=True, side=side, force=force, verify=verify,
                                   progress=progress, guard=guard, reserve=(INDEX,) if len(plan.outputs) == 1 else ())

@@ -29,7 +29,7 @@ Ties
 
 from __future__ import annotations
 
-from ..errors import UsageError
+from ..errors import CopiesDifferError
 from ..model import Checkpoint
 from ..ptnames import PtEntry, key_pattern, make_plan
 from ..writers import SourceFiles
@@ -63,7 +63,7 @@ def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) 
         else:
             bad.append(f"{a.name} and {b.name}")
     if bad:
-        raise UsageError("tensors that map to one PyTorch name differ (not copies of one variable): "
+        raise CopiesDifferError("tensors that map to one PyTorch name differ (not copies of one variable): "
                          + "; ".join(bad), ckpt.path)
     return list(kept.values()), removed
 

@@ -68,7 +68,7 @@ def side_files(ckpt: Checkpoint, folder: str, writes: set[str]) -> SideFiles:
     cfg = ckpt.config_source
     if cfg and os.path.isfile(cfg) and os.path.dirname(os.path.abspath(cfg)) == os.path.abspath(folder):
         names.append(os.path.basename(cfg))
-    names += [n for n in ckpt.layout.get("folder_files", []) if n not in names]
+    names += [n for n in ckpt.folder_files if n not in names]
     own = {os.path.basename(f) for f in ckpt.files if f != cfg}
     files: list[tuple[str, str]] = []
     skipped: list[str] = []

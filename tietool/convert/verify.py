@@ -68,7 +68,7 @@ def _reopen(out: OutputFile, path: str, label: str) -> Checkpoint:
             raise _fail("__metadata__ differs from what was written", label)
     elif out.kind == "keras":
         got = keras_h5.open_keras_archive(path)
-        if got.layout.get("member_texts", {}) != out.texts:
+        if (got.archive.member_texts if got.archive else {}) != out.texts:
             got.close()
             raise _fail("config.json or metadata.json differs from the recorded text", label)
     else:
