@@ -73,13 +73,13 @@ model.save_pretrained(sys.argv[2], safe_serialization=True)
 # costs without Python's start-up (about 0.25 s for numpy + h5py here).
 INPROC = """
 import sys, time
-import tietool.convert, tietool.summary, tietool.ties
+import tietool.convert, tietool.summary, tietool.ties.verify
 what, args = sys.argv[1], sys.argv[2:]
 t = time.perf_counter()
 if what == "inspect":
     tietool.summary.inspect_checkpoint(args[0])
 elif what == "verify-tie":
-    tietool.ties.verify_tie(args[0])
+    tietool.ties.verify.verify_tie(args[0])
 elif what == "convert":
     tietool.convert.convert(args[0], args[1], args[2], verify=args[3] == "verify")
 elif what == "convert-pt":
@@ -367,7 +367,8 @@ def main():
         platform.python_version())]
     if inproc:
         notes += ["", "Time inside tietool, in one process after the imports (median of %d runs, %s cache):"
-                  % (args.runs, "cold" if COLD else "warm"), "", "| work | checkpoint | seconds | ratio |", "|---|---|---:|---|"] + inproc
+                  % (args.runs, "cold" if COLD else "warm"), "",
+                  "| work | checkpoint | seconds | ratio |", "|---|---|---:|---|"] + inproc
     table = "\n".join(lines + notes) + "\n"
     print(table)
     os.makedirs(OUT, exist_ok=True)

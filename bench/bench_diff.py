@@ -48,9 +48,9 @@ for path in sys.argv[1:]:
 
 INPROC = """
 import sys, time
-import tietool.diff
+import tietool.diff.checkpoints
 t = time.perf_counter()
-tietool.diff.diff_checkpoints(sys.argv[1], sys.argv[2])
+tietool.diff.checkpoints.diff_checkpoints(sys.argv[1], sys.argv[2])
 print(time.perf_counter() - t)
 """
 

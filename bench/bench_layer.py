@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tietool.layer import SharedEmbeddings  # noqa: E402
+from tietool.layer.shared import SharedEmbeddings  # noqa: E402
 
 
 def paired_medians(bare, mine, repeats: int) -> tuple[float, float]:

@@ -95,10 +95,12 @@ def main() -> int:
             cli_codes[proc.returncode] += 1
             lines = proc.stderr.splitlines()
             ok = proc.returncode == 0 or (
-                proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in proc.stderr
+                proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("Error: ")
+                and "Traceback" not in proc.stderr
             )
             if not ok:
-                cli_bad.append(f"[cli {i}] {reader} {target} {kinds}: exit {proc.returncode}: {proc.stderr.strip()[:300]}")
+                cli_bad.append(f"[cli {i}] {reader} {target} {kinds}: exit {proc.returncode}: "
+                               f"{proc.stderr.strip()[:300]}")
         t_cli = time.monotonic() - t1
 
     total_rejected = sum(rejected.values())
@@ -113,7 +115,8 @@ def main() -> int:
     for r in readers:
         c = per_reader[r]
         print(f"    {r}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
-    print(f"CLI cases: {args.cli} in {t_cli:.1f} s; exit codes: " + ", ".join(f"{k}: {v}" for k, v in sorted(cli_codes.items())))
+    codes = ", ".join(f"{k}: {v}" for k, v in sorted(cli_codes.items()))
+    print(f"CLI cases: {args.cli} in {t_cli:.1f} s; exit codes: {codes}")
     print(f"  CLI escapes (not exit 0, or not one 'Error:' line with exit 2): {len(cli_bad)}")
     for e in escapes[:50] + cli_bad[:50]:
         print("ESCAPE " + e)

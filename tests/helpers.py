@@ -77,7 +77,7 @@ def invoke(*args, **kwargs):
     """The CLI in-process (Click's CliRunner): ``.exit_code``, ``.stdout``, ``.stderr``."""
     from click.testing import CliRunner
 
-    from tietool.cli import cli
+    from tietool.cli.commands import cli
 
     env = {"TIETOOL_DEBUG": None, **kwargs.pop("env", {})}
     return CliRunner().invoke(cli, [str(a) for a in args], prog_name="tietool", env=env, **kwargs)

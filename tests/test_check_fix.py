@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tietool.check import check_checkpoint, check_paths
-from tietool.cli import cli
+from tietool.audit.check import check_checkpoint, check_paths
+from tietool.audit.fix import fix
+from tietool.audit.jsonedit import delete_key, set_value
+from tietool.cli.commands import cli
 from tietool.errors import CopiesDifferError, UsageError
-from tietool.fix import fix
 from tietool.formats import open_checkpoint
-from tietool.jsonedit import delete_key, set_value
-from tietool.ties import verify_tie
+from tietool.ties.verify import verify_tie
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"

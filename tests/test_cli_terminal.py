@@ -74,7 +74,7 @@ def test_progress_shows_rate_and_time_left():
     import time
     from unittest import mock
 
-    from tietool.progress import ByteProgress
+    from tietool.cli.progress import ByteProgress
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -111,7 +111,7 @@ def test_run_without_tensorflow_says_how_to_install():
     """As on a machine without the `tf` extra: importing keras/tensorflow fails."""
     code = (
         "import sys; sys.modules['keras'] = None; sys.modules['tensorflow'] = None\n"
-        "from tietool.cli import main\n"
+        "from tietool.cli.commands import main\n"
         f"sys.argv = ['tietool', 'run', {str(fixture('tf/gpt2'))!r}, '--mode', 'embedding', '--ids', '1,2']\n"
         "main()\n"
     )

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 import tietool
-from tietool.cli import cli
+from tietool.cli.commands import cli
 from tietool.convert import convert_to_pt, pt_plan, transpose
+from tietool.convert.ptnames import convert_tf_weight_name, plan_pt
 from tietool.errors import CopiesDifferError, TietoolError, UsageError
-from tietool.ptnames import convert_tf_weight_name, plan_pt
-from tietool.ties import verify_tie
+from tietool.ties.verify import verify_tie
 
 FIX = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 TF_FAMILIES = ["gpt2", "bert_mlm", "t5", "t5_v1_1_untied", "bart", "albert", "distilbert", "opt",
@@ -54,7 +54,8 @@ def write_tf_safetensors(folder: str, tensors: dict[str, np.ndarray], config: di
 # -- the name rule ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("tf_name, shape, pt_name, transform", [
-    ("tfgpt2lm_head_model/transformer/h_._0/attn/c_attn/weight:0", (16, 48), "transformer.h.0.attn.c_attn.weight", None),
+    ("tfgpt2lm_head_model/transformer/h_._0/attn/c_attn/weight:0", (16, 48),
+     "transformer.h.0.attn.c_attn.weight", None),
     ("tfgpt2lm_head_model/transformer/ln_f/gamma:0", (16,), "transformer.ln_f.weight", None),
     ("tfgpt2lm_head_model/transformer/ln_f/beta:0", (16,), "transformer.ln_f.bias", None),
     ("tf_bert_for_masked_lm/mlm___cls/predictions/bias:0", (64,), "cls.predictions.bias", None),
@@ -235,7 +236,7 @@ def test_transpose_in_bounded_blocks(tmp_path, monkeypatch):
     finally:
         tracemalloc.stop()
     # a few 2 MB blocks plus the fixed read/write copy buffer; each matrix is 38 MB
-    from tietool import writers
+    from tietool.io import tensorcopy as writers
 
     assert peak < writers.COPY_BYTES + (12 << 20), peak
     from safetensors import safe_open

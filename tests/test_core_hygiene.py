@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from tietool.errors import CorruptCheckpointError
-from tietool.h5safe import SafeH5
+from tietool.io.h5safe import SafeH5
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 BERT = FIXTURES / "tf/bert_mlm/tf_model.h5"
@@ -60,8 +60,8 @@ def test_a_bug_in_a_callback_h5py_runs_is_not_a_corrupt_file():
 def test_a_bug_in_a_reader_exits_3_not_2(monkeypatch):
     """Through the CLI: a tietool bug met while reading an HDF5 file is an
     internal error (exit 3), not "corrupt file" (exit 2)."""
-    from tietool import h5safe
-    from tietool.cli import cli
+    from tietool.cli.commands import cli
+    from tietool.io import h5safe
 
     def broken_key(name: str) -> list:
         raise TypeError("natural_key broke")
@@ -77,8 +77,9 @@ IMPORT_CHECK = r"""
 import os, sys
 env = dict(os.environ)
 fd2 = os.fstat(2)
-import tietool, tietool.formats, tietool.cli, tietool.h5safe, tietool.ties, tietool.summary, tietool.render
-import tietool.run, tietool.pair, tietool.check, tietool.diff, tietool.fix
+import tietool, tietool.formats, tietool.cli.commands, tietool.io.h5safe
+import tietool.ties.verify, tietool.summary, tietool.cli.render
+import tietool.layer.run, tietool.layer.pair, tietool.audit.check, tietool.diff.checkpoints, tietool.audit.fix
 from tietool.formats import open_checkpoint
 with open_checkpoint(sys.argv[1]) as ckpt:
     ckpt.read(next(iter(ckpt.tensors)))
@@ -99,7 +100,7 @@ def test_import_and_open_change_no_environment_and_no_fd():
 def test_a_plugin_filter_is_refused_without_asking_hdf5(monkeypatch):
     """h5z.filter_avail() makes HDF5 search HDF5_PLUGIN_PATH (and dlopen what
     it finds): tietool must not call it for a filter that is not built in."""
-    from tietool import h5safe
+    from tietool.io import h5safe
 
     def no_lookup(code: int) -> bool:
         raise AssertionError(f"HDF5 was asked about filter {code}")

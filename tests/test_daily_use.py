@@ -17,7 +17,7 @@ import h5py
 import pytest
 from click.testing import CliRunner
 
-from tietool.cli import cli
+from tietool.cli.commands import cli
 from tietool.convert import convert
 from tietool.summary import inspect_checkpoint
 
@@ -359,8 +359,8 @@ def test_debug_after_double_dash_is_a_path(repo):
 
 def test_run_reports_the_bytes_it_compares_and_reads():
     """`run` tells its progress reporter what verify-tie compares and what it
-    reads (drawn on a terminal only past ~100 MB: tietool.progress.LARGE_BYTES)."""
-    from tietool.pair import load_pair
+    reads (drawn on a terminal only past ~100 MB: tietool.cli.progress.LARGE_BYTES)."""
+    from tietool.layer.pair import load_pair
 
     calls = []
     pair = load_pair(FIXTURES / "tf" / "bert_mlm", progress=lambda *a: calls.append(a))
@@ -374,7 +374,7 @@ def test_run_reports_the_bytes_it_compares_and_reads():
 def test_small_reads_draw_nothing_when_large_only():
     import io
 
-    from tietool.progress import LARGE_BYTES, ByteProgress
+    from tietool.cli.progress import LARGE_BYTES, ByteProgress
 
     class Terminal(io.StringIO):
         def isatty(self):

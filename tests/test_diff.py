@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 import tietool
-from tietool.cli import cli
+from tietool.cli.commands import cli
 from tietool.convert import convert, convert_to_pt
-from tietool.diff import STATUSES, diff_checkpoints, layer_of
+from tietool.diff.checkpoints import STATUSES, diff_checkpoints, layer_of
 
 from helpers import FIXTURES, MANIFEST
 

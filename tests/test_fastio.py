@@ -1,4 +1,4 @@
-"""The byte-range primitives of tietool.fastio: copy and compare across block
+"""The byte-range primitives of tietool.io.fastio: copy and compare across block
 boundaries, every flipped byte detected, short reads and short files."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from tietool import fastio
 from tietool.errors import CorruptCheckpointError
+from tietool.io import fastio
 
 SIZE = 3 * 4096 + 123  # not a multiple of any block size used below
 DATA = bytes((i * 131 + 7) % 251 for i in range(SIZE))
@@ -208,8 +208,8 @@ def test_shards_concurrently_same_output(tmp_path, monkeypatch, source, kwargs):
 
 
 def test_shard_failure_stops_and_leaves_nothing(tmp_path, monkeypatch):
-    from tietool import writers
     from tietool.convert import convert
+    from tietool.io import tensorcopy as writers
 
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     real = writers.copy_tensor

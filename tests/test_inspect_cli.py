@@ -131,7 +131,7 @@ def test_console_script_and_module_agree():
 
 
 def test_cli_import_stays_light():
-    code = ("import sys, tietool.cli; "
+    code = ("import sys, tietool.cli.commands; "
             "bad = [m for m in ('tensorflow', 'keras', 'torch', 'h5py') if m in sys.modules]; print(bad)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "[]"

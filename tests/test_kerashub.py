@@ -15,7 +15,7 @@ import pytest
 from tietool import kerashub
 from tietool.errors import UsageError
 from tietool.formats import open_checkpoint
-from tietool.ties import verify_tie
+from tietool.ties.verify import verify_tie
 
 from helpers import FIXTURES, run_cli
 
@@ -113,7 +113,7 @@ def test_t5gemma_encoder_embedding_is_not_a_copy():
 @pytest.fixture(scope="module")
 def tf_run():
     pytest.importorskip("keras")
-    from tietool.run import run_layer
+    from tietool.layer.run import run_layer
 
     return run_layer
 
@@ -123,7 +123,7 @@ def test_run_equals_model_logits(tf_run, rel):
     """Bit-exact: the rebuilt layer computes what keras-hub's layer computes
     (soft cap, int8/int4 with their scales, bfloat16 compute; bf16 logits
     compared after the exact upcast to float32)."""
-    from tietool.run import npy_array
+    from tietool.layer.run import npy_array
 
     e = ENTRIES[rel]
     folder = ROOT / e["family"]
@@ -191,7 +191,7 @@ def test_run_cli_refusal_and_bf16_output(tf_run, tmp_path):
     pytest.importorskip("keras")
     from click.testing import CliRunner
 
-    from tietool.cli import cli
+    from tietool.cli.commands import cli
 
     bf = next(k for k, e in ENTRIES.items() if e["dtype_policy"] == "bfloat16" and e["logits"])
     e = ENTRIES[bf]

@@ -12,7 +12,7 @@ pytest.importorskip("tensorflow")
 
 pytestmark = pytest.mark.interop  # TensorFlow
 
-from tietool.layer import SharedEmbeddings  # noqa: E402
+from tietool.layer.shared import SharedEmbeddings  # noqa: E402
 
 from helpers import fixture, invoke  # noqa: E402
 

@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tietool.cli import cli
+from tietool.cli.commands import cli
 
 from helpers import ROOT, fixture
 
@@ -557,7 +557,7 @@ def test_run_output_disk_full():
     called here directly, so that the test needs no TensorFlow start-up (the
     CLI's mapping of this error to one line is the one tested above)."""
     from tietool.errors import OutputError
-    from tietool.run import save_npy_atomically
+    from tietool.layer.run import save_npy_atomically
 
     with tmpfs("1m") as disk:
         out = disk / "out.npy"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tietool.convert import convert, convert_to_pt
-from tietool.ties import verify_tie
+from tietool.ties.verify import verify_tie
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ROOT / "fixtures" / "tf_families"
@@ -86,7 +86,7 @@ def test_pt_plan_drops_and_reshapes():
     """What transformers 5's classes expect decides: MPNet's TF pooler is dropped and
     listed; ConvBERT's depthwise kernels and conv biases get PyTorch's size-1 axes."""
     import tietool
-    from tietool.ptnames import make_plan
+    from tietool.convert.ptnames import make_plan
 
     with tietool.open_checkpoint(FAMILIES / "mpnet_masked_lm") as ckpt:
         plan = make_plan(ckpt)
@@ -103,7 +103,7 @@ def test_pt_plan_drops_and_reshapes():
 def test_pt_summary_lists_dropped(tmp_path):
     from click.testing import CliRunner
 
-    from tietool.cli import cli
+    from tietool.cli.commands import cli
 
     res = CliRunner().invoke(cli, ["convert", str(FAMILIES / "mpnet_masked_lm"), "--to", "safetensors", "--names",
                                    "pt", "-o", str(tmp_path / "out"), "--json"])

@@ -1,4 +1,4 @@
-"""Tie detection (tietool.ties) and streaming comparison (tietool.compare)."""
+"""Tie detection (tietool.ties.verify) and streaming comparison (tietool.ties.compare)."""
 
 import json
 import shutil
@@ -11,11 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from tietool import compare, ties
+from tietool.cli.render import render_inspect, render_tie_groups, render_verify_tie
 from tietool.errors import TensorNotFoundError, UsageError
 from tietool.formats import open_checkpoint
-from tietool.render import render_inspect, render_tie_groups, render_verify_tie
 from tietool.summary import inspect_checkpoint
+from tietool.ties import compare
+from tietool.ties import verify as ties
 
 from helpers import EXPECTED_TIES, fixture
 

@@ -1,6 +1,6 @@
 """tietool: read, verify, run and convert checkpoints with tied embedding/decoder weights.
 
-The library never prints and never exits; the CLI (``tietool.cli``) does.
+The library never prints and never exits; the CLI (``tietool.cli.commands``) does.
 Heavy modules (h5py, numpy, and TensorFlow for the layer) load on first use,
 so that ``import tietool`` and ``tietool --help`` stay fast.
 """
@@ -31,14 +31,14 @@ _LAZY = {
     "Checkpoint": ("tietool.model", "Checkpoint"),
     "TensorInfo": ("tietool.model", "TensorInfo"),
     "inspect_checkpoint": ("tietool.summary", "inspect_checkpoint"),
-    "verify_tie": ("tietool.ties", "verify_tie"),
-    "find_ties": ("tietool.ties", "find_ties"),
+    "verify_tie": ("tietool.ties.verify", "verify_tie"),
+    "find_ties": ("tietool.ties.verify", "find_ties"),
     "convert_checkpoint": ("tietool.convert", "convert"),
-    "check_paths": ("tietool.check", "check_paths"),
-    "fix_checkpoint": ("tietool.fix", "fix"),
-    "diff_checkpoints": ("tietool.diff", "diff_checkpoints"),
+    "check_paths": ("tietool.audit.check", "check_paths"),
+    "fix_checkpoint": ("tietool.audit.fix", "fix"),
+    "diff_checkpoints": ("tietool.diff.checkpoints", "diff_checkpoints"),
     # imports TensorFlow: only when asked for
-    "SharedEmbeddings": ("tietool.layer", "SharedEmbeddings"),
+    "SharedEmbeddings": ("tietool.layer.shared", "SharedEmbeddings"),
 }
 
 

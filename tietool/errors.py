@@ -4,7 +4,7 @@ Each one also subclasses the builtin that describes it (``ValueError``,
 ``KeyError``, ``FileNotFoundError`` ...), so library callers can catch either
 ``TietoolError`` or the builtin they already handle. The CLI maps them to one
 line, ``Error: FILE: what is wrong``, and an exit status, in one place
-(:mod:`tietool.exits`, the one error -> exit-code table).
+(:mod:`tietool.cli.exits`, the one error -> exit-code table).
 
 Classes that subclass an ``OSError`` builtin (``FileNotFoundError``,
 ``FileExistsError``, ``OSError``) keep tietool's one-line ``str()`` and set

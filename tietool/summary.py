@@ -11,13 +11,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from tietool.ties.verify import TieGroup, find_ties
+
 from . import config as configlib
 from .errors import TietoolError
 from .formats import FORMATS, open_checkpoint
 from .formats.carried import KERAS_METADATA_KEY
 from .model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, TensorInfo
 from .results import JsonResult
-from .ties import TieGroup, find_ties
 
 
 @dataclass(frozen=True)

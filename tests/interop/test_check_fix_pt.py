@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tietool.check import check_checkpoint
+from tietool.audit.check import check_checkpoint
+from tietool.audit.fix import fix
 from tietool.convert import convert_to_pt
 from tietool.errors import CopiesDifferError
-from tietool.fix import fix
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "fixtures"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tietool.convert import convert_to_pt
-from tietool.ties import verify_tie
+from tietool.ties.verify import verify_tie
 
 FAMILIES = Path(__file__).resolve().parents[2] / "fixtures" / "tf_families"
 LOADER = Path(__file__).resolve().parent / "pt_load_many.py"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tietool.convert import convert_to_pt
-from tietool.ties import verify_tie
+from tietool.ties.verify import verify_tie
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 LOADER = Path(__file__).resolve().parent / "pt_load_many.py"

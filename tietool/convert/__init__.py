@@ -33,7 +33,7 @@ full dataset path (``layers/reversible_embedding/vars/0``).
   file (several for a sharded checkpoint, whose index file is kept verbatim
   in ``index``). A tree lists every group with its attributes and every
   dataset with its attributes, each attribute with its HDF5 type; see
-  :mod:`tietool.writers.h5_writer`. So ``layer_names``, ``weight_names`` (and
+  :mod:`tietool.formats.h5_writer`. So ``layer_names``, ``weight_names`` (and
   order), ``backend``, ``keras_version``, ``model_config``,
   ``training_config``, Keras 3 ``vars`` ``name`` and the bfloat16 ``dtype``
   markers all come back.
@@ -64,7 +64,7 @@ From a file that records a ``.keras`` archive (converted from one, or its
 weights extracted with ``--to h5``): the archive's members in their order
 and with their timestamps, ``config.json`` and ``metadata.json`` as the
 recorded text, ``model.weights.h5`` written from the recorded layout
-(:mod:`tietool.writers.keras_writer`).
+(:mod:`tietool.formats.keras_writer`).
 
 Without ``to``: :func:`infer_target`.
 * Any other safetensors file gives transformers' TF shard layout: root
@@ -79,7 +79,7 @@ Without ``to``: :func:`infer_target`.
 Ties
 ----
 ``ties="dedupe"`` (default, safetensors output): candidate copies are the
-tie groups of :func:`tietool.ties.find_ties` of kind ``duplicate-copies`` /
+tie groups of :func:`tietool.ties.verify.find_ties` of kind ``duplicate-copies`` /
 ``shared-storage`` (when that module is present), HDF5 hard links, and the
 same Keras 2 variable stored under two layer groups (the same weight name
 after the group: BERT's ``bert/...`` and ``mlm___cls/...``, T5's
@@ -97,7 +97,7 @@ re-opened output compared byte for byte with its source, and every
 safetensors output read with ``safetensors.safe_open``, unless
 ``verify=False``: :mod:`.verify`); on any error or interrupt the temporary is removed. What
 ``force`` may replace, refusing outputs that are or hold the source, fsync,
-write errors and stale temporaries: :mod:`tietool.writers.safe_output`.
+write errors and stale temporaries: :mod:`tietool.io.safe_output`.
 
 Package layout (one pipeline: plan -> write -> verify)
 ------------------------------------------------------

@@ -1,7 +1,7 @@
 """Stored copies of one tensor, found and verified bit for bit before any
 is merged (``--ties dedupe``).
 
-Candidates: the tie groups of :func:`tietool.ties.find_ties` of kind
+Candidates: the tie groups of :func:`tietool.ties.verify.find_ties` of kind
 ``duplicate-copies`` / ``shared-storage``, HDF5 hard links (one storage
 key), and the same Keras 2 variable stored under two layer groups (the same
 weight name after the group: BERT's ``bert/...`` and ``mlm___cls/...``, T5's
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+from tietool.io.tensorcopy import BUFFER_BYTES, SourceFiles, same_tensor_bytes
+
 from ..model import Checkpoint, TensorInfo
-from ..writers import BUFFER_BYTES, SourceFiles, same_tensor_bytes
 
 KERAS2_FORMATS = {"keras2-h5", "keras2-full-h5"}
 
@@ -41,7 +42,7 @@ def _keras2_suffix(ckpt: Checkpoint, t: TensorInfo) -> str | None:
 def _ties_groups(ckpt: Checkpoint) -> list[list[str]]:
     """Stored copies of the tied matrix that tie detection names (their bytes
     are compared before anything is merged)."""
-    from ..ties import DUPLICATE, SHARED, find_ties
+    from tietool.ties.verify import DUPLICATE, SHARED, find_ties
 
     out = []
     for g in find_ties(ckpt):

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import os
 
+from tietool.io.h5safe import SafeH5
+
 from ..errors import CorruptCheckpointError
 from ..formats.carried import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY, NAMES_KEY
 from ..formats.keras_h5 import H5Store
-from ..h5safe import SafeH5
 from ..model import Checkpoint, TensorInfo
 from .plan import TensorOut, stem
 
@@ -42,7 +43,7 @@ def outs(data: dict[str, TensorInfo]) -> tuple[TensorOut, ...]:
 
 def h5_layout(ckpt: Checkpoint) -> dict:
     """``tietool.layout``: every HDF5 file's tree, the shard index text."""
-    from ..writers.h5_writer import describe_h5
+    from tietool.formats.h5_writer import describe_h5
 
     files = []
     for h5 in h5_files(ckpt):
@@ -86,7 +87,7 @@ def keras_metadata_text(ckpt: Checkpoint) -> str | None:
 
 
 def str_attr(value: str) -> dict:
-    """An HDF5 root attribute spec (see :mod:`tietool.writers.h5_writer`) for a text."""
+    """An HDF5 root attribute spec (see :mod:`tietool.formats.h5_writer`) for a text."""
     return {"type": "str", "vlen": True, "cset": "utf8", "size": None, "space": "scalar", "shape": None, "value": value}
 
 
@@ -102,7 +103,7 @@ def record_keras_texts(ckpt: Checkpoint, tree: dict) -> None:
 
 def archive_weights(ckpt: Checkpoint) -> tuple[dict, dict[str, TensorInfo]]:
     """The tree and data of a .keras archive's (or a .weights.h5's) weights file."""
-    from ..writers.h5_writer import describe_h5
+    from tietool.formats.h5_writer import describe_h5
 
     return describe_h5(h5_files(ckpt)[0]), {t.name: t for t in ckpt}
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 
+from tietool.io.tensorcopy import SourceFiles
+
 from ..config import is_hf_config
 from ..errors import CorruptCheckpointError, UsageError
 from ..formats.carried import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY, NAMES_KEY
 from ..model import Checkpoint, TensorInfo
-from ..writers import SourceFiles
 from . import keras_layout as kl
 from .dedupe import find_copies
 from .plan import OutputFile, Plan, TensorOut, safetensors_outputs, stem
@@ -67,7 +68,7 @@ def _tf_safetensors_names(ckpt: Checkpoint, kept: list[TensorInfo], removed: dic
     distinct names that no removed path shadows."""
     if ckpt.format != "keras2-h5" or not is_hf_config(ckpt.config):
         return None
-    from ..ptnames import tf_variable_name
+    from tietool.convert.ptnames import tf_variable_name
 
     names = {}
     for t in kept:
@@ -126,7 +127,7 @@ def plan_to_safetensors(ckpt: Checkpoint, ties: str, shard_bytes: int | None, fi
 # -- to HDF5 ------------------------------------------------------------------------------
 
 def plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
-    from ..writers.h5_writer import flat_tree
+    from tietool.formats.h5_writer import flat_tree
 
     if ckpt.format == "keras3-archive":
         # the archive's weights, with its config.json and metadata.json recorded

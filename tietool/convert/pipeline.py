@@ -14,12 +14,21 @@ import os
 import time
 from typing import Callable, Sequence
 
+from tietool.io.safe_output import check_output
+from tietool.io.tensorcopy import (
+    Progress,
+    SourceFiles,
+    SourceGuard,
+    atomic_output,
+    copy_side_file,
+    phase_ticker,
+    run_each,
+)
+
 from ..config import is_hf_config
 from ..errors import UsageError
 from ..formats import open_checkpoint
 from ..model import Checkpoint
-from ..writers import Progress, SourceFiles, SourceGuard, atomic_output, copy_side_file, phase_ticker, run_each
-from ..writers.safe_output import check_output
 from . import keras_plan
 from .plan import OutputFile, Plan, ProgressFn, parse_size, stem
 from .pt_plan import INDEX, plan_pt

@@ -66,7 +66,7 @@ class OutputFile:
     """One file of the output.
 
     * ``safetensors``: ``tensors`` in file order, ``metadata`` its ``__metadata__``.
-    * ``h5``: ``tree`` (:mod:`tietool.writers.h5_writer`), one tensor per dataset
+    * ``h5``: ``tree`` (:mod:`tietool.formats.h5_writer`), one tensor per dataset
       (``TensorOut.name`` is the dataset path).
     * ``keras``: as ``h5`` for ``model.weights.h5``, plus ``texts`` (member name
       -> text) and ``members`` (recorded order and timestamps, or None).

@@ -7,7 +7,7 @@ single or sharded; tietool's own lossless H5 -> safetensors output too). OUT
 is a folder: ``model.safetensors`` (or ``model-0000i-of-0000N.safetensors`` +
 ``model.safetensors.index.json`` past the shard size, 5 GB by default like
 the Hub) with ``__metadata__`` ``{"format": "pt"}``, PyTorch names and layouts
-(:mod:`tietool.ptnames`), and the source folder's other files
+(:mod:`tietool.convert.ptnames`), and the source folder's other files
 (:mod:`tietool.convert.sidefiles`).
 
 Ties
@@ -21,7 +21,7 @@ Ties
   saves (it keeps ``transformer.wte.weight`` / ``shared.weight`` and drops
   ``lm_head.weight``); transformers ties it back on load. ``head="explicit"``
   writes it as a real tensor under the architecture's PyTorch name instead
-  (:func:`tietool.tiedata.with_explicit_head`).
+  (:func:`tietool.ties.data.with_explicit_head`).
 * An untied head (``lm_head/kernel`` [hidden, vocab]) is written transposed as
   ``lm_head.weight`` [vocab, hidden], in bounded column blocks
   (:mod:`tietool.convert.transpose`).
@@ -29,10 +29,11 @@ Ties
 
 from __future__ import annotations
 
+from tietool.convert.ptnames import PtEntry, key_pattern, make_plan
+from tietool.io.tensorcopy import SourceFiles
+
 from ..errors import CopiesDifferError
 from ..model import Checkpoint
-from ..ptnames import PtEntry, key_pattern, make_plan
-from ..writers import SourceFiles
 from . import transpose
 from .dedupe import same_bytes
 from .plan import Plan, TensorOut, safetensors_outputs
@@ -72,11 +73,11 @@ def _tied_heads(ckpt: Checkpoint, entries: list[PtEntry], tied_keys: dict | None
     """``{head pt_name: embedding pt_name}`` for stored decoder tensors that are
     bit-identical (tied) copies of the embedding, when the config declares the
     tie: transformers 5 leaves those out of what it saves. With ``tied_keys``
-    (what the PyTorch class ties, from :mod:`tietool.pt_layouts`) only heads
+    (what the PyTorch class ties, from :mod:`tietool.convert.pt_layouts`) only heads
     transformers 5 ties back are left out (RemBERT ties nothing: its decoder is
     written even when it equals the embedding)."""
-    from ..compare import compare_copies
-    from ..ties import declared_tie, find_ties
+    from tietool.ties.compare import compare_copies
+    from tietool.ties.verify import declared_tie, find_ties
 
     if declared_tie(ckpt).get("value") is not True:
         return {}
@@ -122,7 +123,7 @@ def plan_pt(ckpt: Checkpoint, shard_bytes: int | None, files: SourceFiles, head:
     tied = _tied_heads(ckpt, entries, names.tied) if head != "explicit" else {}
     entries = [e for e in entries if e.pt_name not in tied]
     if head == "explicit":
-        from ..tiedata import with_explicit_head
+        from tietool.ties.data import with_explicit_head
 
         entries = with_explicit_head(ckpt.config, entries)
     tensors = [TensorOut(e.pt_name, e.source, tuple(e.shape), e.transform) for e in entries]

@@ -13,11 +13,13 @@ from typing import Callable
 
 import numpy as np
 
-from .. import dtypes, fastio
-from ..compare import BlockReader, transpose_into
+from tietool import dtypes
+from tietool.io import fastio
+from tietool.io.tensorcopy import le_bytes, pwrite_all
+from tietool.ties.compare import BlockReader, transpose_into
+
 from ..errors import UsageError
 from ..model import Checkpoint, TensorInfo
-from ..writers import le_bytes, pwrite_all
 from .plan import TensorOut
 
 #: Bytes of one transposed block held in memory (plus one scratch copy).

@@ -21,11 +21,12 @@ from typing import Callable
 
 import numpy as np
 
+from tietool.io.tensorcopy import SourceFiles
+from tietool.ties.compare import BlockReader
+
 from .. import dtypes
-from ..compare import BlockReader
 from ..errors import CorruptCheckpointError
 from ..model import Checkpoint
-from ..writers import SourceFiles
 from . import transpose
 from .dedupe import same_bytes
 from .plan import OutputFile, TensorOut

@@ -9,10 +9,10 @@ which serialises its calls with its own lock.
 
 * safetensors: the header first (every offset is known from the plan), then
   each tensor at its place: stored bytes by byte range
-  (:func:`tietool.writers.copy_tensor`), a transpose in bounded column
+  (:func:`tietool.io.tensorcopy.copy_tensor`), a transpose in bounded column
   blocks, a permutation in memory (:mod:`tietool.convert.transpose`).
-* HDF5: :func:`tietool.writers.h5_writer.write_h5`; ``.keras``:
-  :func:`tietool.writers.keras_writer.write_keras`; text: as UTF-8.
+* HDF5: :func:`tietool.formats.h5_writer.write_h5`; ``.keras``:
+  :func:`tietool.formats.keras_writer.write_keras`; text: as UTF-8.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from .. import writers
-from ..compare import BlockReader
+from tietool.formats.safetensors_writer import build_header
+from tietool.io import tensorcopy as writers
+from tietool.io.tensorcopy import SourceFiles, le_bytes, pwrite_all
+from tietool.ties.compare import BlockReader
+
 from ..model import Checkpoint
-from ..writers import SourceFiles, le_bytes, pwrite_all
-from ..writers.safetensors_writer import build_header
 from .plan import OutputFile
 from .transpose import permuted, write_transposed
 
@@ -42,12 +43,12 @@ def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None
         if out.kind == "safetensors":
             _write_safetensors(out, path, ckpt, files, tick)
         elif out.kind == "h5":
-            from ..writers.h5_writer import write_h5
+            from tietool.formats.h5_writer import write_h5
 
             assert out.tree is not None
             write_h5(path, ckpt, out.tree, out.data(), files, tick)
         else:
-            from ..writers.keras_writer import write_keras
+            from tietool.formats.keras_writer import write_keras
 
             assert out.tree is not None
             write_keras(path, ckpt, out.tree, out.data(), out.texts, out.members, files, tick)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import glob
 import os
 
+from tietool.io.h5safe import is_hdf5
+
 from .. import config as configlib
 from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError, UsageError
-from ..h5safe import is_hdf5
 from ..model import Checkpoint
 
 FORMATS = {

@@ -1,4 +1,4 @@
-"""Keras HDF5 layouts, all through :mod:`tietool.h5safe`.
+"""Keras HDF5 layouts, all through :mod:`tietool.io.h5safe`.
 
 - ``keras2-h5``: tf.keras / Keras 2 ``save_weights``, which is what
   transformers' TF ``save_pretrained`` writes as ``tf_model.h5``. Root
@@ -27,11 +27,12 @@ import zipfile
 
 import numpy as np
 
+from tietool.io import rawio
+from tietool.io.h5safe import DatasetEntry, SafeH5
+
 from .. import config as configlib
 from ..errors import CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError
-from ..h5safe import DatasetEntry, SafeH5
 from ..model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, KerasArchive, TensorInfo
-from . import rawio
 from .index import load_index
 
 KERAS3_ROLES = {"optimizer": ROLE_OPTIMIZER, "metrics": "metric"}

@@ -17,10 +17,11 @@ import struct
 
 import numpy as np
 
+from tietool.io import rawio
+
 from .. import dtypes
 from ..errors import CorruptCheckpointError, UnsafeCheckpointError
 from ..model import Checkpoint, TensorInfo
-from . import rawio
 
 MAX_HEADER_BYTES = 100_000_000
 

@@ -1,0 +1,555 @@
+"""The command line: thin. Each command parses its options, calls one library
+function, and renders the result as a table or as JSON. Errors are mapped to
+one line and an exit status here, in :class:`TietoolGroup`, and nowhere else.
+
+Start-up stays light: nothing heavy (h5py, numpy, TensorFlow) is imported
+until a command runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import traceback
+from typing import Any, Callable
+
+import click
+
+from tietool import __version__
+from tietool.cli.exits import EXIT_FOUND, EXIT_NOT_TIED, exit_code_for, exit_status
+from tietool.errors import TietoolError
+
+# Exit statuses, per error and per command: one table, in tietool.cli.exits.
+
+
+def _debug_enabled(ctx: click.Context | None) -> bool:
+    if os.environ.get("TIETOOL_DEBUG", "") not in ("", "0"):
+        return True
+    root = ctx.find_root() if ctx else None
+    return bool(root and root.obj and root.obj.get("debug")) or "--debug" in _command_line(ctx)
+
+
+class TietoolGroup(click.Group):
+    """Maps every error to one line on stderr and an exit status."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # The whole command line, for --json/--debug given after the command
+        # name (read by _wants_json/_debug_enabled, even when the command's
+        # own options fail to parse).
+        ctx.meta["tietool.args"] = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException as exc:  # `tietool --zzz ... --json`
+            json_error(ctx, exc.format_message(), None, exc.exit_code)
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TietoolError as exc:
+            if _debug_enabled(ctx):
+                traceback.print_exc()
+            click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            json_error(ctx, exc.message, exc.path, exit_code_for(exc))
+            ctx.exit(exit_code_for(exc))
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except click.ClickException as exc:  # usage errors: Click prints them
+            json_error(ctx, exc.format_message(), None, exc.exit_code)
+            raise
+        except KeyboardInterrupt as exc:
+            code = _interrupted(exc)
+            json_error(ctx, "interrupted", None, code)
+            ctx.exit(code)
+        except BrokenPipeError:
+            # `tietool inspect ... | head`: not an error worth a traceback
+            sys.stderr.close()
+            ctx.exit(exit_code_for(BrokenPipeError()))
+        except MemoryError:
+            ctx.exit(_out_of_memory(ctx))
+        except Exception as exc:  # a bug in tietool, not bad input
+            if _is_out_of_memory(exc):
+                ctx.exit(_out_of_memory(ctx))
+            if _debug_enabled(ctx):
+                traceback.print_exc()
+            message = (f"internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+                       "(please report; --debug shows the traceback)")
+            click.echo(f"Error: {message}", err=True)
+            json_error(ctx, message, None, exit_code_for(exc))
+            ctx.exit(exit_code_for(exc))
+
+
+# -- errors for scripts ----------------------------------------------------------------
+
+def _command_line(ctx: click.Context | None) -> list[str]:
+    """The arguments given, up to a ``--`` (after which nothing is an option)."""
+    root = ctx.find_root() if ctx else None
+    args = list(root.meta.get("tietool.args", [])) if root else []
+    return args[:args.index("--")] if "--" in args else args
+
+
+def _wants_json(ctx: click.Context | None) -> bool:
+    return "--json" in _command_line(ctx)
+
+
+def json_error(ctx: click.Context | None, message: str, file: str | None, exit_code: int) -> None:
+    """With --json, an error is also one JSON document on stdout:
+    ``{"error": {"message", "file", "exit_code"}}`` (the text line still goes
+    to stderr). Nothing else is on stdout then: results are printed only
+    once complete."""
+    if not _wants_json(ctx):
+        return
+    doc = {"error": {"message": _one_line(message), "file": file, "exit_code": exit_code}}
+    with contextlib.suppress(OSError):  # a closed stdout: the stderr line is the report
+        click.echo(json.dumps(doc, indent=2))
+
+
+def _one_line(text: str) -> str:
+    try:
+        from tietool.cli.render import printable
+    except (MemoryError, ImportError):
+        return repr(" ".join(text.split("\n")))[1:-1]
+    return printable(" ".join(text.split("\n")), backslash=False)
+
+
+# -- signals and low memory: the error path imports and allocates nothing ----------------------
+
+class TietoolCommand(click.Command):
+    """Records the file a command works on (``ctx.meta["tietool.file"]``),
+    for the errors that have no file of their own (out of memory)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        ctx.meta["tietool.file"] = ctx.params.get("src") or ctx.params.get("path")
+        return super().invoke(ctx)
+
+
+TietoolGroup.command_class = TietoolCommand
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """One line for SIGINT/SIGTERM/SIGHUP (``tietool.io.signals``); the exit status."""
+    name = getattr(exc, "name", "SIGINT")
+    done = getattr(exc, "committed", None)
+    tail = f"after {done} was written in full" if done else "nothing written"
+    _stderr_line(f"Error: interrupted by {name}: {tail}")
+    return exit_code_for(exc)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # a module that cannot be mapped under an address-space limit is an
+    # ImportError; mmap/fork failures are OSError ENOMEM
+    if isinstance(exc, OSError):
+        return exc.errno == 12
+    text = str(exc) if isinstance(exc, ImportError) else ""
+    return "failed to map segment" in text or "Cannot allocate memory" in text
+
+
+def _out_of_memory(ctx: click.Context) -> int:
+    path = ctx.meta.get("tietool.file")
+    _stderr_line(f"Error: {path}: out of memory" if path else "Error: out of memory")
+    return exit_code_for(MemoryError())
+
+
+def _stderr_line(text: str) -> None:
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, MemoryError):
+        pass
+
+
+# -- shared options (decorators) -------------------------------------------------
+
+def json_option(f: Callable) -> Callable:
+    """--json, and a hidden --debug so that it works after the command name too."""
+    f = click.option("--debug", is_flag=True, hidden=True, expose_value=False,
+                     help="Show tracebacks of errors.")(f)
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")(f)
+
+
+def output(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """The one place results are printed: JSON for scripts (a typed result's
+    ``to_json()``), text for people. Rendering happens before anything is
+    written, so output is all or nothing."""
+    if as_json:
+        doc = data.to_json() if hasattr(data, "to_json") else data
+        text = json.dumps(doc, indent=2, default=_json_default)
+    else:
+        text = render(data)
+    click.echo(text)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def progress_reporter(quiet: bool, large_only: bool = False):
+    """A byte progress bar on stderr when it is a terminal and not --quiet
+    (:mod:`tietool.cli.progress`), else None; ``large_only``: drawn only for
+    phases past ``tietool.cli.progress.LARGE_BYTES`` (~100 MB)."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tietool.cli.progress import LARGE_BYTES, ByteProgress
+
+    return ByteProgress(min_total=LARGE_BYTES if large_only else 0)
+
+
+# -- commands ------------------------------------------------------------------------
+#
+# Every command's help follows one pattern (new commands too):
+#
+#   @cli.command("name", short_help="<= 50 characters, for the command list",
+#                epilog=exit_status(...only the codes it returns...))
+#   def name(...):
+#       """One or two sentences: what it does and what it reads.
+#
+#       A short paragraph on what matters (exactness, what is written, ...).
+#
+#       Examples:
+#
+#       \b
+#         tietool name fixtures/... --opt       # runnable from the repository root
+#         tietool name fixtures/... --json
+#       """
+#
+# The Examples block is a Click "\b" paragraph (kept verbatim); exit_status()
+# gives 0, 2 and 3 and adds 1 only for commands that return it. Errors need nothing
+# per command: TietoolGroup prints the line (and, with --json, json_error's
+# document) for any TietoolError; give a command --json through json_option.
+# What each exit status means for a command: tietool.cli.exits.COMMAND_EXITS.
+
+@click.group(cls=TietoolGroup, epilog=exit_status(None), context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="tietool")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors (also after the command name).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Read, verify, run and convert checkpoints whose embedding and output
+    (decoder) weights are tied: Keras 2 / transformers TF HDF5 (tf_model.h5),
+    Keras 3 .weights.h5 / .keras, and safetensors. No TensorFlow needed, and
+    nothing from a checkpoint is ever executed.
+
+    PATH is a weights file, a shard index, a .keras archive or a model folder.
+    Run "tietool COMMAND --help" for a command's options and examples.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command(short_help="List tensors, config and ties (headers only).", epilog=exit_status("inspect"))
+@click.argument("path", type=click.Path(path_type=str, readable=False))
+@click.option("--filter", "filter_glob", metavar="GLOB",
+              help="Only list tensors whose name matches GLOB (e.g. '*embed*').")
+@json_option
+def inspect(path: str, filter_glob: str | None, as_json: bool) -> None:
+    """List every stored tensor of PATH with the format, files, parameter
+    count, config highlights and tie groups. Reads headers only.
+
+    Optimizer state is listed with role "optimizer" and not counted as
+    parameters; a file tietool converted shows the config it carries.
+
+    Examples:
+
+    \b
+      tietool inspect fixtures/tf/bert_mlm
+      tietool inspect fixtures/keras3/tied_revemb.keras --filter 'layers/*'
+      tietool inspect fixtures/pt/gpt2 --json
+    """
+    from tietool.cli.render import render_inspect
+    from tietool.summary import inspect_checkpoint
+
+    output(inspect_checkpoint(path, filter_glob=filter_glob), as_json, render_inspect)
+
+
+@cli.command("verify-tie", short_help="Prove the embedding and LM head are tied.",
+             epilog=exit_status("verify-tie"))
+@click.argument("path", type=click.Path(path_type=str, readable=False))
+@click.option("--embedding", metavar="NAME", help="The embedding tensor [vocab, hidden] (default: detected).")
+@click.option("--decoder", metavar="NAME",
+              help="The decoder / LM head tensor, [vocab, hidden] or [hidden, vocab] (default: detected).")
+@click.option("--atol", type=float, default=None,
+              help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--rtol", type=float, default=None,
+              help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@json_option
+def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: float | None, rtol: float | None,
+                   quiet: bool, as_json: bool) -> None:
+    """Find the embedding and decoder (LM head) weights of PATH and prove
+    whether they are tied: implicitly (one matrix, the config declares the
+    tie), by shared storage (hard link, safetensors alias), or as stored
+    copies (duplicate or transposed) compared in one streaming pass. Reports
+    where copies differ and when the config contradicts the weights.
+
+    Exact by default: bitwise, so bfloat16 and NaN payloads compare as
+    stored and -0.0 differs from 0.0. With --atol/--rtol, numpy.isclose
+    semantics (|a-b| <= atol + rtol*|b|; an option not given counts as 0),
+    and any NaN matches any NaN.
+
+    Examples:
+
+    \b
+      tietool verify-tie fixtures/tf/bert_mlm
+      tietool verify-tie fixtures/pt/llama_untied --embedding model.embed_tokens.weight --decoder lm_head.weight
+      tietool verify-tie fixtures/pt/llama_tied --json
+    """
+    from tietool.cli.render import render_verify_tie
+    from tietool.ties.verify import verify_tie
+
+    progress = progress_reporter(quiet)
+    try:
+        report = verify_tie(path, embedding=embedding, decoder=decoder, atol=atol, rtol=rtol, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    output(report, as_json, render_verify_tie)
+    if not report.tied:
+        click.get_current_context().exit(EXIT_NOT_TIED)
+
+
+@cli.command(short_help="Run the shared layer's embedding or linear pass.", epilog=exit_status("run"))
+@click.argument("path", type=click.Path(path_type=str, readable=False))
+@click.option("--mode", type=click.Choice(["embedding", "linear"]), required=True,
+              help="embedding: gather rows for token ids; linear: hidden states @ weight.T (logits).")
+@click.option("--ids", metavar="1,2,3", help="Token ids for embedding mode.")
+@click.option("--input", "input_path", metavar="FILE.npy",
+              help="Token ids [batch, length] (embedding) or hidden states [..., hidden] (linear), as .npy.")
+@click.option("--output", "output_path", metavar="OUT.npy", help="Write the exact result here (.npy).")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.option("--exact-bytes", is_flag=True,
+              help="--output keeps the layer's own bytes: bfloat16/float8 as their bit patterns (uint16/uint8), "
+                   "not upcast to float32.")
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
+              help="Linear mode: tokens shown per position.")
+@click.option("--embedding", metavar="NAME", help="Use this tensor as the embedding instead of the detected one.")
+@click.option("--decoder", metavar="NAME", help="Use this tensor as the decoder (omit for a tied layer).")
+@click.option("--quiet", is_flag=True, help="No progress on stderr (shown when reading over 100 MB).")
+@json_option
+def run(path: str, mode: str, ids: str | None, input_path: str | None, output_path: str | None, force: bool,
+        exact_bytes: bool, top_k: int, embedding: str | None, decoder: str | None, quiet: bool,
+        as_json: bool) -> None:
+    """Rebuild the shared embedding layer of PATH (tietool.SharedEmbeddings,
+    a Keras 3 ReversibleEmbedding) with the stored weights, bit for bit, and
+    run its embedding or linear pass.
+
+    Needs TensorFlow: pip install 'tietool[tf]'. Inputs are checked before
+    TensorFlow is loaded.
+
+    Examples:
+
+    \b
+      tietool run fixtures/tf/gpt2 --mode embedding --ids 1,2,3
+      tietool run fixtures/tf/gpt2 --mode linear --input fixtures/keras2/seed_shared/hidden.npy --top-k 3
+      tietool run fixtures/keras3/tied_revemb.keras --mode embedding --ids 5 --output out.npy
+    """
+    from tietool.cli.render import render_run
+    from tietool.layer.run import check_npy_output, npy_array, parse_ids, run_layer, run_summary, save_npy_atomically
+
+    sources = [p for p in (path, input_path) if p]
+    if output_path:
+        check_npy_output(output_path, force, sources=sources)  # before the work, not after it
+    # The command's own process: keep TensorFlow's start-up chatter off stderr
+    # (the library leaves the environment and file descriptor 2 alone).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    progress = progress_reporter(quiet, large_only=True)
+    try:
+        result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
+                           embedding=embedding, decoder=decoder, progress=progress, quiet_native_stderr=True)
+    finally:
+        if progress is not None:
+            progress.close()
+    if output_path:
+        save_npy_atomically(npy_array(result.output, exact_bytes), output_path, force=force, sources=sources)
+    output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
+
+
+@cli.command(short_help="Convert losslessly: HDF5, .keras <-> safetensors.", epilog=exit_status("convert"))
+@click.argument("src", type=click.Path(path_type=str, readable=False))
+@click.option("--to", "to", type=click.Choice(["safetensors", "h5", "keras"]), default=None,
+              help="Output format. Default: from the -o name (.safetensors, .h5, .keras), else from SRC: "
+                   "HDF5 or .keras -> safetensors, safetensors -> the format it was converted from, else h5.")
+@click.option("-o", "--output", "out", type=click.Path(path_type=str, readable=False), default=None,
+              help="Output file (or folder, for a folder source). Default: beside SRC with the new extension.")
+@click.option("--ties", type=click.Choice(["dedupe", "keep"]), default="dedupe", show_default=True,
+              help="dedupe: write bit-identical stored copies once and record the others as aliases; "
+                   "keep: write every copy.")
+@click.option("--shard-size", metavar="SIZE", default=None,
+              help="Split safetensors output into shards of at most SIZE (e.g. 5GB).")
+@click.option("--names", type=click.Choice(["keras", "pt"]), default="keras", show_default=True,
+              help="keras: keep the stored names (lossless); pt: a transformers TF checkpoint -> a folder PyTorch "
+                   "transformers loads (PyTorch names and layouts, {\"format\": \"pt\"}, 5GB shards by default).")
+@click.option("--head", type=click.Choice(["explicit", "implicit"]), default=None,
+              help="With --names pt: explicit writes a tied head as a real tensor under the architecture's PyTorch "
+                   "name; implicit (the default) leaves it out, as transformers 5 saves.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--no-verify", is_flag=True,
+              help="Skip re-reading the output and comparing every tensor with the source.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@json_option
+def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: str | None, names: str, head: str | None,
+            force: bool, no_verify: bool, quiet: bool, as_json: bool) -> None:
+    """Convert SRC (file, shard index, .keras archive or model folder)
+    between Keras HDF5 / .keras and safetensors, losslessly: names, bytes,
+    dtypes, H5 attributes and config kept, so converting back restores the
+    original, a .keras archive included.
+
+    The output is verified (re-read and compared byte for byte) before it
+    replaces anything; the summary says which format was chosen when --to
+    is not given.
+
+    Examples:
+
+    \b
+      tietool convert fixtures/tf/t5 -o t5-st                 # HDF5 -> safetensors
+      tietool convert fixtures/keras3/tied_revemb.keras -o m.safetensors
+      tietool convert m.safetensors -o m.keras                # back to .keras
+      tietool convert fixtures/tf/gpt2 --names pt -o gpt2-pt  # for PyTorch transformers
+    """
+    from tietool.cli.render import render_convert
+    from tietool.convert import convert as convert_checkpoint
+
+    progress = progress_reporter(quiet)
+    try:
+        result = convert_checkpoint(src, to, out=out, ties=ties, shard_size=shard_size, force=force,
+                                    verify=not no_verify, progress=progress, names=names, head=head)
+    finally:
+        if progress is not None:
+            progress.close()
+    output(result.to_json() if as_json else result, as_json, render_convert)
+
+
+@cli.command(short_help="Audit tie flags against the stored weights.", epilog=exit_status("check"))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@json_option
+def check(paths: tuple[str, ...], as_json: bool) -> None:
+    """Audit config against weights for every checkpoint under PATHS (files,
+    model folders, or folders scanned recursively, the Hugging Face cache
+    layout included): the effective tie flag, what is stored (no head, an
+    identical or transposed copy, a different head, copies that differ),
+    whether they agree, and for each problem the `tietool fix` command.
+    Reads headers and only the tensor bytes a decision needs.
+
+    \b
+    Examples:
+      tietool check fixtures/damaged
+      tietool check ~/.cache/huggingface/hub --json
+    """
+    from tietool.audit.check import check_paths
+    from tietool.cli.render import render_check
+
+    report = check_paths(list(paths))
+    output(report.to_json(), as_json, render_check)
+    if report.exit_code:
+        click.get_current_context().exit(report.exit_code)
+
+
+@cli.command(short_help="Write a repaired copy of a checkpoint.", epilog=exit_status("fix"))
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("-o", "--output", "out", type=click.Path(path_type=str), default=None,
+              help="Where to write the repaired copy (default: PATH-fixed).")
+@click.option("--head", type=click.Choice(["explicit", "implicit"]), default=None,
+              help="explicit: write a tied head as a real tensor under the architecture's PyTorch name (for loaders "
+                   "that ignore alias metadata); implicit: drop a stored head bit-identical to the embedding and "
+                   "record the tie in the config.")
+@click.option("--prefer", metavar="embedding|decoder|NAME", default=None,
+              help="Stored copies differ with no majority: keep this one (the first copy, the last, or a tensor name).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--no-verify", is_flag=True, help="Skip re-reading the output and comparing it with the source.")
+@json_option
+def fix(path: str, out: str | None, head: str | None, prefer: str | None, force: bool, no_verify: bool,
+        as_json: bool) -> None:
+    """Write a repaired copy of PATH in its own format and layout (same file
+    names, shards and index; other files copied unchanged). The source is
+    never modified; with nothing to fix, nothing is written.
+
+    \b
+    Repairs: a flag saying untied with no head stored -> tied; a flag saying
+    tied (or default) with a different head stored -> untied; top-level and
+    nested flags that disagree -> all agree with the weights; stored copies
+    that differ -> the strict majority (or --prefer).
+
+    \b
+    Example:
+      tietool fix fixtures/damaged/pt/llama_flag_untied_no_head -o llama-fixed
+    """
+    from tietool.audit.fix import fix as fix_checkpoint
+    from tietool.cli.render import render_fix
+
+    result = fix_checkpoint(path, out, head=head, prefer=prefer, force=force, verify=not no_verify)
+    output(result.to_json(), as_json, render_fix)
+
+
+def main() -> None:
+    """The ``tietool`` command. Process-wide settings are made here, for the
+    command's own process, never by importing the library: signal handlers
+    (:mod:`tietool.io.signals`) and ``HDF5_PLUGIN_PATH`` pointed at nothing, so
+    that HDF5 can load no filter plugin at all (the library already refuses
+    every filter that is not built in before HDF5 would look one up:
+    :data:`tietool.io.h5safe.BUILTIN_FILTERS`)."""
+    from tietool.io.signals import install
+
+    os.environ["HDF5_PLUGIN_PATH"] = os.devnull  # before h5py loads HDF5
+    install()
+    cli(prog_name="tietool")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+
+# -- diff (appended: keep at the end) -----------------------------------------------------------
+
+@cli.command("diff", short_help="Compare two checkpoints tensor by tensor.", epilog=exit_status("diff"))
+@click.argument("a", type=click.Path(path_type=str))
+@click.argument("b", type=click.Path(path_type=str))
+@click.option("--atol", type=float, default=None,
+              help="Absolute tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--rtol", type=float, default=None,
+              help="Relative tolerance (numpy.isclose on float64). Default: exact, bitwise.")
+@click.option("--all", "show_all", is_flag=True, help="List identical tensors too (the table lists differences only).")
+@click.option("--plot", "plot_path", metavar="FILE.png", default=None,
+              help="Draw the relative difference per tensor, grouped by layer, on a log scale (needs matplotlib: "
+                   "pip install 'tietool[plot]').")
+@click.option("--force", is_flag=True, help="Overwrite --plot FILE if it exists.")
+@json_option
+def diff_cmd(a: str, b: str, atol: float | None, rtol: float | None, show_all: bool, plot_path: str | None,
+             force: bool, as_json: bool) -> None:
+    """Compare checkpoints A and B tensor by tensor, across layouts and naming
+    schemes: file, shard index, .keras or model folder, H5 or safetensors,
+    transformers TF or PyTorch names (kernels compared through the transpose),
+    a tie stored once on one side and twice on the other.
+
+    Exact by default (bitwise); --atol/--rtol as verify-tie (numpy.isclose,
+    an option not given counts as 0, NaN matches NaN). Prints how each pair
+    was matched and, for each difference, the max absolute and relative
+    difference, the relative L2 error ||a-b||/||a||, how many elements and
+    rows differ and the first differing index; then a per-layer summary.
+
+    \b
+    Examples:
+      tietool diff fixtures/diff/bert_tf fixtures/diff/bert_pt5
+      tietool diff fixtures/diff/bert_pt5 fixtures/diff/bert_pt5_tuned --plot diff.png
+      tietool diff A B --atol 1e-6 --json
+    """
+    from tietool.cli.render import render_diff
+    from tietool.diff.checkpoints import diff_checkpoints
+
+    if plot_path:
+        from tietool.diff.plot import check_plot_output
+
+        check_plot_output(plot_path, force)  # before the work, not after it
+    result = diff_checkpoints(a, b, atol=atol, rtol=rtol)
+    if plot_path:
+        from tietool.diff.plot import write_plot
+
+        write_plot(result, plot_path, force=force)
+    output(result.to_json(), as_json, lambda r: render_diff(r, show_all=show_all))
+    if not result.identical:
+        click.get_current_context().exit(EXIT_FOUND)

@@ -1,0 +1,409 @@
+"""Turning library results into text for people. No I/O here."""
+
+from __future__ import annotations
+
+import textwrap
+import unicodedata
+from typing import TYPE_CHECKING, Sequence
+
+from tabulate import tabulate
+
+if TYPE_CHECKING:  # annotations only: rendering imports no reader
+    from tietool.convert import ConversionResult
+    from tietool.summary import InspectReport
+    from tietool.ties.verify import Member, TieGroup, TieReport
+
+
+def printable(text: str, backslash: bool = True) -> str:
+    """Escape control and format characters so a hostile tensor name cannot
+    move the cursor, clear the screen or fake lines in a terminal.
+    ``backslash=False`` for text whose names are already ``repr``-quoted."""
+    out = []
+    for ch in str(text):
+        if ch == "\\" and backslash:
+            out.append("\\\\")
+        elif unicodedata.category(ch)[0] in ("C", "Z") and ch != " ":
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n} B"  # pragma: no cover
+
+
+def shape_str(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def table(rows: list[list], headers: list[str]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def key_values(pairs: list[tuple[str, object]]) -> str:
+    return tabulate([[k, v] for k, v in pairs], tablefmt="plain", disable_numparse=True)
+
+
+def tie_label(highlights: dict) -> str | None:
+    tie = highlights.get("tie_word_embeddings")
+    if isinstance(tie, dict):
+        return f"{str(tie['value']).lower()} ({tie['source']})"
+    if "tie_weights" in highlights:
+        return f"{highlights['tie_weights']} (ReversibleEmbedding tie_weights)"
+    return None
+
+
+def render_inspect(report: InspectReport) -> str:
+    s = report.summary
+    h = report.config_highlights
+    pairs: list[tuple[str, object]] = [
+        ("path", printable(report.path)),
+        ("format", f"{report.format} ({report.format_description})"),
+    ]
+    if report.origin_format != report.format:
+        pairs.append(("converted from", f"{report.origin_format} ({report.origin_description})"))
+    pairs += [
+        ("files", "\n".join(printable(f) for f in report.files)),
+        ("tensors", f"{s.tensor_count}"
+         + (f" ({s.optimizer_tensor_count} optimizer)" if s.optimizer_tensor_count else "")),
+        ("parameters", f"{s.parameter_count:,}"),
+        ("total size", f"{human_bytes(s.total_bytes)} ({s.total_bytes:,} bytes)"),
+        ("by dtype", ", ".join(f"{k} {human_bytes(v)}" for k, v in s.bytes_by_dtype.items()) or "-"),
+    ]
+    if report.config_source:
+        pairs.append(("config", printable(report.config_source)))
+        pairs += _config_highlights(h)
+    else:
+        pairs.append(("config", "none"))
+    meta = dict(report.metadata)
+    meta.update(report.keras_metadata)  # a .keras archive's metadata.json, also when carried
+    for k, v in sorted(meta.items()):
+        # tietool's own records (layout, config, names) are shown by what they mean, above
+        if isinstance(v, (str, int, float)) and len(str(v)) < 120 and not str(k).startswith("tietool."):
+            pairs.append((f"meta {printable(k)}", printable(str(v))))
+    parts = [key_values(pairs)]
+    has_roles = any(t.role != "weight" for t in report.tensors)
+    headers = ["name", "shape", "dtype", "size"] + (["role"] if has_roles else [])
+    rows = []
+    for t in report.tensors:
+        row = [printable(t.name) + (f" -> {printable(t.alias_of)}" if t.alias_of else ""),
+               shape_str(t.shape), t.dtype, human_bytes(t.nbytes)]
+        if has_roles:
+            row.append(t.role)
+        rows.append(row)
+    if s.shown_count is not None:
+        parts.append(f"{s.shown_count} of {s.tensor_count} tensors match the filter")
+    parts.append(table(rows, headers) if rows else "(no tensors)")
+    if report.ties:
+        parts.append(render_tie_groups(report.ties))
+    if report.config_code:
+        lines = ["Code in the config (reported, never run):"]
+        lines += [f"  {printable(c['path'])}: {printable(c['what'])}" for c in report.config_code]
+        parts.append("\n".join(lines))
+    if report.warnings:
+        parts.append("\n".join("warning: " + printable(w) for w in report.warnings))
+    return "\n\n".join(parts)
+
+
+def _config_highlights(h: dict) -> list[tuple[str, object]]:
+    """The rows for :func:`tietool.config.highlights` (keys present only when the config has them)."""
+    pairs: list[tuple[str, object]] = []
+    for key in ("model_type", "class_name"):
+        if h.get(key):
+            pairs.append((key.replace("_", " "), printable(str(h[key]))))
+    if h.get("architectures"):
+        pairs.append(("architectures", printable(", ".join(map(str, h["architectures"])))))
+    if h.get("vocab_size") is not None:
+        pairs.append(("vocab size", h["vocab_size"]))
+    if h.get("hidden_size") is not None:
+        pairs.append(("hidden size", h["hidden_size"]))
+    label = tie_label(h)
+    if label:
+        pairs.append(("tie_word_embeddings" if "tie_word_embeddings" in h else "tie_weights", label))
+    hub = h.get("kerashub")
+    if hub:
+        if hub.get("tie_key"):
+            pairs.append((hub["tie_key"], f"{str(hub['tie']).lower()} (keras-hub config)"))
+        for key, text in (("final_logit_soft_cap", "soft cap"), ("dtype", "dtype policy")):
+            if hub.get(key) is not None:
+                pairs.append((text, printable(str(hub[key]))))
+        modes = sorted({q["mode"] for q in (hub.get("quantized_layers") or {}).values()})
+        if modes:
+            pairs.append(("quantized", printable(", ".join(modes))))
+    return pairs
+
+
+def _member_label(m: Member) -> str:
+    text = printable(m.name)
+    if m.transposed:
+        text += " (T)"
+    text += f" [{m.role}]"
+    if m.same_storage_as:
+        how = "alias of" if not m.stored else "same storage as"
+        text += f" = {how} {printable(m.same_storage_as)}"
+    return text
+
+
+def _evidence(g: TieGroup) -> str:
+    """One line per comparison (:meth:`tietool.ties.compare.Diff.as_dict`: the
+    difference figures are there only when some bits differ)."""
+    lines = []
+    for c in g.comparisons:
+        if c["equal"] and c["identical"]:
+            lines.append(f"{printable(c['member'])}: identical")
+        elif c["equal"]:
+            lines.append(f"{printable(c['member'])}: equal within tolerance "
+                         f"({c.get('bits_differ', 0)} element(s) differ in bits, "
+                         f"max abs diff {c.get('max_abs_diff', 0.0):.6g})")
+        else:
+            what = "near copy" if c.get("near_copy") else "differs"
+            first = ", ".join(str(r) for r in c.get("first_rows", []))
+            lines.append(f"{printable(c['member'])}: {what}: max abs diff {c.get('max_abs_diff', 0.0):.6g}, "
+                         f"{c.get('rows_differ', 0)} row(s) differ" + (f" (first: {first})" if first else "")
+                         + (f", {c['nan_mismatch']} NaN on one side only" if c.get("nan_mismatch") else ""))
+    if not lines and g.tie_source:
+        lines.append(printable(g.tie_source))
+    return "\n".join(lines) or "-"
+
+
+def render_tie_groups(groups: Sequence[TieGroup]) -> str:
+    """The tie groups (:class:`tietool.ties.verify.TieGroup`) as one table."""
+    rows = []
+    for g in groups:
+        members = "\n".join(_member_label(m) for m in g.members)
+        rows.append([members, g.kind, g.verdict, _evidence(g)])
+    return "Tie groups:\n" + table(rows, ["members", "stored as", "verdict", "evidence"])
+
+
+def render_verify_tie(report: TieReport) -> str:
+    cfg = report.config
+    if cfg.get("value") is None:
+        declared = "nothing declared" + (f" ({printable(cfg['file'])})" if cfg.get("file") else " (no config)")
+    else:
+        declared = f"{cfg.get('key')}={str(cfg['value']).lower()} ({cfg.get('source')})"
+    pairs: list[tuple[str, object]] = [
+        ("path", printable(report.path)),
+        ("format", report.format),
+        ("config", declared),
+        ("comparison", "exact (bitwise)" if report.exact else f"atol={report.atol}, rtol={report.rtol}"),
+    ]
+    hub = cfg.get("kerashub")
+    if hub:
+        pairs.insert(3, ("keras-hub", printable(", ".join(_kerashub_bits(hub)))))
+    parts = [key_values(pairs)]
+    if report.groups:
+        parts.append(render_tie_groups(report.groups))
+    lines = []
+    for g in report.groups:
+        lines.append(f"{g.verdict}: {printable(g.reason)}")
+        lines += _agreement_lines(g.agreement)
+        cons = g.consistency
+        if cons and not cons["consistent"]:
+            side = {"config": "the config is wrong", "weights": "the weights are wrong"}.get(
+                cons["wrong_side"], "unclear which side is wrong")
+            lines.append(f"config contradicts weights ({side}): {printable(cons['message'])}")
+    if not report.groups:
+        lines.append(printable(report.message))
+    lines.append("TIED" if report.tied else "NOT TIED")
+    parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _kerashub_bits(hub: dict) -> list[str]:
+    bits = [str(hub.get("task_class") or hub.get("backbone_class"))]
+    if hub.get("final_logit_soft_cap") is not None:
+        bits.append(f"final_logit_soft_cap={hub['final_logit_soft_cap']}")
+    if hub.get("dtype"):
+        bits.append(f"dtype {hub['dtype']}")
+    modes = sorted({q["mode"] for q in (hub.get("quantized_layers") or {}).values()})
+    if modes:
+        bits.append("quantized " + "/".join(modes))
+    return bits
+
+
+def _agreement_lines(agree: dict | None) -> list[str]:
+    """Copies that differ: the majority (:meth:`tietool.ties.majority.Agreement.to_json`)."""
+    if not agree:
+        return []
+    n = sum(len(c) for c in agree["classes"])
+    lines = [f"majority: {len(agree['majority'])} of {n} copies identical" if agree["majority"]
+             else f"majority: none ({n} copies, no strict majority)"]
+    for o in agree["odd_ones_out"]:
+        lines.append(f"odd one out: {printable(o['name'])}: first differs at {o['index']} "
+                     f"({o['value']} vs {o['expected']} in {printable(o['reference'])})")
+    return lines
+
+
+def render_run(summary: dict) -> str:
+    pairs = [
+        ("mode", summary["mode"]),
+        ("embedding", printable(summary["embedding"])),
+        ("decoder", printable(summary["decoder"]) if summary["decoder"] else "none used (tied)"),
+        ("tied", f"{str(summary['tied']).lower()} ({summary['tie_kind']})"),
+        ("output shape", shape_str(summary["shape"])),
+        ("dtype", summary["dtype"]),
+    ]
+    lay = summary.get("layer") or {}
+    if lay.get("dtype_policy") and lay["dtype_policy"] != summary["dtype"]:
+        pairs.append(("dtype policy", printable(str(lay["dtype_policy"]))))
+    if lay.get("soft_cap") is not None:
+        pairs.append(("soft cap", f"{lay['soft_cap']} (tanh(x / cap) * cap)"))
+    if lay.get("quantization"):
+        pairs.append(("quantized", printable(str(lay["quantization"]))))
+    pairs += [
+        ("preview", ", ".join(f"{v:.6g}" for v in summary["preview"]) + (" ..." if summary["preview"] else "")),
+    ]
+    if summary.get("output"):
+        pairs.append(("written to", printable(summary["output"])))
+    parts = [key_values(pairs)]
+    if summary.get("top_k"):
+        rows = [[shape_str(item["position"]),
+                 "  ".join(f"{t}:{v:.4f}" for t, v in zip(item["tokens"], item["logits"], strict=False))]
+                for item in summary["top_k"]]
+        parts.append(table(rows, ["position", "top tokens (id:logit)"]))
+    return "\n\n".join(parts)
+
+
+def render_convert(r: ConversionResult) -> str:
+    """The summary of `convert` (both naming schemes)."""
+    pt = r.pt
+    lines = [f"{printable(r.source)} ({r.source_format}) -> {printable(r.output)}" + (" (PyTorch names)" if pt else "")]
+    if r.to_inferred:
+        lines.append(f"  chose --to {r.to}: {r.to_inferred}")
+    lines += [f"  wrote {printable(f)}" for f in r.files]
+    if r.copied_files:
+        lines.append(f"  copied {len(r.copied_files)} other file(s) unchanged")
+    lines.append(f"  {r.tensors} tensors, {r.bytes:,} bytes of tensor data, {r.seconds:.2f} s"
+                 + (", verified" if r.verified else ", not verified"))
+    if pt is not None:
+        if pt.transposed:
+            lines.append(f"  transposed {len(pt.transposed)} kernel(s)")
+        if pt.reshaped:
+            lines.append(f"  moved size-1 axes of {len(pt.reshaped)} tensor(s) to the {pt.pt_class} shapes")
+        for name, why in pt.dropped.items():
+            lines.append(f"  dropped {printable(name)}: {printable(why)}")
+        for removed, kept in pt.copies_merged.items():
+            lines.append(f"  copy {printable(removed)} written once as {printable(kept)}")
+        for head, emb in pt.tied_heads_left_out.items():
+            lines.append(f"  tied {printable(head)} left out (transformers ties it to {printable(emb)})")
+    for removed, kept in r.aliases.items():
+        lines.append(f"  alias {printable(removed)} -> {printable(kept)}")
+    lines += [f"  note: {n}" for n in r.notes]
+    return "\n".join(lines)
+
+
+def _check_tie(c: dict) -> str:
+    if c.get("tied") is None:
+        return "-"
+    flags = c.get("flags") or []
+    declared = any(f["declared"] for f in flags)
+    return str(c["tied"]).lower() + ("" if declared or not flags else " (default)")
+
+
+def render_check(report: dict) -> str:
+    """`tietool check`: one row per checkpoint, then the fix commands."""
+    rows = []
+    for c in report["checkpoints"]:
+        verdict = "ok" if c["ok"] else "unreadable" if c["ok"] is None else "PROBLEM"
+        if c["ok"] is None:
+            problem = printable(c.get("error") or "")
+        elif c["problems"]:
+            problem = printable("; ".join(c["problems"]))
+        else:
+            problem = f"stored: {c.get('stored') or '-'}"
+        rows.append([printable(c["path"]), verdict, _check_tie(c), textwrap.fill(problem, 72)])
+    parts = [table(rows, ["path", "verdict", "tie", "problem"]) if rows else "(no checkpoints found)"]
+    fixes = [f"  {c['fix']}" for c in report["checkpoints"] if c.get("fix")]
+    if fixes:
+        parts.append("fix:\n" + "\n".join(printable(f) for f in fixes))
+    s = report["summary"]
+    parts.append(f"{s['checked']} checkpoint(s): {s['consistent']} consistent, {s['problems']} with a problem, "
+                 f"{s['unreadable']} unreadable ({s['seconds']:.2f} s)")
+    return "\n\n".join(parts)
+
+
+def render_fix(r: dict) -> str:
+    """`tietool fix`: what was repaired and written."""
+    if r["nothing_to_fix"]:
+        return f"{printable(r['source'])}: nothing to fix (config and weights agree); nothing written"
+    lines = [f"{printable(r['source'])} -> {printable(r['output'])}"]
+    lines += [f"  repaired: {printable(x['message'])}" for x in r["repairs"]]
+    lines += [f"  wrote {printable(f)}" for f in r["written"]]
+    if r["copied"]:
+        lines.append(f"  copied {len(r['copied'])} other file(s) unchanged")
+    lines.append(f"  {r['seconds']:.2f} s" + (", verified" if r["verified"] else ", not verified"))
+    return "\n".join(lines)
+
+
+# -- diff ---------------------------------------------------------------------------------
+
+def _g(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    return "0" if x == 0 else f"{x:.3g}"
+
+
+def _diff_name(t: dict) -> str:
+    a, b = t.get("a"), t.get("b")
+    name = printable(str(a if a is not None else b))
+    if a is not None and b is not None and a != b:
+        how = t["match"] + (f", {t['transform']}" if t.get("transform") else "")
+        name += f"\n  = {printable(b)} ({how})"
+    elif t.get("match") and t["match"] != "name":
+        name += f" ({t['match']})"
+    return name
+
+
+def render_diff(report: dict, show_all: bool = False) -> str:
+    """The result of ``tietool.diff.checkpoints.DiffResult.to_json()``, for people:
+    differences first, identical tensors counted (listed with ``show_all``)."""
+    s = report["summary"]
+    by = s["by_status"]
+    matched = ", ".join(f"{n} by {how}" for how, n in s["by_match"].items()) or "none"
+    pairs: list[tuple[str, object]] = [
+        ("a", f"{printable(report['a'])} ({report['format_a']})"),
+        ("b", f"{printable(report['b'])} ({report['format_b']})"),
+        ("comparison", s["comparison"]),
+        ("matched", f"{s['pairs']} pair(s): {matched}" + (f"; {s['transformed']} with a layout change"
+                                                          if s["transformed"] else "")),
+        ("result", ", ".join(f"{n} {k}" for k, n in by.items() if n) or "no tensors"),
+    ]
+    parts = [key_values(pairs)]
+    rows = []
+    for t in report["tensors"]:
+        if t["status"] in ("identical",) and not show_all:
+            continue
+        if t["status"] in ("only-a", "only-b", "shape-mismatch"):
+            detail = (f"{shape_str(t['shape_a'])} vs {shape_str(t['shape_b'])}" if t["status"] == "shape-mismatch"
+                      else shape_str(t["shape_a"] or t["shape_b"]) + f" {t['dtype_a'] or t['dtype_b']}")
+            rows.append([t["status"], _diff_name(t), "-", "-", "-", detail, "-"])
+            continue
+        differ = f"{t['elements_differ']:,} of {t['elements']:,}" + (
+            f", {t['rows_differ']:,} row(s)" if t["elements_differ"] else "")
+        if t["status"] == "dtype-mismatch":
+            differ = f"{t['dtype_a']} vs {t['dtype_b']}; " + differ
+        first = shape_str(t["first_index"]) if t.get("first_index") is not None else "-"
+        rows.append([t["status"], _diff_name(t), _g(t["max_abs"]), _g(t["max_rel"]), _g(t["rel_l2"]), differ, first])
+    hidden = by.get("identical", 0) if not show_all else 0
+    if rows:
+        parts.append(table(rows, ["status", "tensor", "max abs", "max rel", "rel L2", "elements differ", "first"]))
+    if hidden:
+        parts.append(f"{hidden} identical tensor(s) not listed (--all lists them)")
+    layers = report.get("layers") or []
+    if len(layers) > 1 or (layers and layers[0]["layer"] != "(no layer)"):
+        lrows = [[printable(g["layer"]), g["tensors"], g["differ"],
+                  f"{g['elements_differ']:,} of {g['elements']:,}"
+                  + (f" ({100 * g['elements_differ'] / g['elements']:.1f}%)" if g["elements"] else ""),
+                  _g(g["max_abs"]), _g(g["max_rel_l2"])] for g in layers]
+        parts.append("Per layer:\n" + table(lrows, ["layer", "tensors", "differ", "elements differ", "max abs",
+                                                    "max rel L2"]))
+    parts.append("IDENTICAL" if report["identical"] else "DIFFERENT")
+    return "\n\n".join(parts)

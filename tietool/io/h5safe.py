@@ -1,0 +1,544 @@
+"""The only way tietool touches HDF5: safe accessors over h5py.
+
+Modelled on keras' ``saving_lib`` helpers, stricter: soft and external links,
+external storage and virtual datasets are refused; every dataset's declared
+size is checked against what it stores and against the file before anything
+is read; attributes are size-capped. h5py's own errors are turned into
+one-line :class:`~tietool.errors.CorruptCheckpointError`.
+
+Filter plugins are shared libraries: a hostile file naming a filter must not
+make HDF5 dlopen something from ``HDF5_PLUGIN_PATH``. HDF5 can only switch
+plugin loading off for the whole process (and h5py 3.14 exposes no
+``H5PLset_loading_state``), so importing this module changes nothing; instead
+every dataset is checked on open (:meth:`SafeH5.dataset_entry`): a filter
+that is not one of HDF5's built-in filters or h5py's LZF
+(:data:`BUILTIN_FILTERS`) is refused before HDF5 is asked about it, so HDF5
+never looks a plugin up for tietool. The ``tietool`` command additionally
+points ``HDF5_PLUGIN_PATH`` at nothing for its own process
+(:func:`tietool.cli.commands.main`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Iterator
+
+import h5py
+import numpy as np
+
+from tietool import dtypes
+from tietool.blocks import SCAN_WINDOW_BYTES
+from tietool.errors import CorruptCheckpointError, TietoolError, UnsafeCheckpointError, UnsupportedFormatError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Largest attribute we will read (model_config of a huge model is a few MB).
+MAX_ATTR_BYTES = 64 * 1024 * 1024
+#: Objects (groups + datasets) we are willing to walk in one file.
+MAX_OBJECTS = 2_000_000
+MAX_DEPTH = 64
+#: Chunked/compressed datasets may legitimately store less than they declare,
+#: but not this much less (DEFLATE tops out near 1032:1).
+MAX_EXPANSION = 1100
+EXPANSION_FLOOR = 1 << 20
+
+
+def is_hdf5(path: str) -> bool:
+    """HDF5 signature at offset 0 or at a power-of-two user-block offset."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            pos = 0
+            while pos + 8 <= size:
+                fh.seek(pos)
+                if fh.read(8) == HDF5_SIGNATURE:
+                    return True
+                pos = 512 if pos == 0 else pos * 2
+    except OSError:
+        return False
+    return False
+
+
+def open_file(source: str | IO[bytes], label: str, size: int | None = None) -> h5py.File:
+    """Open read-only. ``label`` is the name used in error messages."""
+    try:
+        if isinstance(source, str):
+            return h5py.File(source, "r", locking=False)
+        return h5py.File(source, "r")
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise CorruptCheckpointError(f"not a readable HDF5 file ({_h5_reason(exc)})", label) from None
+
+
+#: What h5py raises for a file it cannot read (its error stack mapped to
+#: builtins), and what a ``.keras`` member read through raises.
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
+             zipfile.BadZipFile, EOFError, zlib.error)
+#: Modules h5py calls into: an error raised there is still h5py's.
+H5_CALLEES = ("numpy", "zipfile", "zlib", "io", "_io", "codecs", "encodings", "_compression", "struct")
+
+
+def raised_in_h5py(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while h5py had control: the traceback's
+    last frame that is neither h5py nor a library h5py calls into (numpy,
+    the ``zipfile`` member it reads through) comes before an h5py frame. An
+    error raised by tietool's own code (or any other Python code, such as a
+    callback h5py runs) is a bug, never "corrupt file"."""
+    in_h5py = False
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module == "h5py" or module.startswith("h5py."):
+            in_h5py = True
+        elif not module.startswith(H5_CALLEES):
+            in_h5py = False
+        tb = tb.tb_next
+    return in_h5py
+
+
+def _h5_reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # h5py messages look like "Unable to synchronously open file (file signature not found)"
+    if "(" in text and text.endswith(")"):
+        text = text[text.rfind("(") + 1 : -1]
+    return text
+
+
+@dataclass
+class DatasetEntry:
+    path: str  # full path without the leading "/"
+    dataset: h5py.Dataset
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+    offset: int | None  # contiguous, allocated, little-endian: raw byte offset in the HDF5 file
+    object_key: Any  # the object's address: equal for hard links to one dataset
+    needs_view: str | None  # bfloat16 stored as opaque: view raw bytes as this
+
+
+class SafeH5:
+    """A read-only HDF5 file walked through checks. ``label`` names the file
+    in every error; ``file_size`` bounds what datasets may claim."""
+
+    def __init__(self, source: str | IO[bytes], label: str, file_size: int | None = None):
+        self.label = label
+        if file_size is None and isinstance(source, str):
+            file_size = os.path.getsize(source)
+        self.file_size = file_size
+        self.source = source
+        self.file = open_file(source, label)
+        self._objects = 0
+        self._heaps_checked = False
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.file.close()
+
+    # -- guarded calls ----------------------------------------------------
+    def guard(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run an h5py call; HDF5's failures become one clear error.
+
+        Only errors raised inside h5py (or below it: HDF5, numpy, the
+        ``.keras`` archive member HDF5 reads through) become
+        :class:`~tietool.errors.CorruptCheckpointError`; tietool's own
+        errors pass unchanged, and a bug in tietool's code (a ``TypeError``
+        or ``KeyError`` raised by tietool itself, also in a callback h5py
+        runs) surfaces as what it is: an internal error, not a corrupt file."""
+        try:
+            return fn()
+        except H5_ERRORS as exc:
+            if isinstance(exc, TietoolError) or not raised_in_h5py(exc):
+                raise
+            raise CorruptCheckpointError(f"cannot read {what} ({_h5_reason(exc)})", self.label) from None
+
+    # -- links and walking -------------------------------------------------
+    def check_link(self, group: h5py.Group, name: str, path: str) -> None:
+        link = self.guard(path, lambda: group.get(name, getlink=True))
+        if isinstance(link, h5py.SoftLink):
+            raise UnsafeCheckpointError(f"soft link at /{path} (to {link.path}) refused", self.label)
+        if isinstance(link, h5py.ExternalLink):
+            raise UnsafeCheckpointError(
+                f"external link at /{path} (to {link.filename}:{link.path}) refused", self.label
+            )
+        if link is None:
+            raise CorruptCheckpointError(f"/{path} is missing", self.label)
+
+    def get(self, path: str) -> h5py.Group | h5py.Dataset:
+        """Object at ``path``, each step's link checked."""
+        node = self.file
+        walked = []
+        for part in path.strip("/").split("/"):
+            if not part:
+                continue
+            walked.append(part)
+            here = "/".join(walked)
+            if not isinstance(node, h5py.Group) or not self.guard(here, lambda: part in node):  # noqa: B023 (called at once)
+                raise CorruptCheckpointError(f"/{'/'.join(walked)} is missing", self.label)
+            self.check_link(node, part, "/".join(walked))
+            node = self.guard("/".join(walked), lambda: node[part])  # noqa: B023 (called at once)
+        return node
+
+    def has(self, path: str) -> bool:
+        node = self.file
+        for part in path.strip("/").split("/"):
+            if not isinstance(node, h5py.Group) or not self.guard(path, lambda: part in node):  # noqa: B023 (called at once)
+                return False
+            self.check_link(node, part, path)
+            node = self.guard(path, lambda: node[part])  # noqa: B023 (called at once)
+        return True
+
+    def walk(self, root: str = "") -> Iterator[DatasetEntry]:
+        """Every dataset below ``root``, in name order, links checked. A
+        dataset reached by two hard links is yielded twice, with the same
+        ``object_key``; a group reached twice is walked once (no cycles)."""
+        start = self.get(root) if root else self.file
+        seen_groups: set = set()
+        yield from self._walk(start, root.strip("/"), 0, seen_groups)
+
+    def _walk(self, group: h5py.Group, prefix: str, depth: int, seen: set) -> Iterator[DatasetEntry]:
+        if depth > MAX_DEPTH:
+            raise UnsafeCheckpointError(f"groups nested deeper than {MAX_DEPTH} at /{prefix}", self.label)
+        key = self._object_key(group, prefix)
+        if key in seen:
+            return
+        seen.add(key)
+        names = self.guard(f"/{prefix}", lambda: sorted(group.keys(), key=natural_key))
+        for name in names:
+            self._objects += 1
+            if self._objects > MAX_OBJECTS:
+                raise UnsafeCheckpointError(f"more than {MAX_OBJECTS} objects", self.label)
+            path = f"{prefix}/{name}" if prefix else name
+            self.check_link(group, name, path)
+            obj = self.guard(f"/{path}", lambda: group[name])  # noqa: B023 (called at once)
+            if isinstance(obj, h5py.Group):
+                yield from self._walk(obj, path, depth + 1, seen)
+            elif isinstance(obj, h5py.Dataset):
+                yield self.dataset_entry(obj, path)
+            # named datatypes carry no data: nothing to list
+
+    def _object_key(self, obj, path: str):
+        # The object header address: one per stored object, shared by hard links.
+        return self.guard(f"/{path}", lambda: h5py.h5o.get_info(obj.id).addr)
+
+    # -- datasets -----------------------------------------------------------
+    def dataset_entry(self, ds: h5py.Dataset, path: str) -> DatasetEntry:
+        """A dataset checked before anything is read from it: no virtual or
+        external storage, a tensor dtype, only built-in filters, and a
+        declared size that its storage and the file can hold."""
+        where = f"dataset /{path}"
+        self._check_storage_is_local(ds, where)
+        shape = self.guard(where, lambda: ds.shape)
+        if shape is None:  # null dataspace
+            raise CorruptCheckpointError(f"{where} has no dataspace", self.label)
+        shape = tuple(int(d) for d in shape)
+        h5dtype = self.guard(where, lambda: ds.dtype)
+        dt, needs_view = self._tensor_dtype(ds, h5dtype, where)
+        declared = dtypes.nbytes_for(shape, dt.name)
+        dcpl = self.guard(where, lambda: ds.id.get_create_plist())
+        layout = self.guard(where, lambda: dcpl.get_layout())
+        self._check_filters(dcpl, where)
+        stored = self.guard(where, lambda: ds.id.get_storage_size())
+        offset = None
+        size = f"{declared} bytes ({_shape(shape)} {dt.name})"
+        if layout == h5py.h5d.CONTIGUOUS:
+            raw_offset = self._contiguous_offset(ds, declared, stored, size, where)
+            if raw_offset is not None and (h5dtype.byteorder in "<=|" or needs_view):
+                offset = raw_offset
+        elif layout == h5py.h5d.CHUNKED:
+            self._check_chunked(declared, stored, size, where)
+        elif layout == h5py.h5d.COMPACT:
+            if declared > 64 * 1024:
+                raise CorruptCheckpointError(f"{where} is compact but declares {declared} bytes", self.label)
+        else:
+            raise UnsupportedFormatError(f"{where} has an unsupported storage layout", self.label)
+        key = self._object_key(ds, path)
+        return DatasetEntry(path, ds, shape, dt.name, declared, offset, key, needs_view)
+
+    def _check_storage_is_local(self, ds: h5py.Dataset, where: str) -> None:
+        if self.guard(where, lambda: ds.is_virtual):
+            raise UnsafeCheckpointError(f"{where} is a virtual dataset (reads other files); refused", self.label)
+        external = self.guard(where, lambda: ds.external)
+        if external:
+            files = ", ".join(str(e[0]) for e in external)
+            raise UnsafeCheckpointError(f"{where} keeps its data in external file(s) {files}; refused", self.label)
+
+    def _tensor_dtype(self, ds: h5py.Dataset, h5dtype: np.dtype, where: str) -> tuple[dtypes.DType, str | None]:
+        """The tensor dtype, and ``"bfloat16"`` when the raw bytes must be viewed as such."""
+        needs_view = None
+        dt = dtypes.from_numpy(h5dtype) if h5dtype.kind != "V" else None
+        if h5dtype.kind == "V" and h5dtype.itemsize == 2 and h5dtype.fields is None:
+            # bfloat16 has no HDF5 type: Keras stores it as 2-byte opaque, and
+            # Keras 3 marks it with a `dtype` attribute. No other 2-byte opaque
+            # type is written by Keras, so an unmarked one is read the same way.
+            marker = self.attr(ds, "dtype", where) if "dtype" in self.attr_names(ds) else None
+            if marker in (None, "bfloat16"):
+                dt, needs_view = dtypes.DTYPES["bfloat16"], "bfloat16"
+        if dt is None:
+            raise UnsupportedFormatError(f"{where} has dtype {h5dtype} which is not a tensor dtype", self.label)
+        return dt, needs_view
+
+    def _check_filters(self, dcpl: Any, where: str) -> None:
+        for i in range(self.guard(where, lambda: dcpl.get_nfilters())):
+            code = self.guard(where, lambda: dcpl.get_filter(i))[0]  # noqa: B023 (called at once)
+            if not _filter_available(code):
+                raise UnsupportedFormatError(
+                    f"{where} needs HDF5 filter {code}, which is not built in (filter plugins are never loaded)",
+                    self.label,
+                )
+
+    def _contiguous_offset(self, ds: h5py.Dataset, declared: int, stored: int, size: str, where: str) -> int | None:
+        """The byte offset of a contiguous dataset's data (None: nothing
+        stored, for an empty one), checked to hold the declared size inside the file."""
+        if declared and stored != declared:
+            raise UnsafeCheckpointError(f"{where} declares {size} but stores {stored}; refused", self.label)
+        raw_offset = self.guard(where, lambda: ds.id.get_offset())
+        if not declared:
+            return None
+        if raw_offset is None:
+            raise CorruptCheckpointError(f"{where} has no data stored", self.label)
+        if self.file_size is not None and raw_offset + declared > self.file_size:
+            raise CorruptCheckpointError(
+                f"{where} data ends at byte {raw_offset + declared}, past the end of the file "
+                f"({self.file_size} bytes): truncated?",
+                self.label,
+            )
+        return raw_offset
+
+    def _check_chunked(self, declared: int, stored: int, size: str, where: str) -> None:
+        if declared > EXPANSION_FLOOR and declared > MAX_EXPANSION * max(stored, 1):
+            raise UnsafeCheckpointError(
+                f"{where} declares {size} but stores only {stored}; refused as a shape/decompression bomb",
+                self.label,
+            )
+        if self.file_size is not None and stored > self.file_size:
+            raise CorruptCheckpointError(f"{where} claims more stored bytes than the file has", self.label)
+
+    def read_rows(self, entry: DatasetEntry, start: int, stop: int, cols: slice | None = None) -> np.ndarray:
+        """Rows ``start:stop`` (and, for a 2-D dataset, columns ``cols``: an
+        HDF5 hyperslab), in native byte order, bfloat16 viewed as such."""
+        ds = entry.dataset
+        where = f"dataset /{entry.path}"
+        if not entry.shape:
+            arr = self.guard(where, lambda: ds[()])
+            arr = np.asarray(arr)
+        elif cols is not None:
+            arr = self.guard(where, lambda: ds[start:stop, cols])
+        else:
+            arr = self.guard(where, lambda: ds[start:stop])
+        if entry.needs_view:
+            arr = np.ascontiguousarray(arr).view(dtypes.numpy_dtype(entry.needs_view))
+        elif arr.dtype.byteorder == (">" if np.little_endian else "<"):
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        return arr
+
+    # -- attributes ---------------------------------------------------------
+    def attr_names(self, obj) -> list[str]:
+        return self.guard("attributes", lambda: list(obj.attrs.keys()))
+
+    def attr(self, obj, name: str, where: str | None = None) -> Any:
+        """An attribute's value, size-capped; bytes decoded as UTF-8; numpy
+        string arrays turned into lists of str."""
+        where = where or (obj.name or "/")
+        label = f"attribute {name!r} of {where}"
+
+        def _read():
+            aid = obj.attrs.get_id(name)
+            try:
+                size = aid.get_storage_size()
+            except RuntimeError:  # HDF5 reports an empty attribute's 0 bytes as a failure
+                size = 0
+            if size > MAX_ATTR_BYTES:
+                raise UnsafeCheckpointError(f"{label} is {size} bytes (limit {MAX_ATTR_BYTES})", self.label)
+            if aid.get_type().detect_class(h5py.h5t.VLEN) or _is_vlen_string(aid.get_type()):
+                self.check_global_heaps()
+            return obj.attrs[name]
+
+        value = self.guard(label, _read)
+        return _plain(value, label, self.label)
+
+    def check_global_heaps(self) -> None:
+        """Variable-length strings live in global heap collections ("GCOL").
+        HDF5 loops forever or reads past a collection whose object sizes are
+        corrupt, so walk every collection the way HDF5 will before the first
+        variable-length value is read.
+
+        Only the file outside dataset storage is scanned (collections are
+        metadata): the cost stays that of the headers, not of the weights."""
+        if self._heaps_checked:
+            return
+        size = self.file_size
+        if size is None:
+            size = self.guard("file size", lambda: self.file.id.get_filesize())
+        regions = _complement(self._data_extents(), size)
+        if isinstance(self.source, str):
+            with open(self.source, "rb") as fh:
+                _scan_heaps(lambda off, n: os.pread(fh.fileno(), n, off), regions, self.label)
+        else:
+            source = self.source
+            pos = source.tell()
+
+            def read(off: int, n: int) -> bytes:
+                source.seek(off)
+                return source.read(n)
+
+            try:
+                _scan_heaps(read, regions, self.label)
+            except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+                raise CorruptCheckpointError(f"cannot read ({exc})", self.label) from None
+            finally:
+                with contextlib.suppress(Exception):
+                    self.source.seek(pos)
+        self._heaps_checked = True
+
+    def _data_extents(self) -> list[tuple[int, int]]:
+        """(start, end) byte ranges of every dataset's stored data, from the
+        object headers only (hard links; nothing is read from the data)."""
+        extents: list[tuple[int, int]] = []
+
+        def visit(name: bytes) -> None:
+            oid = h5py.h5o.open(self.file.id, name)
+            try:
+                if not isinstance(oid, h5py.h5d.DatasetID):
+                    return None
+                layout = oid.get_create_plist().get_layout()
+                if layout == h5py.h5d.CONTIGUOUS:
+                    offset = oid.get_offset()
+                    if offset is not None:
+                        extents.append((offset, offset + oid.get_storage_size()))
+                elif layout == h5py.h5d.CHUNKED:
+                    for i in range(oid.get_num_chunks()):
+                        info = oid.get_chunk_info(i)
+                        if info.byte_offset is not None:
+                            extents.append((info.byte_offset, info.byte_offset + info.size))
+            finally:
+                oid.close() if hasattr(oid, "close") else None
+            return None
+
+        self.guard("object headers", lambda: h5py.h5o.visit(self.file.id, visit))
+        return extents
+
+    def json_attr(self, obj, name: str) -> Any:
+        """A JSON-valued attribute parsed as data (never deserialized as objects)."""
+        from tietool.config import parse_json_text
+
+        text = self.attr(obj, name)
+        if not isinstance(text, str):
+            raise CorruptCheckpointError(f"attribute {name!r} is not a JSON string", self.label)
+        return parse_json_text(text, f"{self.label}:{name}")
+
+
+def _is_vlen_string(tid) -> bool:
+    try:
+        return tid.get_class() == h5py.h5t.STRING and tid.is_variable_str()
+    except Exception:
+        return False
+
+
+def _complement(extents: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The parts of ``[0, size)`` not covered by ``extents``."""
+    out, pos = [], 0
+    for lo, hi in sorted(extents):
+        if lo > pos:
+            out.append((pos, min(lo, size)))
+        pos = max(pos, hi)
+    if pos < size:
+        out.append((pos, size))
+    return [(lo, hi) for lo, hi in out if hi > lo]
+
+
+#: Bytes of the file searched at once for heap collections, and the largest
+#: collection walked (Keras' collections hold a few names: kilobytes).
+GCOL_WINDOW = SCAN_WINDOW_BYTES
+MAX_GCOL_BYTES = 64 * 1024 * 1024
+
+
+def _scan_heaps(read, regions: list[tuple[int, int]], label: str) -> None:
+    """Find each global heap collection ("GCOL") in ``regions`` and walk it as
+    HDF5's H5HG deserializer does; refuse one it would loop on or overrun.
+    ``read(offset, n)`` returns file bytes; memory stays within one window."""
+    for lo, hi in regions:
+        start = lo
+        while start < hi:
+            end = min(hi, start + GCOL_WINDOW)
+            window = read(start, end - start + 3)  # a signature may straddle the window's end
+            i = window.find(b"GCOL")
+            while i >= 0 and start + i < end:
+                pos = start + i
+                head = read(pos, 16)
+                # signature, version 1, 3 reserved zero bytes, collection size
+                if len(head) == 16 and head[4] == 1 and head[5:8] == b"\0\0\0":
+                    (csize,) = struct.unpack_from("<Q", head, 8)
+                    if csize >= 4096:
+                        if pos + csize > hi:
+                            raise CorruptCheckpointError(
+                                f"global heap at byte {pos} runs past the end of the file: truncated?", label)
+                        if csize > MAX_GCOL_BYTES:
+                            raise UnsafeCheckpointError(
+                                f"global heap at byte {pos} declares {csize} bytes (limit {MAX_GCOL_BYTES})", label)
+                        _walk_gcol(read(pos, csize), pos, label)
+                i = window.find(b"GCOL", i + 4)
+            start = end
+
+
+def _walk_gcol(coll: bytes, start: int, label: str) -> None:
+    end = len(coll)
+    p = 16
+    while p < end:
+        if p + 16 > end:
+            break  # trailing free space
+        idx, _nrefs = struct.unpack_from("<HH", coll, p)
+        (osize,) = struct.unpack_from("<Q", coll, p + 8)
+        need = (16 + ((osize + 7) & ~7)) if idx > 0 else osize
+        if need <= 0 or p + need > end:
+            raise CorruptCheckpointError(
+                f"global heap at byte {start} has a corrupt object (index {idx}, size {osize})", label)
+        p += need
+
+
+#: HDF5's built-in filters (deflate, shuffle, fletcher32, szip, n-bit,
+#: scale-offset) and the LZF filter h5py registers itself. Any other id would
+#: make HDF5 search its plugin path, so it is refused without asking HDF5.
+BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+
+
+def _filter_available(code: int) -> bool:
+    if code not in BUILTIN_FILTERS:
+        return False
+    try:
+        return bool(h5py.h5z.filter_avail(code))
+    except Exception:
+        return False
+
+
+def _plain(value: Any, label: str, file_label: str) -> Any:
+    if isinstance(value, bytes):
+        return _decode(value, label, file_label)
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "SOU":
+            return [_decode(v, label, file_label) if isinstance(v, bytes) else str(v) for v in value.ravel().tolist()]
+        if value.size == 0:
+            return []
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _decode(raw: bytes, label: str, file_label: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptCheckpointError(f"{label} is not valid UTF-8", file_label) from None
+
+
+def natural_key(name: str) -> list:
+    """Sort "vars/2" before "vars/10" (Keras 3 numbers variables)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
