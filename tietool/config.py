@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import CorruptCheckpointError, UnsafeCheckpointError
+from .jsontree import walk  # noqa: F401  (also read as config.walk)
 
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 200
@@ -83,18 +84,6 @@ def load_config_object(path: str) -> dict:
 
 
 # -- reading configs as data ------------------------------------------------------
-
-def walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    """Every (json-path, node) in a JSON value, iteratively."""
-    stack = [(path, value)]
-    while stack:
-        p, v = stack.pop()
-        yield p, v
-        if isinstance(v, dict):
-            stack.extend((f"{p}.{k}" if p else str(k), x) for k, x in reversed(list(v.items())))
-        elif isinstance(v, list):
-            stack.extend((f"{p}[{i}]", x) for i, x in reversed(list(enumerate(v))))
-
 
 def find_code(config: Any) -> list[dict]:
     """Places where a Keras config carries code or names custom objects.

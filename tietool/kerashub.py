@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from . import config as configlib
+from .jsontree import walk
 
 TIE_KEYS = ("tie_word_embeddings", "tie_embedding_weights", "tie_weights")
 KERAS_HUB_PREFIXES = ("keras_hub", "keras_nlp")
@@ -59,7 +59,7 @@ def backbone_config(cfg: Any) -> tuple[str | None, dict] | None:
     config: the top-level object, or a task's nested ``backbone``."""
     if not is_kerashub_config(cfg):
         return None
-    for _p, node in configlib.walk(cfg):
+    for _p, node in walk(cfg):
         if (isinstance(node, dict) and isinstance(node.get("config"), dict)
                 and str(node.get("class_name", "")).endswith("Backbone")):
             return str(node["class_name"]), node["config"]

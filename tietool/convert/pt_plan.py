@@ -73,7 +73,7 @@ def _tied_heads(ckpt: Checkpoint, entries: list[PtEntry], tied_keys: dict | None
     """``{head pt_name: embedding pt_name}`` for stored decoder tensors that are
     bit-identical (tied) copies of the embedding, when the config declares the
     tie: transformers 5 leaves those out of what it saves. With ``tied_keys``
-    (what the PyTorch class ties, from :mod:`tietool.convert.pt_layouts`) only heads
+    (what the PyTorch class ties, from ``tietool/data/pt_layouts.json``) only heads
     transformers 5 ties back are left out (RemBERT ties nothing: its decoder is
     written even when it equals the embedding)."""
     from tietool.ties.compare import compare_copies

@@ -116,7 +116,7 @@ def write_plot(result: DiffResult, path: str, force: bool = False) -> None:
 
 def _text(text: str) -> str:
     """Names from a file as plain text: control characters escaped, no mathtext."""
-    from tietool.cli.render import printable
+    from tietool.textsafe import printable
 
     return printable(text).replace("$", r"\$")
 
