@@ -3,7 +3,7 @@
 Run with the dev venv, after bench/make_checkpoints.py made bench/out/gpt2_small
 and bench/out/bert_base:
 
-    /work/venvs/dev/bin/python bench/bench.py [--with-transformers]
+    python bench/bench.py [--with-transformers]
 
 Every row is one command run as a subprocess with an explicit argv (no shell)
 and a timeout. Time = median wall time of --runs runs; before every run the
@@ -173,10 +173,10 @@ def tietool_commands(tietool):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dev-venv", default="/work/venvs/dev",
-                    help="venv with tietool, h5py and safetensors (default %(default)s)")
-    ap.add_argument("--tf-venv", default="/work/venvs/tf",
-                    help="venv with tensorflow + transformers 4.57 (default %(default)s)")
+    ap.add_argument("--python", default=sys.executable,
+                    help="interpreter with tietool, h5py and safetensors (default: this one, %(default)s)")
+    ap.add_argument("--tf-python", default=sys.executable,
+                    help="interpreter with tensorflow + transformers 4.57 for --with-transformers (default: this one)")
     ap.add_argument("--with-transformers", action="store_true",
                     help="also time the transformers TF route (slow, ~GBs of RAM)")
     ap.add_argument("--runs", type=int, default=3, help="runs per row (default 3)")
@@ -188,16 +188,20 @@ def main():
     global COLD
     COLD = args.cold
 
-    py = os.path.join(args.dev_venv, "bin", "python")
-    tietool = os.path.join(args.dev_venv, "bin", "tietool")
-    tf_py = os.path.join(args.tf_venv, "bin", "python")
+    py = args.python
+    # the tietool script beside that interpreter (a virtual environment's bin/), else on PATH
+    tietool = os.path.join(os.path.dirname(py), "tietool")
+    if not os.path.exists(tietool):
+        tietool = shutil.which("tietool") or sys.exit("no tietool script beside %s or on PATH: pip install ." % py)
+    tf_py = args.tf_python
     tiny_dir = os.path.join(REPO, "fixtures", "tf", "gpt2")
     gpt2_dir = os.path.join(OUT, "gpt2_small")
     bert_dir = os.path.join(OUT, "bert_base")
     tiny_h5, gpt2_h5, bert_h5 = (os.path.join(d, "tf_model.h5") for d in (tiny_dir, gpt2_dir, bert_dir))
     for path in (gpt2_h5, bert_h5):
         if not os.path.exists(path):
-            sys.exit("missing %s: run /work/venvs/tf/bin/python bench/make_checkpoints.py" % path)
+            sys.exit("missing %s: run python bench/make_checkpoints.py (needs TensorFlow, tf-keras, transformers 4.57)"
+                     % path)
     commands = tietool_commands(tietool)
     tmp = lambda name: os.path.join(TMP, name)  # noqa: E731
 

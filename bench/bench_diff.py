@@ -1,7 +1,7 @@
 """Benchmark `tietool diff` on two ~500 MB checkpoints against reading both files once.
 
-    /work/venv/bin/python bench/make_checkpoints.py      # once (TF venv): bench/out/gpt2_small, bench/out/bert_base
-    /work/venv/bin/python bench/bench_diff.py [--runs 3] [--tietool PATH]
+    python bench/make_checkpoints.py      # once (TF venv): bench/out/gpt2_small, bench/out/bert_base
+    python bench/bench_diff.py [--runs 3] [--tietool PATH]
 
 Pairs (made once under bench/out/, git-ignored):
 

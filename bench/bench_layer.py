@@ -1,6 +1,6 @@
 """Benchmark rows for `tietool run` / SharedEmbeddings (needs the `tf` extra).
 
-    /work/venvs/tf/bin/python bench/bench_layer.py
+    python bench/bench_layer.py
 
 Linear mode on hidden states [8, 512, 768] against a 50257 x 768 weight
 (GPT-2 small), beside a bare ``tf.matmul(x, W, transpose_b=True)`` on the

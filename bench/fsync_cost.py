@@ -7,7 +7,7 @@ times `convert` of a generated safetensors file of --mb MB (random bytes, 8
 tensors) to HDF5 and back, in one process after the imports, alternating runs
 with the fsync calls in place and replaced by no-ops; prints the medians.
 
-    PYTHONPATH=. /work/venv/bin/python bench/fsync_cost.py [--mb 500] [--runs 5] [--dir bench/out]
+    PYTHONPATH=. python bench/fsync_cost.py [--mb 500] [--runs 5] [--dir bench/out]
 
 --dir should be on the disk you care about (tmpfs makes fsync free).
 """
@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from tietool.convert import convert  # noqa: E402
-from tietool.io.tensorcopy import safe_output  # noqa: E402
+from tietool.io import safe_output  # noqa: E402
 
 
 def make_source(path: str, mb: int, parts: int = 8) -> None:

@@ -2,7 +2,7 @@
 
 Run with the TensorFlow venv (tensorflow 2.21 + tf-keras + transformers 4.57.6):
 
-    /work/venvs/tf/bin/python bench/make_checkpoints.py
+    python bench/make_checkpoints.py
 
 Writes, under bench/out/ (git-ignored), from default configs with random
 weights and no network access:

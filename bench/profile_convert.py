@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from tietool.convert import convert  # noqa: E402
-from tietool.io.tensorcopy import safe_output  # noqa: E402
+from tietool.io import safe_output  # noqa: E402
 
 
 def main() -> None:
