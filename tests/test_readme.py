@@ -102,3 +102,17 @@ def test_every_console_block_found():
     commands = [c for _, steps in TRANSCRIPTS for c, _ in steps]
     assert len(commands) == sum(1 for line in README.read_text().splitlines() if line.startswith("$ tietool "))
     assert len(TRANSCRIPTS) >= 10
+
+
+def test_readme_library_example(tmp_path, monkeypatch):
+    """The README's Library example runs as written from the repository root
+    (the last line, which imports TensorFlow for the layer, is left out)."""
+    text = README.read_text()
+    start = text.index("```python", text.index("## Library")) + len("```python")
+    code = text[start:text.index("```", start)]
+    assert "tietool.verify_tie" in code and "SharedEmbeddings" in code.splitlines()[-2]
+    code = "\n".join(line for line in code.splitlines() if "SharedEmbeddings" not in line)
+    (tmp_path / "fixtures").symlink_to(FIXTURES)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md (Library)", "exec"), {})  # noqa: S102 - our own README
+    assert (tmp_path / "t5-st" / "model.safetensors").exists()
