@@ -110,7 +110,7 @@ def test_readme_library_example(tmp_path, monkeypatch):
     text = README.read_text()
     start = text.index("```python", text.index("## Library")) + len("```python")
     code = text[start:text.index("```", start)]
-    assert "tietool.verify_tie" in code and "SharedEmbeddings" in code.splitlines()[-2]
+    assert "tietool.verify_tie" in code and "SharedEmbeddings" in code.strip().splitlines()[-1]
     code = "\n".join(line for line in code.splitlines() if "SharedEmbeddings" not in line)
     (tmp_path / "fixtures").symlink_to(FIXTURES)
     monkeypatch.chdir(tmp_path)
