@@ -321,3 +321,28 @@ def test_every_consistent_fixture_layout_has_nothing_to_fix(tmp_path):
     for c in report.checkpoints:
         r = fix(c.path, tmp_path / "out")
         assert r.nothing_to_fix and r.output is None and not (tmp_path / "out").exists()
+
+
+def test_fix_verification_finds_a_flipped_byte(tmp_path, monkeypatch):
+    """fix re-reads what it wrote and compares it with the source byte for
+    byte: one byte flipped behind the writer's back is refused, nothing written."""
+    from tietool.errors import CorruptCheckpointError
+    from tietool.formats import h5_writer
+    from tietool.io.tensorcopy import copy_tensor
+
+    flipped = []
+
+    def copy_then_flip(ckpt, info, files, fd, pos, progress=None):
+        copy_tensor(ckpt, info, files, fd, pos, progress)
+        if not flipped and info.nbytes and "shared" not in info.name:  # not a copy of the tie: only bytes tell
+            byte = os.pread(fd, 1, pos)
+            os.pwrite(fd, bytes([byte[0] ^ 0x01]), pos)
+            flipped.append(info.name)
+
+    monkeypatch.setattr(h5_writer, "copy_tensor", copy_then_flip)
+    src = DAMAGED / "tf/t5_copies_differ"
+    before = hashlib.sha256((src / "tf_model.h5").read_bytes()).hexdigest()
+    with pytest.raises(CorruptCheckpointError, match=r"verification failed: '.*' differs from '.*'$"):
+        fix(src, tmp_path / "t5")
+    assert flipped and not (tmp_path / "t5").exists() and os.listdir(tmp_path) == []
+    assert hashlib.sha256((src / "tf_model.h5").read_bytes()).hexdigest() == before

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from .errors import CorruptCheckpointError, UnsafeCheckpointError
-from .jsontree import walk  # noqa: F401  (also read as config.walk)
+from .jsontree import walk
 
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 200

@@ -21,9 +21,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import numpy as np
-    import torch
     import transformers
-    from transformers import AutoConfig
+    from pt_load_many import load_and_run  # this folder: the one way both scripts load and run a model
 
     records: list[str] = []
 
@@ -41,21 +40,7 @@ def main() -> None:
     for job in jobs:
         records.clear()
         folder, ref = job["folder"], job["ref"]
-        cfg = AutoConfig.from_pretrained(folder)
-        arch = (cfg.architectures or [None])[0]
-        if arch and arch.startswith("TF"):
-            arch = arch[2:]
-        cls = getattr(transformers, arch)
-        model, info = cls.from_pretrained(folder, output_loading_info=True)
-        model.eval()
-        ids = torch.from_numpy(np.load(os.path.join(ref, "ref_input_ids.npy")).astype("int64"))
-        kwargs = {"input_ids": ids}
-        dec = os.path.join(ref, "ref_decoder_input_ids.npy")
-        if os.path.exists(dec):
-            kwargs["decoder_input_ids"] = torch.from_numpy(np.load(dec).astype("int64"))
-        with torch.no_grad():
-            logits = model(**kwargs).logits.float().numpy()
-        want = np.load(os.path.join(ref, "ref_logits.npy"))
+        model, info, logits, want = load_and_run(folder, ref)
         out_emb = model.get_output_embeddings()
         in_emb = model.get_input_embeddings()
         shared = bool(out_emb is not None and out_emb.weight.data_ptr() == in_emb.weight.data_ptr())

@@ -18,7 +18,10 @@ import sys
 import warnings
 
 
-def load_one(out: str, fixture: str) -> dict:
+def load_and_run(out: str, fixture: str):
+    """The class ``config.json`` names (a TF class name without its prefix),
+    loaded from ``out``, run on FIXTURE's reference inputs: ``(model,
+    loading info, logits, reference logits)``. pt_load_check.py uses it too."""
     import numpy as np
     import torch
     import transformers
@@ -38,7 +41,15 @@ def load_one(out: str, fixture: str) -> dict:
     with torch.no_grad():
         res = model(**kwargs)
     logits = (res.logits if hasattr(res, "logits") else res[0]).float().numpy()
-    ref = np.load(os.path.join(fixture, "ref_logits.npy"))
+    return model, info, logits, np.load(os.path.join(fixture, "ref_logits.npy"))
+
+
+def load_one(out: str, fixture: str) -> dict:
+    import numpy as np
+    import torch
+    import transformers
+
+    model, info, logits, ref = load_and_run(out, fixture)
     emb = model.get_input_embeddings()
     outp = model.get_output_embeddings()
     return {

@@ -33,8 +33,8 @@ from tietool.audit.check import FLAG, IDENTICAL, NO_HEAD, SHARED_STORAGE, Analys
 from tietool.audit.jsonedit import delete_key, set_value
 from tietool.errors import ConversionError, CopiesDifferError, CorruptCheckpointError, UsageError
 from tietool.formats import open_checkpoint
-from tietool.io.safe_output import check_output
-from tietool.io.tensorcopy import SourceFiles, atomic_output, raw_chunks, same_stream
+from tietool.io.safe_output import atomic_output, check_output
+from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 from tietool.model import Checkpoint, TensorInfo
 
 HEADS = ("explicit", "implicit")
@@ -224,15 +224,11 @@ def _verify(ckpt: Checkpoint, out_path: str, repairs: list[Repair], files: Sourc
             extra = sorted(set(got.tensors) - set(expected))[:3]
             raise CorruptCheckpointError(f"verification failed: tensors differ (missing {missing}, unexpected {extra})",
                                          out_path)
-        out_files = SourceFiles()
-        try:
-            for n, info in expected.items():
-                g = got.tensors[n]
-                if tuple(g.shape) != tuple(info.shape) or g.dtype != info.dtype or not same_stream(
-                        raw_chunks(ckpt, info, files, slot=0), raw_chunks(got, g, out_files, slot=1)):
-                    raise CorruptCheckpointError(f"verification failed: {n!r} differs from {info.name!r}", out_path)
-        finally:
-            out_files.close()
+        for n, info in expected.items():
+            g = got.tensors[n]
+            if tuple(g.shape) != tuple(info.shape) or g.dtype != info.dtype or not same_tensor_bytes(
+                    ckpt, info, got, g, files):
+                raise CorruptCheckpointError(f"verification failed: {n!r} differs from {info.name!r}", out_path)
         after = analyse(got)
         if after.problems:
             raise CorruptCheckpointError("verification failed: the output still has a problem: "

@@ -91,18 +91,24 @@ def _line_indent(text: str, pos: int) -> str:
     return line[:len(line) - len(line.lstrip(" \t"))]
 
 
-def set_value(text: str, path: tuple[str, ...], value: object, label: str = "config.json") -> str:
-    """``text`` with the key at ``path`` (object keys from the root) set to
-    ``value`` (JSON-encoded); a missing last key is added after the object's
-    last member, on its own line when the object is laid out one member per line."""
+def _object_at(text: str, path: tuple[str, ...], label: str, not_object: str) -> _Obj:
+    """The object holding the last key of ``path``."""
     _, root = _parse(text, 0, label)
     if root is None:
-        raise CorruptCheckpointError("config is not a JSON object", label)
+        raise CorruptCheckpointError(not_object, label)
     obj = root
     for key in path[:-1]:
         if key not in obj.children:
             raise CorruptCheckpointError(f"no object {key!r} to edit", label)
         obj = obj.children[key]
+    return obj
+
+
+def set_value(text: str, path: tuple[str, ...], value: object, label: str = "config.json") -> str:
+    """``text`` with the key at ``path`` (object keys from the root) set to
+    ``value`` (JSON-encoded); a missing last key is added after the object's
+    last member, on its own line when the object is laid out one member per line."""
+    obj = _object_at(text, path, label, "config is not a JSON object")
     encoded = json.dumps(value)
     key = path[-1]
     if key in obj.members:
@@ -122,14 +128,7 @@ def set_value(text: str, path: tuple[str, ...], value: object, label: str = "con
 
 def delete_key(text: str, path: tuple[str, ...], label: str = "config.json") -> str:
     """``text`` without the key at ``path`` (and the comma that separated it)."""
-    _, root = _parse(text, 0, label)
-    if root is None:
-        raise CorruptCheckpointError("not a JSON object", label)
-    obj = root
-    for key in path[:-1]:
-        if key not in obj.children:
-            raise CorruptCheckpointError(f"no object {key!r} to edit", label)
-        obj = obj.children[key]
+    obj = _object_at(text, path, label, "not a JSON object")
     if path[-1] not in obj.members:
         return text
     k0, _v0, v1 = obj.members[path[-1]]

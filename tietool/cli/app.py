@@ -105,7 +105,7 @@ def json_error(ctx: click.Context | None, message: str, file: str | None, exit_c
 
 def _one_line(text: str) -> str:
     try:
-        from tietool.cli.render import printable
+        from tietool.textsafe import printable
     except (MemoryError, ImportError):
         return repr(" ".join(text.split("\n")))[1:-1]
     return printable(" ".join(text.split("\n")), backslash=False)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from tabulate import tabulate
 
-from tietool.textsafe import printable  # noqa: F401  (re-exported: the renderers' escaping)
+from tietool.textsafe import printable
 
 if TYPE_CHECKING:  # annotations only: rendering imports no reader
     from tietool.convert import ConversionResult

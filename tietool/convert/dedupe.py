@@ -11,22 +11,12 @@ first of its group, streamed; only bit-identical copies are merged.
 
 from __future__ import annotations
 
-from typing import Callable
-
-from tietool.io.tensorcopy import BUFFER_BYTES, SourceFiles, same_tensor_bytes
+from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 
 from ..model import Checkpoint, TensorInfo
 
 KERAS2_FORMATS = {"keras2-h5", "keras2-full-h5"}
 
-
-def same_bytes(ckpt_a: Checkpoint, a: TensorInfo, ckpt_b: Checkpoint, b: TensorInfo, files: SourceFiles,
-               tick: Callable[[int], None] | None = None, max_bytes: int | None = None) -> bool:
-    """Whether ``a`` (of ``ckpt_a``) and ``b`` (of ``ckpt_b``) store the same bytes."""
-    # raw byte ranges: re-read and memcmp, small first blocks so that
-    # different tensors of one shape part after kilobytes, not megabytes
-    return same_tensor_bytes(ckpt_a, a, ckpt_b, b, files, tick,
-                             max_bytes=BUFFER_BYTES if max_bytes is None else max_bytes)
 
 
 def _keras2_suffix(ckpt: Checkpoint, t: TensorInfo) -> str | None:
@@ -97,7 +87,7 @@ def find_copies(ckpt: Checkpoint, files: SourceFiles) -> dict[str, str]:
                 t = ckpt.tensors[n]
                 same = t.shape == k.shape and t.dtype == k.dtype and (
                     (t.storage_key is not None and t.storage_key == k.storage_key)
-                    or same_bytes(ckpt, k, ckpt, t, files))
+                    or same_tensor_bytes(ckpt, k, ckpt, t, files))
                 if same:
                     removed[n] = kept
                 else:

@@ -14,13 +14,10 @@ import os
 import time
 from typing import Callable, Sequence
 
-from tietool.io.safe_output import check_output
+from tietool.io.safe_output import SourceGuard, atomic_output, check_output, copy_side_file
 from tietool.io.tensorcopy import (
     Progress,
     SourceFiles,
-    SourceGuard,
-    atomic_output,
-    copy_side_file,
     phase_ticker,
     run_each,
 )

@@ -30,12 +30,11 @@ Ties
 from __future__ import annotations
 
 from tietool.convert.ptnames import PtEntry, key_pattern, make_plan
-from tietool.io.tensorcopy import SourceFiles
+from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 
 from ..errors import CopiesDifferError
 from ..model import Checkpoint
 from . import transpose
-from .dedupe import same_bytes
 from .plan import Plan, TensorOut, safetensors_outputs
 from .result import PtDetails
 
@@ -58,7 +57,7 @@ def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) 
         a, b = first.source, e.source
         same = (a.shape == b.shape and a.dtype == b.dtype and first.transform == e.transform and (
             (a.storage_key is not None and a.storage_key == b.storage_key)
-            or same_bytes(ckpt, a, ckpt, b, files, max_bytes=transpose.BLOCK_BYTES // 2)))
+            or same_tensor_bytes(ckpt, a, ckpt, b, files, max_bytes=transpose.BLOCK_BYTES // 2)))
         if same:
             removed[b.name] = a.name
         else:

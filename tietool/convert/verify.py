@@ -21,14 +21,13 @@ from typing import Callable
 
 import numpy as np
 
-from tietool.io.tensorcopy import SourceFiles
+from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 from tietool.ties.compare import BlockReader
 
 from .. import dtypes
 from ..errors import CorruptCheckpointError
 from ..model import Checkpoint
 from . import transpose
-from .dedupe import same_bytes
 from .plan import OutputFile, TensorOut
 from .transpose import permuted, same_transposed
 
@@ -92,7 +91,7 @@ def _compare(out: OutputFile, got: Checkpoint, ckpt: Checkpoint, files: SourceFi
             if tuple(g.shape) != tuple(t.shape) or g.dtype != src.dtype:
                 raise _fail(f"{name!r} is {g.dtype}{list(g.shape)}, expected {src.dtype}{list(t.shape)}", label)
             if t.same_bytes:
-                ok = same_bytes(ckpt, src, got, g, files, tick, max_bytes=transpose.BLOCK_BYTES // 2)
+                ok = same_tensor_bytes(ckpt, src, got, g, files, tick, max_bytes=transpose.BLOCK_BYTES // 2)
             elif t.transform == "transpose":
                 reader = reader or BlockReader(ckpt)
                 ok = same_transposed(src, reader, got, g)

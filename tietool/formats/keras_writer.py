@@ -14,7 +14,8 @@ import os
 import time
 import zipfile
 
-from tietool.io.tensorcopy import COPY_BYTES, TMP_MARK, Progress, SourceFiles
+from tietool.io.safe_output import TMP_MARK
+from tietool.io.tensorcopy import COPY_BYTES, Progress, SourceFiles
 from tietool.model import Checkpoint, TensorInfo
 
 WEIGHTS_MEMBER = "model.weights.h5"

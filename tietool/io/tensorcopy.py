@@ -1,9 +1,6 @@
-"""The core every writer shares: safe output paths and streaming tensor bytes.
+"""The core every writer shares: streaming tensor bytes (safe output paths are
+:mod:`tietool.io.safe_output`'s).
 
-* :func:`atomic_output` (:mod:`.safe_output`) checks the output path against
-  the source, creates a temporary file (or folder) beside the target and
-  renames it into place, fsynced, only when the body finished; on any error or
-  signal the temporary is removed and the target path is left as it was.
 * :func:`copy_tensor` puts a tensor's raw little-endian bytes at a position of
   an open output file: by byte range (:func:`tietool.io.fastio.copy_range`:
   ``os.copy_file_range``, else ``preadv``/``pwrite`` through one fixed buffer)
@@ -23,7 +20,6 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from tietool.io import fastio, rawio
-from tietool.io.safe_output import TMP_MARK, SourceGuard, atomic_output, copy_side_file  # noqa: F401  (the writers' API)
 from tietool.model import Checkpoint, TensorInfo
 
 #: Bytes of tensor data held in memory at once while copying or comparing.
@@ -139,7 +135,7 @@ def same_stream(a_chunks: Iterator[memoryview], b_chunks: Iterator[memoryview],
         if ba is None or bb is None:
             return ba is None and bb is None
         n = min(len(ba), len(bb))
-        if not fastio.equal(ba[:n], bb[:n]):  # perf: memcmp (fastio)
+        if not fastio.equal(ba[:n], bb[:n]):  # memcmp
             return False
         if tick:
             tick(n)
@@ -158,7 +154,7 @@ def copy_tensor(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, out_fd: 
     """Write the bytes of ``info`` at ``out_offset`` of ``out_fd``."""
     if info.nbytes == 0:
         return
-    if info.offset is not None:  # perf: raw byte range -> fastio.copy_range
+    if info.offset is not None:  # a raw byte range: copied in the kernel
         fastio.copy_range(files.fd(info.file), info.offset, out_fd, out_offset, info.nbytes,
                           files.buffer(COPY_BYTES), info.file, progress)
         return
@@ -172,7 +168,7 @@ def copy_tensor(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, out_fd: 
 
 def run_each(items: Sequence[Item], one: Callable[[Item, SourceFiles, Progress | None], None], files: SourceFiles,
              tick: Progress | None = None) -> None:
-    """perf: ``one(item, files, tick)`` for every item (an output file to write
+    """``one(item, files, tick)`` for every item (an output file to write
     or verify). One item runs in this thread with ``files``; several run
     concurrently on up to ``os.cpu_count()`` threads
     (:func:`tietool.io.fastio.run_concurrently`), each with its own descriptors

@@ -12,6 +12,7 @@ from typing import Any
 from tietool import config as configlib
 from tietool import kerashub
 from tietool.errors import UsageError
+from tietool.jsontree import walk
 from tietool.model import ROLE_WEIGHT, Checkpoint, TensorInfo
 from tietool.ties.rules import (
     DUPLICATE,
@@ -144,7 +145,7 @@ def _vocab_hidden(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, s
     paired = {h for h in widths for t in mats if classes[t.name] == "decoder" and tuple(t.shape) in ((V, h), (h, V))}
     hints = set()
     if isinstance(ckpt.config, dict):
-        for _p, node in configlib.walk(ckpt.config):
+        for _p, node in walk(ckpt.config):
             if isinstance(node, int) and not isinstance(node, bool):
                 hints.add(node)
     for choice in (sorted(paired & hints), sorted(paired), sorted(set(widths) & hints)):

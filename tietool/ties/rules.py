@@ -39,6 +39,7 @@ from typing import Any
 
 from tietool import config as configlib
 from tietool import kerashub
+from tietool.jsontree import walk
 from tietool.model import ROLE_WEIGHT, Checkpoint
 
 # kinds
@@ -139,7 +140,7 @@ def keras_graph_reuse(cfg: Any) -> str | None:
     """Name of an embedding layer that a Keras model_config graph calls both as
     embedding and as output projection (a second inbound node with
     ``reverse=True`` or ``mode="linear"``)."""
-    for _p, node in configlib.walk(cfg):
+    for _p, node in walk(cfg):
         if not isinstance(node, dict) or not isinstance(node.get("inbound_nodes"), list):
             continue
         nodes = node["inbound_nodes"]
@@ -149,7 +150,7 @@ def keras_graph_reuse(cfg: Any) -> str | None:
         cls = str(node.get("class_name", ""))
         if not ("embed" in cls.lower() or ("input_dim" in lcfg and "output_dim" in lcfg)):
             continue
-        for _q, sub in configlib.walk(nodes):
+        for _q, sub in walk(nodes):
             if isinstance(sub, dict) and (sub.get("reverse") is True or sub.get("mode") == "linear"):
                 return str(node.get("name") or lcfg.get("name") or cls)
     return None
