@@ -534,6 +534,41 @@ def test_fsync_file_and_folder(tmp_path, monkeypatch):
         assert ino(p) in synced, p
 
 
+def test_no_fsync_skips_only_the_waiting(tmp_path, monkeypatch):
+    """``--no-fsync`` (``fsync=False``): no fsync and no early writeback
+    (``sync_file_range``), and the same bytes as a durable conversion; the
+    output is still renamed into place whole, and the summary says it was
+    not fsynced."""
+    from tietool.convert import convert
+    from tietool.io import fastio
+
+    calls: list[str] = []
+    real_fsync, real_wb = os.fsync, fastio.start_writeback
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(fastio, "start_writeback", lambda *a: (calls.append("writeback"), real_wb(*a))[1])
+    big = tmp_path / "big.safetensors"  # one tensor over fastio.WRITEBACK_STEP, so writeback would start
+    n = fastio.WRITEBACK_STEP // 4 + 1024
+    header = json.dumps({"w": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}}).encode()
+    header += b" " * (-len(header) % 8)
+    big.write_bytes(struct.pack("<Q", len(header)) + header + os.urandom(4 * n))
+    for src, to, name in ((fixture("tf/gpt2"), "safetensors", "gpt2"), (str(big), "h5", "big.h5")):
+        calls.clear()
+        fast = convert(src, to, out=tmp_path / f"fast-{name}", fsync=False)
+        assert calls == [] and not fast.fsynced and fast.to_json()["fsynced"] is False
+        durable = convert(src, to, out=tmp_path / f"durable-{name}")
+        assert "fsync" in calls and durable.fsynced
+        assert ("writeback" in calls) == (name == "big.h5")  # the durable route writes back early (tensors > 32 MB)
+        fast_files = sorted(p.relative_to(tmp_path / f"fast-{name}") for p in (tmp_path / f"fast-{name}").rglob("*")) \
+            if (tmp_path / f"fast-{name}").is_dir() else [None]
+        for rel in fast_files:
+            a = tmp_path / f"fast-{name}" / rel if rel else tmp_path / f"fast-{name}"
+            b = tmp_path / f"durable-{name}" / rel if rel else tmp_path / f"durable-{name}"
+            assert a.read_bytes() == b.read_bytes(), rel
+    r = tietool("convert", fixture("tf/gpt2"), "--to", "safetensors", "-o", tmp_path / "cli", "--no-fsync")
+    assert r.returncode == 0 and ", verified, not fsynced (--no-fsync)" in r.stdout, r.stdout + r.stderr
+    assert not temporaries(tmp_path)
+
+
 def test_previous_folder_moved_aside_is_put_back(tmp_path):
     """Where the file system cannot exchange two folders atomically, the old
     output is renamed aside before the new one goes in; a writer killed

@@ -265,7 +265,8 @@ def render_convert(r: ConversionResult) -> str:
     if r.copied_files:
         lines.append(f"  copied {len(r.copied_files)} other file(s) unchanged")
     lines.append(f"  {r.tensors} tensors, {r.bytes:,} bytes of tensor data, {r.seconds:.2f} s"
-                 + (", verified" if r.verified else ", not verified"))
+                 + (", verified" if r.verified else ", not verified")
+                 + ("" if r.fsynced else ", not fsynced (--no-fsync)"))
     if pt is not None:
         if pt.transposed:
             lines.append(f"  transposed {len(pt.transposed)} kernel(s)")

@@ -40,11 +40,12 @@ NO_SIDE_FILES = SideFiles((), ())
 
 def execute(ckpt: Checkpoint, plan: Plan, src: str, out: str, *, folder: bool, side: SideFiles, force: bool,
             verify: bool, progress: ProgressFn | None, guard: SourceGuard,
-            reserve: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+            reserve: tuple[str, ...] = (), fsync: bool = True) -> tuple[list[str], list[str]]:
     """Write ``plan`` to ``out`` (a folder when ``folder``) atomically, copy
     ``side``, verify; return the written and the copied paths (under
     ``out``). ``reserve``: names this kind of output may hold besides the
-    plan's (an existing output folder holding them may be replaced)."""
+    plan's (an existing output folder holding them may be replaced).
+    ``fsync=False``: see :func:`tietool.io.safe_output.atomic_output`."""
     sources = [src, *ckpt.files, *side.paths]
     writes = [o.name for o in plan.outputs] + list(reserve) + side.names
     check_output(out, sources, folder=folder, force=force, writes=writes)  # before the work
@@ -52,11 +53,12 @@ def execute(ckpt: Checkpoint, plan: Plan, src: str, out: str, *, folder: bool, s
     tick = phase_ticker(progress, plan.nbytes)
     written: list[str] = []
     copied: list[str] = []
-    with atomic_output(out, folder=folder, force=force, sources=sources, writes=writes) as tmp, guard.watching():
+    with atomic_output(out, folder=folder, force=force, sources=sources, writes=writes, fsync=fsync) as tmp, \
+            guard.watching():
         def place(o: OutputFile) -> str:
             return os.path.join(tmp, o.name) if folder else tmp
 
-        _each_output(plan.outputs, lambda o, count: write_output(o, place(o), ckpt, count), tick("write"))
+        _each_output(plan.outputs, lambda o, count: write_output(o, place(o), ckpt, count, fsync), tick("write"))
         written += [os.path.join(out, o.name) if folder else out for o in plan.outputs]
         for path, name in side.files:
             copy_side_file(path, os.path.join(tmp, name))
@@ -110,7 +112,7 @@ def _check_options(to: str | None, ties: str, names: str, head: str | None) -> N
 
 def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_size=None, force: bool = False,
             verify: bool = True, progress: ProgressFn | None = None, names: str = "keras",
-            head: str | None = None) -> ConversionResult:
+            head: str | None = None, fsync: bool = True) -> ConversionResult:
     """Convert ``src`` (anything :func:`tietool.formats.open_checkpoint`
     reads) to ``to`` (``"safetensors"``, ``"h5"`` or ``"keras"``; None: see
     :func:`tietool.convert.keras_plan.infer_target`). ``to_inferred`` says why
@@ -118,11 +120,13 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
     given (``out``, or beside ``src``).
 
     ``names="pt"``: a transformers TF checkpoint to a folder PyTorch
-    transformers loads (:func:`convert_to_pt`)."""
+    transformers loads (:func:`convert_to_pt`). ``fsync=False``: do not wait
+    for the output to reach the disk (see
+    :func:`tietool.io.safe_output.atomic_output`)."""
     _check_options(to, ties, names, head)
     if names == "pt":
         result = convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress,
-                               head=head)
+                               head=head, fsync=fsync)
         return dataclasses.replace(result, to_inferred="--names pt writes safetensors" if to is None else None)
     t0 = time.monotonic()
     shard_bytes = parse_size(shard_size)
@@ -153,12 +157,12 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
         side = side_files(ckpt, src, {o.name for o in plan.outputs}) if src_is_dir else NO_SIDE_FILES
         notes += _link_notes(side)
         written, copied = execute(ckpt, plan, src, out, folder=as_folder, side=side, force=force, verify=verify,
-                                  progress=progress, guard=guard)
+                                  progress=progress, guard=guard, fsync=fsync)
     return ConversionResult(
         source=src, source_format=ckpt.format, names="keras", to=to, to_inferred=inferred, output=out,
         files=tuple(written), copied_files=tuple(copied), tensors=len(plan.tensors), bytes=plan.nbytes,
         file_bytes=sum(os.path.getsize(p) for p in written), aliases=dict(plan.aliases), verified=bool(verify),
-        seconds=round(time.monotonic() - t0, 3), notes=tuple(notes))
+        seconds=round(time.monotonic() - t0, 3), notes=tuple(notes), fsynced=fsync)
 
 
 def _keras_plan(ckpt: Checkpoint, to: str, ties: str, shard_bytes: int | None, src_name: str) -> tuple[Plan, list[str]]:
@@ -190,7 +194,7 @@ def _keras_plan(ckpt: Checkpoint, to: str, ties: str, shard_bytes: int | None, s
 
 
 def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: bool = True,
-                  progress: ProgressFn | None = None, head: str | None = None) -> ConversionResult:
+                  progress: ProgressFn | None = None, head: str | None = None, fsync: bool = True) -> ConversionResult:
     """Convert the transformers TF checkpoint ``src`` to a PyTorch transformers
     folder ``out`` (default: ``SRC-pt``); see :mod:`tietool.convert.pt_plan`.
     ``head="explicit"`` writes a tied head as a real tensor under the
@@ -213,9 +217,11 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
         folder = ckpt.folder or (src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src)))
         side = side_files(ckpt, folder, {o.name for o in plan.outputs} | {INDEX})
         written, copied = execute(ckpt, plan, src, out, folder=True, side=side, force=force, verify=verify,
-                                  progress=progress, guard=guard, reserve=(INDEX,) if len(plan.outputs) == 1 else ())
+                                  progress=progress, guard=guard, reserve=(INDEX,) if len(plan.outputs) == 1 else (),
+                                  fsync=fsync)
     return ConversionResult(
         source=src, source_format=ckpt.format, names="pt", to="safetensors", to_inferred=None, output=out,
         files=tuple(written), copied_files=tuple(copied), tensors=len(plan.tensors), bytes=plan.nbytes,
         file_bytes=sum(os.path.getsize(p) for p in written), aliases={}, verified=bool(verify),
-        seconds=round(time.monotonic() - t0, 3), notes=tuple(_link_notes(side)), pt=plan.pt)
+        seconds=round(time.monotonic() - t0, 3), notes=tuple(_link_notes(side)), pt=plan.pt,
+        fsynced=fsync)

@@ -43,6 +43,7 @@ class ConversionResult:
     seconds: float
     notes: tuple[str, ...] = ()
     pt: PtDetails | None = None  # with names == "pt"
+    fsynced: bool = True  # False with --no-fsync: the output may not be on disk yet
 
     @property
     def aliases_recorded(self) -> int:
@@ -53,7 +54,7 @@ class ConversionResult:
         body = {"output": self.output, "files": list(self.files), "copied_files": list(self.copied_files),
                 "tensors": self.tensors, "bytes": self.bytes, "file_bytes": self.file_bytes}
         tail = {"aliases": dict(self.aliases), "aliases_recorded": self.aliases_recorded,
-                "verified": self.verified, "seconds": self.seconds}
+                "verified": self.verified, "fsynced": self.fsynced, "seconds": self.seconds}
         if self.pt is None:
             return {**head, "names": self.names, "to": self.to, "to_inferred": self.to_inferred, **body, **tail,
                     "notes": list(self.notes)}

@@ -32,8 +32,10 @@ from .transpose import permuted, write_transposed
 Tick = Callable[[int], None]
 
 
-def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None) -> None:
-    """Write ``out`` (one file of a plan) to ``path`` from ``ckpt``."""
+def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None, writeback: bool = True) -> None:
+    """Write ``out`` (one file of a plan) to ``path`` from ``ckpt``.
+    ``writeback``: the output will be fsynced, so start writing copied bytes
+    to disk while copying (no effect on the bytes)."""
     if out.kind == "text":
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(out.text)
@@ -41,12 +43,12 @@ def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None
     files = SourceFiles()
     try:
         if out.kind == "safetensors":
-            _write_safetensors(out, path, ckpt, files, tick)
+            _write_safetensors(out, path, ckpt, files, tick, writeback)
         elif out.kind == "h5":
             from tietool.formats.h5_writer import write_h5
 
             assert out.tree is not None
-            write_h5(path, ckpt, out.tree, out.data(), files, tick)
+            write_h5(path, ckpt, out.tree, out.data(), files, tick, writeback)
         else:
             from tietool.formats.keras_writer import write_keras
 
@@ -56,7 +58,8 @@ def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None
         files.close()
 
 
-def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: SourceFiles, tick: Tick | None) -> None:
+def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: SourceFiles, tick: Tick | None,
+                       writeback: bool) -> None:
     head = build_header([(t.name, t.info) for t in out.tensors], out.metadata)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
     reader: BlockReader | None = None
@@ -65,7 +68,7 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
         pos = len(head)
         for t in out.tensors:
             if t.same_bytes:
-                writers.copy_tensor(ckpt, t.source, files, fd, pos, tick)
+                writers.copy_tensor(ckpt, t.source, files, fd, pos, tick, writeback)
             elif t.transform == "transpose":
                 reader = reader or BlockReader(ckpt)
                 write_transposed(t.source, reader, fd, pos, tick)

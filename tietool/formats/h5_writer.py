@@ -153,8 +153,10 @@ def check_names(names: list[str]) -> None:
 
 
 def write_h5(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo], files: SourceFiles,
-             progress: Progress | None = None) -> None:
-    """Write ``tree`` to ``path``; dataset ``p`` gets the bytes of ``data[p]``."""
+             progress: Progress | None = None, writeback: bool = True) -> None:
+    """Write ``tree`` to ``path``; dataset ``p`` gets the bytes of ``data[p]``.
+    ``writeback``: start writing the copied bytes to disk while copying (for
+    a file that will be fsynced)."""
     try:
         offsets = _write_tree(path, ckpt, tree, data, progress)
     except (OSError, RuntimeError) as exc:
@@ -162,7 +164,7 @@ def write_h5(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo
     fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
     try:
         for off, info in offsets:
-            copy_tensor(ckpt, info, files, fd, off, progress)
+            copy_tensor(ckpt, info, files, fd, off, progress, writeback)
     finally:
         os.close(fd)
 

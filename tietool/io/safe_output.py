@@ -254,11 +254,15 @@ def _tmp_name(parent: str, base: str, mark: str = TMP_MARK) -> str:
 
 @contextlib.contextmanager
 def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[str] = (),
-                  writes: Iterable[str] = ()) -> Iterator[str]:
+                  writes: Iterable[str] = (), fsync: bool = True) -> Iterator[str]:
     """Yield a temporary path beside ``target``; when the body returns, fsync
     it and rename it to ``target``. ``force`` allows replacing an existing
     target (see :func:`check_output`, applied here with ``sources`` and
-    ``writes``)."""
+    ``writes``). ``fsync=False`` (``--no-fsync``) leaves writing the data to
+    disk to the kernel, as ``cp`` does: the output still appears whole or not
+    at all while the system runs, but a crash or power cut before the kernel
+    has written it back (seconds to ~30 s) can leave it missing, empty or
+    truncated, and a replaced previous output lost."""
     shown = os.fspath(target)
     target = check_output(target, sources, folder=folder, force=force, writes=writes)
     parent = os.path.dirname(target)
@@ -279,9 +283,10 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
         if os.path.lexists(target) and not force:
             raise OutputExistsError("output appeared while converting; not overwritten (use --force)", shown)
         os.chmod(tmp, (0o755 if folder else 0o644) & ~_umask())
-        fsync_tree(tmp)
+        if fsync:
+            fsync_tree(tmp)
         with signals_held():
-            committed = _commit(tmp, target, parent, base)
+            committed = _commit(tmp, target, parent, base, fsync)
     except BaseException as exc:
         if committed and isinstance(exc, KeyboardInterrupt):
             exc.committed = target  # type: ignore[attr-defined]  # a signal held off until the output was in place
@@ -303,7 +308,7 @@ def _about_output(exc: OSError, tmp: str, target: str) -> bool:
     return any(os.path.abspath(os.fspath(f)).startswith((tmp, target)) for f in names)
 
 
-def _commit(tmp: str, target: str, parent: str, base: str) -> bool:
+def _commit(tmp: str, target: str, parent: str, base: str, fsync: bool = True) -> bool:
     """Put ``tmp`` in place of ``target``. A folder replaces a folder in one
     atomic exchange (``renameat2(RENAME_EXCHANGE)``) where the system has it;
     elsewhere the old folder is renamed aside first, and a run that finds it
@@ -312,7 +317,8 @@ def _commit(tmp: str, target: str, parent: str, base: str) -> bool:
     old = None
     if os.path.isdir(target) and not os.path.islink(target):
         if _exchange(tmp, target):
-            fsync_path(parent)
+            if fsync:
+                fsync_path(parent)
             shutil.rmtree(tmp, ignore_errors=True)  # now the previous output
             return True
         old = _tmp_name(parent, base, OLD_MARK)
@@ -325,7 +331,8 @@ def _commit(tmp: str, target: str, parent: str, base: str) -> bool:
         if old is not None:
             os.rename(old, target)
         raise
-    fsync_path(parent)
+    if fsync:
+        fsync_path(parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return True
