@@ -556,13 +556,46 @@ def test_result_json_keys_and_order(tmp_path):
     r = convert(FIXTURES / "tf/t5", "safetensors", out=tmp_path / "k")
     assert list(r.to_json()) == ["source", "source_format", "names", "to", "to_inferred", "output", "files",
                                  "copied_files", "tensors", "bytes", "file_bytes", "aliases", "aliases_recorded",
-                                 "verified", "seconds", "notes"]
+                                 "verified", "fsynced", "seconds", "notes"]
     assert r["aliases_recorded"] == r.aliases_recorded == len(r.aliases) == 2
     p = convert(FIXTURES / "tf/gpt2", out=tmp_path / "p", names="pt")
     assert list(p.to_json()) == ["source", "source_format", "to", "names", "output", "files", "copied_files",
                                  "tensors", "bytes", "file_bytes", "transposed", "permuted", "squeezed", "reshaped",
                                  "pt_class", "dropped", "copies_merged", "tied_heads_left_out", "aliases",
-                                 "aliases_recorded", "verified", "seconds", "to_inferred"]
+                                 "aliases_recorded", "verified", "fsynced", "seconds", "to_inferred"]
     assert p.to_inferred == "--names pt writes safetensors" and p.pt is not None
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.tensors = 0  # type: ignore[misc]
+
+
+def test_dedupe_splits_candidates_by_their_first_bytes(tmp_path, monkeypatch):
+    """Many same-shaped candidates (tie detection names every equal-shape
+    matrix): only those whose first 64 KB agree are compared in full, so
+    seven candidates cost four comparisons, not twenty-one; a tensor that
+    agrees for 64 KB and differs in its last byte is still kept apart."""
+    import h5py
+
+    from tietool.convert import dedupe
+
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((40, 1024)).astype("<f4"), rng.standard_normal((40, 1024)).astype("<f4")
+    near = a.copy()
+    near.reshape(-1).view(np.uint8)[-1] ^= 1
+    zeros = np.zeros((40, 1024), "<f4")
+    arrays = [a, a, near, b, b, zeros, zeros]
+    path = tmp_path / "seven.h5"
+    with h5py.File(path, "w") as f:
+        names = [f"embedding_{i}" for i in range(len(arrays))]
+        f.attrs["backend"], f.attrs["keras_version"] = b"tensorflow", b"2.21.0"
+        f.attrs["layer_names"] = np.array([n.encode() for n in names])
+        for n, arr in zip(names, arrays, strict=True):
+            g = f.create_group(n)
+            g.attrs["weight_names"] = np.array([f"{n}/embeddings:0".encode()])
+            g.create_group(n).create_dataset("embeddings:0", data=arr)
+    calls = []
+    real = dedupe.same_tensor_bytes
+    monkeypatch.setattr(dedupe, "same_tensor_bytes", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    r = convert(path, "safetensors", out=tmp_path / "out.safetensors")
+    key = "embedding_{0}/embedding_{0}/embeddings:0".format
+    assert r.aliases == {key(1): key(0), key(4): key(3), key(6): key(5)}
+    assert len(calls) == 4

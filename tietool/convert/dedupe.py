@@ -7,16 +7,26 @@ key), and the same Keras 2 variable stored under two layer groups (the same
 weight name after the group: BERT's ``bert/...`` and ``mlm___cls/...``, T5's
 ``shared``/``encoder``/``decoder``). Each candidate is compared with the
 first of its group, streamed; only bit-identical copies are merged.
+
+A group's candidates are first split by shape, dtype and a digest of their
+first :data:`PREFIX_BYTES` (one short read per tensor): many same-shaped
+matrices that are not copies (Keras 2 layers all named ``kernel:0``) would
+otherwise cost a comparison per pair. Only candidates whose prefixes agree
+are compared in full.
 """
 
 from __future__ import annotations
 
+import hashlib
+
+from tietool.io import rawio
 from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 
 from ..model import Checkpoint, TensorInfo
 
 KERAS2_FORMATS = {"keras2-h5", "keras2-full-h5"}
-
+#: Bytes read from the start of each candidate to split a group before any full comparison.
+PREFIX_BYTES = 64 * 1024
 
 
 def _keras2_suffix(ckpt: Checkpoint, t: TensorInfo) -> str | None:
@@ -74,11 +84,35 @@ def _candidate_groups(ckpt: Checkpoint) -> list[list[str]]:
     return [sorted(set(names), key=order.__getitem__) for names in members.values()]
 
 
+def _prefix_key(ckpt: Checkpoint, t: TensorInfo, files: SourceFiles) -> tuple:
+    """Shape, dtype and what the tensor's first bytes digest to (None for a
+    tensor not stored as one raw byte range: compared in full)."""
+    digest = None
+    if t.offset is not None and t.nbytes:
+        view = files.buffer(min(PREFIX_BYTES, t.nbytes))
+        rawio.read_into(files.fd(t.file), view, t.offset, t.file)
+        digest = hashlib.blake2b(view, digest_size=16).digest()
+    return tuple(t.shape), t.dtype, t.nbytes, digest
+
+
+def _split(ckpt: Checkpoint, names: list[str], files: SourceFiles) -> list[list[str]]:
+    if len(names) < 3:  # one comparison either way
+        return [names]
+    parts: dict[tuple, list[str]] = {}
+    for n in names:
+        parts.setdefault(_prefix_key(ckpt, ckpt.tensors[n], files), []).append(n)
+    unknown = [n for k, g in parts.items() if k[-1] is None for n in g]
+    known = [g for k, g in parts.items() if k[-1] is not None]
+    if unknown:  # not raw: compared with every candidate, as before
+        return [names]
+    return [g for g in known if len(g) > 1]
+
+
 def find_copies(ckpt: Checkpoint, files: SourceFiles) -> dict[str, str]:
     """``{removed: kept}`` for every stored tensor that is a verified
     bit-identical copy of an earlier one."""
     removed: dict[str, str] = {}
-    for pending in _candidate_groups(ckpt):
+    for pending in [g for group in _candidate_groups(ckpt) for g in _split(ckpt, group, files)]:
         while len(pending) > 1:
             kept, rest = pending[0], pending[1:]
             k = ckpt.tensors[kept]

@@ -44,7 +44,7 @@ def write_keras(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorI
                    for n in DEFAULT_MEMBERS if n == WEIGHTS_MEMBER or n in texts]
     weights_tmp = f"{path}{TMP_MARK}weights.h5"
     try:
-        write_h5(weights_tmp, ckpt, tree, data, files, progress, writeback=False)  # read back into the zip, then removed
+        write_h5(weights_tmp, ckpt, tree, data, files, progress, writeback=False)  # zipped, then removed
         size = os.path.getsize(weights_tmp)
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
             for m in members:
