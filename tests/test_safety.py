@@ -557,7 +557,7 @@ def test_no_fsync_skips_only_the_waiting(tmp_path, monkeypatch):
         assert calls == [] and not fast.fsynced and fast.to_json()["fsynced"] is False
         durable = convert(src, to, out=tmp_path / f"durable-{name}")
         assert "fsync" in calls and durable.fsynced
-        assert ("writeback" in calls) == (name == "big.h5")  # the durable route writes back early (tensors > 32 MB)
+        assert "writeback" in calls  # the durable route starts writing back as it copies
         fast_files = sorted(p.relative_to(tmp_path / f"fast-{name}") for p in (tmp_path / f"fast-{name}").rglob("*")) \
             if (tmp_path / f"fast-{name}").is_dir() else [None]
         for rel in fast_files:

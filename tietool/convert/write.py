@@ -21,6 +21,7 @@ import os
 from typing import Callable
 
 from tietool.formats.safetensors_writer import build_header
+from tietool.io import fastio
 from tietool.io import tensorcopy as writers
 from tietool.io.tensorcopy import SourceFiles, le_bytes, pwrite_all
 from tietool.ties.compare import BlockReader
@@ -62,13 +63,14 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
                        writeback: bool) -> None:
     head = build_header([(t.name, t.info) for t in out.tensors], out.metadata)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+    wb = fastio.Writeback(fd) if writeback else None
     reader: BlockReader | None = None
     try:
         pwrite_all(fd, memoryview(head), 0)
         pos = len(head)
         for t in out.tensors:
             if t.same_bytes:
-                writers.copy_tensor(ckpt, t.source, files, fd, pos, tick, writeback)
+                writers.copy_tensor(ckpt, t.source, files, fd, pos, tick, wb)
             elif t.transform == "transpose":
                 reader = reader or BlockReader(ckpt)
                 write_transposed(t.source, reader, fd, pos, tick)
@@ -77,8 +79,12 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
                 pwrite_all(fd, data, pos)
                 if tick:
                     tick(len(data))
+            if wb and not t.same_bytes:
+                wb.wrote(t.source.nbytes)
             pos += t.source.nbytes
         os.ftruncate(fd, pos)  # no fsync here: atomic_output syncs the finished output once
+        if wb:
+            wb.finish()
     finally:
         os.close(fd)
         if reader is not None:

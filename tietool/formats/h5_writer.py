@@ -35,6 +35,7 @@ import numpy as np
 
 from tietool import dtypes
 from tietool.errors import UsageError
+from tietool.io import fastio
 from tietool.io.h5safe import SafeH5, natural_key
 from tietool.io.safe_output import WRITE_ERRNOS
 from tietool.io.tensorcopy import Progress, SourceFiles, copy_tensor
@@ -162,9 +163,12 @@ def write_h5(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo
     except (OSError, RuntimeError) as exc:
         raise _h5_write_error(exc, path) from None
     fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    wb = fastio.Writeback(fd) if writeback else None
     try:
         for off, info in offsets:
-            copy_tensor(ckpt, info, files, fd, off, progress, writeback)
+            copy_tensor(ckpt, info, files, fd, off, progress, wb)
+        if wb:
+            wb.finish()
     finally:
         os.close(fd)
 

@@ -13,6 +13,7 @@ import os
 import struct
 
 from tietool import dtypes
+from tietool.io import fastio
 from tietool.io.tensorcopy import Progress, SourceFiles, copy_tensor, pwrite_all
 from tietool.model import Checkpoint, TensorInfo
 
@@ -35,19 +36,22 @@ def build_header(entries: list[tuple[str, TensorInfo]], metadata: dict[str, str]
 
 
 def write_safetensors(path: str, ckpt: Checkpoint, entries: list[tuple[str, TensorInfo]], metadata: dict[str, str],
-                      files: SourceFiles, progress: Progress | None = None) -> int:
+                      files: SourceFiles, progress: Progress | None = None, writeback: bool = True) -> int:
     """Write ``entries`` (output name, source tensor) to ``path``; return the
-    file size."""
+    file size. ``writeback``: the caller will fsync the file, so start
+    writing it to disk while copying (:class:`tietool.io.fastio.Writeback`)."""
     head = build_header(entries, metadata)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+    wb = fastio.Writeback(fd) if writeback else None
     try:
         pwrite_all(fd, memoryview(head), 0)
         pos = len(head)
         for _, info in entries:
-            copy_tensor(ckpt, info, files, fd, pos, progress)
+            copy_tensor(ckpt, info, files, fd, pos, progress, wb)
             pos += info.nbytes
-        os.ftruncate(fd, pos)
-        pass  # no fsync: like cp, durability is left to the OS (it cost ~4x on a 500 MB file)
+        os.ftruncate(fd, pos)  # the fsync is the caller's (atomic_output), once for the finished output
+        if wb:
+            wb.finish()
     finally:
         os.close(fd)
     return pos

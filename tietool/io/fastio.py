@@ -131,11 +131,13 @@ def advise_sequential(fd: int, offset: int = 0, length: int = 0) -> None:
             os.posix_fadvise(fd, offset, length, os.POSIX_FADV_SEQUENTIAL)
 
 
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing the dirty pages of a range to disk, without waiting
-    (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``; a no-op elsewhere).
-    Durability still comes from the ``fsync`` before the rename."""
-    if _SFR is not None and length > 0:
+def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Start writing the dirty pages of a range (``length`` 0: to the end of
+    the file) to disk, without waiting for them (Linux
+    ``sync_file_range(SYNC_FILE_RANGE_WRITE)``; pages already being written
+    are skipped; a no-op elsewhere). Durability still comes from the
+    ``fsync`` before the rename."""
+    if _SFR is not None and length >= 0:
         _SFR(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
@@ -166,28 +168,37 @@ def write_all(fd: int, data: memoryview, offset: int) -> None:
 _RANGE_FALLBACK = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.ENOTSUP)
 
 
-class _Writeback:
-    """Calls :func:`start_writeback` every :data:`WRITEBACK_STEP` bytes written."""
+class Writeback:
+    """Early writeback for one output file that will be fsynced: every
+    :data:`WRITEBACK_STEP` bytes written to it (by any tensor, in any order),
+    start writing the file's dirty pages to disk (:func:`start_writeback`),
+    so the disk works while the copy goes on and the final ``fsync`` finds
+    little left to write. :meth:`finish` starts the rest (before
+    verification re-reads the file, so the two overlap)."""
 
-    def __init__(self, fd: int, offset: int) -> None:
-        self.fd, self.start, self.pending = fd, offset, 0
+    def __init__(self, fd: int) -> None:
+        self.fd, self.pending = fd, 0
 
     def wrote(self, n: int) -> None:
         self.pending += n
         if self.pending >= WRITEBACK_STEP:
-            start_writeback(self.fd, self.start, self.pending)
-            self.start += self.pending
+            start_writeback(self.fd)
+            self.pending = 0
+
+    def finish(self) -> None:
+        if self.pending:
+            start_writeback(self.fd)
             self.pending = 0
 
 
 def copy_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, n: int, buf: memoryview, label: str,
-               progress: Progress | None = None, writeback: bool = True) -> None:
+               progress: Progress | None = None, wb: Writeback | None = None) -> None:
     """Copy ``n`` bytes from ``src_fd`` at ``src_off`` to ``dst_fd`` at
     ``dst_off``. ``buf`` is the reused buffer of the user-space path (any
     size > 0). ``label`` names the source in errors (a short source raises
-    :class:`CorruptCheckpointError`)."""
+    :class:`CorruptCheckpointError`). ``wb``: the output file's early
+    writeback, told of every byte written."""
     done = 0
-    wb = _Writeback(dst_fd, dst_off) if writeback else None
     advise_sequential(src_fd, src_off, n)
     if hasattr(os, "copy_file_range") and (ALWAYS_RANGE or (src_off - dst_off) % PAGE == 0):
         try:

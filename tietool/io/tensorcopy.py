@@ -150,20 +150,22 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 
 def copy_tensor(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, out_fd: int, out_offset: int,
-                progress: Progress | None = None, writeback: bool = True) -> None:
-    """Write the bytes of ``info`` at ``out_offset`` of ``out_fd``.
-    ``writeback``: start writing them to disk as they are copied (for an
-    output that will be fsynced; see :func:`tietool.io.fastio.copy_range`)."""
+                progress: Progress | None = None, wb: fastio.Writeback | None = None) -> None:
+    """Write the bytes of ``info`` at ``out_offset`` of ``out_fd``. ``wb``:
+    the output file's early writeback (:class:`tietool.io.fastio.Writeback`),
+    for an output that will be fsynced."""
     if info.nbytes == 0:
         return
     if info.offset is not None:  # a raw byte range: copied in the kernel
         fastio.copy_range(files.fd(info.file), info.offset, out_fd, out_offset, info.nbytes,
-                          files.buffer(COPY_BYTES), info.file, progress, writeback)
+                          files.buffer(COPY_BYTES), info.file, progress, wb)
         return
     written = 0
     for chunk in raw_chunks(ckpt, info, files, max_bytes=COPY_BYTES):
         pwrite_all(out_fd, chunk, out_offset + written)
         written += len(chunk)
+        if wb:
+            wb.wrote(len(chunk))
         if progress:
             progress(len(chunk))
 
