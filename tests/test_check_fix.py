@@ -332,8 +332,8 @@ def test_fix_verification_finds_a_flipped_byte(tmp_path, monkeypatch):
 
     flipped = []
 
-    def copy_then_flip(ckpt, info, files, fd, pos, progress=None):
-        copy_tensor(ckpt, info, files, fd, pos, progress)
+    def copy_then_flip(ckpt, info, files, fd, pos, progress=None, wb=None):
+        copy_tensor(ckpt, info, files, fd, pos, progress, wb)
         if not flipped and info.nbytes and "shared" not in info.name:  # not a copy of the tie: only bytes tell
             byte = os.pread(fd, 1, pos)
             os.pwrite(fd, bytes([byte[0] ^ 0x01]), pos)
