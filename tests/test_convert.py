@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from safetensors import safe_open
 
 from tietool import OutputExistsError, TietoolError, UsageError, open_checkpoint
 from tietool.convert import convert, parse_size
+from tietool.errors import CorruptCheckpointError
 
 from helpers import FIXTURES, fixture, run_cli
 
@@ -599,3 +601,93 @@ def test_dedupe_splits_candidates_by_their_first_bytes(tmp_path, monkeypatch):
     key = "embedding_{0}/embedding_{0}/embeddings:0".format
     assert r.aliases == {key(1): key(0), key(4): key(3), key(6): key(5)}
     assert len(calls) == 4
+
+
+def test_raw_copies_are_compared_as_they_are_written(tmp_path, monkeypatch):
+    """Verification of a safetensors output compares each raw copy as soon as
+    it is written (on a helper thread, while the next one is copied) and
+    does not read it again at the end; a byte that differs is still found,
+    named, and nothing is left behind."""
+    import threading
+
+    from tietool.convert import verify, write
+    from tietool.io import tensorcopy
+
+    later = []
+    real_same = verify.same_tensor_bytes
+    monkeypatch.setattr(verify, "same_tensor_bytes", lambda *a, **k: (later.append(a[1].name), real_same(*a, **k))[1])
+    r = convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "ok")
+    assert r.verified and r.tensors > 10 and later == []  # every tensor compared while written
+
+    real_copy = tensorcopy.copy_tensor
+    flipped: list[str] = []
+
+    def copy_then_flip(ckpt, info, files, fd, pos, progress=None, wb=None):
+        real_copy(ckpt, info, files, fd, pos, progress, wb)
+        if not flipped and info.nbytes > 1000:
+            with open(info.file, "rb") as src:  # the writer's descriptor is write-only
+                src.seek(info.offset + 999)
+                os.pwrite(fd, bytes([src.read(1)[0] ^ 0x10]), pos + 999)
+            flipped.append(info.name)
+
+    monkeypatch.setattr(write.writers, "copy_tensor", copy_then_flip)
+    before = threading.active_count()
+    with pytest.raises(CorruptCheckpointError, match=r"verification failed: bytes of '.*' differ from the source"):
+        convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "bad")
+    assert flipped and not (tmp_path / "bad").exists()
+    assert sorted(os.listdir(tmp_path)) == ["ok"]
+    assert threading.active_count() == before  # the checking thread ended
+
+
+def test_early_check_stops_when_the_write_fails(tmp_path, monkeypatch):
+    """A failure while writing (here the third tensor) ends the checking
+    thread and is what the caller sees."""
+    import threading
+
+    from tietool.convert import write
+    from tietool.io import tensorcopy
+
+    real_copy = tensorcopy.copy_tensor
+    count = []
+
+    def fail_third(*a, **k):
+        count.append(1)
+        if len(count) == 3:
+            raise OSError(5, "Input/output error")
+        return real_copy(*a, **k)
+
+    monkeypatch.setattr(write.writers, "copy_tensor", fail_third)
+    before = threading.active_count()
+    with pytest.raises(OSError):
+        convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "bad")
+    assert threading.active_count() == before and os.listdir(tmp_path) == []
+
+
+def test_an_early_check_at_another_offset_is_not_trusted(tmp_path):
+    """If the finished file put a tensor elsewhere than where it was compared
+    while written, verification compares it again (and finds the truth)."""
+    from tietool.convert import verify
+    from tietool.formats import safetensors_format
+
+    out = tmp_path / "m.safetensors"
+    convert(FIXTURES / "tf/gpt2/tf_model.h5", "safetensors", out=out)
+    got = safetensors_format.open_file(str(out))
+    name, info = next((n, t) for n, t in got.tensors.items() if t.nbytes > 0)
+    got.close()
+    with open(out, "r+b") as fh:  # damage that tensor in place
+        fh.seek(info.offset)
+        b = fh.read(1)
+        fh.seek(info.offset)
+        fh.write(bytes([b[0] ^ 1]))
+    from tietool.convert import keras_plan
+    from tietool.formats import open_checkpoint
+    from tietool.io.tensorcopy import SourceFiles
+
+    with open_checkpoint(str(FIXTURES / "tf/gpt2/tf_model.h5")) as ckpt:
+        files = SourceFiles()
+        plan = keras_plan.plan_to_safetensors(ckpt, "dedupe", None, files, "tf_model.h5")
+        files.close()
+        o = plan.outputs[0]
+        verify.verify_output(o, str(out), ckpt, None, {name: info.offset})  # trusted: at that offset
+        with pytest.raises(CorruptCheckpointError, match=f"bytes of '{name}' differ"):
+            verify.verify_output(o, str(out), ckpt, None, {name: info.offset + 1})

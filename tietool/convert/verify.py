@@ -13,14 +13,33 @@ Two independent readings of every weights file, before it replaces anything:
 
 Like :func:`tietool.convert.write.write_output`, each call opens its own
 descriptors and shares no state but ``tick``.
+
+Overlapped with writing
+-----------------------
+For a safetensors output, the byte comparison of each raw copy (a tensor
+whose bytes are a byte range of the source, the bulk of any conversion) does
+not wait for the whole file: :class:`EarlyCheck` re-reads it on a helper
+thread as soon as it is written, while the next tensor is copied (the
+comparison reads page cache and runs on the second core; the copy waits on
+the kernel). Each output tensor is written once, by one writer, from the
+start of its range to its end, into the range the header gives it; the
+final step re-opens the finished file (tietool's reader and
+``safetensors.safe_open``) and checks that each early-compared tensor lies at
+the offset it was compared at, so what was compared is what the file holds.
+Transposed and permuted tensors, HDF5 and ``.keras`` outputs are compared
+after writing, as before.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from typing import Callable
 
 import numpy as np
 
+from tietool.io import fastio
 from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 from tietool.ties.compare import BlockReader
 
@@ -38,9 +57,77 @@ def _fail(what: str, label: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(f"verification failed: {what}", label)
 
 
-def verify_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None) -> None:
+class EarlyCheck:
+    """Compares raw tensor copies of one output file with their source as
+    they are written (see the module notes). :meth:`written` after each
+    tensor; :meth:`finish` returns ``{output name: offset compared}`` or
+    raises the first mismatch; :meth:`abort` when the write fails."""
+
+    def __init__(self, out: OutputFile, path: str) -> None:
+        self.label, self.path = out.name, path
+        self.jobs: queue.Queue = queue.Queue()
+        self.checked: dict[str, int] = {}
+        self.failed: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="tietool-check", daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def wants(t: TensorOut) -> bool:
+        return t.same_bytes and t.source.offset is not None and t.source.nbytes > 0
+
+    def written(self, t: TensorOut, offset: int) -> None:
+        if self.failed is not None:
+            raise self.failed
+        self.jobs.put((t, offset))
+
+    def _run(self) -> None:
+        files = SourceFiles()
+        fd = -1
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            while not self.stop.is_set():
+                job = self.jobs.get()
+                if job is None:
+                    break
+                t, offset = job
+                src = t.source
+                if not fastio.same_range(files.fd(src.file), src.offset, fd, offset, src.nbytes,
+                                         files.pair(min(transpose.BLOCK_BYTES // 2, fastio.BLOCK, src.nbytes)),
+                                         src.file, self.label,
+                                         self._stopped):
+                    raise _fail(f"bytes of {t.name!r} differ from the source {src.name!r}", self.label)
+                self.checked[t.name] = offset
+        except BaseException as exc:  # handed to the writing thread
+            self.failed = exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            files.close()
+
+    def _stopped(self, _n: int) -> None:
+        if self.stop.is_set():  # the write failed or was interrupted: end within a block
+            raise fastio.Stopped()
+
+    def finish(self) -> dict[str, int]:
+        self.jobs.put(None)
+        self.thread.join()
+        if self.failed is not None:
+            raise self.failed
+        return self.checked
+
+    def abort(self) -> None:
+        self.stop.set()
+        self.jobs.put(None)
+        self.thread.join()
+
+
+def verify_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None,
+                  checked: dict[str, int] | None = None) -> None:
     """Raise :class:`~tietool.errors.CorruptCheckpointError` (naming
-    ``out.name``) unless ``path`` holds exactly what ``out`` plans."""
+    ``out.name``) unless ``path`` holds exactly what ``out`` plans.
+    ``checked``: tensors :class:`EarlyCheck` already compared, at these
+    offsets (their bytes are not read again if the file puts them there)."""
     label = out.name
     if out.kind == "text":
         with open(path, encoding="utf-8") as fh:
@@ -53,7 +140,7 @@ def verify_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | Non
     files = SourceFiles()
     try:
         with got:
-            _compare(out, got, ckpt, files, label, tick)
+            _compare(out, got, ckpt, files, label, tick, checked or {})
     finally:
         files.close()
 
@@ -77,7 +164,7 @@ def _reopen(out: OutputFile, path: str, label: str) -> Checkpoint:
 
 
 def _compare(out: OutputFile, got: Checkpoint, ckpt: Checkpoint, files: SourceFiles, label: str,
-             tick: Tick | None) -> None:
+             tick: Tick | None, checked: dict[str, int]) -> None:
     want = {t.name: t for t in out.tensors}
     if set(got.tensors) != set(want):
         missing = sorted(set(want) - set(got.tensors))[:3]
@@ -90,7 +177,11 @@ def _compare(out: OutputFile, got: Checkpoint, ckpt: Checkpoint, files: SourceFi
             src = t.source
             if tuple(g.shape) != tuple(t.shape) or g.dtype != src.dtype:
                 raise _fail(f"{name!r} is {g.dtype}{list(g.shape)}, expected {src.dtype}{list(t.shape)}", label)
-            if t.same_bytes:
+            if name in checked and g.offset == checked[name]:
+                ok = True  # compared as it was written, where the file has it
+                if tick:
+                    tick(src.nbytes)
+            elif t.same_bytes:
                 ok = same_tensor_bytes(ckpt, src, got, g, files, tick, max_bytes=transpose.BLOCK_BYTES // 2)
             elif t.transform == "transpose":
                 reader = reader or BlockReader(ckpt)

@@ -29,14 +29,19 @@ from tietool.ties.compare import BlockReader
 from ..model import Checkpoint
 from .plan import OutputFile
 from .transpose import permuted, write_transposed
+from .verify import EarlyCheck
 
 Tick = Callable[[int], None]
 
 
-def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None, writeback: bool = True) -> None:
+def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None, writeback: bool = True,
+                 checked: dict[str, dict[str, int]] | None = None) -> None:
     """Write ``out`` (one file of a plan) to ``path`` from ``ckpt``.
     ``writeback``: the output will be fsynced, so start writing copied bytes
-    to disk while copying (no effect on the bytes)."""
+    to disk while copying (no effect on the bytes). ``checked``: compare a
+    safetensors output's raw copies as they are written
+    (:class:`~tietool.convert.verify.EarlyCheck`) and record them in
+    ``checked[out.name]`` for :func:`~tietool.convert.verify.verify_output`."""
     if out.kind == "text":
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(out.text)
@@ -44,7 +49,9 @@ def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None
     files = SourceFiles()
     try:
         if out.kind == "safetensors":
-            _write_safetensors(out, path, ckpt, files, tick, writeback)
+            early = _write_safetensors(out, path, ckpt, files, tick, writeback, checked is not None)
+            if checked is not None:
+                checked[out.name] = early
         elif out.kind == "h5":
             from tietool.formats.h5_writer import write_h5
 
@@ -60,10 +67,12 @@ def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None
 
 
 def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: SourceFiles, tick: Tick | None,
-                       writeback: bool) -> None:
+                       writeback: bool, check: bool) -> dict[str, int]:
+    """Write the file; with ``check``, return what :class:`EarlyCheck` compared."""
     head = build_header([(t.name, t.info) for t in out.tensors], out.metadata)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
     wb = fastio.Writeback(fd) if writeback else None
+    early = EarlyCheck(out, path) if check and any(EarlyCheck.wants(t) for t in out.tensors) else None
     reader: BlockReader | None = None
     try:
         pwrite_all(fd, memoryview(head), 0)
@@ -81,10 +90,17 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
                     tick(len(data))
             if wb and not t.same_bytes:
                 wb.wrote(t.source.nbytes)
+            if early is not None and EarlyCheck.wants(t):
+                early.written(t, pos)
             pos += t.source.nbytes
         os.ftruncate(fd, pos)  # no fsync here: atomic_output syncs the finished output once
         if wb:
             wb.finish()
+        return early.finish() if early is not None else {}
+    except BaseException:
+        if early is not None:
+            early.abort()
+        raise
     finally:
         os.close(fd)
         if reader is not None:
