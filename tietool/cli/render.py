@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
-from tabulate import tabulate
 
 from tietool.textsafe import printable
 
@@ -28,10 +27,14 @@ def shape_str(shape) -> str:
 
 
 def table(rows: list[list], headers: list[str]) -> str:
+    from tabulate import tabulate  # here, not at import: it costs 30 ms that convert's summary does not need
+
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
 def key_values(pairs: list[tuple[str, object]]) -> str:
+    from tabulate import tabulate
+
     return tabulate([[k, v] for k, v in pairs], tablefmt="plain", disable_numparse=True)
 
 

@@ -79,7 +79,8 @@ T = TypeVar("T")
 
 def _libc() -> ctypes.CDLL | None:
     try:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # The process's own symbols hold libc's on Linux and macOS: no find_library (it may run ldconfig).
+        lib = ctypes.CDLL(None if os.name == "posix" else ctypes.util.find_library("c"), use_errno=True)
         lib.memcmp.restype = ctypes.c_int
         lib.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
         return lib
