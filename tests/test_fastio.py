@@ -215,11 +215,11 @@ def test_shard_failure_stops_and_leaves_nothing(tmp_path, monkeypatch):
     real = writers.copy_tensor
     seen = []
 
-    def failing(ckpt, info, files, fd, pos, progress=None):
+    def failing(ckpt, info, files, fd, pos, progress=None, wb=None):
         seen.append(info.name)
         if len(seen) == 5:
             raise OSError(28, "No space left on device")
-        return real(ckpt, info, files, fd, pos, progress)
+        return real(ckpt, info, files, fd, pos, progress, wb)
 
     monkeypatch.setattr(writers, "copy_tensor", failing)  # what convert.write calls
     src = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "tf", "gpt2_sharded")
