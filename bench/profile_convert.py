@@ -1,6 +1,6 @@
 """Where `convert` spends its time: cProfile of one conversion, in process, after the imports.
 
-    python bench/profile_convert.py [SOURCE] [--no-verify] [--names pt] [--top 15]
+    python bench/profile_convert.py [SOURCE] [--no-verify] [--no-fsync] [--names pt] [--top 15]
 
 SOURCE defaults to bench/out/keras2_2048mb.h5 (bench/make_cases.py makes it).
 Prints the wall time, the time inside the final fsync, and the top entries by
@@ -28,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("source", nargs="?", default=os.path.join(HERE, "out", "keras2_2048mb.h5"))
     ap.add_argument("--no-verify", dest="verify", action="store_false")
+    ap.add_argument("--no-fsync", dest="fsync", action="store_false")
     ap.add_argument("--names", default="keras")
     ap.add_argument("--shard-size", default=None)
     ap.add_argument("--top", type=int, default=15)
@@ -49,7 +50,8 @@ def main() -> None:
     t0 = time.perf_counter()
     c0 = time.process_time()
     prof.enable()
-    convert(args.source, "safetensors", out=out, verify=args.verify, names=args.names, shard_size=args.shard_size)
+    convert(args.source, "safetensors", out=out, verify=args.verify, names=args.names, shard_size=args.shard_size,
+            fsync=args.fsync)
     prof.disable()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     shutil.rmtree(tmp, ignore_errors=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
-
 from tietool.textsafe import printable
 
 if TYPE_CHECKING:  # annotations only: rendering imports no reader

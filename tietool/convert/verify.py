@@ -51,6 +51,9 @@ from .plan import OutputFile, TensorOut
 from .transpose import permuted, same_transposed
 
 Tick = Callable[[int], None]
+#: Block per side of :class:`EarlyCheck`'s comparison: one checker runs beside each output being written
+#: (two shards at once: two checkers), so a smaller block than fastio.BLOCK keeps memory under 100 MB.
+EARLY_BLOCK = 4 * 1024 * 1024
 
 
 def _fail(what: str, label: str) -> CorruptCheckpointError:
@@ -93,7 +96,7 @@ class EarlyCheck:
                 t, offset = job
                 src = t.source
                 if not fastio.same_range(files.fd(src.file), src.offset, fd, offset, src.nbytes,
-                                         files.pair(min(transpose.BLOCK_BYTES // 2, fastio.BLOCK, src.nbytes)),
+                                         files.pair(min(EARLY_BLOCK, transpose.BLOCK_BYTES // 2, src.nbytes)),
                                          src.file, self.label,
                                          self._stopped):
                     raise _fail(f"bytes of {t.name!r} differ from the source {src.name!r}", self.label)

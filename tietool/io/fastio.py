@@ -192,11 +192,13 @@ class Writeback:
             self.pending = 0
 
 
-def copy_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, n: int, buf: memoryview, label: str,
+def copy_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, n: int,
+               buf: memoryview | Callable[[], memoryview], label: str,
                progress: Progress | None = None, wb: Writeback | None = None) -> None:
     """Copy ``n`` bytes from ``src_fd`` at ``src_off`` to ``dst_fd`` at
     ``dst_off``. ``buf`` is the reused buffer of the user-space path (any
-    size > 0). ``label`` names the source in errors (a short source raises
+    size > 0), or a function that gives it: called only if that path is
+    taken, so a copy the kernel does allocates no buffer. ``label`` names the source in errors (a short source raises
     :class:`CorruptCheckpointError`). ``wb``: the output file's early
     writeback, told of every byte written."""
     done = 0
@@ -215,7 +217,10 @@ def copy_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, n: int, buf
         except OSError as exc:
             if exc.errno not in _RANGE_FALLBACK:
                 raise
+    if done < n and callable(buf):
+        buf = buf()
     while done < n:
+        assert not callable(buf)
         view = buf[:min(len(buf), n - done)]
         read_into(src_fd, view, src_off + done, label)
         write_all(dst_fd, view, dst_off + done)

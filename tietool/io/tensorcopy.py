@@ -158,7 +158,7 @@ def copy_tensor(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, out_fd: 
         return
     if info.offset is not None:  # a raw byte range: copied in the kernel
         fastio.copy_range(files.fd(info.file), info.offset, out_fd, out_offset, info.nbytes,
-                          files.buffer(COPY_BYTES), info.file, progress, wb)
+                          lambda: files.buffer(COPY_BYTES), info.file, progress, wb)
         return
     written = 0
     for chunk in raw_chunks(ckpt, info, files, max_bytes=COPY_BYTES):
