@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from tietool.errors import CorruptCheckpointError
-from tietool.io import fastio
+from tietool.io import fastio, rawio
 
 SIZE = 3 * 4096 + 123  # not a multiple of any block size used below
 DATA = bytes((i * 131 + 7) % 251 for i in range(SIZE))
@@ -132,10 +132,10 @@ def test_short_reads(src, monkeypatch):
 
     monkeypatch.setattr(os, "preadv", dribble)
     view = memoryview(bytearray(100))
-    fastio.read_into(src, view, 10, "src")
+    rawio.read_into(src, view, 10, "src")
     assert bytes(view) == DATA[10:110]
     with pytest.raises(CorruptCheckpointError, match="truncated"):
-        fastio.read_into(src, memoryview(bytearray(100)), SIZE - 50, "src")
+        rawio.read_into(src, memoryview(bytearray(100)), SIZE - 50, "src")
 
 
 def test_short_writes(tmp_path, monkeypatch):
@@ -226,3 +226,22 @@ def test_shard_failure_stops_and_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="space"):
         convert(src, to="safetensors", out=str(tmp_path / "out"), shard_size="4KB")
     assert os.listdir(tmp_path) == []
+
+
+def test_writeback_counts_the_whole_file(monkeypatch):
+    """Early writeback is per output file: many small writes (tensors under
+    WRITEBACK_STEP) start it once their sum passes the step, and finish()
+    starts the rest; nothing is started for a file with nothing pending."""
+    started = []
+    monkeypatch.setattr(fastio, "start_writeback", lambda fd, *a: started.append(fd))
+    wb = fastio.Writeback(7)
+    small = fastio.WRITEBACK_STEP // 8
+    for _ in range(7):
+        wb.wrote(small)
+    assert started == []
+    wb.wrote(small)
+    assert started == [7]
+    wb.wrote(1)
+    wb.finish()
+    wb.finish()
+    assert started == [7, 7]

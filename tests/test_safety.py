@@ -569,6 +569,21 @@ def test_no_fsync_skips_only_the_waiting(tmp_path, monkeypatch):
     assert not temporaries(tmp_path)
 
 
+def test_keras_output_intermediate_is_not_written_back(tmp_path, monkeypatch):
+    """A .keras output's weights file is an intermediate (zipped, then
+    removed): it is not written back to disk; the archive is fsynced."""
+    from tietool.convert import convert
+    from tietool.io import fastio
+
+    started: list[int] = []
+    monkeypatch.setattr(fastio, "start_writeback", lambda fd, *a: started.append(fd))
+    st = tmp_path / "m.safetensors"
+    convert(fixture("keras3/tied_revemb.keras"), "safetensors", out=st)
+    started.clear()
+    convert(str(st), "keras", out=tmp_path / "m.keras")
+    assert started == [] and (tmp_path / "m.keras").is_file()
+
+
 def test_previous_folder_moved_aside_is_put_back(tmp_path):
     """Where the file system cannot exchange two folders atomically, the old
     output is renamed aside before the new one goes in; a writer killed

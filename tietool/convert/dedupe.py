@@ -84,7 +84,7 @@ def _candidate_groups(ckpt: Checkpoint) -> list[list[str]]:
     return [sorted(set(names), key=order.__getitem__) for names in members.values()]
 
 
-def _prefix_key(ckpt: Checkpoint, t: TensorInfo, files: SourceFiles) -> tuple:
+def _prefix_key(t: TensorInfo, files: SourceFiles) -> tuple:
     """Shape, dtype and what the tensor's first bytes digest to (None for a
     tensor not stored as one raw byte range: compared in full)."""
     digest = None
@@ -100,12 +100,10 @@ def _split(ckpt: Checkpoint, names: list[str], files: SourceFiles) -> list[list[
         return [names]
     parts: dict[tuple, list[str]] = {}
     for n in names:
-        parts.setdefault(_prefix_key(ckpt, ckpt.tensors[n], files), []).append(n)
-    unknown = [n for k, g in parts.items() if k[-1] is None for n in g]
-    known = [g for k, g in parts.items() if k[-1] is not None]
-    if unknown:  # not raw: compared with every candidate, as before
+        parts.setdefault(_prefix_key(ckpt.tensors[n], files), []).append(n)
+    if any(key[-1] is None for key in parts):  # one not stored raw: compared with every candidate, as before
         return [names]
-    return [g for g in known if len(g) > 1]
+    return [g for g in parts.values() if len(g) > 1]
 
 
 def find_copies(ckpt: Checkpoint, files: SourceFiles) -> dict[str, str]:

@@ -15,7 +15,8 @@ import numpy as np
 
 from tietool import dtypes
 from tietool.io import fastio
-from tietool.io.tensorcopy import le_bytes, pwrite_all
+from tietool.io.fastio import write_all
+from tietool.io.tensorcopy import le_bytes
 from tietool.ties.compare import BlockReader, transpose_into
 
 from ..errors import UsageError
@@ -47,7 +48,7 @@ def write_transposed(info: TensorInfo, reader: BlockReader, fd: int, pos: int,
         raw = reader.block(info, 0, R, c0, c1, slot=1)
         t = transpose_into(raw, reader.scratch(2, raw.dtype, (c1 - c0, R)))
         data = le_bytes(t)
-        pwrite_all(fd, data, pos + c0 * R * item)
+        write_all(fd, data, pos + c0 * R * item)
         if tick:
             tick(len(data))
 

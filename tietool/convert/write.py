@@ -23,7 +23,7 @@ from typing import Callable
 from tietool.formats.safetensors_writer import build_header
 from tietool.io import fastio
 from tietool.io import tensorcopy as writers
-from tietool.io.tensorcopy import SourceFiles, le_bytes, pwrite_all
+from tietool.io.tensorcopy import SourceFiles, le_bytes
 from tietool.ties.compare import BlockReader
 
 from ..model import Checkpoint
@@ -75,7 +75,7 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
     early = EarlyCheck(out, path) if check and any(EarlyCheck.wants(t) for t in out.tensors) else None
     reader: BlockReader | None = None
     try:
-        pwrite_all(fd, memoryview(head), 0)
+        fastio.write_all(fd, memoryview(head), 0)
         pos = len(head)
         for t in out.tensors:
             if t.same_bytes:
@@ -85,7 +85,7 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
                 write_transposed(t.source, reader, fd, pos, tick)
             else:
                 data = le_bytes(permuted(ckpt, t))
-                pwrite_all(fd, data, pos)
+                fastio.write_all(fd, data, pos)
                 if tick:
                     tick(len(data))
             if wb and not t.same_bytes:

@@ -14,7 +14,7 @@ import struct
 
 from tietool import dtypes
 from tietool.io import fastio
-from tietool.io.tensorcopy import Progress, SourceFiles, copy_tensor, pwrite_all
+from tietool.io.tensorcopy import Progress, SourceFiles, copy_tensor
 from tietool.model import Checkpoint, TensorInfo
 
 
@@ -44,7 +44,7 @@ def write_safetensors(path: str, ckpt: Checkpoint, entries: list[tuple[str, Tens
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
     wb = fastio.Writeback(fd) if writeback else None
     try:
-        pwrite_all(fd, memoryview(head), 0)
+        fastio.write_all(fd, memoryview(head), 0)
         pos = len(head)
         for _, info in entries:
             copy_tensor(ckpt, info, files, fd, pos, progress, wb)

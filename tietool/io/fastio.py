@@ -53,7 +53,7 @@ from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 
-from tietool.errors import CorruptCheckpointError
+from tietool.io.rawio import read_into
 
 PAGE = 4096
 #: Largest block read at once by :func:`same_range` (per side).
@@ -144,20 +144,6 @@ def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
 
 # -- reading and writing ----------------------------------------------------------------------
 
-def read_into(fd: int, view: memoryview, offset: int, label: str) -> None:
-    """Fill ``view`` from ``offset`` or raise: a short read means the file ends early."""
-    got = 0
-    while got < len(view):
-        try:
-            n = os.preadv(fd, [view[got:]], offset + got)
-        except OSError as exc:
-            raise CorruptCheckpointError(f"cannot read ({(exc.strerror or str(exc)).lower()})", label) from None
-        if n <= 0:
-            raise CorruptCheckpointError(
-                f"unexpected end of file reading {len(view)} bytes at offset {offset}: truncated?", label)
-        got += n
-
-
 def write_all(fd: int, data: memoryview, offset: int) -> None:
     """``pwrite`` all of ``data`` at ``offset`` (short writes continued)."""
     while len(data):
@@ -199,7 +185,7 @@ def copy_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, n: int,
     ``dst_off``. ``buf`` is the reused buffer of the user-space path (any
     size > 0), or a function that gives it: called only if that path is
     taken, so a copy the kernel does allocates no buffer. ``label`` names the source in errors (a short source raises
-    :class:`CorruptCheckpointError`). ``wb``: the output file's early
+    :class:`~tietool.errors.CorruptCheckpointError`). ``wb``: the output file's early
     writeback, told of every byte written."""
     done = 0
     advise_sequential(src_fd, src_off, n)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -142,13 +141,6 @@ def same_stream(a_chunks: Iterator[memoryview], b_chunks: Iterator[memoryview],
         ba, bb = ba[n:], bb[n:]
 
 
-def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while len(data):
-        n = os.pwrite(fd, data, offset)
-        data = data[n:]
-        offset += n
-
-
 def copy_tensor(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, out_fd: int, out_offset: int,
                 progress: Progress | None = None, wb: fastio.Writeback | None = None) -> None:
     """Write the bytes of ``info`` at ``out_offset`` of ``out_fd``. ``wb``:
@@ -162,7 +154,7 @@ def copy_tensor(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, out_fd: 
         return
     written = 0
     for chunk in raw_chunks(ckpt, info, files, max_bytes=COPY_BYTES):
-        pwrite_all(out_fd, chunk, out_offset + written)
+        fastio.write_all(out_fd, chunk, out_offset + written)
         written += len(chunk)
         if wb:
             wb.wrote(len(chunk))
