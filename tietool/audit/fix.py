@@ -32,13 +32,12 @@ from dataclasses import dataclass
 from tietool.audit.check import FLAG, IDENTICAL, NO_HEAD, SHARED_STORAGE, Analysis, Repair, analyse
 from tietool.audit.jsonedit import delete_key, set_value
 from tietool.errors import ConversionError, CopiesDifferError, CorruptCheckpointError, UsageError
-from tietool.formats import open_checkpoint
+from tietool.formats import format_of, open_checkpoint
 from tietool.io.safe_output import atomic_output, check_output
 from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 from tietool.model import Checkpoint, TensorInfo
 
 HEADS = ("explicit", "implicit")
-ST_FORMATS = ("safetensors", "safetensors-sharded")
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def head_repairs(a: Analysis, head: str | None) -> list[Repair]:
         raise UsageError(f"--head must be one of {', '.join(HEADS)} (got {head!r})")
     ckpt = a.ckpt
     weights_tied = a.weights_tied if a.weights_tied is not None else a.tied
-    if ckpt.format not in ST_FORMATS:
+    if not format_of(ckpt).is_safetensors:
         raise UsageError(f"--head {head} rewrites safetensors with PyTorch names; this is {ckpt.format} "
                          "(convert it first: tietool convert SRC --to safetensors --names pt --head ...)", ckpt.path)
     out: list[Repair] = []
@@ -262,7 +261,8 @@ def fix(src, out=None, head: str | None = None, prefer: str | None = None, force
             tensor_kinds = {"use-copy", "drop-head", "write-head"}
             touched = {ckpt.tensors[r.tensor_name].file for r in repairs if r.kind in ("use-copy", "drop-head")}
             touched |= {ckpt.tensors[r.source_name].file for r in repairs if r.kind == "write-head"}
-            index_file = ckpt.files[0] if ckpt.format == "safetensors-sharded" else None
+            fmt = format_of(ckpt)
+            index_file = ckpt.files[0] if fmt.sharded and fmt.is_safetensors else None
             index_changes = [r for r in repairs if r.kind in ("drop-head", "write-head")]
             written: list[str] = []
             copied: list[str] = []
@@ -272,13 +272,12 @@ def fix(src, out=None, head: str | None = None, prefer: str | None = None, force
 
                 h5_by_file = {h.label: h for h in getattr(ckpt.store, "files", []) or []}
                 for path in sorted(touched):
-                    if ckpt.format in ST_FORMATS:
+                    if fmt.is_safetensors:
                         from tietool.formats.safetensors_writer import write_safetensors
 
                         entries, metadata = _st_entries(ckpt, path, repairs)
                         write_safetensors(target(path), ckpt, entries, metadata, files)
-                    elif path in h5_by_file and ckpt.format in ("keras2-h5", "hf-tf-h5-sharded", "keras3-weights-h5",
-                                                                 "keras3-weights-sharded", "keras2-full-h5"):
+                    elif path in h5_by_file and fmt.is_hdf5:
                         from tietool.formats.h5_writer import write_h5
 
                         tree, data = _h5_plan(ckpt, h5_by_file[path], repairs)

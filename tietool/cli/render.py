@@ -53,7 +53,7 @@ def render_inspect(report: InspectReport) -> str:
         ("path", printable(report.path)),
         ("format", f"{report.format} ({report.format_description})"),
     ]
-    if report.origin_format != report.format:
+    if report.converted:
         pairs.append(("converted from", f"{report.origin_format} ({report.origin_description})"))
     pairs += [
         ("files", "\n".join(printable(f) for f in report.files)),
