@@ -14,7 +14,8 @@ import os
 import time
 from typing import Callable, Sequence
 
-from tietool.io.safe_output import SourceGuard, atomic_output, check_output, copy_side_file
+from tietool.io.safe_output import atomic_output, check_output, copy_side_file
+from tietool.io.sourceguard import SourceGuard
 from tietool.io.tensorcopy import (
     Progress,
     SourceFiles,
