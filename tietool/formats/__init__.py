@@ -22,6 +22,7 @@ from ..errors import (
     UsageError,
 )
 from ..model import Checkpoint
+from ..textsafe import bounded
 
 FORMATS = {
     "keras2-h5": "Keras 2 save_weights HDF5 (transformers TF tf_model.h5)",
@@ -153,7 +154,7 @@ def _open_index(path: str) -> Checkpoint:
         return safetensors_format.open_sharded(path, index, shards, flat)
     if kinds <= {".h5", ".hdf5"}:
         return keras_h5.open_hf_sharded(path)
-    raise UnsupportedFormatError(f"shard index names files of unknown kind ({', '.join(sorted(kinds))})", path)
+    raise UnsupportedFormatError(f"shard index names files of unknown kind ({bounded(sorted(kinds))})", path)
 
 
 def find_weights(folder: str) -> tuple[str, list[str]]:
@@ -194,7 +195,7 @@ def _open_folder(folder: str) -> Checkpoint:
     weights, others = find_weights(folder)
     if others:
         # Never a silent pick: which file a loader uses differs by loader.
-        names = ", ".join([os.path.basename(weights)] + others)
+        names = bounded([os.path.basename(weights)] + others)
         raise UsageError(f"several weight files in this folder ({names}): name the one to use", folder)
     ckpt = _open_file(weights)
     ckpt.path = folder
