@@ -24,8 +24,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from tietool.errors import CheckpointNotFoundError, UnsupportedFormatError
-from tietool.formats import FOLDER_CONFIG, find_weights
+from tietool.errors import CheckpointNotFoundError, TietoolError, UnsupportedFormatError
+from tietool.formats import FOLDER_CONFIG, check_input_path, find_weights
 
 _HF_CACHE = re.compile(r"(?:^|/)models--([^/]+?)--([^/]+)/snapshots/([^/]+)$")
 _SKIP_DIRS = {"blobs", ".no_exist", "refs", ".git", "__pycache__", "node_modules"}
@@ -94,8 +94,10 @@ def find_checkpoints(paths: list[str]) -> list[Found]:
 
 
 def _find_under(path: str, out: list[Found]) -> None:
-    if not os.path.exists(path):
-        out.append(Found(path, None, "no such file or folder"))
+    try:
+        check_input_path(path)
+    except TietoolError as exc:
+        out.append(Found(path, None, exc.message))
         return
     if os.path.isfile(path):
         out.append(Found(path, _hf_model(os.path.dirname(os.path.abspath(path)))))

@@ -7,12 +7,20 @@ Hugging Face model folder (the weights file found by the Hub's file names,
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 
 from .. import config as configlib
-from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError, UsageError
+from ..errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    InputUnreadableError,
+    UnsupportedFormatError,
+    UsageError,
+)
 from ..model import Checkpoint
+from ..textsafe import bounded
 from .descriptor import FORMATS as DESCRIPTORS
 from .descriptor import Family, Format, Recognised, format_of, get_format, origin_of
 
@@ -45,8 +53,7 @@ PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Open ``path``, reading headers and attributes only."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointNotFoundError("no such file or folder", path)
+    check_input_path(path)
     if os.path.isdir(path):
         return _open_folder(path)
     ckpt = _open_file(path)
@@ -54,6 +61,23 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if os.path.basename(path) in HF_FILE_NAMES or _is_hf_shard_name(os.path.basename(path)):
         _attach_folder_config(ckpt, folder)
     return ckpt
+
+
+def check_input_path(path: str) -> None:
+    """Raise the error a user can act on when ``path`` cannot be reached:
+    missing (ENOENT, ENOTDIR) is "no such file or folder"; one that exists
+    behind a folder the user cannot enter fails ``stat`` with EACCES, which
+    is a permission problem, not a missing file."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise CheckpointNotFoundError("no such file or folder", path, errno.ENOENT) from None
+    except NotADirectoryError:
+        raise CheckpointNotFoundError("no such file or folder", path, errno.ENOTDIR) from None
+    except PermissionError:
+        raise InputUnreadableError("cannot read (permission denied)", path, errno.EACCES) from None
+    except OSError as exc:
+        raise InputUnreadableError(f"cannot read ({(exc.strerror or str(exc)).lower()})", path, exc.errno) from None
 
 
 def _is_hf_shard_name(name: str) -> bool:
@@ -150,7 +174,7 @@ def _recognise_index(path: str) -> Recognised:
         return Recognised(get_format("safetensors-sharded"), path, index=index)
     if kinds <= {".h5", ".hdf5"}:
         return Recognised(get_format("hf-tf-h5-sharded"), path, index=index)
-    raise UnsupportedFormatError(f"shard index names files of unknown kind ({', '.join(sorted(kinds))})", path)
+    raise UnsupportedFormatError(f"shard index names files of unknown kind ({bounded(sorted(kinds))})", path)
 
 
 def find_weights(folder: str) -> tuple[str, list[str]]:
@@ -191,7 +215,7 @@ def _open_folder(folder: str) -> Checkpoint:
     weights, others = find_weights(folder)
     if others:
         # Never a silent pick: which file a loader uses differs by loader.
-        names = ", ".join([os.path.basename(weights)] + others)
+        names = bounded([os.path.basename(weights)] + others)
         raise UsageError(f"several weight files in this folder ({names}): name the one to use", folder)
     ckpt = _open_file(weights)
     ckpt.path = folder

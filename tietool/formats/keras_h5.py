@@ -33,6 +33,7 @@ from tietool.io.h5safe import DatasetEntry, SafeH5
 from .. import config as configlib
 from ..errors import CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError
 from ..model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, KerasArchive, TensorInfo
+from ..textsafe import bounded
 from .descriptor import Recognised
 
 KERAS3_ROLES = {"optimizer": ROLE_OPTIMIZER, "metrics": "metric"}
@@ -380,7 +381,7 @@ def open_keras_archive(found: Recognised) -> Checkpoint:
         members = _check_members(z, path)
         if "model.weights.h5" not in members:
             raise CorruptCheckpointError(
-                "archive has no model.weights.h5 (members: " + ", ".join(sorted(members)[:8]) + ")", path
+                "archive has no model.weights.h5 (members: " + bounded(sorted(members)) + ")", path
             )
         config = None
         texts: dict[str, str] = {}  # the members' text as stored, for writing them back byte for byte

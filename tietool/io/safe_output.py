@@ -33,6 +33,7 @@ import sys
 from typing import Iterable, Iterator
 
 from tietool.errors import CorruptCheckpointError, OutputError, OutputExistsError, UsageError
+from tietool.textsafe import printable
 
 TMP_MARK = ".tietool-tmp-"
 OLD_MARK = ".tietool-old-"  # a previous output folder moved aside while the new one is put in place
@@ -184,12 +185,13 @@ def remove_stale(folder: str) -> list[str]:
                     os.rename(p, home)
                 except OSError:
                     continue
-                log.warning("tietool: put back %s (moved aside by process %d, which no longer exists)", home, pid)
+                log.warning("tietool: put back %s (moved aside by process %d, which no longer exists)",
+                            printable(home), pid)
                 continue
         _remove(p)
         if not os.path.lexists(p):
             removed.append(p)
-            log.warning("tietool: removed stale temporary %s (its process %d no longer exists)", p, pid)
+            log.warning("tietool: removed stale temporary %s (its process %d no longer exists)", printable(p), pid)
     return removed
 
 
