@@ -40,8 +40,8 @@ from typing import Callable
 import numpy as np
 
 from tietool.io import fastio
+from tietool.io.blockread import BlockReader
 from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
-from tietool.ties.compare import BlockReader
 
 from .. import dtypes
 from ..errors import CorruptCheckpointError
