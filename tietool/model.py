@@ -48,7 +48,9 @@ class TensorInfo:
 
     @property
     def computable(self) -> bool:
-        return dtypes.DTYPES[self.dtype].numpy is not None
+        """Its bytes can be handled as a numpy array: every dtype of the table
+        can (bfloat16 and float8 as unsigned integers, :mod:`tietool.dtypes`)."""
+        return self.dtype in dtypes.DTYPES
 
     def as_dict(self) -> dict:
         d = {
@@ -80,7 +82,8 @@ class TensorStore(Protocol):
     """What a reader provides to fetch data for the tensors it listed."""
 
     def read_rows(self, info: TensorInfo, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` along axis 0 (the whole array for 0-d tensors)."""
+        """Rows ``start:stop`` along axis 0 (the whole array for 0-d tensors),
+        in stored form (:func:`tietool.dtypes.stored_dtype`), native byte order."""
         ...
 
     def close(self) -> None: ...
@@ -149,7 +152,13 @@ class Checkpoint:
         return self.store
 
     def read(self, name: str) -> np.ndarray:
-        """The whole tensor as a numpy array (native byte order)."""
+        """The whole tensor's values as a numpy array (native byte order;
+        bfloat16 and float8 as ``ml_dtypes`` arrays)."""
+        return dtypes.as_values(self.read_stored(name), self.info(name).dtype)
+
+    def read_stored(self, name: str) -> np.ndarray:
+        """The whole tensor in stored form, for work on its bytes: bfloat16 and
+        float8 as unsigned integers of their width (no ``ml_dtypes`` needed)."""
         info = self.info(name)
         return self.data.read_rows(info, 0, info.shape[0] if info.shape else 1)
 
@@ -161,7 +170,13 @@ class Checkpoint:
 
     def iter_chunks(self, name: str, max_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_row, block)`` along axis 0, each block at most
-        ``max_bytes`` (or one row, if a row is larger)."""
+        ``max_bytes`` (or one row, if a row is larger), as values (see :meth:`read`)."""
+        dtype = self.info(name).dtype
+        for start, block in self.iter_stored(name, max_bytes):
+            yield start, dtypes.as_values(block, dtype)
+
+    def iter_stored(self, name: str, max_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+        """:meth:`iter_chunks` in stored form (see :meth:`read_stored`)."""
         info = self.info(name)
         if not info.shape:
             yield 0, self.data.read_rows(info, 0, 1)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tietool import dtypes
 from tietool.blocks import DIFF_BLOCK_BYTES
 from tietool.errors import UsageError
 from tietool.formats import open_checkpoint
@@ -234,6 +235,7 @@ class _Acc:
     sq_a: float = 0.0
     clean_until: int | None = None  # elements [0, clean_until) identical, their ||a|| not summed yet
     nan_mismatch: int = 0
+    dtype_names: tuple[str, str] | None = None  # A's and B's, when blocks come in stored form
     row_elems: int = field(init=False)
     _bufs: dict = field(init=False, default_factory=dict, repr=False)
 
@@ -250,11 +252,13 @@ class _Acc:
 
     def _fold(self, a: np.ndarray, b: np.ndarray, start: int) -> None:
         self.elements += a.size
-        if a.dtype == b.dtype and a.dtype.itemsize in (1, 2, 4, 8):
+        same = self.dtype_names is None or self.dtype_names[0] == self.dtype_names[1]
+        if same and a.dtype == b.dtype and a.dtype.itemsize in (1, 2, 4, 8):
             kind = f"u{a.dtype.itemsize}"
             neq = a.view(kind) != b.view(kind)
         else:
-            fa, fb = a.astype(np.float64), b.astype(np.float64)
+            fa, fb = self._values(a, b)
+            fa, fb = fa.astype(np.float64), fb.astype(np.float64)
             neq = ~((fa == fb) | (np.isnan(fa) & np.isnan(fb)))
         n = int(np.count_nonzero(neq))
         if not n:
@@ -266,6 +270,7 @@ class _Acc:
         if not self.bits_differ and self.clean_until is None:
             self.clean_until = start
         self.bits_differ += n
+        a, b = self._values(a, b)  # numbers from here on (bfloat16's need ml_dtypes)
         if n == a.size:  # every element: no gather, and ||a|| from the same upcast
             idx = None
             fa, fb = self._f64(0, a), self._f64(1, b)
@@ -337,7 +342,13 @@ class _Acc:
         np.copyto(out, x.reshape(-1), casting="unsafe")
         return out
 
+    def _values(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.dtype_names is None:
+            return a, b
+        return dtypes.as_values(a, self.dtype_names[0]), dtypes.as_values(b, self.dtype_names[1])
+
     def _sum_a(self, a: np.ndarray) -> None:
+        a = self._values(a, a)[0]
         for s in range(0, a.size, PART):
             self._sum_f64(self._f64(4, a[s:s + PART]))
 
@@ -368,7 +379,7 @@ class _Side:
         if info.nbytes > MAX_WHOLE_BYTES:
             raise UsageError(f"{info.name}: {info.nbytes:,} bytes is too large to compare in this layout "
                              f"(at most {MAX_WHOLE_BYTES:,} read whole)", self.ckpt.path)
-        return self.ckpt.read(info.name)
+        return self.ckpt.read_stored(info.name)
 
 
 def _step(info: TensorInfo, other: TensorInfo, block_bytes: int) -> int:
@@ -380,7 +391,8 @@ def _step(info: TensorInfo, other: TensorInfo, block_bytes: int) -> int:
 def compare_tensors(sa: _Side, ia: TensorInfo, sb: _Side, ib: TensorInfo, perm, squeeze: bool,
                     atol: float | None, rtol: float | None, block_bytes: int = BLOCK_BYTES) -> _Acc:
     """Stream one pair; ``perm`` takes B's stored layout to A's."""
-    acc = _Acc(tuple(ia.shape), atol is not None or rtol is not None, atol or 0.0, rtol or 0.0)
+    acc = _Acc(tuple(ia.shape), atol is not None or rtol is not None, atol or 0.0, rtol or 0.0,
+               dtype_names=(ia.dtype, ib.dtype))
     if perm == (1, 0) and len(ia.shape) == 2 and max(ia.nbytes, ib.nbytes) <= WHOLE_TRANSPOSE_BLOCKS * block_bytes:
         # small enough: B read in one piece and transposed tile by tile (a column block of a
         # row-major tensor is one read per row: thousands of small reads for a [3072, 768] kernel)

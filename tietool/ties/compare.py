@@ -54,6 +54,13 @@ class Difference:
     max_abs_diff: float = 0.0  # over differing elements where both are numbers
     nan_mismatch: int = 0  # NaN on one side only
     near: bool = True  # every element within NEAR_RTOL/NEAR_ATOL
+    dtype_names: tuple[str, str] | None = None  # (reference, member) when blocks come in stored form
+
+    def values(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Blocks of the reference and the member as float64 values."""
+        if self.dtype_names is not None:
+            a, b = dtypes.as_values(a, self.dtype_names[0]), dtypes.as_values(b, self.dtype_names[1])
+        return a.astype(np.float64), b.astype(np.float64)
 
     @property
     def equal(self) -> bool:
@@ -125,7 +132,7 @@ class BlockReader:
         rawio.read_into(self.handles.fd(info.file), out.data.cast("B"), offset, info.file)
 
     def _as_array(self, info: TensorInfo, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        np_dtype = dtypes.numpy_dtype(info.dtype).newbyteorder("<")
+        np_dtype = dtypes.stored_dtype(info.dtype).newbyteorder("<")
         arr = raw.view(np_dtype).reshape(shape)
         return arr.astype(np_dtype.newbyteorder("="), copy=False)
 
@@ -183,26 +190,21 @@ def _uint_view(arr: np.ndarray) -> np.ndarray:
     return arr.view(f"u{arr.dtype.itemsize}") if arr.dtype.itemsize in (1, 2, 4, 8) else arr
 
 
-def _as_f64(arr: np.ndarray) -> np.ndarray:
-    return arr.astype(np.float64)
-
-
 def compare_block(diff: Difference, a: np.ndarray, b: np.ndarray, first_row: int,
                   atol: float | None, rtol: float | None) -> None:
     """Fold one block (``a`` and ``b`` both ``[rows, hidden]``) into ``diff``."""
     diff.elements += a.size
-    if a.dtype == b.dtype:
+    if a.dtype == b.dtype and diff.same_dtype:
         bits = _uint_view(a) != _uint_view(b)
     else:
-        fa, fb = _as_f64(a), _as_f64(b)
+        fa, fb = diff.values(a, b)
         bits = ~((fa == fb) | (np.isnan(fa) & np.isnan(fb)))
     nbits = int(np.count_nonzero(bits))
     diff.bits_differ += nbits
     if not nbits:
         return
-    # Only the elements whose bits differ need a closer look.
-    fa = _as_f64(a[bits])
-    fb = _as_f64(b[bits])
+    # Only the elements whose bits differ need a closer look (as values: bfloat16's need ml_dtypes).
+    fa, fb = diff.values(a[bits], b[bits])
     if diff.tolerance:
         close = np.isclose(fa, fb, rtol=rtol or 0.0, atol=atol or 0.0, equal_nan=True)
         bad = ~close
@@ -239,8 +241,8 @@ def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[T
     is told the bytes read after each block."""
     tolerance = atol is not None or rtol is not None
     V, H = reference.shape
-    diffs = [Difference(o.name, reference.name, t, tolerance, same_dtype=(o.dtype == reference.dtype))
-             for o, t in others]
+    diffs = [Difference(o.name, reference.name, t, tolerance, same_dtype=(o.dtype == reference.dtype),
+                        dtype_names=(reference.dtype, o.dtype)) for o, t in others]
     if not others or V == 0 or H == 0:
         return diffs
     row_bytes = max(1, H * max(1, dtypes.DTYPES[reference.dtype].itemsize))
