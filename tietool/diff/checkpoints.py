@@ -36,8 +36,8 @@ from tietool import dtypes
 from tietool.blocks import DIFF_BLOCK_BYTES
 from tietool.errors import UsageError
 from tietool.formats import open_checkpoint
+from tietool.io.blockread import BlockReader, BufferPool, transpose_into
 from tietool.model import Checkpoint, TensorInfo
-from tietool.ties.compare import BlockReader, transpose_into
 
 #: Bytes of A's rows read per step (B adds as much): tietool.blocks.DIFF_BLOCK_BYTES.
 BLOCK_BYTES = DIFF_BLOCK_BYTES
@@ -237,7 +237,7 @@ class _Acc:
     nan_mismatch: int = 0
     dtype_names: tuple[str, str] | None = None  # A's and B's, when blocks come in stored form
     row_elems: int = field(init=False)
-    _bufs: dict = field(init=False, default_factory=dict, repr=False)
+    _pool: BufferPool = field(init=False, default_factory=BufferPool, repr=False)
 
     def __post_init__(self) -> None:
         self.row_elems = max(1, math.prod(self.shape[1:])) if len(self.shape) > 1 else 1
@@ -328,14 +328,11 @@ class _Acc:
         self.last_row = last
 
     def release(self) -> None:
-        self._bufs.clear()
+        self._pool.clear()
 
     def _scratch(self, slot: int, n: int) -> np.ndarray:
         """A reused float64 buffer: a fresh 512 KB array per part costs page faults."""
-        buf = self._bufs.get(slot)
-        if buf is None or buf.size < n:
-            buf = self._bufs[slot] = np.empty(max(n, PART), np.float64)
-        return buf[:n]
+        return self._pool.array(slot, np.float64, (n,))
 
     def _f64(self, slot: int, x: np.ndarray) -> np.ndarray:
         out = self._scratch(slot, x.size)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from tietool import dtypes
+from tietool.io.blockread import BlockReader
 from tietool.model import Checkpoint, TensorInfo
-from tietool.ties.compare import BlockReader, compare_copies
+from tietool.ties.compare import compare_copies
 
 
 @dataclass(frozen=True)
