@@ -8,12 +8,9 @@ rows of ``A`` and of each untransposed copy, and *columns* ``v0:v1`` of each
 transposed copy. So every copy is read exactly once and memory stays bounded
 by a few blocks, whatever the size of the matrix.
 
-Exact by default: elements are compared as bits (each block viewed as
-unsigned integers of the dtype's item size), so bfloat16 is compared as
-stored, NaN equals NaN only with the same payload, and -0.0 differs from
-0.0. Tolerances, only when asked, follow ``numpy.isclose`` on float64
-upcasts (``|a - b| <= atol + rtol * |b|``), with a NaN matching any NaN:
-a NaN payload carries no value, so it cannot be "far" from another NaN.
+Each block pair goes through the comparison kernel shared with ``diff``
+(:class:`tietool.io.compare.Tally`: exact bits by default, ``numpy.isclose``
+when a tolerance is asked).
 """
 
 from __future__ import annotations
@@ -21,20 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
-
 from tietool import dtypes
 from tietool.blocks import BLOCK_BYTES
 from tietool.io.blockread import BlockReader, transpose_into
+from tietool.io.compare import Tally
 from tietool.model import Checkpoint, TensorInfo
 
 # BLOCK_BYTES (tietool.blocks): bytes of reference rows handled per step (each copy adds about as much).
-
-#: Row indices listed in a report.
-FIRST_ROWS = 10
-#: "near copy": every element within these of the reference (numpy.isclose).
-NEAR_RTOL = 1e-2
-NEAR_ATOL = 1e-6
 
 
 @dataclass
@@ -53,14 +43,15 @@ class Difference:
     first_rows: list[int] = field(default_factory=list)
     max_abs_diff: float = 0.0  # over differing elements where both are numbers
     nan_mismatch: int = 0  # NaN on one side only
-    near: bool = True  # every element within NEAR_RTOL/NEAR_ATOL
-    dtype_names: tuple[str, str] | None = None  # (reference, member) when blocks come in stored form
+    near: bool = True  # every element within tietool.io.compare.NEAR_RTOL / NEAR_ATOL
 
-    def values(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Blocks of the reference and the member as float64 values."""
-        if self.dtype_names is not None:
-            a, b = dtypes.as_values(a, self.dtype_names[0]), dtypes.as_values(b, self.dtype_names[1])
-        return a.astype(np.float64), b.astype(np.float64)
+    @classmethod
+    def of(cls, copy: TensorInfo, reference: TensorInfo, transposed: bool, tally: Tally) -> "Difference":
+        """The figures of ``tally`` (:mod:`tietool.io.compare`) for ``copy`` of ``reference``."""
+        return cls(copy.name, reference.name, transposed, tally.tolerance, same_dtype=copy.dtype == reference.dtype,
+                   elements=tally.elements, elements_differ=tally.elements_differ, bits_differ=tally.bits_differ,
+                   rows_differ=tally.rows_differ, first_rows=list(tally.first_rows),
+                   max_abs_diff=tally.max_abs or 0.0, nan_mismatch=tally.nan_mismatch, near=tally.near)
 
     @property
     def equal(self) -> bool:
@@ -95,86 +86,36 @@ class Difference:
         return d
 
 
-def _uint_view(arr: np.ndarray) -> np.ndarray:
-    """The same memory as unsigned integers (no copy, any strides)."""
-    return arr.view(f"u{arr.dtype.itemsize}") if arr.dtype.itemsize in (1, 2, 4, 8) else arr
-
-
-def compare_block(diff: Difference, a: np.ndarray, b: np.ndarray, first_row: int,
-                  atol: float | None, rtol: float | None) -> None:
-    """Fold one block (``a`` and ``b`` both ``[rows, hidden]``) into ``diff``."""
-    diff.elements += a.size
-    if a.dtype == b.dtype and diff.same_dtype:
-        bits = _uint_view(a) != _uint_view(b)
-    else:
-        fa, fb = diff.values(a, b)
-        bits = ~((fa == fb) | (np.isnan(fa) & np.isnan(fb)))
-    nbits = int(np.count_nonzero(bits))
-    diff.bits_differ += nbits
-    if not nbits:
-        return
-    # Only the elements whose bits differ need a closer look (as values: bfloat16's need ml_dtypes).
-    fa, fb = diff.values(a[bits], b[bits])
-    if diff.tolerance:
-        close = np.isclose(fa, fb, rtol=rtol or 0.0, atol=atol or 0.0, equal_nan=True)
-        bad = ~close
-    else:
-        bad = np.ones(fa.shape, dtype=bool)
-    nbad = int(np.count_nonzero(bad))
-    diff.elements_differ += nbad
-    na, nb = np.isnan(fa), np.isnan(fb)
-    diff.nan_mismatch += int(np.count_nonzero(na != nb))
-    numbers = ~(na | nb)
-    if numbers.any():
-        with np.errstate(invalid="ignore", over="ignore"):
-            d = np.abs(fa[numbers] - fb[numbers])
-        d = d[~np.isnan(d)]  # inf - inf
-        if d.size:
-            diff.max_abs_diff = max(diff.max_abs_diff, float(d.max()))
-    if diff.near:
-        diff.near = bool(np.all(np.isclose(fa, fb, rtol=NEAR_RTOL, atol=NEAR_ATOL, equal_nan=True)))
-    if nbad or not diff.tolerance:
-        mask = np.zeros(bits.shape, dtype=bool)
-        mask[bits] = bad
-        rows = np.flatnonzero(mask.any(axis=1))
-        diff.rows_differ += int(rows.size)
-        room = FIRST_ROWS - len(diff.first_rows)
-        if room > 0:
-            diff.first_rows.extend(int(r) + first_row for r in rows[:room])
-
-
 def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[TensorInfo, bool]],
                    atol: float | None = None, rtol: float | None = None,
                    block_bytes: int = BLOCK_BYTES, tick: Callable[[int], None] | None = None) -> list[Difference]:
     """Compare ``reference`` ``[V, H]`` with each ``(info, transposed)`` in one
     pass. Returns one :class:`Difference` per other, in order. ``tick(n)``
     is told the bytes read after each block."""
-    tolerance = atol is not None or rtol is not None
     V, H = reference.shape
-    diffs = [Difference(o.name, reference.name, t, tolerance, same_dtype=(o.dtype == reference.dtype),
-                        dtype_names=(reference.dtype, o.dtype)) for o, t in others]
-    if not others or V == 0 or H == 0:
-        return diffs
+    tallies = [Tally((V, H), atol, rtol, norms=False, dtype_names=(reference.dtype, info.dtype))
+               for info, _ in others]
     row_bytes = max(1, H * max(1, dtypes.DTYPES[reference.dtype].itemsize))
     step = max(1, block_bytes // row_bytes)
     with BlockReader(ckpt) as reader:
-        for v0 in range(0, V, step):
+        for v0 in range(0, V if others and H else 0, step):
             v1 = min(V, v0 + step)
             a = reader.rows(reference, v0, v1, slot=0)
-            for (info, transposed), diff in zip(others, diffs, strict=True):
+            for (info, transposed), tally in zip(others, tallies, strict=True):
                 if transposed:
                     raw = reader.block(info, 0, H, v0, v1, slot=1)
                     b = transpose_into(raw, reader.scratch(2, raw.dtype, (v1 - v0, H)))
                 else:
                     b = reader.rows(info, v0, v1, slot=1)
-                compare_block(diff, a, b, v0, atol, rtol)
+                tally.fold(a, b, v0 * H)
                 if tick is not None:
                     tick(b.nbytes)
                 del b
             if tick is not None:
                 tick(a.nbytes)
             del a
-    return diffs
+    return [Difference.of(info, reference, transposed, tally)
+            for (info, transposed), tally in zip(others, tallies, strict=True)]
 
 
-__all__ = ["Difference", "compare_copies", "compare_block", "BLOCK_BYTES"]
+__all__ = ["Difference", "compare_copies", "BLOCK_BYTES"]
