@@ -33,7 +33,7 @@ from tietool.convert.ptnames import PtEntry, key_pattern, make_plan
 from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 
 from ..errors import CopiesDifferError
-from ..model import Checkpoint
+from ..model import Checkpoint, TieRole
 from . import transpose
 from .plan import Plan, TensorOut, safetensors_outputs
 from .result import PtDetails
@@ -83,8 +83,8 @@ def _tied_heads(ckpt: Checkpoint, entries: list[PtEntry], tied_keys: dict | None
     by_source = {e.source.name: e for e in entries}
     out: dict[str, str] = {}
     for g in find_ties(ckpt):
-        emb = [m for m in g.members if m.role == "embedding" and m.stored and m.name in by_source]
-        heads = [m for m in g.members if m.role == "decoder" and m.stored and m.name in by_source]
+        emb = [m for m in g.members if m.role == TieRole.EMBEDDING and m.stored and m.name in by_source]
+        heads = [m for m in g.members if m.role == TieRole.DECODER and m.stored and m.name in by_source]
         if not emb or not heads:
             continue
         ref = by_source[emb[0].name]
