@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Container
 
 from tietool import config as configlib
 from tietool import kerashub
@@ -473,3 +473,16 @@ def find_ties(ckpt: Checkpoint, embedding: str | None = None, decoder: str | Non
         group.reason += ("; not a member: " + bounded(plain) + " (a plain Keras Embedding, another layer's "
                          "matrix with no reverse pass: the output layer is the ReversibleEmbedding)")
     return [group]
+
+
+def tied_heads(ckpt: Checkpoint, embeddings: Container[str], heads: Container[str]) -> list[tuple[Member, Member]]:
+    """``(embedding, head)``: each decoder member named in ``heads`` of a tie
+    group, with the group's first embedding member named in ``embeddings``
+    (the one place ``convert --names pt`` and ``diff`` find a head tied to an
+    embedding; what each then requires of the config is its own rule)."""
+    out = []
+    for g in find_ties(ckpt):
+        emb = next((m for m in g.members if m.role == TieRole.EMBEDDING and m.name in embeddings), None)
+        if emb is not None:
+            out += [(emb, m) for m in g.members if m.role == TieRole.DECODER and m.name in heads]
+    return out
