@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,8 +25,33 @@ from .errors import TensorNotFoundError
 #: (:data:`tietool.blocks.BLOCK_BYTES`).
 CHUNK_BYTES = BLOCK_BYTES
 
-ROLE_WEIGHT = "weight"
-ROLE_OPTIMIZER = "optimizer"
+
+
+class Role(str, Enum):
+    """What a stored tensor is (serialised as its value: ``"weight"`` ...)."""
+
+    WEIGHT = "weight"  # a model weight
+    OPTIMIZER = "optimizer"  # optimizer state (Keras 2 full model, Keras 3 optimizer/)
+    METRIC = "metric"  # a Keras 3 metric's variable
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class TieRole(str, Enum):
+    """What a member of a tie group is (serialised as its value)."""
+
+    EMBEDDING = "embedding"  # the input embedding matrix (or a copy of it)
+    DECODER = "decoder"  # the output projection (LM head)
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 @dataclass(frozen=True)
@@ -36,7 +62,7 @@ class TensorInfo:
     nbytes: int
     file: str  # the file on disk that holds the bytes (the archive, for .keras)
     offset: int | None = None  # absolute byte offset in `file` when stored contiguous and raw
-    role: str = ROLE_WEIGHT
+    role: Role = Role.WEIGHT
     layer: str | None = None  # Keras layer (group) the weight belongs to, when known
     storage_key: Any = None  # equal keys = one stored object (HDF5 hard links)
     alias_of: str | None = None  # safetensors dedup metadata: removed name -> kept name
@@ -141,7 +167,7 @@ class Checkpoint:
             raise TensorNotFoundError(f"no tensor named {name!r}", self.path) from None
 
     def weights(self) -> list[TensorInfo]:
-        return [t for t in self.tensors.values() if t.role == ROLE_WEIGHT]
+        return [t for t in self.tensors.values() if t.role == Role.WEIGHT]
 
     # -- data -------------------------------------------------------------
     @property
