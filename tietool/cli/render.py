@@ -53,7 +53,7 @@ def render_inspect(report: InspectReport) -> str:
         ("path", printable(report.path)),
         ("format", f"{report.format} ({report.format_description})"),
     ]
-    if report.origin_format != report.format:
+    if report.converted:
         pairs.append(("converted from", f"{report.origin_format} ({report.origin_description})"))
     pairs += [
         ("files", "\n".join(printable(f) for f in report.files)),
@@ -316,7 +316,8 @@ def render_check(report: dict) -> str:
             problem = printable("; ".join(c["problems"]))
         else:
             problem = f"stored: {c.get('stored') or '-'}"
-        rows.append([printable(c["path"]), verdict, _check_tie(c), textwrap.fill(problem, 72)])
+        rows.append([printable(c["path"]), verdict, _check_tie(c),
+                     textwrap.fill(problem, 72, break_long_words=False, break_on_hyphens=False)])
     parts = [table(rows, ["path", "verdict", "tie", "problem"]) if rows else "(no checkpoints found)"]
     fixes = [f"  {c['fix']}" for c in report["checkpoints"] if c.get("fix")]
     if fixes:
@@ -325,6 +326,13 @@ def render_check(report: dict) -> str:
     parts.append(f"{s['checked']} checkpoint(s): {s['consistent']} consistent, {s['problems']} with a problem, "
                  f"{s['unreadable']} unreadable ({s['seconds']:.2f} s)")
     return "\n\n".join(parts)
+
+
+def check_error_lines(report: dict) -> list[str]:
+    """`tietool check`: one ``Error: PATH: what is wrong`` line (stderr) per
+    checkpoint that could not be read; the table lists it too."""
+    return [f"Error: {printable(c['path'])}: {printable(c.get('error') or 'cannot be read')}"
+            for c in report["checkpoints"] if c["ok"] is None]
 
 
 def render_fix(r: dict) -> str:

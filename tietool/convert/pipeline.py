@@ -25,7 +25,7 @@ from tietool.io.tensorcopy import (
 
 from ..config import is_hf_config
 from ..errors import UsageError
-from ..formats import open_checkpoint
+from ..formats import format_of, open_checkpoint
 from ..model import Checkpoint
 from ..textsafe import bounded
 from . import keras_plan
@@ -193,7 +193,7 @@ def _keras_plan(ckpt: Checkpoint, to: str, ties: str, shard_bytes: int | None, s
         plan = keras_plan.plan_to_keras(ckpt, src_name)
     else:
         plan = keras_plan.plan_to_h5(ckpt, src_name)
-    if ckpt.format == "keras3-archive":
+    if format_of(ckpt).is_archive:
         carried = {"config.json", "metadata.json", "model.weights.h5"}
         left = sorted(set((ckpt.archive.members if ckpt.archive else ())) - carried)
         if left:

@@ -12,6 +12,7 @@ from typing import Any
 from tietool import config as configlib
 from tietool import kerashub
 from tietool.errors import UsageError
+from tietool.formats import origin_of
 from tietool.jsontree import walk
 from tietool.model import ROLE_WEIGHT, Checkpoint, TensorInfo
 from tietool.textsafe import bounded
@@ -395,7 +396,7 @@ def _structural_tie(ckpt: Checkpoint, member: Member) -> str | None:
     if hub:
         return hub
     parts = name_parts(name)
-    if ckpt.config is None and ckpt.origin_format == "keras2-h5" and parts and parts[-1] == "weight":
+    if ckpt.config is None and origin_of(ckpt).tf_model_h5 and parts and parts[-1] == "weight":
         return ("transformers TFSharedEmbeddings layout (config-less Keras 2 H5, one variable 'weight' used as "
                 "embedding and output)")
     return None
