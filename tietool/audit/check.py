@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from tietool import config as configlib
 from tietool.errors import TietoolError
 from tietool.formats import open_checkpoint
-from tietool.model import Checkpoint
+from tietool.model import Checkpoint, TieRole
 from tietool.textsafe import bounded
 from tietool.ties import data as tiedata
 from tietool.ties.majority import Agreement, Copy, agreement
@@ -223,18 +223,18 @@ class Analysis:
     def embedding(self) -> str | None:
         if self.group is None:
             return None
-        return next((m.name for m in self.group.members if m.role == "embedding" and m.stored), None)
+        return next((m.name for m in self.group.members if m.role == TieRole.EMBEDDING and m.stored), None)
 
     @property
     def heads(self) -> tuple[str, ...]:
         if self.group is None:
             return ()
-        return tuple(m.name for m in self.group.members if m.role == "decoder")
+        return tuple(m.name for m in self.group.members if m.role == TieRole.DECODER)
 
 
 def _head_label(a_head_pt: str | None, group: TieGroup | None) -> str:
     if group is not None:
-        dec = [m.name for m in group.members if m.role == "decoder"]
+        dec = [m.name for m in group.members if m.role == TieRole.DECODER]
         if dec:
             return dec[0]
     return a_head_pt or "an output layer"

@@ -203,7 +203,7 @@ def _compare(out: OutputFile, got: Checkpoint, ckpt: Checkpoint, files: SourceFi
 
 def _same_permuted(ckpt: Checkpoint, t: TensorOut, got: Checkpoint) -> bool:
     return np.array_equal(permuted(ckpt, t).reshape(-1).view(np.uint8),
-                          np.ascontiguousarray(got.read(t.name)).reshape(-1).view(np.uint8))
+                          np.ascontiguousarray(got.read_stored(t.name)).reshape(-1).view(np.uint8))
 
 
 def _reference_parser(out: OutputFile, path: str, label: str) -> None:

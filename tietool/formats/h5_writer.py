@@ -241,10 +241,10 @@ def _write_tree(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorI
                 np_dt = np.dtype("V2")
             else:
                 dt = dtypes.DTYPES[info.dtype]
-                if dt.name.startswith("float8") or dt.numpy is None:
+                if not dt.native:
                     raise UsageError(f"tensor {info.name!r}: dtype {info.dtype} has no HDF5 type "
                                      "(float8 is not written to HDF5)")
-                np_dt = dt.numpy.newbyteorder("<") if dt.numpy.itemsize > 1 else dt.numpy
+                np_dt = dt.stored.newbyteorder("<") if dt.itemsize > 1 else dt.stored
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_layout(h5py.h5d.CONTIGUOUS)
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
@@ -269,7 +269,7 @@ def _write_tree(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorI
 
 
 def _write_through_h5py(ds, ckpt: Checkpoint, info: TensorInfo, np_dt, progress: Progress | None) -> None:
-    for start, block in ckpt.iter_chunks(info.name):
+    for start, block in ckpt.iter_stored(info.name):
         block = np.ascontiguousarray(block)
         if np_dt.kind == "V":
             block = block.view(np_dt)
