@@ -16,8 +16,7 @@
   temporary is removed; a write error (disk full, quota, read-only file
   system, permission denied) becomes one :class:`~tietool.errors.UsageError`
   naming the output and the cause in plain words.
-* :class:`SourceGuard` notices a source file that changed (size, mtime,
-  inode) while it was read, so that no output of mixed bytes is committed.
+* A source that changes while it is read: :mod:`tietool.io.sourceguard`.
 """
 
 from __future__ import annotations
@@ -33,7 +32,8 @@ import signal
 import sys
 from typing import Iterable, Iterator
 
-from tietool.errors import CorruptCheckpointError, OutputError, OutputExistsError, UsageError
+from tietool.errors import CorruptCheckpointError, OutputError, OutputExistsError, TietoolError, UsageError
+from tietool.textsafe import printable
 
 TMP_MARK = ".tietool-tmp-"
 OLD_MARK = ".tietool-old-"  # a previous output folder moved aside while the new one is put in place
@@ -185,12 +185,13 @@ def remove_stale(folder: str) -> list[str]:
                     os.rename(p, home)
                 except OSError:
                     continue
-                log.warning("tietool: put back %s (moved aside by process %d, which no longer exists)", home, pid)
+                log.warning("tietool: put back %s (moved aside by process %d, which no longer exists)",
+                            printable(home), pid)
                 continue
         _remove(p)
         if not os.path.lexists(p):
             removed.append(p)
-            log.warning("tietool: removed stale temporary %s (its process %d no longer exists)", p, pid)
+            log.warning("tietool: removed stale temporary %s (its process %d no longer exists)", printable(p), pid)
     return removed
 
 
@@ -198,6 +199,10 @@ def _remove(path: str) -> None:
     try:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
+            if os.path.lexists(path):  # a folder of ours whose write permission was taken: give it back
+                for dirpath, _, _ in os.walk(path):
+                    os.chmod(dirpath, 0o700)
+                shutil.rmtree(path, ignore_errors=True)
         else:
             os.unlink(path)
     except OSError:
@@ -252,6 +257,13 @@ def _tmp_name(parent: str, base: str, mark: str = TMP_MARK) -> str:
     return os.path.join(parent, f".{base}{mark}{os.getpid()}-{secrets.token_hex(4)}")
 
 
+def temporary_beside(path: str) -> str:
+    """A name for a writer's own intermediate file beside ``path`` (itself
+    a temporary): marked with this process's id, so that a run that finds
+    it after this process died removes it (:func:`remove_stale`)."""
+    return f"{path}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+
+
 @contextlib.contextmanager
 def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[str] = (),
                   writes: Iterable[str] = (), fsync: bool = True) -> Iterator[str]:
@@ -297,7 +309,39 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
             err = write_error(exc, shown)
             if err is not None:
                 raise err from None
+        if isinstance(exc, Exception):
+            name_for_user(exc, {tmp: shown})
         raise
+
+
+def name_for_user(exc: BaseException, names: dict[str, str]) -> None:
+    """Make ``exc`` name what the user named: each key of ``names`` (an
+    internal temporary, or a file's name within an output) found as the
+    error's path, file name or in its message becomes its value (the
+    user's ``-o``, or the file under it). A temporary's own temporaries
+    (``TMP.tietool-tmp-weights.h5``) are the same output. Changed in place."""
+    if not names:
+        return
+    keys = sorted(names, key=len, reverse=True)
+    pattern = re.compile("|".join(f"{re.escape(k)}(?:{re.escape(TMP_MARK)}[^'\"\\s,;)]*)?" for k in keys))
+
+    def user(text):
+        if not isinstance(text, str):
+            return text
+        if text in names:
+            return names[text]
+        return pattern.sub(lambda m: names[next(k for k in keys if m.group(0).startswith(k))], text)
+
+    if isinstance(exc, TietoolError):
+        exc.path = user(exc.path)
+        exc.message = user(exc.message)
+        exc.args = (exc.message,)
+    if isinstance(exc, OSError):
+        if isinstance(exc, TietoolError):
+            exc.filename = exc.path
+            exc.strerror = exc.message
+        else:
+            exc.filename, exc.filename2 = user(exc.filename), user(exc.filename2)
 
 
 def _about_output(exc: OSError, tmp: str, target: str) -> bool:
@@ -357,57 +401,6 @@ def _exchange(a: str, b: str) -> bool:
     if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
         return False
     raise OSError(code, os.strerror(code), b)
-
-
-# -- the source must not change while it is read ----------------------------------------------
-
-class SourceGuard:
-    """Remembers size, mtime and inode of each source file; :meth:`check`
-    raises when one changed (truncated, rewritten in place, replaced)."""
-
-    def __init__(self, paths: Iterable[str] = ()) -> None:
-        self.stats: dict[str, tuple] = {}
-        self.add(paths)
-
-    def add(self, paths: Iterable[str]) -> None:
-        for p in paths:
-            p = os.fspath(p)
-            if p not in self.stats:
-                st = self._stat(p)
-                if st is not None:
-                    self.stats[p] = st
-
-    @staticmethod
-    def _stat(path: str) -> tuple | None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        if not os.path.isfile(path):
-            return None
-        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-    def changed(self) -> str | None:
-        for p, st in self.stats.items():
-            if self._stat(p) != st:
-                return p
-        return None
-
-    def check(self) -> None:
-        p = self.changed()
-        if p is not None:
-            raise CorruptCheckpointError("changed while reading (truncated or rewritten?); nothing written", p)
-
-    @contextlib.contextmanager
-    def watching(self) -> Iterator[None]:
-        """Check on the way out; an error met while the source changed is
-        reported as the change."""
-        try:
-            yield
-        except Exception:
-            self.check()
-            raise
-        self.check()
 
 
 def copy_side_file(src: str, dst: str) -> None:
