@@ -98,7 +98,7 @@ class Assembly:
         step = max(1, BLOCK_BYTES // max(1, m * item))
         for r0 in range(0, n, step):
             r1 = min(n, r0 + step)
-            buf = reader.scratch(3, dtypes.numpy_dtype(dtype), (r1 - r0, m))
+            buf = reader.scratch(3, dtypes.stored_dtype(dtype), (r1 - r0, m))
             for p in self.pieces:
                 a, b = max(r0, p.at[0]), min(r1, p.at[0] + p.out_rows)
                 if a >= b:
