@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
+from tietool.cli.tables import key_values, table
 from tietool.textsafe import printable
 
 if TYPE_CHECKING:  # annotations only: rendering imports no reader
@@ -23,18 +24,6 @@ def human_bytes(n: float) -> str:
 
 def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def table(rows: list[list], headers: list[str]) -> str:
-    from tabulate import tabulate  # here, not at import: it costs 30 ms that convert's summary does not need
-
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
-
-
-def key_values(pairs: list[tuple[str, object]]) -> str:
-    from tabulate import tabulate
-
-    return tabulate([[k, v] for k, v in pairs], tablefmt="plain", disable_numparse=True)
 
 
 def tie_label(highlights: dict) -> str | None:
