@@ -27,13 +27,13 @@ from ..textsafe import bounded
 FORMATS = {
     "keras2-h5": "Keras 2 save_weights HDF5 (transformers TF tf_model.h5)",
     "keras2-full-h5": "Keras 2 full-model HDF5 (model.save('x.h5'))",
-    "hf-tf-h5-sharded": "Hugging Face sharded TF HDF5 (tf_model.h5.index.json)",
+    "hf-tf-h5-sharded": "Hugging Face sharded TF HDF5: tf_model.h5.index.json and its shards",
     "hf-tf-h5-shard": "one shard of a Hugging Face sharded TF HDF5",
     "keras3-weights-h5": "Keras 3 .weights.h5",
-    "keras3-weights-sharded": "Keras 3 sharded weights (.weights.json)",
+    "keras3-weights-sharded": "Keras 3 sharded weights: NAME.weights.json and its shards",
     "keras3-archive": "Keras 3 .keras archive",
     "safetensors": "safetensors",
-    "safetensors-sharded": "sharded safetensors (model.safetensors.index.json)",
+    "safetensors-sharded": "sharded safetensors: model.safetensors.index.json and its shards",
 }
 
 # The Hub's weight file names, in the order tietool picks them from a folder.

@@ -95,9 +95,11 @@ def check_hidden(hidden: np.ndarray, hidden_size: int, label: str) -> np.ndarray
 
 def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: str | None = None,
               embedding: str | None = None, decoder: str | None = None, progress=None,
-              quiet_native_stderr: bool = False) -> RunResult:
+              quiet_native_stderr: bool = False, loading_tensorflow=None) -> RunResult:
     """Build the layer from the verified pair of ``path`` and run it;
-    ``progress(phase, done, total)`` is told the bytes compared and read.
+    ``progress(phase, done, total)`` is told the bytes compared and read;
+    ``loading_tensorflow()`` is called once the inputs are checked, just
+    before TensorFlow is imported (seconds of silence otherwise).
 
     ``quiet_native_stderr`` points file descriptor 2 at /dev/null while
     TensorFlow starts and runs (its C++ logs bypass ``sys.stderr``): a
@@ -128,6 +130,8 @@ def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: s
         if ids is not None:
             raise UsageError("--ids is for embedding mode; linear mode takes --input hidden.npy")
         x = check_hidden(load_npy(input_path), hidden, input_path)
+    if loading_tensorflow is not None:
+        loading_tensorflow()
     # TensorFlow's C++ start-up and device-probe chatter is not ours to print
     # (when asked); Python errors still propagate as exceptions.
     with _quiet_stderr() if quiet_native_stderr else contextlib.nullcontext():
