@@ -15,9 +15,9 @@ from tietool.ties.verify import TieGroup, find_ties
 
 from . import config as configlib
 from .errors import TietoolError
-from .formats import FORMATS, open_checkpoint
+from .formats import FORMATS, format_of, open_checkpoint, origin_of
 from .formats.carried import KERAS_METADATA_KEY
-from .model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, TensorInfo
+from .model import Checkpoint, Role, TensorInfo
 from .results import JsonResult
 
 
@@ -63,6 +63,7 @@ class InspectReport(JsonResult):
     tensors: tuple[TensorInfo, ...]  # those shown (the filter applied)
     warnings: tuple[str, ...]
     ties: tuple[TieGroup, ...] | None  # None: not looked for
+    converted: bool = False  # tietool converted the file from origin_format
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {
@@ -104,7 +105,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         parameter_count=ckpt.parameter_count() + _alias_parameters(ckpt),
         total_bytes=ckpt.total_bytes(),
         bytes_by_dtype=dict(sorted(by_dtype.items())),
-        optimizer_tensor_count=sum(1 for t in tensors if t.role == ROLE_OPTIMIZER),
+        optimizer_tensor_count=sum(1 for t in tensors if t.role == Role.OPTIMIZER),
         shown_count=len(shown) if filter_glob is not None else None,
     )
     code = configlib.find_code(ckpt.config) if ckpt.config is not None else []
@@ -127,6 +128,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         tensors=tuple(shown),
         warnings=tuple(ckpt.warnings),
         ties=tuple(find_ties(ckpt)) if ties else None,
+        converted=origin_of(ckpt) is not format_of(ckpt),
     )
 
 
@@ -135,12 +137,12 @@ def _alias_parameters(ckpt: Checkpoint) -> int:
     (``{removed: kept}`` in ``__metadata__``, as tietool's dedupe and
     safetensors' ``save_model`` write them): counted like the stored copies
     of the source, so a checkpoint and its conversion report the same count."""
-    if not ckpt.format.startswith("safetensors"):
+    if not format_of(ckpt).is_safetensors:
         return 0
     total = 0
     for removed, kept in ckpt.metadata.items():
         info = ckpt.tensors.get(kept) if isinstance(kept, str) else None
-        if info is not None and removed not in ckpt.tensors and info.role == ROLE_WEIGHT:
+        if info is not None and removed not in ckpt.tensors and info.role == Role.WEIGHT:
             total += info.numel
     return total
 
@@ -148,7 +150,7 @@ def _alias_parameters(ckpt: Checkpoint) -> int:
 def _keras_metadata(ckpt: Checkpoint) -> dict:
     """A .keras archive's metadata.json: read from the archive, or from the
     copy tietool carries in a converted file (``tietool.keras_metadata``)."""
-    if ckpt.format == "keras3-archive":
+    if format_of(ckpt).is_archive:
         return dict(ckpt.metadata)
     text = ckpt.metadata.get(KERAS_METADATA_KEY)
     if not isinstance(text, str):

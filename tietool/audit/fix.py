@@ -33,14 +33,13 @@ from typing import Callable
 from tietool.audit.check import FLAG, IDENTICAL, NO_HEAD, SHARED_STORAGE, Analysis, Repair, analyse
 from tietool.audit.jsonedit import delete_key, set_value
 from tietool.errors import ConversionError, CopiesDifferError, CorruptCheckpointError, UsageError
-from tietool.formats import open_checkpoint
+from tietool.formats import format_of, open_checkpoint
 from tietool.io.safe_output import TMP_MARK, atomic_output, check_output, copy_side_file
 from tietool.io.sourceguard import SourceGuard
 from tietool.io.tensorcopy import Progress, SourceFiles, phase_ticker, same_tensor_bytes
 from tietool.model import Checkpoint, TensorInfo
 
 HEADS = ("explicit", "implicit")
-ST_FORMATS = ("safetensors", "safetensors-sharded")
 ProgressFn = Callable[[str, int, int], None]  # (phase, bytes done, bytes in all)
 
 
@@ -73,7 +72,7 @@ def head_repairs(a: Analysis, head: str | None) -> list[Repair]:
         raise UsageError(f"--head must be one of {', '.join(HEADS)} (got {head!r})")
     ckpt = a.ckpt
     weights_tied = a.weights_tied if a.weights_tied is not None else a.tied
-    if ckpt.format not in ST_FORMATS:
+    if not format_of(ckpt).is_safetensors:
         raise UsageError(f"--head {head} rewrites safetensors with PyTorch names; this is {ckpt.format} "
                          "(convert it first: tietool convert SRC --to safetensors --names pt --head ...)", ckpt.path)
     out: list[Repair] = []
@@ -282,9 +281,6 @@ def fix(src, out=None, head: str | None = None, prefer: str | None = None, force
                      time.monotonic() - t0)
 
 
-H5_FORMATS = ("keras2-h5", "hf-tf-h5-sharded", "keras3-weights-h5", "keras3-weights-sharded", "keras2-full-h5")
-
-
 @dataclass
 class _Job:
     """One repaired copy being written into ``tmp`` (the temporary of ``out``)."""
@@ -322,12 +318,12 @@ class _Job:
     def _weights_file(self, path: str, tick: Progress | None) -> None:
         ckpt = self.ckpt
         h5_by_file = {h.label: h for h in getattr(ckpt.store, "files", []) or []}
-        if ckpt.format in ST_FORMATS:
+        if format_of(ckpt).is_safetensors:
             from tietool.formats.safetensors_writer import write_safetensors
 
             entries, metadata = _st_entries(ckpt, path, self.repairs)
             write_safetensors(self.target(path), ckpt, entries, metadata, self.files, tick)
-        elif path in h5_by_file and ckpt.format in H5_FORMATS:
+        elif path in h5_by_file and format_of(ckpt).is_hdf5:
             from tietool.formats.h5_writer import write_h5
 
             tree, data = _h5_plan(ckpt, h5_by_file[path], self.repairs)
@@ -337,7 +333,8 @@ class _Job:
 
     def _folder_files(self, done: set[str], cfg_text: str | None) -> None:
         ckpt = self.ckpt
-        index_file = ckpt.files[0] if ckpt.format == "safetensors-sharded" else None
+        fmt = format_of(ckpt)
+        index_file = ckpt.files[0] if fmt.sharded and fmt.is_safetensors else None
         index_changes = [r for r in self.repairs if r.kind in ("drop-head", "write-head")]
         if index_file and index_changes:
             with open(self.target(index_file), "w", encoding="utf-8") as fh:

@@ -39,6 +39,7 @@ class Found:
     path: str
     model: str | None = None
     error: str | None = None
+    weights: str | None = None  # a model folder's weights file, as find_weights picked it
 
     def to_json(self) -> dict:
         return {"path": self.path, "model": self.model, "error": self.error}
@@ -60,21 +61,17 @@ def _folder(folder: str) -> list[Found]:
     except OSError as exc:
         return [Found(folder, model, f"cannot list ({exc.strerror or exc})")]
     if os.path.isfile(os.path.join(folder, FOLDER_CONFIG)):
-        return [Found(folder, model)] + [Found(os.path.join(folder, n), model) for n in others]
+        return [Found(folder, model, weights=first)] + [Found(os.path.join(folder, n), model) for n in others]
     return [Found(os.path.join(folder, n), model) for n in [os.path.basename(first), *others]]
 
 
 def _key(found: Found) -> tuple:
     """Identity of a checkpoint: the real files behind it."""
     p = found.path
-    if os.path.isdir(p):
-        try:
-            first, _ = find_weights(p)
-        except (TietoolError, OSError):
-            return ("path", os.path.realpath(p))
+    if found.weights is not None:
         cfg = os.path.join(p, FOLDER_CONFIG)
-        return ("folder", os.path.realpath(first), os.path.realpath(cfg) if os.path.exists(cfg) else None)
-    return ("file", os.path.realpath(p))
+        return ("folder", os.path.realpath(found.weights), os.path.realpath(cfg) if os.path.exists(cfg) else None)
+    return ("path" if os.path.isdir(p) else "file", os.path.realpath(p))
 
 
 def find_checkpoints(paths: list[str]) -> list[Found]:

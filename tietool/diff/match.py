@@ -36,6 +36,7 @@ import json
 from dataclasses import dataclass
 
 from tietool.errors import UsageError
+from tietool.formats import format_of
 from tietool.model import Checkpoint, TensorInfo
 
 NAME = "name"
@@ -75,7 +76,7 @@ class Pair:
 def entries(ckpt: Checkpoint) -> dict[str, Entry]:
     """Every name of ``ckpt``: stored tensors, then metadata aliases."""
     out = {t.name: Entry(t.name, t) for t in ckpt}
-    if ckpt.format.startswith("safetensors"):
+    if format_of(ckpt).is_safetensors:
         for removed, kept in ckpt.metadata.items():
             if removed in _RESERVED or removed in out or not isinstance(kept, str) or kept not in ckpt.tensors:
                 continue
@@ -85,7 +86,7 @@ def entries(ckpt: Checkpoint) -> dict[str, Entry]:
 
 def _record(ckpt: Checkpoint) -> dict[str, str]:
     """``{stored name: dataset path}`` from a lossless output's tietool.names."""
-    raw = ckpt.metadata.get(RECORD) if ckpt.format.startswith("safetensors") else None
+    raw = ckpt.metadata.get(RECORD) if format_of(ckpt).is_safetensors else None
     if not isinstance(raw, str):
         return {}
     try:
@@ -209,28 +210,24 @@ class _Matcher:
     def _tied_heads(self, side: Checkpoint, left: dict, other: Checkpoint, swap: bool) -> None:
         """A decoder unmatched on ``side`` whose group's embedding is paired
         with an embedding of ``other``, when ``other`` declares the tie."""
-        from tietool.ties.verify import declared_tie, find_ties
+        from tietool.ties.detect import tied_heads
+        from tietool.ties.verify import declared_tie
 
-        heads = [n for n in left if not (self.ea if not swap else self.eb)[n].alias]
+        heads = {n for n in left if not (self.ea if not swap else self.eb)[n].alias}
         # a tied head: the side that stores it and the side that leaves it out both declare the tie
         if not heads or declared_tie(side).get("value") is False or declared_tie(other).get("value") is False:
-            return
-        try:
-            groups = find_ties(side)
-        except UsageError:
             return
         partner: dict = {}
         for p in self.pairs:
             mine, theirs = (p.b, p.a) if swap else (p.a, p.b)
             if mine is not None and theirs is not None:
                 partner.setdefault(mine.name, (theirs.name, p.key))
-        for g in groups:
-            emb = next((m for m in g.members if m.role == "embedding" and m.name in partner), None)
-            if emb is None:
-                continue
-            for m in g.members:
-                if m.role != "decoder" or m.name not in left or m.name not in heads:
-                    continue
+        try:
+            links = tied_heads(side, partner, heads)
+        except UsageError:
+            return
+        for emb, m in links:
+            if m.name in left:
                 theirs, key = partner[emb.name]
                 other_shape = (self.ea if swap else self.eb)[theirs].info.shape
                 mine_shape = tuple(m.shape)

@@ -32,11 +32,11 @@ from tietool.io.h5safe import DatasetEntry, SafeH5
 
 from .. import config as configlib
 from ..errors import CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError
-from ..model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, KerasArchive, TensorInfo
+from ..model import Checkpoint, KerasArchive, Role, TensorInfo
 from ..textsafe import bounded
-from .index import load_index
+from .descriptor import Recognised
 
-KERAS3_ROLES = {"optimizer": ROLE_OPTIMIZER, "metrics": "metric"}
+KERAS3_ROLES = {"optimizer": Role.OPTIMIZER, "metrics": Role.METRIC}
 
 
 class H5Store:
@@ -69,7 +69,7 @@ class H5Store:
         self.handles.close()
 
 
-def _info(entry: DatasetEntry, file: str, *, name: str | None = None, role: str = ROLE_WEIGHT,
+def _info(entry: DatasetEntry, file: str, *, name: str | None = None, role: Role = Role.WEIGHT,
           layer: str | None = None, h5: SafeH5, base_offset: int | None = 0) -> TensorInfo:
     offset = None
     if entry.offset is not None and base_offset is not None:
@@ -183,7 +183,15 @@ def _root_attrs(h5: SafeH5, obj, skip: tuple[str, ...] = ()) -> dict:
     return out
 
 
-def open_keras2(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
+def _single(found: Recognised) -> tuple[str, SafeH5, H5Store]:
+    """A single HDF5 file's path, its file (opened by recognition) and a store that owns it."""
+    store = H5Store()
+    store.files.append(found.h5)
+    return found.path, found.h5, store
+
+
+def open_keras2(found: Recognised) -> Checkpoint:
+    path, h5, store = _single(found)
     warnings: list[str] = []
     tensors = _read_keras2_weights(h5, path, "", warnings)
     meta = _root_attrs(h5, h5.file)
@@ -191,13 +199,14 @@ def open_keras2(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
                       warnings=warnings, store=store)
 
 
-def open_keras2_full(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
+def open_keras2_full(found: Recognised) -> Checkpoint:
+    path, h5, store = _single(found)
     warnings: list[str] = []
     tensors = _read_keras2_weights(h5, path, "model_weights/", warnings)
     if h5.has("optimizer_weights"):
         list_attr(h5, h5.get("optimizer_weights"), "weight_names")  # checked like every name list, not kept
         for entry in h5.walk("optimizer_weights"):
-            tensors.append(_info(entry, path, role=ROLE_OPTIMIZER, h5=h5))
+            tensors.append(_info(entry, path, role=Role.OPTIMIZER, h5=h5))
     meta = _root_attrs(h5, h5.file, skip=("model_config", "training_config"))
     model_weights_meta = _root_attrs(h5, h5.get("model_weights"))
     for k, v in model_weights_meta.items():
@@ -225,14 +234,17 @@ def _read_hf_shard(h5: SafeH5, file: str) -> list[TensorInfo]:
     return out
 
 
-def open_hf_shard(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
+def open_hf_shard(found: Recognised) -> Checkpoint:
+    path, h5, store = _single(found)
     tensors = _read_hf_shard(h5, path)
     return Checkpoint("hf-tf-h5-shard", path, [path], {t.name: t for t in tensors},
                       metadata=_root_attrs(h5, h5.file), store=store)
 
 
-def open_hf_sharded(index_path: str) -> Checkpoint:
-    index, weight_map, shards = load_index(index_path)
+def open_hf_sharded(found: Recognised) -> Checkpoint:
+    assert found.index is not None
+    index_path = found.path
+    index, weight_map, shards = found.index
     store = H5Store()
     tensors: dict[str, TensorInfo] = {}
     meta: dict = {}
@@ -270,7 +282,7 @@ def _read_keras3(h5: SafeH5, file: str, base_offset: int | None) -> tuple[list[T
     layer_names: dict[str, str | None] = {}
     for entry in h5.walk():
         parts = entry.path.split("/")
-        role = KERAS3_ROLES.get(parts[0], ROLE_WEIGHT)
+        role = KERAS3_ROLES.get(parts[0], Role.WEIGHT)
         vars_group = "/".join(parts[:-1])
         if vars_group not in layer_names:
             group = h5.get(vars_group) if vars_group else h5.file
@@ -280,14 +292,17 @@ def _read_keras3(h5: SafeH5, file: str, base_offset: int | None) -> tuple[list[T
     return out, layer_names
 
 
-def open_keras3_weights(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
+def open_keras3_weights(found: Recognised) -> Checkpoint:
+    path, h5, store = _single(found)
     tensors, _names = _read_keras3(h5, path, 0)
     return Checkpoint("keras3-weights-h5", path, [path], {t.name: t for t in tensors},
                       metadata=_root_attrs(h5, h5.file), store=store)
 
 
-def open_keras3_sharded(index_path: str) -> Checkpoint:
-    index, weight_map, shards = load_index(index_path)
+def open_keras3_sharded(found: Recognised) -> Checkpoint:
+    assert found.index is not None
+    index_path = found.path
+    index, weight_map, shards = found.index
     store = H5Store()
     tensors: dict[str, TensorInfo] = {}
     names: dict[str, str | None] = {}
@@ -354,7 +369,8 @@ def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, limit: in
     return data
 
 
-def open_keras_archive(path: str) -> Checkpoint:
+def open_keras_archive(found: Recognised) -> Checkpoint:
+    path = found.path
     try:
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
@@ -409,25 +425,3 @@ def open_keras_archive(path: str) -> Checkpoint:
                              tuple({"name": i.filename, "date_time": list(i.date_time)} for i in z.infolist())),
         store=store,
     )
-
-
-# -- entry point for one .h5 file --------------------------------------------------------
-
-OPENERS = {
-    "keras2-h5": open_keras2,
-    "keras2-full-h5": open_keras2_full,
-    "hf-tf-h5-shard": open_hf_shard,
-    "keras3-weights-h5": open_keras3_weights,
-}
-
-
-def open_h5(path: str) -> Checkpoint:
-    store = H5Store()
-    try:
-        h5 = SafeH5(path, path)
-        store.files.append(h5)
-        kind = root_kind(h5)
-        return OPENERS[kind](path, h5, store)
-    except BaseException:
-        store.close()
-        raise
