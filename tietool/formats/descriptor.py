@@ -89,7 +89,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("keras2-full-h5", "Keras 2 full-model HDF5 (model.save('x.h5'))", Family.KERAS2, "h5",
            f"{_HDF5}; a model_weights group", "keras_h5:open_keras2_full",
            side_files=("model_config", "training_config"), optimizer_group="optimizer_weights"),
-    Format("hf-tf-h5-sharded", "Hugging Face sharded TF HDF5: tf_model.h5.index.json and its shards", Family.HF_TF, "h5",
+    Format("hf-tf-h5-sharded", "Hugging Face sharded TF HDF5: tf_model.h5.index.json and its shards", Family.HF_TF,
+           "h5",
            "a .json shard index whose weight_map names .h5 files", "keras_h5:open_hf_sharded", sharded=True,
            side_files=("shard index",), transformers_tf=True),
     Format("hf-tf-h5-shard", "one shard of a Hugging Face sharded TF HDF5", Family.HF_TF, "h5",
@@ -104,8 +105,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            side_files=("config.json", "metadata.json")),
     Format("safetensors", "safetensors", Family.SAFETENSORS, "safetensors",
            "a .safetensors name, or an 8-byte header length then '{'", "safetensors_format:open_file"),
-    Format("safetensors-sharded", "sharded safetensors: model.safetensors.index.json and its shards", Family.SAFETENSORS,
-           "safetensors", "a .json shard index whose weight_map names .safetensors files",
+    Format("safetensors-sharded", "sharded safetensors: model.safetensors.index.json and its shards",
+           Family.SAFETENSORS, "safetensors", "a .json shard index whose weight_map names .safetensors files",
            "safetensors_format:open_sharded", sharded=True, side_files=("shard index",)),
 )}
 
