@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tietool.model import ROLE_WEIGHT, Checkpoint
+from tietool.model import Checkpoint, Role
 from tietool.ties import data
 
 
@@ -98,7 +98,7 @@ def class_pair(ckpt: Checkpoint) -> ClassPair | None:
     if found is None:
         return None
     arch, entry = found
-    mats = {t.name: t for t in ckpt.tensors.values() if t.role == ROLE_WEIGHT and len(t.shape) == 2}
+    mats = {t.name: t for t in ckpt.tensors.values() if t.role == Role.WEIGHT and len(t.shape) == 2}
     for head_name, emb_name, emb_is_target in _pairs(entry):
         emb, head = match(mats, emb_name), match(mats, head_name)
         lone = emb is None and head is not None and emb_is_target

@@ -254,10 +254,10 @@ def _class_members(ckpt: Checkpoint, pair: ClassPair, aliases: dict[str, str], m
     emb = ckpt.tensors[pair.embedding]
     V, H = emb.shape
     found = _Members()
-    found.add(emb, "embedding")
+    found.add(emb, TieRole.EMBEDDING)
     if pair.head is not None:
         head = ckpt.tensors[pair.head]
-        found.add(head, "decoder", V != H and head.shape[0] == H and head.shape[1] != H)
+        found.add(head, TieRole.DECODER, V != H and head.shape[0] == H and head.shape[1] != H)
     elif not pair.lone and pair.head_name not in aliases:
         rest = [t for t in mats if classes[t.name] != "embedding"]
         _add_detected_decoders(ckpt, found, rest, classes, V, H)
