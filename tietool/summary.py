@@ -14,9 +14,7 @@ from typing import Any
 from tietool.ties.verify import TieGroup, find_ties
 
 from . import config as configlib
-from .errors import TietoolError
 from .formats import FORMATS, open_checkpoint
-from .formats.carried import KERAS_METADATA_KEY
 from .model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, TensorInfo
 from .results import JsonResult
 
@@ -135,12 +133,10 @@ def _alias_parameters(ckpt: Checkpoint) -> int:
     (``{removed: kept}`` in ``__metadata__``, as tietool's dedupe and
     safetensors' ``save_model`` write them): counted like the stored copies
     of the source, so a checkpoint and its conversion report the same count."""
-    if not ckpt.format.startswith("safetensors"):
-        return 0
     total = 0
-    for removed, kept in ckpt.metadata.items():
-        info = ckpt.tensors.get(kept) if isinstance(kept, str) else None
-        if info is not None and removed not in ckpt.tensors and info.role == ROLE_WEIGHT:
+    for kept in ckpt.records.aliases.values():
+        info = ckpt.tensors[kept]
+        if info.role == ROLE_WEIGHT:
             total += info.numel
     return total
 
@@ -150,11 +146,4 @@ def _keras_metadata(ckpt: Checkpoint) -> dict:
     copy tietool carries in a converted file (``tietool.keras_metadata``)."""
     if ckpt.format == "keras3-archive":
         return dict(ckpt.metadata)
-    text = ckpt.metadata.get(KERAS_METADATA_KEY)
-    if not isinstance(text, str):
-        return {}
-    try:
-        value = configlib.parse_json_text(text, KERAS_METADATA_KEY)
-    except TietoolError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    return dict(ckpt.records.keras_metadata or {})

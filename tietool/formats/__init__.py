@@ -78,11 +78,11 @@ def _sniff(path: str) -> bytes:
 
 
 def _open_file(path: str) -> Checkpoint:
-    from . import carried
+    from . import records
 
     ckpt = _open_file_as_stored(path)
     try:
-        carried.apply(ckpt)
+        records.apply(ckpt)
     except BaseException:
         ckpt.close()
         raise
