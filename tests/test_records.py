@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import invoke
 from tietool import open_checkpoint
 from tietool.formats.records import MAX_NAME_BYTES, file_name_problem
+
+from helpers import invoke
 
 LAYOUT = "tietool layout record"
 ORIGIN = "tietool origin record"

@@ -14,7 +14,7 @@ from typing import Any
 from tietool.ties.verify import TieGroup, find_ties
 
 from . import config as configlib
-from .formats import FORMATS, open_checkpoint
+from .formats import FORMATS, format_of, open_checkpoint, origin_of
 from .model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, TensorInfo
 from .results import JsonResult
 
@@ -61,6 +61,7 @@ class InspectReport(JsonResult):
     tensors: tuple[TensorInfo, ...]  # those shown (the filter applied)
     warnings: tuple[str, ...]
     ties: tuple[TieGroup, ...] | None  # None: not looked for
+    converted: bool = False  # tietool converted the file from origin_format
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {
@@ -125,6 +126,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         tensors=tuple(shown),
         warnings=tuple(ckpt.warnings),
         ties=tuple(find_ties(ckpt)) if ties else None,
+        converted=origin_of(ckpt) is not format_of(ckpt),
     )
 
 
@@ -144,6 +146,6 @@ def _alias_parameters(ckpt: Checkpoint) -> int:
 def _keras_metadata(ckpt: Checkpoint) -> dict:
     """A .keras archive's metadata.json: read from the archive, or from the
     copy tietool carries in a converted file (``tietool.keras_metadata``)."""
-    if ckpt.format == "keras3-archive":
+    if format_of(ckpt).is_archive:
         return dict(ckpt.metadata)
     return dict(ckpt.records.keras_metadata or {})

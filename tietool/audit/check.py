@@ -29,6 +29,7 @@ from tietool import config as configlib
 from tietool.errors import TietoolError
 from tietool.formats import open_checkpoint
 from tietool.model import Checkpoint
+from tietool.textsafe import bounded
 from tietool.ties import data as tiedata
 from tietool.ties.majority import Agreement, Copy, agreement
 from tietool.ties.verify import (
@@ -342,7 +343,7 @@ def analyse(ckpt: Checkpoint, prefer: str | None = None) -> Analysis:
         if source is None:
             if prefer is not None:
                 raise UsageError(f"--prefer {prefer!r} names none of the copies: "
-                                 + ", ".join(m.name for m in distinct), ckpt.path)
+                                 + bounded(m.name for m in distinct), ckpt.path)
             a.needs_prefer = [m.name for m in distinct]
         else:
             same = next((c for c in a.agreement.classes if source in c), (source,))

@@ -41,6 +41,7 @@ from ..model import (
     Records,
     SafetensorsOrigin,
 )
+from .descriptor import FORMATS, Family, format_of
 from .keras_h5 import KERAS3_ROLES
 
 LAYOUT_KEY = "tietool.layout"
@@ -58,12 +59,8 @@ RECORD_NAMES = {
     ORIGIN_KEY: "tietool origin record",
 }
 
-SAFETENSORS_FORMATS = ("safetensors", "safetensors-sharded")
-KERAS3_FORMATS = ("keras3-weights-h5", "keras3-weights-sharded", "keras3-archive")
-SHARDED_SOURCES = ("hf-tf-h5-sharded", "keras3-weights-sharded")
-#: The formats a layout record may say the weights came from (the HDF5 ones).
-LAYOUT_SOURCES = frozenset({"keras2-h5", "keras2-full-h5", "hf-tf-h5-shard", "keras3-weights-h5", "keras3-archive",
-                            *SHARDED_SOURCES})
+#: The formats a layout record may say the weights came from (HDF5, and the .keras archive holding it).
+LAYOUT_SOURCES = frozenset(f.name for f in FORMATS.values() if not f.is_safetensors)
 H5_SUFFIXES = (".h5", ".hdf5")
 
 #: A file name from a record: at most this many bytes (UTF-8), as most file systems allow.
@@ -312,11 +309,12 @@ def _layout(text: Any, ckpt: Checkpoint, names: dict[str, str]) -> Layout:
     source = rec["source_format"]
     if not isinstance(source, str) or source not in LAYOUT_SOURCES:
         raise RecordProblem(f"source_format {ascii(str(source)[:80])} is not an HDF5 layout")
+    sharded = FORMATS[source].sharded
     files = rec["files"]
-    if not isinstance(files, list) or not files or (source not in SHARDED_SOURCES and len(files) != 1):
+    if not isinstance(files, list) or not files or (not sharded and len(files) != 1):
         raise RecordProblem("files is not a list of one file per HDF5 file")
     index = rec.get("index")
-    if (index is None) == (source in SHARDED_SOURCES):
+    if (index is None) == sharded:
         raise RecordProblem("index is missing" if index is None else f"has an index, but {source} is not sharded")
     copies: dict[str, str] = {}
     out = [_recorded_file(f, f"files[{i}]", ckpt, names, copies) for i, f in enumerate(files)]
@@ -325,7 +323,7 @@ def _layout(text: Any, ckpt: Checkpoint, names: dict[str, str]) -> Layout:
         index = _object(index, "index", {"name", "text"}, {"name", "text"})
         text_out = RecordedText(_file_name(index["name"], "index name", (".json",)), _str(index["text"], "index text"))
     _unique_names([f.name for f in out] + ([text_out.name] if text_out else []))
-    archive = _archive(rec.get("archive"), source)
+    archive = _archive(rec.get("archive"), FORMATS[source].is_archive)
     return Layout(source, tuple(out), text_out, archive, copies)
 
 
@@ -349,11 +347,11 @@ def _recorded_file(value: Any, where: str, ckpt: Checkpoint, names: dict[str, st
     return RecordedFile(name, tree, tensors)
 
 
-def _archive(value: Any, source: str) -> tuple[dict, ...] | None:
+def _archive(value: Any, from_archive: bool) -> tuple[dict, ...] | None:
     """A ``.keras`` archive's members: ``[{"name", "date_time"}]`` in order."""
     if value is None:
         return None
-    if source != "keras3-archive" or not isinstance(value, list):
+    if not from_archive or not isinstance(value, list):
         raise RecordProblem("archive is not a list of the members of a .keras archive")
     out, seen = [], set()
     for i, m in enumerate(value):
@@ -389,25 +387,21 @@ def _keras_metadata(text: Any) -> dict:
 def _aliases(ckpt: Checkpoint) -> dict[str, str]:
     """safetensors' ``{removed: kept}``: a key that is not stored whose value
     is a stored tensor (other ``__metadata__`` entries are plain metadata)."""
-    if ckpt.format not in SAFETENSORS_FORMATS:
+    if not format_of(ckpt).is_safetensors:
         return {}
     return {k: v for k, v in ckpt.metadata.items()
             if isinstance(v, str) and v in ckpt.tensors and k not in ckpt.tensors and k not in RESERVED_KEYS}
 
 
-def where(ckpt: Checkpoint) -> str:
-    return "__metadata__" if ckpt.format in SAFETENSORS_FORMATS else "root attribute"
-
-
 def label(ckpt: Checkpoint, key: str) -> str:
     """How messages name a record: ``tietool layout record (__metadata__ tietool.layout)``."""
-    return f"{RECORD_NAMES[key]} ({where(ckpt)} {key})"
+    return f"{RECORD_NAMES[key]} ({format_of(ckpt).records_in} {key})"
 
 
 def parse(ckpt: Checkpoint) -> Records:
     """Every record of ``ckpt``, checked; a wrong one is left out and its problem kept."""
     records = Records()
-    if ckpt.format == "keras3-archive":  # its metadata is the archive's metadata.json, not tietool's
+    if format_of(ckpt).is_archive:  # its metadata is the archive's metadata.json, not tietool's
         return records
     md = ckpt.metadata
     records.aliases = _aliases(ckpt)
@@ -415,7 +409,7 @@ def parse(ckpt: Checkpoint) -> Records:
         (CONFIG_KEY, lambda text: setattr(records, "config_text", _str(text, "the record"))),
         (KERAS_METADATA_KEY, lambda text: setattr(records, "keras_metadata", _keras_metadata(text))),
     ]
-    if ckpt.format in SAFETENSORS_FORMATS:  # each record where tietool writes it
+    if format_of(ckpt).is_safetensors:  # each record where tietool writes it
         steps[:0] = [(NAMES_KEY, lambda text: setattr(records, "names", _names(text, ckpt.tensors))),
                      (LAYOUT_KEY, lambda text: setattr(records, "layout", _layout(text, ckpt, records.names or {})))]
     else:
@@ -450,9 +444,10 @@ def require(ckpt: Checkpoint, *keys: str) -> None:
 def dataset_role(source_format: str, dataset_path: str) -> str:
     """The role a Keras reader gives the dataset at ``dataset_path``."""
     head = dataset_path.split("/", 1)[0]
-    if source_format in KERAS3_FORMATS:
+    fmt = FORMATS.get(source_format)
+    if fmt is not None and fmt.family is Family.KERAS3:
         return KERAS3_ROLES.get(head, ROLE_WEIGHT)
-    if source_format == "keras2-full-h5" and head == "optimizer_weights":
+    if fmt is not None and head == fmt.optimizer_group:
         return ROLE_OPTIMIZER
     return ROLE_WEIGHT
 
@@ -466,7 +461,7 @@ def apply(ckpt: Checkpoint) -> None:
     for key, problem in records.problems.items():
         ckpt.warnings.append(f"{label(ckpt, key)} is not used: {problem}")
     _apply_config(ckpt)
-    if ckpt.format not in SAFETENSORS_FORMATS:
+    if not format_of(ckpt).is_safetensors:
         return
     path_of = {v: k for k, v in (records.names or {}).items()}
     for name, info in list(ckpt.tensors.items()):
@@ -483,7 +478,7 @@ def _apply_config(ckpt: Checkpoint) -> None:
     text = ckpt.records.config_text
     if ckpt.config is not None or text is None:
         return
-    source = f"{ckpt.path}:{where(ckpt)} {CONFIG_KEY}"
+    source = f"{ckpt.path}:{format_of(ckpt).records_in} {CONFIG_KEY}"
     try:
         value = configlib.parse_json_text(text, source)
     except TietoolError as exc:
