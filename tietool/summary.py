@@ -15,7 +15,7 @@ from tietool.ties.verify import TieGroup, find_ties
 
 from . import config as configlib
 from .formats import FORMATS, format_of, open_checkpoint, origin_of
-from .model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, TensorInfo
+from .model import Checkpoint, Role, TensorInfo
 from .results import JsonResult
 
 
@@ -103,7 +103,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         parameter_count=ckpt.parameter_count() + _alias_parameters(ckpt),
         total_bytes=ckpt.total_bytes(),
         bytes_by_dtype=dict(sorted(by_dtype.items())),
-        optimizer_tensor_count=sum(1 for t in tensors if t.role == ROLE_OPTIMIZER),
+        optimizer_tensor_count=sum(1 for t in tensors if t.role == Role.OPTIMIZER),
         shown_count=len(shown) if filter_glob is not None else None,
     )
     code = configlib.find_code(ckpt.config) if ckpt.config is not None else []
@@ -138,7 +138,7 @@ def _alias_parameters(ckpt: Checkpoint) -> int:
     total = 0
     for kept in ckpt.records.aliases.values():
         info = ckpt.tensors[kept]
-        if info.role == ROLE_WEIGHT:
+        if info.role == Role.WEIGHT:
             total += info.numel
     return total
 

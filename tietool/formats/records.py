@@ -32,13 +32,12 @@ from .. import config as configlib
 from .. import dtypes
 from ..errors import CorruptCheckpointError, TietoolError
 from ..model import (
-    ROLE_OPTIMIZER,
-    ROLE_WEIGHT,
     Checkpoint,
     Layout,
     RecordedFile,
     RecordedText,
     Records,
+    Role,
     SafetensorsOrigin,
 )
 from .descriptor import FORMATS, Family, format_of
@@ -441,15 +440,15 @@ def require(ckpt: Checkpoint, *keys: str) -> None:
 
 # -- applied when a checkpoint is opened ----------------------------------------------------------------
 
-def dataset_role(source_format: str, dataset_path: str) -> str:
+def dataset_role(source_format: str, dataset_path: str) -> Role:
     """The role a Keras reader gives the dataset at ``dataset_path``."""
     head = dataset_path.split("/", 1)[0]
     fmt = FORMATS.get(source_format)
     if fmt is not None and fmt.family is Family.KERAS3:
-        return KERAS3_ROLES.get(head, ROLE_WEIGHT)
+        return KERAS3_ROLES.get(head, Role.WEIGHT)
     if fmt is not None and head == fmt.optimizer_group:
-        return ROLE_OPTIMIZER
-    return ROLE_WEIGHT
+        return Role.OPTIMIZER
+    return Role.WEIGHT
 
 
 def apply(ckpt: Checkpoint) -> None:

@@ -5,7 +5,7 @@
   an open output file: by byte range (:func:`tietool.io.fastio.copy_range`:
   ``os.copy_file_range``, else ``preadv``/``pwrite`` through one fixed buffer)
   when the source stores it contiguous and raw, else block by block through the reader
-  (``Checkpoint.iter_chunks``). Memory is bounded by :data:`BUFFER_BYTES`,
+  (``Checkpoint.iter_stored``). Memory is bounded by :data:`BUFFER_BYTES`,
   whatever the tensor or file size.
 * :func:`raw_chunks` yields the same bytes, for comparisons;
   :func:`same_tensor_bytes` compares two tensors' bytes (memcmp speed).
@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from tietool.io import fastio, rawio
+from tietool.io.blockread import BufferPool
 from tietool.model import Checkpoint, TensorInfo
 
 #: Bytes of tensor data held in memory at once while copying or comparing.
@@ -64,17 +65,13 @@ class SourceFiles(rawio.FileHandles):
 
     def __init__(self) -> None:
         super().__init__()
-        self._buffers: list[bytearray] = []
+        self._pool = BufferPool()
         self._pair: fastio.Buffers | None = None
 
     def buffer(self, nbytes: int, slot: int = 0) -> memoryview:
         """A reused buffer of ``nbytes`` (no fresh allocation and page faults
         per tensor). Streams read side by side use different slots."""
-        while len(self._buffers) <= slot:
-            self._buffers.append(bytearray())
-        if len(self._buffers[slot]) < nbytes:
-            self._buffers[slot] = bytearray(nbytes)
-        return memoryview(self._buffers[slot])[:nbytes]
+        return self._pool.get(slot, nbytes).data
 
     def pair(self, nbytes: int) -> fastio.Buffers:
         """The two reused buffers of :func:`same_tensor_bytes`, at least
@@ -116,7 +113,7 @@ def raw_chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, max_bytes
             yield view
             done += n
         return
-    for _, block in ckpt.iter_chunks(info.name, max_bytes):
+    for _, block in ckpt.iter_stored(info.name, max_bytes):
         yield le_bytes(block)
 
 
