@@ -257,12 +257,12 @@ def _class_members(ckpt: Checkpoint, pair: ClassPair, aliases: dict[str, str], m
         head = ckpt.tensors[pair.head]
         found.add(head, TieRole.DECODER, V != H and head.shape[0] == H and head.shape[1] != H)
     elif not pair.lone and pair.head_name not in aliases:
-        rest = [t for t in mats if classes[t.name] != "embedding"]
+        rest = [t for t in mats if classes[t.name] != TieRole.EMBEDDING]
         _add_detected_decoders(ckpt, found, rest, classes, V, H)
     members = found.members
     _link_shared_storage(members, found.seen)
     _add_alias_members(ckpt, members, aliases, None, None)
-    members.sort(key=lambda m: (m.role != "embedding", not m.stored))
+    members.sort(key=lambda m: (m.role != TieRole.EMBEDDING, not m.stored))
     return members, V, H
 
 
