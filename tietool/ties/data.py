@@ -42,7 +42,7 @@ def tied_weights_keys(architecture: object) -> dict[str, str]:
 def head_name(architecture: object) -> tuple[str, str] | None:
     """``(head, embedding)`` PyTorch names of the output matrix the class ties
     (``("lm_head.weight", "model.embed_tokens.weight")``), or None."""
-    from tietool.ties.verify import classify
+    from tietool.ties.rules import classify
 
     for target, source in tied_weights_keys(architecture).items():
         if target.endswith(".weight") and classify(target) == "decoder":
