@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tietool.model import ROLE_WEIGHT, Checkpoint
+from tietool.model import Checkpoint, Role, TieRole
 from tietool.ties import data
 
 
@@ -72,7 +72,8 @@ def _pairs(entry: dict) -> list[tuple[str, str, bool]]:
         target, source = str(target), str(source)
         if not (target.endswith(".weight") and source.endswith(".weight")):
             continue
-        swap = source == head or (head is None and classify(source) == "decoder" and classify(target) != "decoder")
+        named_head = classify(source) == TieRole.DECODER and classify(target) != TieRole.DECODER
+        swap = source == head or (head is None and named_head)
         pairs.append((source, target, True) if swap else (target, source, False))
     pairs.sort(key=lambda p: p[0] != head)
     if head and not any(p[0] == head for p in pairs) and isinstance(inp, dict) and isinstance(inp.get("name"), str):
@@ -98,7 +99,7 @@ def class_pair(ckpt: Checkpoint) -> ClassPair | None:
     if found is None:
         return None
     arch, entry = found
-    mats = {t.name: t for t in ckpt.tensors.values() if t.role == ROLE_WEIGHT and len(t.shape) == 2}
+    mats = {t.name: t for t in ckpt.tensors.values() if t.role == Role.WEIGHT and len(t.shape) == 2}
     for head_name, emb_name, emb_is_target in _pairs(entry):
         emb, head = match(mats, emb_name), match(mats, head_name)
         lone = emb is None and head is not None and emb_is_target

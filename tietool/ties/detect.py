@@ -164,9 +164,7 @@ def _aliases(ckpt: Checkpoint) -> dict[str, str]:
     for t in ckpt.tensors.values():
         if t.alias_of and t.alias_of in ckpt.tensors:
             out[t.name] = t.alias_of
-    for k, v in (ckpt.metadata or {}).items():
-        if isinstance(k, str) and isinstance(v, str) and k not in ckpt.tensors and v in ckpt.tensors and k != v:
-            out[k] = v
+    out.update(ckpt.records.aliases)
     return out
 
 
@@ -254,17 +252,17 @@ def _class_members(ckpt: Checkpoint, pair: ClassPair, aliases: dict[str, str], m
     emb = ckpt.tensors[pair.embedding]
     V, H = emb.shape
     found = _Members()
-    found.add(emb, "embedding")
+    found.add(emb, TieRole.EMBEDDING)
     if pair.head is not None:
         head = ckpt.tensors[pair.head]
-        found.add(head, "decoder", V != H and head.shape[0] == H and head.shape[1] != H)
+        found.add(head, TieRole.DECODER, V != H and head.shape[0] == H and head.shape[1] != H)
     elif not pair.lone and pair.head_name not in aliases:
-        rest = [t for t in mats if classes[t.name] != "embedding"]
+        rest = [t for t in mats if classes[t.name] != TieRole.EMBEDDING]
         _add_detected_decoders(ckpt, found, rest, classes, V, H)
     members = found.members
     _link_shared_storage(members, found.seen)
     _add_alias_members(ckpt, members, aliases, None, None)
-    members.sort(key=lambda m: (m.role != "embedding", not m.stored))
+    members.sort(key=lambda m: (m.role != TieRole.EMBEDDING, not m.stored))
     return members, V, H
 
 
