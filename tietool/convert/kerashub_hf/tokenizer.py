@@ -142,8 +142,8 @@ def convert_tokenizer(preset: str) -> HfTokenizer | None:
         from .spm import spm_tokenizer
 
         tok, vocab = spm_tokenizer(os.path.join(preset, ASSETS, "vocabulary.spm"))
-    roles = {"bos_token": kind.bos, "eos_token": kind.eos, "pad_token": kind.pad, "unk_token": kind.unk}
-    roles = {k: v for k, v in roles.items() if v is not None and v in vocab}
+    wanted = {"bos_token": kind.bos, "eos_token": kind.eos, "pad_token": kind.pad, "unk_token": kind.unk}
+    roles: dict[str, str] = {k: v for k, v in wanted.items() if v is not None and v in vocab}
     if kind.add_bos and "bos_token" in roles:
         tok = _with_bos(tok, roles["bos_token"], vocab[roles["bos_token"]])
     extra = [t["content"] for t in tok["added_tokens"]]
