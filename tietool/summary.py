@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from tietool.ties.declaration import TieDeclaration, tie_declaration
 from tietool.ties.verify import TieGroup, find_ties
 
 from . import config as configlib
@@ -63,6 +64,7 @@ class InspectReport(JsonResult):
     tensors: tuple[TensorInfo, ...]  # those shown (the filter applied)
     warnings: tuple[str, ...]
     ties: tuple[TieGroup, ...] | None  # None: not looked for
+    tie_declaration: TieDeclaration  # what the config declares about the tie (the one rule)
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {
@@ -76,6 +78,7 @@ class InspectReport(JsonResult):
             "config": self.config,
             "config_source": self.config_source,
             "config_highlights": self.config_highlights,
+            "tie_declaration": self.tie_declaration.to_json(),
             "config_code": list(self.config_code),
             "metadata": self.metadata,
             "keras_metadata": self.keras_metadata,
@@ -127,6 +130,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         tensors=tuple(shown),
         warnings=tuple(ckpt.warnings),
         ties=tuple(find_ties(ckpt)) if ties else None,
+        tie_declaration=tie_declaration(ckpt.config),
     )
 
 
