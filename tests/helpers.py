@@ -138,3 +138,33 @@ def transcript(args: list[str], result) -> str:
         parts.append("--- stderr\n" + timeless(result.stderr))
     parts.append(f"--- exit {result.exit_code}\n")
     return "\n".join(p.rstrip("\n") if i < len(parts) - 1 else p for i, p in enumerate(parts))
+
+
+# -- numbers a library computed (TensorFlow, torch) -----------------------------------------
+
+def assert_kernel_close(got, want, *, depth: int, compute_dtype: str = "float32") -> None:
+    """Logits a library computed in this run against the ones it computed when
+    the fixture was made, on another CPU. The weights are loaded bit for bit
+    (tested exactly elsewhere); the arithmetic is the library's, and its
+    kernels differ by CPU and build (oneDNN on or off, SIMD width, blocking),
+    so the float32 sums of a ``depth``-term dot product are added in another
+    order. Justified bound per element: ``depth * eps(float32) * max|logit|``
+    of its row (the reordering error of a float32 sum, the row's largest
+    logit standing for the sum of the magnitudes), plus one ulp of
+    ``compute_dtype`` at the element's own magnitude (a result rounded to
+    bfloat16 may land on the neighbouring value: the one-ulp differences seen
+    with TF_ENABLE_ONEDNN_OPTS=1). A wrong weight, a missing soft cap or a
+    wrong scale is orders of magnitude beyond it."""
+    import numpy as np
+
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    mant = {"float32": 23, "bfloat16": 7, "float16": 10}[compute_dtype]
+    mag = np.maximum(np.abs(want), np.finfo(np.float32).tiny)
+    ulp = np.exp2(np.floor(np.log2(mag)) - mant)
+    rowmax = np.max(np.abs(want), axis=-1, keepdims=True)
+    bound = ulp + depth * float(np.finfo(np.float32).eps) * rowmax
+    over = np.abs(got - want) > bound
+    assert not over.any(), (f"{int(over.sum())} of {over.size} values beyond the bound; first at "
+                            f"{np.argwhere(over)[0].tolist()}: {got[over][0]!r} vs {want[over][0]!r}")

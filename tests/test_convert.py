@@ -667,11 +667,11 @@ def test_an_early_check_at_another_offset_is_not_trusted(tmp_path):
     """If the finished file put a tensor elsewhere than where it was compared
     while written, verification compares it again (and finds the truth)."""
     from tietool.convert import verify
-    from tietool.formats import safetensors_format
+    from tietool.formats import open_as_stored
 
     out = tmp_path / "m.safetensors"
     convert(FIXTURES / "tf/gpt2/tf_model.h5", "safetensors", out=out)
-    got = safetensors_format.open_file(str(out))
+    got = open_as_stored(str(out))
     name, info = next((n, t) for n, t in got.tensors.items() if t.nbytes > 0)
     got.close()
     with open(out, "r+b") as fh:  # damage that tensor in place

@@ -89,6 +89,7 @@ def test_help_has_examples_and_only_its_exit_codes(command):
 
 
 @pytest.mark.interop  # the `run` examples need TensorFlow
+@pytest.mark.tf_kernels
 def test_help_examples_run_as_written(repo):
     """Every example line of every command's help, run from the repository root."""
     ran = []

@@ -111,8 +111,8 @@ SESSIONS: dict[str, list[list[str]]] = {
 }
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.interop] if n == "run" else [])
-                                  for n in SESSIONS])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.interop, pytest.mark.tf_kernels]
+                                               if n == "run" else []) for n in SESSIONS])
 def test_golden(name, tmp_path, monkeypatch):
     (tmp_path / "fixtures").symlink_to(FIXTURES)
     monkeypatch.chdir(tmp_path)

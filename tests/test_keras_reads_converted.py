@@ -24,7 +24,7 @@ from tietool.convert import convert
 
 from helpers import FIXTURES
 
-pytestmark = [pytest.mark.interop, pytest.mark.skipif(
+pytestmark = [pytest.mark.interop, pytest.mark.tf_kernels, pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("tensorflow", "keras")),
     reason="needs TensorFlow with Keras 3",
 )]

@@ -10,7 +10,7 @@ import pytest
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
-pytestmark = pytest.mark.interop  # TensorFlow
+pytestmark = [pytest.mark.interop, pytest.mark.tf_kernels]  # TensorFlow
 
 from tietool.layer.shared import SharedEmbeddings  # noqa: E402
 

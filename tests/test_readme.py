@@ -83,7 +83,7 @@ def _run(command: str) -> str:
 
 def _marks(steps) -> list:
     if any(shlex.split(c, comments=True)[1] == "run" for c, _ in steps):
-        return [pytest.mark.interop]  # `tietool run` needs TensorFlow
+        return [pytest.mark.interop, pytest.mark.tf_kernels]  # `tietool run` needs TensorFlow
     return []
 
 

@@ -72,7 +72,7 @@ def one_line(code: int, stderr: str, needle: str, expected_code: int = 2) -> str
 
 
 def tietool(*args, env=None, prefix=(), **kw) -> subprocess.Popen | subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}  # env may point PYTHONPATH elsewhere
     full_env.pop("TIETOOL_DEBUG", None)
     cmd = [*prefix, sys.executable, "-m", "tietool", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120, **kw)
@@ -315,25 +315,48 @@ def test_read_only_file_system():
         one_line(code, err, f"Error: {disk / 'new'}: cannot write (read-only file system)")
 
 
+def as_nobody(base: Path) -> dict:
+    """What a test that drops privileges needs, under ``base`` (a folder that
+    user can enter): this tree's ``tietool`` package copied there (the
+    checkout may sit in a folder only root can enter, as /root or a
+    ``mktemp -d`` folder are), and keyword arguments for :func:`tietool`.
+    Skips, with the reason, when that user cannot run this interpreter."""
+    needs("setpriv to a non-root user", can_setpriv())
+    code = base / "code"
+    shutil.copytree(ROOT / "tietool", code / "tietool", ignore=shutil.ignore_patterns("__pycache__"))
+    for p in [code, *code.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import numpy, h5py, click"], cwd=base,
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"uid 65534 cannot run {sys.executable} with numpy, h5py and click (is the environment in a "
+                    f"folder only its owner can enter?): {probe.stderr.strip()[-300:]}")
+    return {"prefix": NOBODY, "env": {"PYTHONPATH": str(code)}, "cwd": base}
+
+
+@pytest.mark.privileges
 def test_permissions_both_ways():
     """As a non-root user: an output folder it may not write, an unreadable
     SRC, an unreadable side file in a source folder (that file's problem,
-    not the output's)."""
+    not the output's), a file behind a folder it cannot enter. Everything
+    that user reads is copied into a folder it can enter first (issue 24)."""
     needs("setpriv to a non-root user", can_setpriv())
     base = world_folder()
     try:
+        nobody = as_nobody(base)
         src = base / "gpt2"
         shutil.copytree(fixture("tf/gpt2"), src)
-        for p in [src, *src.iterdir()]:
+        st = base / "model.safetensors"
+        shutil.copyfile(fixture("pt/gpt2/model.safetensors"), st)
+        for p in [src, *src.iterdir(), st]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         locked = base / "locked"  # root's, 755: nobody may not create anything in it
         locked.mkdir(mode=0o755)
         (locked / "model.h5").write_bytes(b"previous")
         before = digest(src)
-        r = tietool("convert", fixture("pt/gpt2/model.safetensors"), "--to", "h5", "-o", locked / "model.h5", "--force",
-                    prefix=NOBODY)
+        r = tietool("convert", st, "--to", "h5", "-o", locked / "model.h5", "--force", **nobody)
         one_line(r.returncode, r.stderr, f"Error: {locked / 'model.h5'}: cannot write (permission denied)")
-        r = tietool("convert", src, "--to", "safetensors", "-o", locked / "st", prefix=NOBODY)
+        r = tietool("convert", src, "--to", "safetensors", "-o", locked / "st", **nobody)
         one_line(r.returncode, r.stderr, f"Error: {locked / 'st'}: cannot write (permission denied)")
         assert (locked / "model.h5").read_bytes() == b"previous"
 
@@ -343,14 +366,39 @@ def test_permissions_both_ways():
         (src / "tf_model.h5").chmod(0o600)
         for cmd in (["convert", src / "tf_model.h5", "--to", "safetensors", "-o", writable / "a.safetensors"],
                     ["inspect", src / "tf_model.h5"], ["verify-tie", src / "tf_model.h5"]):
-            r = tietool(*cmd, prefix=NOBODY)
+            r = tietool(*cmd, **nobody)
             one_line(r.returncode, r.stderr, f"Error: {src / 'tf_model.h5'}: cannot read (permission denied)")
         (src / "tf_model.h5").chmod(0o644)
         (src / "ref_logits.npy").chmod(0o600)
         for names in ("keras", "pt"):
-            r = tietool("convert", src, "--to", "safetensors", "--names", names, "-o", writable / "out", prefix=NOBODY)
+            r = tietool("convert", src, "--to", "safetensors", "--names", names, "-o", writable / "out", **nobody)
             one_line(r.returncode, r.stderr, f"Error: {src / 'ref_logits.npy'}: cannot read (permission denied)")
         assert digest(src) == before and os.listdir(writable) == [] and not temporaries(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.privileges
+def test_file_behind_a_folder_it_cannot_enter():
+    """A file that exists behind a folder the user cannot enter (stat fails
+    with EACCES) is a permission problem, not a missing file; a path that
+    does not exist is still "no such file or folder"."""
+    base = world_folder()
+    try:
+        nobody = as_nobody(base)
+        private = base / "private"
+        shutil.copytree(fixture("tf/gpt2"), private / "gpt2")
+        private.chmod(0o700)  # root's: uid 65534 cannot enter it
+        target = private / "gpt2" / "tf_model.h5"
+        for cmd in (["inspect", target], ["verify-tie", private / "gpt2"], ["diff", target, target],
+                    ["convert", target, "-o", base / "x.safetensors"]):
+            r = tietool(*cmd, **nobody)
+            one_line(r.returncode, r.stderr, f"Error: {cmd[1]}: cannot read (permission denied)")
+        r = tietool("check", private / "gpt2", base / "missing", **nobody)
+        assert r.returncode == 2, r.stderr
+        assert f"Error: {private / 'gpt2'}: cannot read (permission denied)" in r.stderr.splitlines()
+        assert f"Error: {base / 'missing'}: no such file or folder" in r.stderr.splitlines()
+        assert not (base / "x.safetensors").exists()
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

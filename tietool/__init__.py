@@ -15,6 +15,7 @@ from .errors import (  # noqa: F401  (light: no third-party imports)
     CopiesDifferError,
     CorruptCheckpointError,
     InputNotFoundError,
+    InputUnreadableError,
     InvalidInputError,
     MissingDependencyError,
     OutputError,

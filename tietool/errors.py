@@ -51,6 +51,11 @@ class CheckpointNotFoundError(InputNotFoundError):
     """The path does not exist, or a folder holds no weights file."""
 
 
+class InputUnreadableError(_OSErrorMixin, PermissionError):
+    """An input exists but cannot be reached or read (permission denied:
+    the file's own mode, or a folder on its path the user cannot enter)."""
+
+
 class InvalidInputError(TietoolError, ValueError):
     """An input file other than a checkpoint (a ``.npy`` array given to
     ``run``) cannot be read, or holds the wrong kind of array."""

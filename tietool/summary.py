@@ -16,7 +16,7 @@ from tietool.ties.verify import TieGroup, find_ties
 
 from . import config as configlib
 from .errors import TietoolError
-from .formats import FORMATS, open_checkpoint
+from .formats import FORMATS, format_of, open_checkpoint, origin_of
 from .formats.carried import KERAS_METADATA_KEY
 from .model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, TensorInfo
 from .results import JsonResult
@@ -65,6 +65,7 @@ class InspectReport(JsonResult):
     warnings: tuple[str, ...]
     ties: tuple[TieGroup, ...] | None  # None: not looked for
     tie_declaration: TieDeclaration  # what the config declares about the tie (the one rule)
+    converted: bool = False  # tietool converted the file from origin_format
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {
@@ -131,6 +132,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         warnings=tuple(ckpt.warnings),
         ties=tuple(find_ties(ckpt)) if ties else None,
         tie_declaration=tie_declaration(ckpt.config),
+        converted=origin_of(ckpt) is not format_of(ckpt),
     )
 
 
@@ -139,7 +141,7 @@ def _alias_parameters(ckpt: Checkpoint) -> int:
     (``{removed: kept}`` in ``__metadata__``, as tietool's dedupe and
     safetensors' ``save_model`` write them): counted like the stored copies
     of the source, so a checkpoint and its conversion report the same count."""
-    if not ckpt.format.startswith("safetensors"):
+    if not format_of(ckpt).is_safetensors:
         return 0
     total = 0
     for removed, kept in ckpt.metadata.items():
@@ -152,7 +154,7 @@ def _alias_parameters(ckpt: Checkpoint) -> int:
 def _keras_metadata(ckpt: Checkpoint) -> dict:
     """A .keras archive's metadata.json: read from the archive, or from the
     copy tietool carries in a converted file (``tietool.keras_metadata``)."""
-    if ckpt.format == "keras3-archive":
+    if format_of(ckpt).is_archive:
         return dict(ckpt.metadata)
     text = ckpt.metadata.get(KERAS_METADATA_KEY)
     if not isinstance(text, str):

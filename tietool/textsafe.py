@@ -19,3 +19,26 @@ def printable(text: str, backslash: bool = True) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+#: Items a message or note lists before "... and N more".
+LIST_ITEMS = 8
+#: Characters of one item (a name read from a file) kept in a message.
+ITEM_CHARS = 200
+
+
+def clipped(text: str, limit: int = ITEM_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how many were left out."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+def bounded(items, limit: int = LIST_ITEMS, sep: str = ", ") -> str:
+    """The first ``limit`` of ``items`` joined by ``sep`` (each clipped), then
+    "... and 99,990 more": a list from a file cannot make a line of any length.
+    The text is not escaped (it may go to JSON): print it through
+    :func:`printable`."""
+    items = list(items)
+    shown = sep.join(clipped(i) for i in items[:limit])
+    more = len(items) - limit
+    return shown if more <= 0 else f"{shown}{sep}... and {more:,} more"

@@ -4,12 +4,16 @@
 * ``TIETOOL_PT_PYTHON=/path/to/python``, else
 * a venv created once under ``~/.cache/tietool-test/venv-pt`` (override the
   folder with ``TIETOOL_PT_VENV``) with ``pip install torch==2.13.0
-  "transformers>=5,<6" safetensors``, reused afterwards.
+  "transformers>=5,<6" safetensors``, reused afterwards. The build is
+  announced on the terminal (what, where, how big) and pip's progress is
+  shown there, pytest's output capture notwithstanding: about 1.2 GB and a
+  minute or more on a fast connection.
 
 Skipped, with the reason, only when that environment cannot be created."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -30,17 +34,31 @@ def _works(python: str) -> bool:
         return False
 
 
-def _create_venv(folder: Path) -> tuple[str | None, str]:
+ANNOUNCE = """
+tietool tests: building the torch + transformers 5 environment the interop tests load outputs in
+  what:  a virtual environment with pip install {reqs}
+  where: {folder}
+  size:  about 1.2 GB on disk (torch is most of it), plus pip's download cache; a minute or more
+  once:  later runs reuse it; to use an existing one instead: TIETOOL_PT_PYTHON=/path/to/bin/python
+"""
+
+
+def _create_venv(folder: Path, show) -> tuple[str | None, str]:
     """Build the venv in a temporary folder beside ``folder`` and rename it into
-    place, so an interrupted build is never reused."""
+    place, so an interrupted build is never reused. ``show``: a context
+    manager under which the subprocesses' output reaches the terminal."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".building-", dir=folder.parent))
     try:
         subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, capture_output=True, timeout=300)
-        res = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet", *REQUIREMENTS],
-                             capture_output=True, text=True, timeout=3600)
+        with show():
+            sys.stderr.write(ANNOUNCE.format(reqs=" ".join(f"'{r}'" for r in REQUIREMENTS), folder=folder))
+            sys.stderr.flush()
+            # pip's own progress (downloads, installs) goes straight to the terminal
+            res = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", *REQUIREMENTS],
+                                 stdout=2, timeout=3600)
         if res.returncode != 0:
-            return None, f"pip install {' '.join(REQUIREMENTS)} failed: {res.stderr.strip()[-600:]}"
+            return None, f"pip install {' '.join(REQUIREMENTS)} failed (exit {res.returncode}; its output is above)"
         if folder.exists():
             shutil.rmtree(folder)
         # bin/python finds its site-packages through pyvenv.cfg beside it, so the renamed venv works
@@ -55,7 +73,7 @@ def _create_venv(folder: Path) -> tuple[str | None, str]:
 
 
 @pytest.fixture(scope="session")
-def pt_python() -> str:
+def pt_python(request) -> str:
     explicit = os.environ.get("TIETOOL_PT_PYTHON")
     if explicit:
         if not _works(explicit):
@@ -65,7 +83,9 @@ def pt_python() -> str:
     py = folder / "bin" / "python"
     if py.exists() and _works(str(py)):
         return str(py)
-    made, why = _create_venv(folder)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    show = capture.global_and_fixture_disabled if capture is not None else contextlib.nullcontext
+    made, why = _create_venv(folder, show)
     if made is None or not _works(made):
         pytest.skip(f"no torch 2.13.0 + transformers 5 environment: {why or 'the created venv does not import them'}"
                     " (set TIETOOL_PT_PYTHON to use an existing one)")

@@ -36,6 +36,14 @@ def load_all(pt_python: str, jobs: list[dict], tmp: Path) -> dict[str, dict]:
     return {r["folder"]: r for r in json.loads(res.stdout.strip().splitlines()[-1])}
 
 
+# The reference logits (ref_logits.npy) were computed when the fixtures were made, on another CPU;
+# torch computes the same float32 matmuls here with kernels of its own choosing (SIMD width,
+# blocking: the summation order differs by CPU), so logits from the right weights differ by a few
+# float32 ulps (2.98e-8 seen). SAME_WEIGHTS allows that; a head of other weights (random, or the
+# embedding in place of a trained head) is off by more than 1e-3 (asserted below for the random one).
+SAME_WEIGHTS = 1e-6
+
+
 def test_damaged_and_fixed_checkpoints_in_transformers_5(tmp_path, pt_python):
     jobs = []
     expect_src: dict[str, str] = {}
@@ -51,7 +59,7 @@ def test_damaged_and_fixed_checkpoints_in_transformers_5(tmp_path, pt_python):
             else:
                 fix(src, out, head="implicit")  # drops the identical head, records the tie
             jobs.append({"folder": out, "ref": src})
-            fixed[str(out)] = 1e-6
+            fixed[str(out)] = SAME_WEIGHTS
         else:  # TF: the repaired tf_model.h5, converted to PyTorch names, against the undamaged TF logits
             with pytest.raises(CopiesDifferError, match="differ"):
                 convert_to_pt(src, tmp_path / (case.replace("/", "_") + "-refused"))
@@ -64,11 +72,11 @@ def test_damaged_and_fixed_checkpoints_in_transformers_5(tmp_path, pt_python):
         out = tmp_path / f"{name}-explicit"
         fix(FIX / "pt" / name, out, head="explicit")
         jobs.append({"folder": out, "ref": FIX / "pt" / name})
-        fixed[str(out)] = 1e-6
+        fixed[str(out)] = SAME_WEIGHTS
     llava = tmp_path / "pt_llava_nested_flag_disagrees"  # transformers 5 saved it with legacy names
     fix(llava, tmp_path / "llava-explicit", head="explicit")
     jobs.append({"folder": tmp_path / "llava-explicit", "ref": DAMAGED / "pt/llava_nested_flag_disagrees"})
-    fixed[str(tmp_path / "llava-explicit")] = 1e-6
+    fixed[str(tmp_path / "llava-explicit")] = SAME_WEIGHTS
     for out in fixed:
         assert check_checkpoint(out).ok, out
     got = load_all(pt_python, jobs, tmp_path)
@@ -87,11 +95,11 @@ def test_damaged_and_fixed_checkpoints_in_transformers_5(tmp_path, pt_python):
         elif problem == "tied-different-head":
             # transformers 5 warns, does not tie, and uses the stored head: the right logits
             assert r["missing_keys"] == [] and not r["head_shares_embedding"], r
-            assert r["max_abs_diff"] == 0.0, r
+            assert r["max_abs_diff"] <= SAME_WEIGHTS, r
             assert any("NOT tie" in w for w in r["warnings"]), r
         elif problem == "flags-disagree":
             # transformers 5 reads the top-level flag (true) and ties lm_head to the embedding
             assert r["missing_keys"] == [] and r["head_shares_embedding"], r
-            assert r["max_abs_diff"] == 0.0, r
+            assert r["max_abs_diff"] <= SAME_WEIGHTS, r
         else:
-            assert r["missing_keys"] == [] and r["max_abs_diff"] == 0.0, r
+            assert r["missing_keys"] == [] and r["max_abs_diff"] <= SAME_WEIGHTS, r

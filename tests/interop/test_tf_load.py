@@ -23,7 +23,7 @@ from tietool.convert import convert
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.tf_kernels]
 
 needs_tf = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("tensorflow", "transformers", "tf_keras")),

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from tietool.errors import TietoolError, UsageError
 from tietool.formats import open_checkpoint
 from tietool.model import Checkpoint
+from tietool.textsafe import bounded
 from tietool.ties import data as tiedata
 from tietool.ties.declaration import RULES_KERAS, RULES_KERASHUB, TieDeclaration, tie_declaration
 from tietool.ties.majority import Agreement, Copy, agreement
@@ -391,7 +392,7 @@ def _copies(a: Analysis, prefer: str | None) -> None:
     if source is None:
         if prefer is not None:
             raise UsageError(f"--prefer {prefer!r} names none of the copies: "
-                             + ", ".join(m.name for m in distinct), ckpt.path)
+                             + bounded(m.name for m in distinct), ckpt.path)
         a.needs_prefer = [m.name for m in distinct]
         return
     same = next((c for c in a.agreement.classes if source in c), (source,))

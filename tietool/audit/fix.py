@@ -27,18 +27,20 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from tietool.audit.check import FLAG, IDENTICAL, NO_HEAD, SHARED_STORAGE, Analysis, Repair, analyse
 from tietool.audit.jsonedit import delete_key, set_value
 from tietool.errors import ConversionError, CopiesDifferError, CorruptCheckpointError, UsageError
-from tietool.formats import open_checkpoint
-from tietool.io.safe_output import atomic_output, check_output
-from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
+from tietool.formats import format_of, open_checkpoint
+from tietool.io.safe_output import TMP_MARK, atomic_output, check_output, copy_side_file
+from tietool.io.sourceguard import SourceGuard
+from tietool.io.tensorcopy import Progress, SourceFiles, phase_ticker, same_tensor_bytes
 from tietool.model import Checkpoint, TensorInfo
 
 HEADS = ("explicit", "implicit")
-ST_FORMATS = ("safetensors", "safetensors-sharded")
+ProgressFn = Callable[[str, int, int], None]  # (phase, bytes done, bytes in all)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def head_repairs(a: Analysis, head: str | None) -> list[Repair]:
         raise UsageError(f"--head must be one of {', '.join(HEADS)} (got {head!r})")
     ckpt = a.ckpt
     weights_tied = a.weights_tied if a.weights_tied is not None else a.tied
-    if ckpt.format not in ST_FORMATS:
+    if not format_of(ckpt).is_safetensors:
         raise UsageError(f"--head {head} rewrites safetensors with PyTorch names; this is {ckpt.format} "
                          "(convert it first: tietool convert SRC --to safetensors --names pt --head ...)", ckpt.path)
     out: list[Repair] = []
@@ -216,98 +218,137 @@ def _expected(ckpt: Checkpoint, repairs: list[Repair]) -> dict[str, TensorInfo]:
     return out
 
 
-def _verify(ckpt: Checkpoint, out_path: str, repairs: list[Repair], files: SourceFiles) -> None:
+def _verify(ckpt: Checkpoint, out_path: str, repairs: list[Repair], files: SourceFiles, shown: str) -> None:
+    """Compare the output at ``out_path`` (the temporary) with what it must
+    hold; errors name ``shown`` (the output the user named)."""
     expected = _expected(ckpt, repairs)
     with open_checkpoint(out_path) as got:
         if set(got.tensors) != set(expected):
             missing = sorted(set(expected) - set(got.tensors))[:3]
             extra = sorted(set(got.tensors) - set(expected))[:3]
             raise CorruptCheckpointError(f"verification failed: tensors differ (missing {missing}, unexpected {extra})",
-                                         out_path)
+                                         shown)
         for n, info in expected.items():
             g = got.tensors[n]
             if tuple(g.shape) != tuple(info.shape) or g.dtype != info.dtype or not same_tensor_bytes(
                     ckpt, info, got, g, files):
-                raise CorruptCheckpointError(f"verification failed: {n!r} differs from {info.name!r}", out_path)
+                raise CorruptCheckpointError(f"verification failed: {n!r} differs from {info.name!r}", shown)
         after = analyse(got)
         if after.problems:
             raise CorruptCheckpointError("verification failed: the output still has a problem: "
-                                         + after.problems[0].message, out_path)
+                                         + after.problems[0].message, shown)
 
 
 def fix(src, out=None, head: str | None = None, prefer: str | None = None, force: bool = False,
-        verify: bool = True) -> FixResult:
+        verify: bool = True, progress: ProgressFn | None = None) -> FixResult:
     """Repair ``src`` into ``out`` (default: ``SRC-fixed``). Returns what was
-    done; with nothing to fix, nothing is written."""
+    done; with nothing to fix, nothing is written. ``progress(phase, done,
+    total)`` is called as tensor bytes are written (phase ``"write"``); a
+    source that changes before the output is in place is an error
+    (:class:`~tietool.io.sourceguard.SourceGuard`) and nothing is written."""
     from tietool.audit.check import suggest_output
 
     t0 = time.monotonic()
     src = os.fspath(src)
     is_dir = os.path.isdir(src)
-    files = SourceFiles()
     with open_checkpoint(src) as ckpt:
-        try:
+        # Everything read (the folder's files are copied) is a source the output must not touch.
+        side = sorted(os.listdir(src)) if is_dir else []
+        sources = [src, *ckpt.files, *(os.path.join(src, n) for n in side)]
+        guard = SourceGuard(sources)
+        with guard.watching():
             a = analyse(ckpt, prefer)
             repairs = _plan(a, head)
             if not repairs:
                 return FixResult(src, None, (), seconds=time.monotonic() - t0)
             cfg_text = _config_text(a, repairs)
-            if cfg_text is not None and not is_dir:
-                raise UsageError(f"the repair edits {ckpt.config_source}: give the model folder", src)
-            out = os.fspath(out) if out is not None else suggest_output(src)
-            # Everything read (the folder's files are copied) is a source the output must not touch.
-            side = sorted(os.listdir(src)) if is_dir else []
-            sources = [src, *ckpt.files, *(os.path.join(src, n) for n in side)]
-            check_output(out, sources, folder=is_dir, force=force, writes=side)  # before the work
-            tensor_kinds = {"use-copy", "drop-head", "write-head"}
-            touched = {ckpt.tensors[r.tensor_name].file for r in repairs if r.kind in ("use-copy", "drop-head")}
-            touched |= {ckpt.tensors[r.source_name].file for r in repairs if r.kind == "write-head"}
-            index_file = ckpt.files[0] if ckpt.format == "safetensors-sharded" else None
-            index_changes = [r for r in repairs if r.kind in ("drop-head", "write-head")]
-            written: list[str] = []
-            copied: list[str] = []
-            with atomic_output(out, folder=is_dir, force=force, sources=sources, writes=side) as tmp:
-                def target(path: str) -> str:
-                    return os.path.join(tmp, os.path.basename(path)) if is_dir else tmp
-
-                h5_by_file = {h.label: h for h in getattr(ckpt.store, "files", []) or []}
-                for path in sorted(touched):
-                    if ckpt.format in ST_FORMATS:
-                        from tietool.formats.safetensors_writer import write_safetensors
-
-                        entries, metadata = _st_entries(ckpt, path, repairs)
-                        write_safetensors(target(path), ckpt, entries, metadata, files)
-                    elif path in h5_by_file and ckpt.format in ("keras2-h5", "hf-tf-h5-sharded", "keras3-weights-h5",
-                                                                 "keras3-weights-sharded", "keras2-full-h5"):
-                        from tietool.formats.h5_writer import write_h5
-
-                        tree, data = _h5_plan(ckpt, h5_by_file[path], repairs)
-                        write_h5(target(path), ckpt, tree, data, files)
-                    else:
-                        raise UsageError(f"cannot rewrite tensors of a {ckpt.format} checkpoint", src)
-                    written.append(os.path.join(out, os.path.basename(path)) if is_dir else out)
-                if is_dir:
-                    done = {os.path.basename(p) for p in touched}
-                    if index_file and index_changes:
-                        with open(target(index_file), "w", encoding="utf-8") as fh:
-                            fh.write(_index_text(index_file, index_changes, ckpt))
-                        done.add(os.path.basename(index_file))
-                        written.append(os.path.join(out, os.path.basename(index_file)))
-                    if cfg_text is not None:
-                        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as fh:
-                            fh.write(cfg_text)
-                        done.add("config.json")
-                        written.append(os.path.join(out, "config.json"))
-                    for n in sorted(os.listdir(src)):
-                        p = os.path.join(src, n)
-                        if n in done or not os.path.isfile(p) or ".tietool-tmp-" in n:
-                            continue
-                        shutil.copyfile(p, os.path.join(tmp, n))
-                        copied.append(os.path.join(out, n))
-                elif not touched:
-                    shutil.copyfile(src, tmp)
+        if cfg_text is not None and not is_dir:
+            raise UsageError(f"the repair edits {ckpt.config_source}: give the model folder", src)
+        out = os.fspath(out) if out is not None else suggest_output(src)
+        check_output(out, sources, folder=is_dir, force=force, writes=side)  # before the work
+        files = SourceFiles()
+        try:
+            with atomic_output(out, folder=is_dir, force=force, sources=sources, writes=side) as tmp, \
+                    guard.watching():
+                job = _Job(ckpt, src, out, tmp, is_dir, repairs, files)
+                job.write(cfg_text, progress)
                 if verify:
-                    _verify(ckpt, tmp, [r for r in repairs if r.kind in tensor_kinds], files)
+                    tensor_kinds = {"use-copy", "drop-head", "write-head"}
+                    _verify(ckpt, tmp, [r for r in repairs if r.kind in tensor_kinds], files, out)
         finally:
             files.close()
-    return FixResult(src, out, tuple(repairs), tuple(written), tuple(copied), bool(verify), time.monotonic() - t0)
+    return FixResult(src, out, tuple(repairs), tuple(job.written), tuple(job.copied), bool(verify),
+                     time.monotonic() - t0)
+
+
+@dataclass
+class _Job:
+    """One repaired copy being written into ``tmp`` (the temporary of ``out``)."""
+
+    ckpt: Checkpoint
+    src: str
+    out: str
+    tmp: str
+    is_dir: bool
+    repairs: list[Repair]
+    files: SourceFiles
+    written: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
+
+    def target(self, path: str) -> str:
+        return os.path.join(self.tmp, os.path.basename(path)) if self.is_dir else self.tmp
+
+    def shown(self, path: str) -> str:
+        return os.path.join(self.out, os.path.basename(path)) if self.is_dir else self.out
+
+    def write(self, cfg_text: str | None, progress: ProgressFn | None) -> None:
+        ckpt, repairs = self.ckpt, self.repairs
+        touched = {ckpt.tensors[r.tensor_name].file for r in repairs if r.kind in ("use-copy", "drop-head")}
+        touched |= {ckpt.tensors[r.source_name].file for r in repairs if r.kind == "write-head"}
+        total = sum(t.nbytes for t in ckpt.tensors.values() if t.file in touched)
+        tick = phase_ticker(progress, total)("write") if progress else None
+        for path in sorted(touched):
+            self._weights_file(path, tick)
+            self.written.append(self.shown(path))
+        if self.is_dir:
+            self._folder_files({os.path.basename(p) for p in touched}, cfg_text)
+        elif not touched:
+            shutil.copyfile(self.src, self.tmp)
+
+    def _weights_file(self, path: str, tick: Progress | None) -> None:
+        ckpt = self.ckpt
+        h5_by_file = {h.label: h for h in getattr(ckpt.store, "files", []) or []}
+        if format_of(ckpt).is_safetensors:
+            from tietool.formats.safetensors_writer import write_safetensors
+
+            entries, metadata = _st_entries(ckpt, path, self.repairs)
+            write_safetensors(self.target(path), ckpt, entries, metadata, self.files, tick)
+        elif path in h5_by_file and format_of(ckpt).is_hdf5:
+            from tietool.formats.h5_writer import write_h5
+
+            tree, data = _h5_plan(ckpt, h5_by_file[path], self.repairs)
+            write_h5(self.target(path), ckpt, tree, data, self.files, tick)
+        else:
+            raise UsageError(f"cannot rewrite tensors of a {ckpt.format} checkpoint", self.src)
+
+    def _folder_files(self, done: set[str], cfg_text: str | None) -> None:
+        ckpt = self.ckpt
+        fmt = format_of(ckpt)
+        index_file = ckpt.files[0] if fmt.sharded and fmt.is_safetensors else None
+        index_changes = [r for r in self.repairs if r.kind in ("drop-head", "write-head")]
+        if index_file and index_changes:
+            with open(self.target(index_file), "w", encoding="utf-8") as fh:
+                fh.write(_index_text(index_file, index_changes, ckpt))
+            done.add(os.path.basename(index_file))
+            self.written.append(self.shown(index_file))
+        if cfg_text is not None:
+            with open(os.path.join(self.tmp, "config.json"), "w", encoding="utf-8") as fh:
+                fh.write(cfg_text)
+            done.add("config.json")
+            self.written.append(os.path.join(self.out, "config.json"))
+        for n in sorted(os.listdir(self.src)):
+            p = os.path.join(self.src, n)
+            if n in done or not os.path.isfile(p) or TMP_MARK in n:
+                continue
+            copy_side_file(p, os.path.join(self.tmp, n))
+            self.copied.append(os.path.join(self.out, n))

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 
 from tietool.errors import CheckpointNotFoundError, TietoolError, UnsupportedFormatError
-from tietool.formats import FOLDER_CONFIG, find_weights
+from tietool.formats import FOLDER_CONFIG, check_input_path, find_weights
 
 _HF_CACHE = re.compile(r"(?:^|/)models--([^/]+?)--([^/]+)/snapshots/([^/]+)$")
 _SKIP_DIRS = {"blobs", ".no_exist", "refs", ".git", "__pycache__", "node_modules"}
@@ -39,6 +39,7 @@ class Found:
     path: str
     model: str | None = None
     error: str | None = None
+    weights: str | None = None  # a model folder's weights file, as find_weights picked it
 
     def to_json(self) -> dict:
         return {"path": self.path, "model": self.model, "error": self.error}
@@ -60,21 +61,17 @@ def _folder(folder: str) -> list[Found]:
     except OSError as exc:
         return [Found(folder, model, f"cannot list ({exc.strerror or exc})")]
     if os.path.isfile(os.path.join(folder, FOLDER_CONFIG)):
-        return [Found(folder, model)] + [Found(os.path.join(folder, n), model) for n in others]
+        return [Found(folder, model, weights=first)] + [Found(os.path.join(folder, n), model) for n in others]
     return [Found(os.path.join(folder, n), model) for n in [os.path.basename(first), *others]]
 
 
 def _key(found: Found) -> tuple:
     """Identity of a checkpoint: the real files behind it."""
     p = found.path
-    if os.path.isdir(p):
-        try:
-            first, _ = find_weights(p)
-        except (TietoolError, OSError):
-            return ("path", os.path.realpath(p))
+    if found.weights is not None:
         cfg = os.path.join(p, FOLDER_CONFIG)
-        return ("folder", os.path.realpath(first), os.path.realpath(cfg) if os.path.exists(cfg) else None)
-    return ("file", os.path.realpath(p))
+        return ("folder", os.path.realpath(found.weights), os.path.realpath(cfg) if os.path.exists(cfg) else None)
+    return ("path" if os.path.isdir(p) else "file", os.path.realpath(p))
 
 
 def find_checkpoints(paths: list[str]) -> list[Found]:
@@ -97,8 +94,10 @@ def find_checkpoints(paths: list[str]) -> list[Found]:
 
 
 def _find_under(path: str, out: list[Found]) -> None:
-    if not os.path.exists(path):
-        out.append(Found(path, None, "no such file or folder"))
+    try:
+        check_input_path(path)
+    except TietoolError as exc:
+        out.append(Found(path, None, exc.message))
         return
     if os.path.isfile(path):
         out.append(Found(path, _hf_model(os.path.dirname(os.path.abspath(path)))))

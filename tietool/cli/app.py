@@ -103,12 +103,16 @@ def json_error(ctx: click.Context | None, message: str, file: str | None, exit_c
         click.echo(json.dumps(doc, indent=2))
 
 
+#: Characters of an error line kept (a name read from a file cannot make it any longer).
+LINE_CHARS = 2000
+
+
 def _one_line(text: str) -> str:
     try:
-        from tietool.textsafe import printable
+        from tietool.textsafe import clipped, printable
     except (MemoryError, ImportError):
-        return repr(" ".join(text.split("\n")))[1:-1]
-    return printable(" ".join(text.split("\n")), backslash=False)
+        return repr(" ".join(text.split("\n")))[1:LINE_CHARS]
+    return printable(clipped(" ".join(text.split("\n")), LINE_CHARS), backslash=False)
 
 
 # -- signals and low memory: the error path imports and allocates nothing ----------------------

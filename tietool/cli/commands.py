@@ -242,10 +242,12 @@ def check(paths: tuple[str, ...], as_json: bool) -> None:
       tietool check ~/.cache/huggingface/hub --json
     """
     from tietool.audit.check import check_paths
-    from tietool.cli.render import render_check
+    from tietool.cli.render import check_error_lines, render_check
 
     report = check_paths(list(paths))
     output(report.to_json(), as_json, render_check)
+    for line in check_error_lines(report.to_json()):  # each unreadable one, as every command reports an error
+        click.echo(line, err=True)
     if report.exit_code:
         click.get_current_context().exit(report.exit_code)
 

@@ -44,7 +44,7 @@ def render_inspect(report: InspectReport) -> str:
         ("path", printable(report.path)),
         ("format", f"{report.format} ({report.format_description})"),
     ]
-    if report.origin_format != report.format:
+    if report.converted:
         pairs.append(("converted from", f"{report.origin_format} ({report.origin_description})"))
     pairs += [
         ("files", "\n".join(printable(f) for f in report.files)),
@@ -242,6 +242,17 @@ def render_run(summary: dict) -> str:
     return "\n\n".join(parts)
 
 
+#: Lines of one kind (aliases, dropped tensors ...) in a summary before "... and N more".
+SUMMARY_LINES = 20
+
+
+def _bounded_lines(lines: list[str], what: str) -> list[str]:
+    """At most :data:`SUMMARY_LINES` of ``lines`` (a file decides how many there are), then a count."""
+    if len(lines) <= SUMMARY_LINES:
+        return lines
+    return lines[:SUMMARY_LINES] + [f"  ... and {len(lines) - SUMMARY_LINES:,} more {what} (--json lists them all)"]
+
+
 def render_convert(r: ConversionResult) -> str:
     """The summary of `convert` (both naming schemes)."""
     pt = r.pt
@@ -259,15 +270,15 @@ def render_convert(r: ConversionResult) -> str:
             lines.append(f"  transposed {len(pt.transposed)} kernel(s)")
         if pt.reshaped:
             lines.append(f"  moved size-1 axes of {len(pt.reshaped)} tensor(s) to the {pt.pt_class} shapes")
-        for name, why in pt.dropped.items():
-            lines.append(f"  dropped {printable(name)}: {printable(why)}")
-        for removed, kept in pt.copies_merged.items():
-            lines.append(f"  copy {printable(removed)} written once as {printable(kept)}")
-        for head, emb in pt.tied_heads_left_out.items():
-            lines.append(f"  tied {printable(head)} left out (transformers ties it to {printable(emb)})")
-    for removed, kept in r.aliases.items():
-        lines.append(f"  alias {printable(removed)} -> {printable(kept)}")
-    lines += [f"  note: {n}" for n in r.notes]
+        lines += _bounded_lines([f"  dropped {printable(name)}: {printable(why)}" for name, why in pt.dropped.items()],
+                                "dropped")
+        lines += _bounded_lines([f"  copy {printable(removed)} written once as {printable(kept)}"
+                                 for removed, kept in pt.copies_merged.items()], "copies")
+        lines += _bounded_lines([f"  tied {printable(head)} left out (transformers ties it to {printable(emb)})"
+                                 for head, emb in pt.tied_heads_left_out.items()], "tied heads")
+    lines += _bounded_lines([f"  alias {printable(removed)} -> {printable(kept)}"
+                             for removed, kept in r.aliases.items()], "aliases")
+    lines += [f"  note: {printable(n)}" for n in r.notes]
     return "\n".join(lines)
 
 
@@ -292,8 +303,9 @@ def render_check(report: dict) -> str:
             problem = f"stored: {c.get('stored') or '-'}"
         if c.get("warnings"):
             problem += "; " + printable("; ".join(f"warning: {w}" for w in c["warnings"]))
-        rows.append([printable(c["path"]), verdict, textwrap.fill(printable(_check_tie(c)), 30),
-                     textwrap.fill(problem, 72)])
+        rows.append([printable(c["path"]), verdict,
+                     textwrap.fill(printable(_check_tie(c)), 30, break_long_words=False, break_on_hyphens=False),
+                     textwrap.fill(problem, 72, break_long_words=False, break_on_hyphens=False)])
     parts = [table(rows, ["path", "verdict", "tie declaration", "problem"]) if rows else "(no checkpoints found)"]
     fixes = [f"  {c['fix']}" for c in report["checkpoints"] if c.get("fix")]
     if fixes:
@@ -302,6 +314,13 @@ def render_check(report: dict) -> str:
     parts.append(f"{s['checked']} checkpoint(s): {s['consistent']} consistent, {s['problems']} with a problem, "
                  f"{s['unreadable']} unreadable ({s['seconds']:.2f} s)")
     return "\n\n".join(parts)
+
+
+def check_error_lines(report: dict) -> list[str]:
+    """`tietool check`: one ``Error: PATH: what is wrong`` line (stderr) per
+    checkpoint that could not be read; the table lists it too."""
+    return [f"Error: {printable(c['path'])}: {printable(c.get('error') or 'cannot be read')}"
+            for c in report["checkpoints"] if c["ok"] is None]
 
 
 def render_fix(r: dict) -> str:

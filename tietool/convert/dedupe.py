@@ -22,15 +22,15 @@ import hashlib
 from tietool.io import rawio
 from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 
+from ..formats import format_of
 from ..model import Checkpoint, TensorInfo
 
-KERAS2_FORMATS = {"keras2-h5", "keras2-full-h5"}
 #: Bytes read from the start of each candidate to split a group before any full comparison.
 PREFIX_BYTES = 64 * 1024
 
 
 def _keras2_suffix(ckpt: Checkpoint, t: TensorInfo) -> str | None:
-    if ckpt.format not in KERAS2_FORMATS or not t.layer:
+    if not format_of(ckpt).layer_paths or not t.layer:
         return None
     for prefix in ("", "model_weights/"):
         p = f"{prefix}{t.layer}/"

@@ -11,6 +11,7 @@ import os
 from tietool.io.h5safe import SafeH5
 
 from ..errors import CorruptCheckpointError
+from ..formats import format_of
 from ..formats.carried import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY, NAMES_KEY
 from ..formats.keras_h5 import H5Store
 from ..model import Checkpoint, TensorInfo
@@ -45,20 +46,19 @@ def h5_layout(ckpt: Checkpoint) -> dict:
     """``tietool.layout``: every HDF5 file's tree, the shard index text."""
     from tietool.formats.h5_writer import describe_h5
 
+    fmt = format_of(ckpt)
     files = []
     for h5 in h5_files(ckpt):
-        if ckpt.format == "keras3-archive":
-            name = stem(os.path.basename(ckpt.files[0])) + ".weights.h5"
-        else:
-            name = os.path.basename(h5.label)
+        # a .keras archive's member becomes <archive stem>.weights.h5
+        name = stem(os.path.basename(ckpt.files[0])) + ".weights.h5" if fmt.is_archive else os.path.basename(h5.label)
         files.append({"name": name, "tree": describe_h5(h5)})
     index = None
-    if ckpt.format in ("hf-tf-h5-sharded", "keras3-weights-sharded"):
+    if fmt.sharded:
         index_path = ckpt.files[0]
         with open(index_path, encoding="utf-8") as fh:
             index = {"name": os.path.basename(index_path), "text": fh.read()}
     out = {"tietool": 1, "source_format": ckpt.format, "files": files, "index": index}
-    if ckpt.format == "keras3-archive":
+    if fmt.is_archive:
         out["archive"] = ([dict(e) for e in ckpt.archive.entries] if ckpt.archive else None)
     return out
 

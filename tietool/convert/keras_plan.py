@@ -10,6 +10,7 @@ from tietool.io.tensorcopy import SourceFiles
 
 from ..config import is_hf_config
 from ..errors import CorruptCheckpointError, UsageError
+from ..formats import Family, format_of, origin_of
 from ..formats.carried import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY, NAMES_KEY
 from ..model import Checkpoint, TensorInfo
 from . import keras_layout as kl
@@ -18,10 +19,6 @@ from .plan import OutputFile, Plan, TensorOut, safetensors_outputs, stem
 
 TARGETS = ("safetensors", "h5", "keras")
 TIES = ("dedupe", "keep")
-H5_FORMATS = {"keras2-h5", "keras2-full-h5", "hf-tf-h5-sharded", "hf-tf-h5-shard", "keras3-weights-h5",
-              "keras3-weights-sharded", "keras3-archive"}
-ST_FORMATS = {"safetensors", "safetensors-sharded"}
-KERAS_TARGET_FORMATS = {"keras3-archive", "keras3-weights-h5"}  # with a recorded config.json
 OUTPUT_SUFFIXES = ((".keras", "keras"), (".safetensors", "safetensors"), (".h5", "h5"), (".hdf5", "h5"))
 
 
@@ -35,26 +32,25 @@ def infer_target(ckpt: Checkpoint, names: str = "keras", out: str | None = None)
     for suffix, target in OUTPUT_SUFFIXES:
         if out is not None and os.fspath(out).endswith(suffix) and not os.path.isdir(ckpt.path):
             return target, f"the output name ends in {suffix}"
-    if ckpt.format == "keras3-archive":
+    fmt = format_of(ckpt)
+    if fmt.is_archive:
         return "safetensors", "the source is a .keras archive"
-    if ckpt.format not in ST_FORMATS:
+    if not fmt.is_safetensors:
         return "safetensors", "the source is HDF5"
-    origin = ckpt.origin_format
-    if origin == "keras3-archive":
+    origin = origin_of(ckpt)
+    if origin.is_archive:
         return "keras", "the source was converted from a .keras archive"
-    if origin in H5_FORMATS:
-        return "h5", f"the source was converted from {origin}"
+    if origin.is_hdf5:
+        return "h5", f"the source was converted from {origin.name}"
     return "h5", "the source is safetensors"
 
 
 def check_target(ckpt: Checkpoint, to: str, src: str) -> None:
     """Refuse converting to the format the source already has (``src``: as given)."""
-    if to == "safetensors" and ckpt.format in ST_FORMATS:
-        raise UsageError("source is already safetensors", src)
-    if to == "h5" and ckpt.format in H5_FORMATS - {"keras3-archive"}:
-        raise UsageError("source is already HDF5", src)
-    if to == "keras" and ckpt.format == "keras3-archive":
-        raise UsageError("source is already a .keras archive", src)
+    container = format_of(ckpt).container
+    if to == container:
+        what = {"safetensors": "safetensors", "h5": "HDF5", "keras": "a .keras archive"}[container]
+        raise UsageError(f"source is already {what}", src)
 
 
 # -- to safetensors -------------------------------------------------------------------
@@ -66,7 +62,7 @@ def _tf_safetensors_names(ckpt: Checkpoint, kept: list[TensorInfo], removed: dic
     transformers 4.57 TF loads the file as it is. None, and dataset paths are
     kept, unless this is a transformers ``tf_model.h5`` whose kept tensors get
     distinct names that no removed path shadows."""
-    if ckpt.format != "keras2-h5" or not is_hf_config(ckpt.config):
+    if not format_of(ckpt).tf_model_h5 or not is_hf_config(ckpt.config):
         return None
     from tietool.convert.ptnames import tf_variable_name
 
@@ -106,7 +102,7 @@ def plan_to_safetensors(ckpt: Checkpoint, ties: str, shard_bytes: int | None, fi
     tf_names = _tf_safetensors_names(ckpt, kept, removed) if ties == "dedupe" else None
     names = tf_names or {t.name: t.name for t in kept}
     aliases = {k: names[v] for k, v in removed.items()}
-    metadata = {"format": "keras" if ckpt.format.startswith("keras3") else "tf"}
+    metadata = {"format": "keras" if format_of(ckpt).family is Family.KERAS3 else "tf"}
     metadata[LAYOUT_KEY] = json.dumps(kl.h5_layout(ckpt), ensure_ascii=False, separators=(",", ":"))
     if tf_names is not None:
         metadata[NAMES_KEY] = json.dumps(names, ensure_ascii=False, separators=(",", ":"))
@@ -129,7 +125,7 @@ def plan_to_safetensors(ckpt: Checkpoint, ties: str, shard_bytes: int | None, fi
 def plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
     from tietool.formats.h5_writer import flat_tree
 
-    if ckpt.format == "keras3-archive":
+    if format_of(ckpt).is_archive:
         # the archive's weights, with its config.json and metadata.json recorded
         tree, data = kl.archive_weights(ckpt)
         kl.record_keras_texts(ckpt, tree)
@@ -139,7 +135,7 @@ def plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
         recorded, index, layout, aliases = kl.recorded_files(ckpt)
         outputs = []
         for name, tree, data in recorded:
-            if layout.get("source_format") == "keras3-archive":
+            if origin_of(ckpt).is_archive:
                 kl.record_keras_texts(ckpt, tree)
             outputs.append(OutputFile(name, "h5", kl.outs(data), tree=tree))
         if index:
@@ -159,13 +155,14 @@ def plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
 def plan_to_keras(ckpt: Checkpoint, src_name: str) -> Plan:
     """A .keras archive from a checkpoint that records one: a safetensors
     file converted from .keras, or a .weights.h5 extracted from one."""
-    origin = ckpt.origin_format
-    if origin not in KERAS_TARGET_FORMATS or kl.config_text(ckpt) is None:
+    origin = origin_of(ckpt)
+    # a single Keras 3 weights file that records the archive's config.json
+    if origin.family is not Family.KERAS3 or origin.sharded or kl.config_text(ckpt) is None:
         raise UsageError("--to keras needs a .keras archive converted by tietool (a safetensors file or .weights.h5 "
                          "that records the archive's config.json); use --to h5", ckpt.path)
     members = None
     aliases: dict[str, str] = {}
-    if ckpt.format in ST_FORMATS:
+    if format_of(ckpt).is_safetensors:
         recorded, _index, layout, aliases = kl.recorded_files(ckpt)
         if len(recorded) != 1:
             raise UsageError("--to keras needs a single Keras 3 weights file, not a sharded one; use --to h5",

@@ -14,7 +14,8 @@ import os
 import time
 from typing import Callable, Sequence
 
-from tietool.io.safe_output import SourceGuard, atomic_output, check_output, copy_side_file
+from tietool.io.safe_output import atomic_output, check_output, copy_side_file
+from tietool.io.sourceguard import SourceGuard
 from tietool.io.tensorcopy import (
     Progress,
     SourceFiles,
@@ -24,8 +25,9 @@ from tietool.io.tensorcopy import (
 
 from ..config import is_hf_config
 from ..errors import UsageError
-from ..formats import open_checkpoint
+from ..formats import format_of, open_checkpoint
 from ..model import Checkpoint
+from ..textsafe import bounded
 from . import keras_plan
 from .plan import OutputFile, Plan, ProgressFn, parse_size, stem
 from .pt_plan import INDEX, plan_pt
@@ -93,7 +95,7 @@ def _each_output(outputs: Sequence[OutputFile], one: Callable[[OutputFile, Progr
 def _link_notes(side: SideFiles) -> list[str]:
     if not side.skipped_links:
         return []
-    return [f"not copied (symbolic links out of the source folder): {', '.join(side.skipped_links)}"]
+    return [f"not copied (symbolic links out of the source folder): {bounded(side.skipped_links)}"]
 
 
 def _check_options(to: str | None, ties: str, names: str, head: str | None) -> None:
@@ -188,11 +190,11 @@ def _keras_plan(ckpt: Checkpoint, to: str, ties: str, shard_bytes: int | None, s
         plan = keras_plan.plan_to_keras(ckpt, src_name)
     else:
         plan = keras_plan.plan_to_h5(ckpt, src_name)
-    if ckpt.format == "keras3-archive":
+    if format_of(ckpt).is_archive:
         carried = {"config.json", "metadata.json", "model.weights.h5"}
         left = sorted(set((ckpt.archive.members if ckpt.archive else ())) - carried)
         if left:
-            notes.append(f"archive member(s) not carried: {', '.join(left)}")
+            notes.append(f"archive member(s) not carried: {bounded(left)}")
     return plan, notes
 
 

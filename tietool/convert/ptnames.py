@@ -71,6 +71,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from tietool.errors import UsageError
+from tietool.formats import format_of, origin_of
 from tietool.model import ROLE_WEIGHT, Checkpoint, TensorInfo
 
 PT_LAYOUTS_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pt_layouts.json")
@@ -185,13 +186,12 @@ def convert_tf_weight_name(tf_name: str, shape: tuple[int, ...]) -> tuple[str, T
 def tf_variable_name(ckpt: Checkpoint, info: TensorInfo) -> str:
     """The TF variable name (``w.name``, model scope included, or a placeholder
     scope where the writer dropped it) behind a stored tensor."""
-    fmt = ckpt.format
     name = info.name
-    if fmt == "keras2-h5":
+    if format_of(ckpt).tf_model_h5:
         if info.layer and name.startswith(info.layer + "/"):
             return name[len(info.layer) + 1:]
         raise UsageError(f"{name!r}: not under a Keras layer group; cannot recover its TF variable name", ckpt.path)
-    if ckpt.origin_format == "keras2-h5" and "tietool.names" not in ckpt.metadata:
+    if origin_of(ckpt).tf_model_h5 and "tietool.names" not in ckpt.metadata:
         # tietool's own H5 -> safetensors output with full dataset paths (with
         # ``tietool.names`` it carries transformers' TF names: handled below)
         head, sep, rest = name.partition("/")
@@ -204,16 +204,13 @@ def tf_variable_name(ckpt: Checkpoint, info: TensorInfo) -> str:
     return f"{_PLACEHOLDER_SCOPE}/{name}"
 
 
-SUPPORTED = ("keras2-h5", "hf-tf-h5-sharded", "safetensors", "safetensors-sharded")
-
-
 def check_source(ckpt: Checkpoint) -> None:
     """Refuse sources that are not transformers TF checkpoints."""
-    fmt = ckpt.format
-    if fmt not in SUPPORTED:
+    fmt = format_of(ckpt)
+    if not (fmt.transformers_tf or fmt.is_safetensors):
         raise UsageError(f"--names pt needs a transformers TF checkpoint (tf_model.h5, its shard index or TF "
-                         f"safetensors); this is {fmt}", ckpt.path)
-    if fmt.startswith("safetensors"):
+                         f"safetensors); this is {fmt.name}", ckpt.path)
+    if fmt.is_safetensors:
         flavour = ckpt.metadata.get("format")
         if flavour != "tf":
             what = f'{{"format": "{flavour}"}}' if flavour else "no format in __metadata__"

@@ -15,9 +15,9 @@ import numpy as np
 
 from tietool import dtypes
 from tietool.io import fastio
+from tietool.io.blockread import BlockReader, transpose_into
 from tietool.io.fastio import write_all
 from tietool.io.tensorcopy import le_bytes
-from tietool.ties.compare import BlockReader, transpose_into
 
 from ..errors import UsageError
 from ..model import Checkpoint, TensorInfo

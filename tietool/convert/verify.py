@@ -40,8 +40,8 @@ from typing import Callable
 import numpy as np
 
 from tietool.io import fastio
+from tietool.io.blockread import BlockReader
 from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
-from tietool.ties.compare import BlockReader
 
 from .. import dtypes
 from ..errors import CorruptCheckpointError
@@ -149,20 +149,18 @@ def verify_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | Non
 
 
 def _reopen(out: OutputFile, path: str, label: str) -> Checkpoint:
-    from ..formats import keras_h5, safetensors_format
+    from ..formats import format_of, open_as_stored
 
-    if out.kind == "safetensors":
-        got = safetensors_format.open_file(path)
-        if got.metadata != out.metadata:
-            got.close()
-            raise _fail("__metadata__ differs from what was written", label)
-    elif out.kind == "keras":
-        got = keras_h5.open_keras_archive(path)
-        if (got.archive.member_texts if got.archive else {}) != out.texts:
-            got.close()
-            raise _fail("config.json or metadata.json differs from the recorded text", label)
-    else:
-        got = keras_h5.open_h5(path)
+    got = open_as_stored(path)
+    if format_of(got).container != out.kind:
+        got.close()
+        raise _fail(f"written as {out.kind} but reads as {format_of(got).description}", label)
+    if out.kind == "safetensors" and got.metadata != out.metadata:
+        got.close()
+        raise _fail("__metadata__ differs from what was written", label)
+    if out.kind == "keras" and (got.archive.member_texts if got.archive else {}) != out.texts:
+        got.close()
+        raise _fail("config.json or metadata.json differs from the recorded text", label)
     return got
 
 

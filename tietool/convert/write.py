@@ -23,8 +23,8 @@ from typing import Callable
 from tietool.formats.safetensors_writer import build_header
 from tietool.io import fastio
 from tietool.io import tensorcopy as writers
+from tietool.io.blockread import BlockReader
 from tietool.io.tensorcopy import SourceFiles, le_bytes
-from tietool.ties.compare import BlockReader
 
 from ..model import Checkpoint
 from .plan import OutputFile

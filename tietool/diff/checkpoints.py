@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,13 +35,12 @@ import numpy as np
 from tietool.blocks import DIFF_BLOCK_BYTES
 from tietool.errors import UsageError
 from tietool.formats import open_checkpoint
+from tietool.io.blockread import BlockReader, transpose_into
+from tietool.io.compare import Tally
 from tietool.model import Checkpoint, TensorInfo
-from tietool.ties.compare import BlockReader, transpose_into
 
 #: Bytes of A's rows read per step (B adds as much): tietool.blocks.DIFF_BLOCK_BYTES.
 BLOCK_BYTES = DIFF_BLOCK_BYTES
-#: Elements folded at once (float64 temporaries of 512 KB each).
-PART = 1 << 16
 #: A transposed pair up to this many blocks is read in one piece per side.
 WHOLE_TRANSPOSE_BLOCKS = 4
 #: Largest tensor read whole (permuted conv kernels, squeezed biases).
@@ -214,141 +213,6 @@ def summarize_layers(tensors: list[TensorDiff]) -> tuple[LayerSummary, ...]:
 
 # -- streaming comparison ----------------------------------------------------------------
 
-@dataclass
-class _Acc:
-    """Figures of one pair, folded block by block (flat indices in A's layout)."""
-
-    shape: tuple[int, ...]
-    tolerance: bool
-    atol: float
-    rtol: float
-    elements: int = 0
-    elements_differ: int = 0
-    bits_differ: int = 0
-    rows_differ: int = 0
-    last_row: int = -1
-    first: int | None = None
-    max_abs: float | None = None
-    max_rel: float | None = None
-    sq_diff: float = 0.0
-    sq_a: float = 0.0
-    clean_until: int | None = None  # elements [0, clean_until) identical, their ||a|| not summed yet
-    nan_mismatch: int = 0
-    row_elems: int = field(init=False)
-    _bufs: dict = field(init=False, default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self.row_elems = max(1, math.prod(self.shape[1:])) if len(self.shape) > 1 else 1
-
-    def fold(self, a: np.ndarray, b: np.ndarray, start: int) -> None:
-        """Elements ``start:start + a.size`` of A (flat) against the same of B,
-        in parts of :data:`PART` elements (bounded float64 temporaries)."""
-        a = a.reshape(-1)
-        b = b.reshape(-1)
-        for s in range(0, a.size, PART):
-            self._fold(a[s:s + PART], b[s:s + PART], start + s)
-
-    def _fold(self, a: np.ndarray, b: np.ndarray, start: int) -> None:
-        self.elements += a.size
-        if a.dtype == b.dtype and a.dtype.itemsize in (1, 2, 4, 8):
-            kind = f"u{a.dtype.itemsize}"
-            neq = a.view(kind) != b.view(kind)
-        else:
-            fa, fb = a.astype(np.float64), b.astype(np.float64)
-            neq = ~((fa == fb) | (np.isnan(fa) & np.isnan(fb)))
-        n = int(np.count_nonzero(neq))
-        if not n:
-            if self.bits_differ:
-                self._sum_a(a)
-            elif self.clean_until is None or self.clean_until == start:
-                self.clean_until = start + a.size
-            return
-        if not self.bits_differ and self.clean_until is None:
-            self.clean_until = start
-        self.bits_differ += n
-        if n == a.size:  # every element: no gather, and ||a|| from the same upcast
-            idx = None
-            fa, fb = self._f64(0, a), self._f64(1, b)
-            self._sum_f64(fa)
-        else:
-            self._sum_a(a)
-            idx = np.flatnonzero(neq)
-            fa, fb = self._f64(0, a[idx]), self._f64(1, b[idx])
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            d = np.subtract(fa, fb, out=self._scratch(2, fa.size))
-            np.abs(d, out=d)  # NaN where either is NaN (and inf - inf)
-            sq = float(np.einsum("i,i->", d, d))
-            ok = None
-            if math.isnan(sq):  # some NaN: leave those out, count one-sided ones
-                ok = ~np.isnan(d)
-                self.nan_mismatch += int(np.count_nonzero(np.isnan(fa) != np.isnan(fb)))
-                dd = d[ok]
-                sq = float(np.einsum("i,i->", dd, dd)) if dd.size else 0.0
-            if ok is None or ok.any():
-                self.max_abs = max(self.max_abs or 0.0, float(np.max(d, where=True if ok is None else ok,
-                                                                      initial=0.0)))
-                self.sq_diff += sq
-                scale = np.abs(fb, out=self._scratch(3, fb.size))
-                live = scale > 0 if ok is None else (scale > 0) & ok
-                np.divide(d, scale, out=scale, where=live)
-                self.max_rel = max(self.max_rel or 0.0, float(np.max(scale, where=live, initial=0.0)))
-            bad = ~np.isclose(fa, fb, rtol=self.rtol, atol=self.atol, equal_nan=True) if self.tolerance else None
-        if bad is None:
-            if idx is None:
-                self._hits_all(a.size, start)
-                return
-            hits = idx
-        else:
-            hits = np.flatnonzero(bad) if idx is None else idx[bad]
-        if not hits.size:
-            return
-        if hits.size == a.size:
-            self._hits_all(a.size, start)
-            return
-        self.elements_differ += int(hits.size)
-        if self.first is None:
-            self.first = start + int(hits[0])
-        rows = (start + hits) // self.row_elems  # ascending
-        fresh = int(np.count_nonzero(rows[1:] != rows[:-1])) + (1 if rows[0] > self.last_row else 0)
-        self.rows_differ += fresh
-        self.last_row = int(rows[-1])
-
-    def _hits_all(self, size: int, start: int) -> None:
-        """Every element of ``start:start + size`` differs."""
-        self.elements_differ += size
-        if self.first is None:
-            self.first = start
-        first, last = start // self.row_elems, (start + size - 1) // self.row_elems
-        self.rows_differ += last - max(first, self.last_row + 1) + 1
-        self.last_row = last
-
-    def release(self) -> None:
-        self._bufs.clear()
-
-    def _scratch(self, slot: int, n: int) -> np.ndarray:
-        """A reused float64 buffer: a fresh 512 KB array per part costs page faults."""
-        buf = self._bufs.get(slot)
-        if buf is None or buf.size < n:
-            buf = self._bufs[slot] = np.empty(max(n, PART), np.float64)
-        return buf[:n]
-
-    def _f64(self, slot: int, x: np.ndarray) -> np.ndarray:
-        out = self._scratch(slot, x.size)
-        np.copyto(out, x.reshape(-1), casting="unsafe")
-        return out
-
-    def _sum_a(self, a: np.ndarray) -> None:
-        for s in range(0, a.size, PART):
-            self._sum_f64(self._f64(4, a[s:s + PART]))
-
-    def _sum_f64(self, f: np.ndarray) -> None:
-        sq = float(np.einsum("i,i->", f, f))
-        if not math.isfinite(sq):
-            f = f[np.isfinite(f)]
-            sq = float(np.einsum("i,i->", f, f))
-        self.sq_a += sq
-
-
 class _Side:
     """Bounded reads of one checkpoint's tensors."""
 
@@ -378,9 +242,9 @@ def _step(info: TensorInfo, other: TensorInfo, block_bytes: int) -> int:
 
 
 def compare_tensors(sa: _Side, ia: TensorInfo, sb: _Side, ib: TensorInfo, perm, squeeze: bool,
-                    atol: float | None, rtol: float | None, block_bytes: int = BLOCK_BYTES) -> _Acc:
+                    atol: float | None, rtol: float | None, block_bytes: int = BLOCK_BYTES) -> Tally:
     """Stream one pair; ``perm`` takes B's stored layout to A's."""
-    acc = _Acc(tuple(ia.shape), atol is not None or rtol is not None, atol or 0.0, rtol or 0.0)
+    acc = Tally(tuple(ia.shape), atol, rtol)
     if perm == (1, 0) and len(ia.shape) == 2 and max(ia.nbytes, ib.nbytes) <= WHOLE_TRANSPOSE_BLOCKS * block_bytes:
         # small enough: B read in one piece and transposed tile by tile (a column block of a
         # row-major tensor is one read per row: thousands of small reads for a [3072, 768] kernel)
@@ -410,13 +274,7 @@ def compare_tensors(sa: _Side, ia: TensorInfo, sb: _Side, ib: TensorInfo, perm, 
         acc.fold(sa.rows(ia, 0, 1, 0), sb.rows(ib, 0, 1, 1), 0)
     if acc.bits_differ and acc.clean_until:
         # the identical prefix: its ||a|| is only needed now that the pair differs
-        done = 0
-        for _, block in sa.ckpt.iter_chunks(ia.name, block_bytes):
-            flat = block.reshape(-1)[: acc.clean_until - done]
-            acc._sum_a(flat)
-            done += flat.size
-            if done >= acc.clean_until:
-                break
+        acc.finish_norm(block for _, block in sa.ckpt.iter_chunks(ia.name, block_bytes))
     acc.release()  # results are cached per pair: keep the figures, not the scratch buffers
     return acc
 
@@ -446,7 +304,7 @@ def diff_checkpoints(a: str | os.PathLike, b: str | os.PathLike, atol: float | N
     with open_checkpoint(a) as ca, open_checkpoint(b) as cb:
         pairs = match_checkpoints(ca, cb)
         sa, sb = _Side(ca), _Side(cb)
-        cache: dict[tuple, _Acc] = {}
+        cache: dict[tuple, Tally] = {}
         out: list[TensorDiff] = []
         try:
             for p in pairs:
@@ -460,7 +318,7 @@ def diff_checkpoints(a: str | os.PathLike, b: str | os.PathLike, atol: float | N
     return DiffResult(a, b, fa, fb, atol, rtol, tuple(out), summarize_layers(out))
 
 
-def _rel_l2(acc: _Acc) -> float:
+def _rel_l2(acc: Tally) -> float:
     if acc.sq_a > 0:
         return math.sqrt(acc.sq_diff) / math.sqrt(acc.sq_a)
     return math.inf if acc.sq_diff else 0.0

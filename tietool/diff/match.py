@@ -36,6 +36,7 @@ import json
 from dataclasses import dataclass
 
 from tietool.errors import UsageError
+from tietool.formats import format_of
 from tietool.model import Checkpoint, TensorInfo
 
 NAME = "name"
@@ -75,7 +76,7 @@ class Pair:
 def entries(ckpt: Checkpoint) -> dict[str, Entry]:
     """Every name of ``ckpt``: stored tensors, then metadata aliases."""
     out = {t.name: Entry(t.name, t) for t in ckpt}
-    if ckpt.format.startswith("safetensors"):
+    if format_of(ckpt).is_safetensors:
         for removed, kept in ckpt.metadata.items():
             if removed in _RESERVED or removed in out or not isinstance(kept, str) or kept not in ckpt.tensors:
                 continue
@@ -85,7 +86,7 @@ def entries(ckpt: Checkpoint) -> dict[str, Entry]:
 
 def _record(ckpt: Checkpoint) -> dict[str, str]:
     """``{stored name: dataset path}`` from a lossless output's tietool.names."""
-    raw = ckpt.metadata.get(RECORD) if ckpt.format.startswith("safetensors") else None
+    raw = ckpt.metadata.get(RECORD) if format_of(ckpt).is_safetensors else None
     if not isinstance(raw, str):
         return {}
     try:

@@ -7,26 +7,28 @@ Hugging Face model folder (the weights file found by the Hub's file names,
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 
-from tietool.io.h5safe import is_hdf5
-
 from .. import config as configlib
-from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError, UsageError
+from ..errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    InputUnreadableError,
+    UnsupportedFormatError,
+    UsageError,
+)
 from ..model import Checkpoint
+from ..textsafe import bounded
+from .descriptor import FORMATS as DESCRIPTORS
+from .descriptor import Family, Format, Recognised, format_of, get_format, origin_of
 
-FORMATS = {
-    "keras2-h5": "Keras 2 save_weights HDF5 (transformers TF tf_model.h5)",
-    "keras2-full-h5": "Keras 2 full-model HDF5 (model.save('x.h5'))",
-    "hf-tf-h5-sharded": "Hugging Face sharded TF HDF5 (tf_model.h5.index.json)",
-    "hf-tf-h5-shard": "one shard of a Hugging Face sharded TF HDF5",
-    "keras3-weights-h5": "Keras 3 .weights.h5",
-    "keras3-weights-sharded": "Keras 3 sharded weights (.weights.json)",
-    "keras3-archive": "Keras 3 .keras archive",
-    "safetensors": "safetensors",
-    "safetensors-sharded": "sharded safetensors (model.safetensors.index.json)",
-}
+__all__ = ["FORMATS", "DESCRIPTORS", "Family", "Format", "Recognised", "format_of", "get_format", "origin_of",
+           "open_checkpoint", "open_as_stored", "recognise", "find_weights", "FOLDER_CONFIG"]
+
+#: Every format tietool reads: name -> description (the descriptors: :mod:`tietool.formats.descriptor`).
+FORMATS = {name: f.description for name, f in DESCRIPTORS.items()}
 
 # The Hub's weight file names, in the order tietool picks them from a folder.
 FOLDER_WEIGHT_NAMES = (
@@ -51,8 +53,7 @@ PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Open ``path``, reading headers and attributes only."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointNotFoundError("no such file or folder", path)
+    check_input_path(path)
     if os.path.isdir(path):
         return _open_folder(path)
     ckpt = _open_file(path)
@@ -60,6 +61,23 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if os.path.basename(path) in HF_FILE_NAMES or _is_hf_shard_name(os.path.basename(path)):
         _attach_folder_config(ckpt, folder)
     return ckpt
+
+
+def check_input_path(path: str) -> None:
+    """Raise the error a user can act on when ``path`` cannot be reached:
+    missing (ENOENT, ENOTDIR) is "no such file or folder"; one that exists
+    behind a folder the user cannot enter fails ``stat`` with EACCES, which
+    is a permission problem, not a missing file."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise CheckpointNotFoundError("no such file or folder", path, errno.ENOENT) from None
+    except NotADirectoryError:
+        raise CheckpointNotFoundError("no such file or folder", path, errno.ENOTDIR) from None
+    except PermissionError:
+        raise InputUnreadableError("cannot read (permission denied)", path, errno.EACCES) from None
+    except OSError as exc:
+        raise InputUnreadableError(f"cannot read ({(exc.strerror or str(exc)).lower()})", path, exc.errno) from None
 
 
 def _is_hf_shard_name(name: str) -> bool:
@@ -77,10 +95,21 @@ def _sniff(path: str) -> bytes:
         raise CorruptCheckpointError(f"cannot read ({(exc.strerror or str(exc)).lower()})", path) from None
 
 
+def open_as_stored(path: str) -> Checkpoint:
+    """Open the file ``path`` as it is stored: tietool's own records (see
+    :mod:`tietool.formats.carried`) not applied, no folder config attached."""
+    found = recognise(path)
+    try:
+        return found.format.read(found)
+    except BaseException:
+        found.close()
+        raise
+
+
 def _open_file(path: str) -> Checkpoint:
     from . import carried
 
-    ckpt = _open_file_as_stored(path)
+    ckpt = open_as_stored(path)
     try:
         carried.apply(ckpt)
     except BaseException:
@@ -89,48 +118,63 @@ def _open_file(path: str) -> Checkpoint:
     return ckpt
 
 
-def _open_file_as_stored(path: str) -> Checkpoint:
-    from . import keras_h5, safetensors_format
-
+def recognise(path: str) -> Recognised:
+    """Tell the format of the file ``path`` (a weights file, shard index or
+    archive): its first bytes, then what it needs (an HDF5 file's root, an
+    index's shard names), each read once and handed to the reader."""
     name = os.path.basename(path)
     head = _sniff(path)
     if not head:
         raise CorruptCheckpointError("file is empty", path)
     if name.endswith(".json"):
-        return _open_index(path)
+        return _recognise_index(path)
     if head.startswith(ZIP_MAGIC) or name.endswith(".keras"):
         if not head.startswith(ZIP_MAGIC):
             raise CorruptCheckpointError("not a .keras archive (no zip signature)", path)
-        return keras_h5.open_keras_archive(path)
-    if is_hdf5(path):
-        return keras_h5.open_h5(path)
+        return Recognised(get_format("keras3-archive"), path)
+    found = _recognise_hdf5(path, head)
+    if found is not None:
+        return found
     if name.endswith(".safetensors"):
-        return safetensors_format.open_file(path)
+        return Recognised(get_format("safetensors"), path)
     if name.endswith((".h5", ".hdf5")):
         raise CorruptCheckpointError("not an HDF5 file (no HDF5 signature)", path)
     if head.startswith((*PICKLE_MAGIC, ZIP_MAGIC)) or name.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")):
         raise UnsupportedFormatError("pickle-based checkpoints are not read: unpickling runs code from the file", path)
     # No telling extension: a safetensors header starts with an 8-byte length then '{'.
     if len(head) > 8 and head[8:9] == b"{":
-        return safetensors_format.open_file(path)
+        return Recognised(get_format("safetensors"), path)
     raise UnsupportedFormatError("not a checkpoint tietool reads (HDF5, .keras, safetensors or a shard index)", path)
 
 
-def _open_index(path: str) -> Checkpoint:
-    from . import keras_h5, safetensors_format
+def _recognise_hdf5(path: str, head: bytes) -> Recognised | None:
+    """An HDF5 file, opened once: which Keras layout its root has."""
+    from tietool.io.h5safe import HDF5_SIGNATURE, SafeH5, is_hdf5
+
+    from .keras_h5 import root_kind
+
+    if not head.startswith(HDF5_SIGNATURE) and not is_hdf5(path):
+        return None
+    h5 = SafeH5(path, path)
+    try:
+        return Recognised(get_format(root_kind(h5)), path, h5=h5)
+    except BaseException:
+        h5.close()
+        raise
+
+
+def _recognise_index(path: str) -> Recognised:
     from .index import load_index
 
-    name = os.path.basename(path)
-    if name.endswith(".weights.json"):
-        return keras_h5.open_keras3_sharded(path)
-    index, weight_map, shards = load_index(path)
-    kinds = {os.path.splitext(s)[1] for s in shards}
+    if os.path.basename(path).endswith(".weights.json"):
+        return Recognised(get_format("keras3-weights-sharded"), path, index=load_index(path))
+    index = load_index(path)
+    kinds = {os.path.splitext(s)[1] for s in index[2]}
     if kinds == {".safetensors"}:
-        flat = {k: v[0] for k, v in weight_map.items()}
-        return safetensors_format.open_sharded(path, index, shards, flat)
+        return Recognised(get_format("safetensors-sharded"), path, index=index)
     if kinds <= {".h5", ".hdf5"}:
-        return keras_h5.open_hf_sharded(path)
-    raise UnsupportedFormatError(f"shard index names files of unknown kind ({', '.join(sorted(kinds))})", path)
+        return Recognised(get_format("hf-tf-h5-sharded"), path, index=index)
+    raise UnsupportedFormatError(f"shard index names files of unknown kind ({bounded(sorted(kinds))})", path)
 
 
 def find_weights(folder: str) -> tuple[str, list[str]]:
@@ -171,7 +215,7 @@ def _open_folder(folder: str) -> Checkpoint:
     weights, others = find_weights(folder)
     if others:
         # Never a silent pick: which file a loader uses differs by loader.
-        names = ", ".join([os.path.basename(weights)] + others)
+        names = bounded([os.path.basename(weights)] + others)
         raise UsageError(f"several weight files in this folder ({names}): name the one to use", folder)
     ckpt = _open_file(weights)
     ckpt.path = folder

@@ -14,6 +14,7 @@ import json
 from .. import config as configlib
 from ..errors import TietoolError
 from ..model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint
+from .descriptor import FORMATS, Family, format_of
 from .keras_h5 import KERAS3_ROLES
 
 LAYOUT_KEY = "tietool.layout"
@@ -21,15 +22,13 @@ NAMES_KEY = "tietool.names"
 CONFIG_KEY = "tietool.config"
 KERAS_METADATA_KEY = "tietool.keras_metadata"
 
-KERAS3_FORMATS = ("keras3-weights-h5", "keras3-weights-sharded", "keras3-archive")
-
-
 def dataset_role(source_format: str, dataset_path: str) -> str:
     """The role a Keras reader gives the dataset at ``dataset_path``."""
     head = dataset_path.split("/", 1)[0]
-    if source_format in KERAS3_FORMATS:
+    fmt = FORMATS.get(source_format)
+    if fmt is not None and fmt.family is Family.KERAS3:
         return KERAS3_ROLES.get(head, ROLE_WEIGHT)
-    if source_format == "keras2-full-h5" and head == "optimizer_weights":
+    if fmt is not None and head == fmt.optimizer_group:
         return ROLE_OPTIMIZER
     return ROLE_WEIGHT
 
@@ -38,7 +37,7 @@ def apply(ckpt: Checkpoint) -> None:
     """Fill in ``ckpt.config`` and tensor roles from tietool's records."""
     text = ckpt.metadata.get(CONFIG_KEY)
     if ckpt.config is None and isinstance(text, str):
-        where = "__metadata__" if ckpt.format.startswith("safetensors") else "root attribute"
+        where = format_of(ckpt).records_in
         label = f"{ckpt.path}:{where} {CONFIG_KEY}"
         try:
             value = configlib.parse_json_text(text, label)
@@ -51,7 +50,7 @@ def apply(ckpt: Checkpoint) -> None:
             else:
                 ckpt.warnings.append(f"{CONFIG_KEY} is not a JSON object")
     origin = ckpt.origin_format
-    if origin == ckpt.format or not ckpt.format.startswith("safetensors"):
+    if origin == ckpt.format or not format_of(ckpt).is_safetensors:
         return
     try:
         names = json.loads(ckpt.metadata.get(NAMES_KEY, "{}"))

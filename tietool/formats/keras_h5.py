@@ -33,7 +33,8 @@ from tietool.io.h5safe import DatasetEntry, SafeH5
 from .. import config as configlib
 from ..errors import CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError
 from ..model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, KerasArchive, TensorInfo
-from .index import load_index
+from ..textsafe import bounded
+from .descriptor import Recognised
 
 KERAS3_ROLES = {"optimizer": ROLE_OPTIMIZER, "metrics": "metric"}
 
@@ -182,7 +183,15 @@ def _root_attrs(h5: SafeH5, obj, skip: tuple[str, ...] = ()) -> dict:
     return out
 
 
-def open_keras2(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
+def _single(found: Recognised) -> tuple[str, SafeH5, H5Store]:
+    """A single HDF5 file's path, its file (opened by recognition) and a store that owns it."""
+    store = H5Store()
+    store.files.append(found.h5)
+    return found.path, found.h5, store
+
+
+def open_keras2(found: Recognised) -> Checkpoint:
+    path, h5, store = _single(found)
     warnings: list[str] = []
     tensors = _read_keras2_weights(h5, path, "", warnings)
     meta = _root_attrs(h5, h5.file)
@@ -190,7 +199,8 @@ def open_keras2(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
                       warnings=warnings, store=store)
 
 
-def open_keras2_full(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
+def open_keras2_full(found: Recognised) -> Checkpoint:
+    path, h5, store = _single(found)
     warnings: list[str] = []
     tensors = _read_keras2_weights(h5, path, "model_weights/", warnings)
     if h5.has("optimizer_weights"):
@@ -224,14 +234,17 @@ def _read_hf_shard(h5: SafeH5, file: str) -> list[TensorInfo]:
     return out
 
 
-def open_hf_shard(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
+def open_hf_shard(found: Recognised) -> Checkpoint:
+    path, h5, store = _single(found)
     tensors = _read_hf_shard(h5, path)
     return Checkpoint("hf-tf-h5-shard", path, [path], {t.name: t for t in tensors},
                       metadata=_root_attrs(h5, h5.file), store=store)
 
 
-def open_hf_sharded(index_path: str) -> Checkpoint:
-    index, weight_map, shards = load_index(index_path)
+def open_hf_sharded(found: Recognised) -> Checkpoint:
+    assert found.index is not None
+    index_path = found.path
+    index, weight_map, shards = found.index
     store = H5Store()
     tensors: dict[str, TensorInfo] = {}
     meta: dict = {}
@@ -279,14 +292,17 @@ def _read_keras3(h5: SafeH5, file: str, base_offset: int | None) -> tuple[list[T
     return out, layer_names
 
 
-def open_keras3_weights(path: str, h5: SafeH5, store: H5Store) -> Checkpoint:
+def open_keras3_weights(found: Recognised) -> Checkpoint:
+    path, h5, store = _single(found)
     tensors, _names = _read_keras3(h5, path, 0)
     return Checkpoint("keras3-weights-h5", path, [path], {t.name: t for t in tensors},
                       metadata=_root_attrs(h5, h5.file), store=store)
 
 
-def open_keras3_sharded(index_path: str) -> Checkpoint:
-    index, weight_map, shards = load_index(index_path)
+def open_keras3_sharded(found: Recognised) -> Checkpoint:
+    assert found.index is not None
+    index_path = found.path
+    index, weight_map, shards = found.index
     store = H5Store()
     tensors: dict[str, TensorInfo] = {}
     names: dict[str, str | None] = {}
@@ -353,7 +369,8 @@ def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, limit: in
     return data
 
 
-def open_keras_archive(path: str) -> Checkpoint:
+def open_keras_archive(found: Recognised) -> Checkpoint:
+    path = found.path
     try:
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
@@ -364,7 +381,7 @@ def open_keras_archive(path: str) -> Checkpoint:
         members = _check_members(z, path)
         if "model.weights.h5" not in members:
             raise CorruptCheckpointError(
-                "archive has no model.weights.h5 (members: " + ", ".join(sorted(members)[:8]) + ")", path
+                "archive has no model.weights.h5 (members: " + bounded(sorted(members)) + ")", path
             )
         config = None
         texts: dict[str, str] = {}  # the members' text as stored, for writing them back byte for byte
@@ -408,25 +425,3 @@ def open_keras_archive(path: str) -> Checkpoint:
                              tuple({"name": i.filename, "date_time": list(i.date_time)} for i in z.infolist())),
         store=store,
     )
-
-
-# -- entry point for one .h5 file --------------------------------------------------------
-
-OPENERS = {
-    "keras2-h5": open_keras2,
-    "keras2-full-h5": open_keras2_full,
-    "hf-tf-h5-shard": open_hf_shard,
-    "keras3-weights-h5": open_keras3_weights,
-}
-
-
-def open_h5(path: str) -> Checkpoint:
-    store = H5Store()
-    try:
-        h5 = SafeH5(path, path)
-        store.files.append(h5)
-        kind = root_kind(h5)
-        return OPENERS[kind](path, h5, store)
-    except BaseException:
-        store.close()
-        raise

@@ -22,6 +22,7 @@ from tietool.io import rawio
 from .. import dtypes
 from ..errors import CorruptCheckpointError, UnsafeCheckpointError
 from ..model import Checkpoint, TensorInfo
+from .descriptor import Recognised
 
 MAX_HEADER_BYTES = 100_000_000
 
@@ -196,7 +197,8 @@ def tensor_infos(path: str, header: dict[str, dict], data_start: int, metadata: 
     return out
 
 
-def open_file(path: str) -> Checkpoint:
+def open_file(found: Recognised) -> Checkpoint:
+    path = found.path
     header, metadata, data_start = read_header(path)
     infos = tensor_infos(path, header, data_start, metadata)
     return Checkpoint(
@@ -209,9 +211,13 @@ def open_file(path: str) -> Checkpoint:
     )
 
 
-def open_sharded(index_path: str, index: dict, shard_paths: list[str], weight_map: dict[str, str]) -> Checkpoint:
-    """A Hub-style sharded safetensors checkpoint (``index`` already checked
-    by :mod:`tietool.formats.index`)."""
+def open_sharded(found: Recognised) -> Checkpoint:
+    """A Hub-style sharded safetensors checkpoint (its index checked by
+    :mod:`tietool.formats.index` when it was recognised)."""
+    assert found.index is not None
+    index_path = found.path
+    _index, files, shard_paths = found.index
+    weight_map = {k: v[0] for k, v in files.items()}
     tensors: dict[str, TensorInfo] = {}
     metadata: dict[str, str] = {}
     for shard in shard_paths:

@@ -16,8 +16,7 @@
   temporary is removed; a write error (disk full, quota, read-only file
   system, permission denied) becomes one :class:`~tietool.errors.UsageError`
   naming the output and the cause in plain words.
-* :class:`SourceGuard` notices a source file that changed (size, mtime,
-  inode) while it was read, so that no output of mixed bytes is committed.
+* A source that changes while it is read: :mod:`tietool.io.sourceguard`.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import sys
 from typing import Iterable, Iterator
 
 from tietool.errors import CorruptCheckpointError, OutputError, OutputExistsError, UsageError
+from tietool.textsafe import printable
 
 TMP_MARK = ".tietool-tmp-"
 OLD_MARK = ".tietool-old-"  # a previous output folder moved aside while the new one is put in place
@@ -185,12 +185,13 @@ def remove_stale(folder: str) -> list[str]:
                     os.rename(p, home)
                 except OSError:
                     continue
-                log.warning("tietool: put back %s (moved aside by process %d, which no longer exists)", home, pid)
+                log.warning("tietool: put back %s (moved aside by process %d, which no longer exists)",
+                            printable(home), pid)
                 continue
         _remove(p)
         if not os.path.lexists(p):
             removed.append(p)
-            log.warning("tietool: removed stale temporary %s (its process %d no longer exists)", p, pid)
+            log.warning("tietool: removed stale temporary %s (its process %d no longer exists)", printable(p), pid)
     return removed
 
 
@@ -357,57 +358,6 @@ def _exchange(a: str, b: str) -> bool:
     if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
         return False
     raise OSError(code, os.strerror(code), b)
-
-
-# -- the source must not change while it is read ----------------------------------------------
-
-class SourceGuard:
-    """Remembers size, mtime and inode of each source file; :meth:`check`
-    raises when one changed (truncated, rewritten in place, replaced)."""
-
-    def __init__(self, paths: Iterable[str] = ()) -> None:
-        self.stats: dict[str, tuple] = {}
-        self.add(paths)
-
-    def add(self, paths: Iterable[str]) -> None:
-        for p in paths:
-            p = os.fspath(p)
-            if p not in self.stats:
-                st = self._stat(p)
-                if st is not None:
-                    self.stats[p] = st
-
-    @staticmethod
-    def _stat(path: str) -> tuple | None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        if not os.path.isfile(path):
-            return None
-        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-    def changed(self) -> str | None:
-        for p, st in self.stats.items():
-            if self._stat(p) != st:
-                return p
-        return None
-
-    def check(self) -> None:
-        p = self.changed()
-        if p is not None:
-            raise CorruptCheckpointError("changed while reading (truncated or rewritten?); nothing written", p)
-
-    @contextlib.contextmanager
-    def watching(self) -> Iterator[None]:
-        """Check on the way out; an error met while the source changed is
-        reported as the change."""
-        try:
-            yield
-        except Exception:
-            self.check()
-            raise
-        self.check()
 
 
 def copy_side_file(src: str, dst: str) -> None:

@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from tietool.io import fastio, rawio
+from tietool.io.blockread import BufferPool
 from tietool.model import Checkpoint, TensorInfo
 
 #: Bytes of tensor data held in memory at once while copying or comparing.
@@ -64,17 +65,13 @@ class SourceFiles(rawio.FileHandles):
 
     def __init__(self) -> None:
         super().__init__()
-        self._buffers: list[bytearray] = []
+        self._pool = BufferPool()
         self._pair: fastio.Buffers | None = None
 
     def buffer(self, nbytes: int, slot: int = 0) -> memoryview:
         """A reused buffer of ``nbytes`` (no fresh allocation and page faults
         per tensor). Streams read side by side use different slots."""
-        while len(self._buffers) <= slot:
-            self._buffers.append(bytearray())
-        if len(self._buffers[slot]) < nbytes:
-            self._buffers[slot] = bytearray(nbytes)
-        return memoryview(self._buffers[slot])[:nbytes]
+        return self._pool.get(slot, nbytes).data
 
     def pair(self, nbytes: int) -> fastio.Buffers:
         """The two reused buffers of :func:`same_tensor_bytes`, at least

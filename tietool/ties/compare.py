@@ -8,12 +8,9 @@ rows of ``A`` and of each untransposed copy, and *columns* ``v0:v1`` of each
 transposed copy. So every copy is read exactly once and memory stays bounded
 by a few blocks, whatever the size of the matrix.
 
-Exact by default: elements are compared as bits (each block viewed as
-unsigned integers of the dtype's item size), so bfloat16 is compared as
-stored, NaN equals NaN only with the same payload, and -0.0 differs from
-0.0. Tolerances, only when asked, follow ``numpy.isclose`` on float64
-upcasts (``|a - b| <= atol + rtol * |b|``), with a NaN matching any NaN:
-a NaN payload carries no value, so it cannot be "far" from another NaN.
+Each block pair goes through the comparison kernel shared with ``diff``
+(:class:`tietool.io.compare.Tally`: exact bits by default, ``numpy.isclose``
+when a tolerance is asked).
 """
 
 from __future__ import annotations
@@ -21,20 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
-
 from tietool import dtypes
-from tietool.blocks import BLOCK_BYTES, BufferPool
-from tietool.io import rawio
-from tietool.model import BlockStore, Checkpoint, TensorInfo
+from tietool.blocks import BLOCK_BYTES
+from tietool.io.blockread import BlockReader, transpose_into
+from tietool.io.compare import Tally
+from tietool.model import Checkpoint, TensorInfo
 
 # BLOCK_BYTES (tietool.blocks): bytes of reference rows handled per step (each copy adds about as much).
-
-#: Row indices listed in a report.
-FIRST_ROWS = 10
-#: "near copy": every element within these of the reference (numpy.isclose).
-NEAR_RTOL = 1e-2
-NEAR_ATOL = 1e-6
 
 
 @dataclass
@@ -53,7 +43,15 @@ class Difference:
     first_rows: list[int] = field(default_factory=list)
     max_abs_diff: float = 0.0  # over differing elements where both are numbers
     nan_mismatch: int = 0  # NaN on one side only
-    near: bool = True  # every element within NEAR_RTOL/NEAR_ATOL
+    near: bool = True  # every element within tietool.io.compare.NEAR_RTOL / NEAR_ATOL
+
+    @classmethod
+    def of(cls, copy: TensorInfo, reference: TensorInfo, transposed: bool, tally: Tally) -> "Difference":
+        """The figures of ``tally`` (:mod:`tietool.io.compare`) for ``copy`` of ``reference``."""
+        return cls(copy.name, reference.name, transposed, tally.tolerance, same_dtype=copy.dtype == reference.dtype,
+                   elements=tally.elements, elements_differ=tally.elements_differ, bits_differ=tally.bits_differ,
+                   rows_differ=tally.rows_differ, first_rows=list(tally.first_rows),
+                   max_abs_diff=tally.max_abs or 0.0, nan_mismatch=tally.nan_mismatch, near=tally.near)
 
     @property
     def equal(self) -> bool:
@@ -88,181 +86,35 @@ class Difference:
         return d
 
 
-class BlockReader:
-    """Bounded reads of ``rows x cols`` blocks of 2-D tensors: a store's own
-    ``read_block`` when it has one; per-row ``pread`` for contiguous raw data
-    (safetensors, contiguous HDF5, stored .keras members); an HDF5
-    hyperslab otherwise."""
-
-    def __init__(self, ckpt: Checkpoint):
-        self.ckpt = ckpt
-        self.handles = rawio.FileHandles()
-        self._pool = BufferPool()
-
-    def close(self) -> None:
-        self.handles.close()
-        self._pool.clear()
-
-    def __enter__(self) -> "BlockReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _buffer(self, slot: int, nbytes: int) -> np.ndarray:
-        """A reused byte buffer (:class:`tietool.blocks.BufferPool`)."""
-        return self._pool.get(slot, nbytes)
-
-    def scratch(self, slot: int, dtype: np.dtype, shape: tuple[int, int]) -> np.ndarray:
-        """A reused array of ``shape`` (contents undefined)."""
-        dtype = np.dtype(dtype)
-        return self._buffer(slot, shape[0] * shape[1] * dtype.itemsize).view(dtype).reshape(shape)
-
-    def _raw(self, info: TensorInfo) -> bool:
-        return info.offset is not None and info.computable and len(info.shape) == 2
-
-    def _pread(self, info: TensorInfo, out: np.ndarray, offset: int) -> None:
-        rawio.read_into(self.handles.fd(info.file), out.data.cast("B"), offset, info.file)
-
-    def _as_array(self, info: TensorInfo, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        np_dtype = dtypes.numpy_dtype(info.dtype).newbyteorder("<")
-        arr = raw.view(np_dtype).reshape(shape)
-        return arr.astype(np_dtype.newbyteorder("="), copy=False)
-
-    def rows(self, info: TensorInfo, start: int, stop: int, slot: int = 0) -> np.ndarray:
-        if not self._raw(info):
-            return self.ckpt.data.read_rows(info, start, stop)
-        item = dtypes.DTYPES[info.dtype].itemsize
-        cols = info.shape[1]
-        out = self._buffer(slot, (stop - start) * cols * item)
-        self._pread(info, out, _offset(info) + start * cols * item)
-        return self._as_array(info, out, (stop - start, cols))
-
-    def block(self, info: TensorInfo, r0: int, r1: int, c0: int, c1: int, slot: int = 0) -> np.ndarray:
-        store = self.ckpt.data
-        rows, cols = info.shape
-        if c0 == 0 and c1 == cols:
-            return self.rows(info, r0, r1, slot)
-        if self._raw(info):
-            item = dtypes.DTYPES[info.dtype].itemsize
-            width = (c1 - c0) * item
-            out = self._buffer(slot, (r1 - r0) * width).reshape(r1 - r0, width)
-            for i, r in enumerate(range(r0, r1)):
-                self._pread(info, out[i], _offset(info) + (r * cols + c0) * item)
-            return self._as_array(info, out, (r1 - r0, c1 - c0))
-        if isinstance(store, BlockStore):  # HDF5: a hyperslab
-            return store.read_block(info, slice(r0, r1), slice(c0, c1))
-        # Any other store: whole rows in bounded steps, columns cut out.
-        step = max(1, BLOCK_BYTES // max(1, info.nbytes // max(1, rows)))
-        parts = [store.read_rows(info, s, min(r1, s + step))[:, c0:c1] for s in range(r0, r1, step)]
-        return np.concatenate(parts, axis=0)
-
-
-def _offset(info: TensorInfo) -> int:
-    """The raw byte offset of a tensor read by ``pread`` (``_raw`` said it has one)."""
-    if info.offset is None:
-        raise ValueError(f"{info.name}: not stored raw")
-    return info.offset
-
-
-TILE = 256
-
-
-def transpose_into(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """``dst[...] = src.T`` tile by tile: a cache-friendly transpose, several
-    times faster than comparing against a strided view."""
-    rows, cols = src.shape
-    for j in range(0, cols, TILE):
-        for i in range(0, rows, TILE):
-            dst[j:j + TILE, i:i + TILE] = src[i:i + TILE, j:j + TILE].T
-    return dst
-
-
-def _uint_view(arr: np.ndarray) -> np.ndarray:
-    """The same memory as unsigned integers (no copy, any strides)."""
-    return arr.view(f"u{arr.dtype.itemsize}") if arr.dtype.itemsize in (1, 2, 4, 8) else arr
-
-
-def _as_f64(arr: np.ndarray) -> np.ndarray:
-    return arr.astype(np.float64)
-
-
-def compare_block(diff: Difference, a: np.ndarray, b: np.ndarray, first_row: int,
-                  atol: float | None, rtol: float | None) -> None:
-    """Fold one block (``a`` and ``b`` both ``[rows, hidden]``) into ``diff``."""
-    diff.elements += a.size
-    if a.dtype == b.dtype:
-        bits = _uint_view(a) != _uint_view(b)
-    else:
-        fa, fb = _as_f64(a), _as_f64(b)
-        bits = ~((fa == fb) | (np.isnan(fa) & np.isnan(fb)))
-    nbits = int(np.count_nonzero(bits))
-    diff.bits_differ += nbits
-    if not nbits:
-        return
-    # Only the elements whose bits differ need a closer look.
-    fa = _as_f64(a[bits])
-    fb = _as_f64(b[bits])
-    if diff.tolerance:
-        close = np.isclose(fa, fb, rtol=rtol or 0.0, atol=atol or 0.0, equal_nan=True)
-        bad = ~close
-    else:
-        bad = np.ones(fa.shape, dtype=bool)
-    nbad = int(np.count_nonzero(bad))
-    diff.elements_differ += nbad
-    na, nb = np.isnan(fa), np.isnan(fb)
-    diff.nan_mismatch += int(np.count_nonzero(na != nb))
-    numbers = ~(na | nb)
-    if numbers.any():
-        with np.errstate(invalid="ignore", over="ignore"):
-            d = np.abs(fa[numbers] - fb[numbers])
-        d = d[~np.isnan(d)]  # inf - inf
-        if d.size:
-            diff.max_abs_diff = max(diff.max_abs_diff, float(d.max()))
-    if diff.near:
-        diff.near = bool(np.all(np.isclose(fa, fb, rtol=NEAR_RTOL, atol=NEAR_ATOL, equal_nan=True)))
-    if nbad or not diff.tolerance:
-        mask = np.zeros(bits.shape, dtype=bool)
-        mask[bits] = bad
-        rows = np.flatnonzero(mask.any(axis=1))
-        diff.rows_differ += int(rows.size)
-        room = FIRST_ROWS - len(diff.first_rows)
-        if room > 0:
-            diff.first_rows.extend(int(r) + first_row for r in rows[:room])
-
-
 def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[TensorInfo, bool]],
                    atol: float | None = None, rtol: float | None = None,
                    block_bytes: int = BLOCK_BYTES, tick: Callable[[int], None] | None = None) -> list[Difference]:
     """Compare ``reference`` ``[V, H]`` with each ``(info, transposed)`` in one
     pass. Returns one :class:`Difference` per other, in order. ``tick(n)``
     is told the bytes read after each block."""
-    tolerance = atol is not None or rtol is not None
     V, H = reference.shape
-    diffs = [Difference(o.name, reference.name, t, tolerance, same_dtype=(o.dtype == reference.dtype))
-             for o, t in others]
-    if not others or V == 0 or H == 0:
-        return diffs
+    tallies = [Tally((V, H), atol, rtol, norms=False) for _ in others]
     row_bytes = max(1, H * max(1, dtypes.DTYPES[reference.dtype].itemsize))
     step = max(1, block_bytes // row_bytes)
     with BlockReader(ckpt) as reader:
-        for v0 in range(0, V, step):
+        for v0 in range(0, V if others and H else 0, step):
             v1 = min(V, v0 + step)
             a = reader.rows(reference, v0, v1, slot=0)
-            for (info, transposed), diff in zip(others, diffs, strict=True):
+            for (info, transposed), tally in zip(others, tallies, strict=True):
                 if transposed:
                     raw = reader.block(info, 0, H, v0, v1, slot=1)
                     b = transpose_into(raw, reader.scratch(2, raw.dtype, (v1 - v0, H)))
                 else:
                     b = reader.rows(info, v0, v1, slot=1)
-                compare_block(diff, a, b, v0, atol, rtol)
+                tally.fold(a, b, v0 * H)
                 if tick is not None:
                     tick(b.nbytes)
                 del b
             if tick is not None:
                 tick(a.nbytes)
             del a
-    return diffs
+    return [Difference.of(info, reference, transposed, tally)
+            for (info, transposed), tally in zip(others, tallies, strict=True)]
 
 
-__all__ = ["Difference", "BlockReader", "compare_copies", "compare_block", "BLOCK_BYTES"]
+__all__ = ["Difference", "compare_copies", "BLOCK_BYTES"]

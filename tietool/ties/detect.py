@@ -12,8 +12,10 @@ from typing import Any
 from tietool import config as configlib
 from tietool import kerashub
 from tietool.errors import UsageError
+from tietool.formats import origin_of
 from tietool.jsontree import walk
 from tietool.model import ROLE_WEIGHT, Checkpoint, TensorInfo
+from tietool.textsafe import bounded
 from tietool.ties.rules import (
     DUPLICATE,
     IMPLICIT,
@@ -394,7 +396,7 @@ def _structural_tie(ckpt: Checkpoint, member: Member) -> str | None:
     if hub:
         return hub
     parts = name_parts(name)
-    if ckpt.config is None and ckpt.origin_format == "keras2-h5" and parts and parts[-1] == "weight":
+    if ckpt.config is None and origin_of(ckpt).tf_model_h5 and parts and parts[-1] == "weight":
         return ("transformers TFSharedEmbeddings layout (config-less Keras 2 H5, one variable 'weight' used as "
                 "embedding and output)")
     return None
@@ -407,7 +409,7 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
     if len(distinct) == 1:
         if len(members) > 1:
             g.kind, g.verdict = SHARED, TIED
-            g.reason = "one stored matrix under several names (" + ", ".join(
+            g.reason = "one stored matrix under several names (" + bounded(
                 "HDF5 hard link" if m.stored else "safetensors alias" for m in members if m.same_storage_as) + ")"
             if declared["value"] is False:
                 g.consistency = consistency(False, "config", (
@@ -418,7 +420,7 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
         structural = _structural_tie(ckpt, members[0])
         if output is False:
             g.verdict = NO_OUTPUT
-            archs = ", ".join(declared.get("architectures", []))
+            archs = bounded(map(str, declared.get("architectures", [])))
             g.reason = f"no decoder tensor, and the config's architectures ({archs}) have no LM head: no output layer"
         elif declared["value"] is True:
             g.kind, g.verdict = IMPLICIT, TIED
@@ -467,6 +469,6 @@ def find_ties(ckpt: Checkpoint, embedding: str | None = None, decoder: str | Non
     group = _group_from_members(ckpt, members, V, H, declared_tie(ckpt))
     plain = kerashub.plain_beside(ckpt, members, V, H)
     if plain:
-        group.reason += ("; not a member: " + ", ".join(plain) + " (a plain Keras Embedding, another layer's "
+        group.reason += ("; not a member: " + bounded(plain) + " (a plain Keras Embedding, another layer's "
                          "matrix with no reverse pass: the output layer is the ReversibleEmbedding)")
     return [group]

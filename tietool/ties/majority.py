@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tietool.io.blockread import BlockReader
 from tietool.model import Checkpoint, TensorInfo
-from tietool.ties.compare import BlockReader, compare_copies
+from tietool.ties.compare import compare_copies
 
 
 @dataclass(frozen=True)
