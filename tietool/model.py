@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,8 +25,33 @@ from .errors import TensorNotFoundError
 #: (:data:`tietool.blocks.BLOCK_BYTES`).
 CHUNK_BYTES = BLOCK_BYTES
 
-ROLE_WEIGHT = "weight"
-ROLE_OPTIMIZER = "optimizer"
+
+
+class Role(str, Enum):
+    """What a stored tensor is (serialised as its value: ``"weight"`` ...)."""
+
+    WEIGHT = "weight"  # a model weight
+    OPTIMIZER = "optimizer"  # optimizer state (Keras 2 full model, Keras 3 optimizer/)
+    METRIC = "metric"  # a Keras 3 metric's variable
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class TieRole(str, Enum):
+    """What a member of a tie group is (serialised as its value)."""
+
+    EMBEDDING = "embedding"  # the input embedding matrix (or a copy of it)
+    DECODER = "decoder"  # the output projection (LM head)
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 @dataclass(frozen=True)
@@ -36,7 +62,7 @@ class TensorInfo:
     nbytes: int
     file: str  # the file on disk that holds the bytes (the archive, for .keras)
     offset: int | None = None  # absolute byte offset in `file` when stored contiguous and raw
-    role: str = ROLE_WEIGHT
+    role: Role = Role.WEIGHT
     layer: str | None = None  # Keras layer (group) the weight belongs to, when known
     storage_key: Any = None  # equal keys = one stored object (HDF5 hard links)
     alias_of: str | None = None  # safetensors dedup metadata: removed name -> kept name
@@ -48,7 +74,9 @@ class TensorInfo:
 
     @property
     def computable(self) -> bool:
-        return dtypes.DTYPES[self.dtype].numpy is not None
+        """Its bytes can be handled as a numpy array: every dtype of the table
+        can (bfloat16 and float8 as unsigned integers, :mod:`tietool.dtypes`)."""
+        return self.dtype in dtypes.DTYPES
 
     def as_dict(self) -> dict:
         d = {
@@ -80,7 +108,8 @@ class TensorStore(Protocol):
     """What a reader provides to fetch data for the tensors it listed."""
 
     def read_rows(self, info: TensorInfo, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` along axis 0 (the whole array for 0-d tensors)."""
+        """Rows ``start:stop`` along axis 0 (the whole array for 0-d tensors),
+        in stored form (:func:`tietool.dtypes.stored_dtype`), native byte order."""
         ...
 
     def close(self) -> None: ...
@@ -138,7 +167,7 @@ class Checkpoint:
             raise TensorNotFoundError(f"no tensor named {name!r}", self.path) from None
 
     def weights(self) -> list[TensorInfo]:
-        return [t for t in self.tensors.values() if t.role == ROLE_WEIGHT]
+        return [t for t in self.tensors.values() if t.role == Role.WEIGHT]
 
     # -- data -------------------------------------------------------------
     @property
@@ -149,7 +178,13 @@ class Checkpoint:
         return self.store
 
     def read(self, name: str) -> np.ndarray:
-        """The whole tensor as a numpy array (native byte order)."""
+        """The whole tensor's values as a numpy array (native byte order;
+        bfloat16 and float8 as ``ml_dtypes`` arrays)."""
+        return dtypes.as_values(self.read_stored(name), self.info(name).dtype)
+
+    def read_stored(self, name: str) -> np.ndarray:
+        """The whole tensor in stored form, for work on its bytes: bfloat16 and
+        float8 as unsigned integers of their width (no ``ml_dtypes`` needed)."""
         info = self.info(name)
         return self.data.read_rows(info, 0, info.shape[0] if info.shape else 1)
 
@@ -161,7 +196,13 @@ class Checkpoint:
 
     def iter_chunks(self, name: str, max_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_row, block)`` along axis 0, each block at most
-        ``max_bytes`` (or one row, if a row is larger)."""
+        ``max_bytes`` (or one row, if a row is larger), as values (see :meth:`read`)."""
+        dtype = self.info(name).dtype
+        for start, block in self.iter_stored(name, max_bytes):
+            yield start, dtypes.as_values(block, dtype)
+
+    def iter_stored(self, name: str, max_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+        """:meth:`iter_chunks` in stored form (see :meth:`read_stored`)."""
         info = self.info(name)
         if not info.shape:
             yield 0, self.data.read_rows(info, 0, 1)

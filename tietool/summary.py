@@ -18,7 +18,7 @@ from . import config as configlib
 from .errors import TietoolError
 from .formats import FORMATS, format_of, open_checkpoint, origin_of
 from .formats.carried import KERAS_METADATA_KEY
-from .model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, TensorInfo
+from .model import Checkpoint, Role, TensorInfo
 from .results import JsonResult
 
 
@@ -108,7 +108,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         parameter_count=ckpt.parameter_count() + _alias_parameters(ckpt),
         total_bytes=ckpt.total_bytes(),
         bytes_by_dtype=dict(sorted(by_dtype.items())),
-        optimizer_tensor_count=sum(1 for t in tensors if t.role == ROLE_OPTIMIZER),
+        optimizer_tensor_count=sum(1 for t in tensors if t.role == Role.OPTIMIZER),
         shown_count=len(shown) if filter_glob is not None else None,
     )
     code = configlib.find_code(ckpt.config) if ckpt.config is not None else []
@@ -146,7 +146,7 @@ def _alias_parameters(ckpt: Checkpoint) -> int:
     total = 0
     for removed, kept in ckpt.metadata.items():
         info = ckpt.tensors.get(kept) if isinstance(kept, str) else None
-        if info is not None and removed not in ckpt.tensors and info.role == ROLE_WEIGHT:
+        if info is not None and removed not in ckpt.tensors and info.role == Role.WEIGHT:
             total += info.numel
     return total
 

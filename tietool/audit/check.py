@@ -26,12 +26,11 @@ What transformers 5 does with each disagreement (tested in
 from __future__ import annotations
 
 import os
-import shlex
 from dataclasses import dataclass, field
 
 from tietool.errors import TietoolError, UsageError
 from tietool.formats import open_checkpoint
-from tietool.model import Checkpoint
+from tietool.model import Checkpoint, TieRole
 from tietool.textsafe import bounded
 from tietool.ties import data as tiedata
 from tietool.ties.declaration import RULES_KERAS, RULES_KERASHUB, TieDeclaration, tie_declaration
@@ -53,8 +52,6 @@ from tietool.ties.verify import (
 )
 
 FLAG = "tie_word_embeddings"
-#: Sub-configs whose tie flag a composite architecture may read.
-NESTED = ("text_config", "decoder", "language_config", "llm_config", "thinker_config", "text_model")
 
 # what is stored
 NO_HEAD = "no head"
@@ -151,7 +148,7 @@ class CheckResult:
     weights_tied: bool | None = None  # what the weights say (None: they do not decide)
     problems: tuple[Problem, ...] = ()
     repairs: tuple[Repair, ...] = ()
-    fix: str | None = None
+    needs_prefer: bool = False  # stored copies differ with no majority: a repair needs --prefer
     error: str | None = None
     agreement: dict | None = field(default=None, compare=False)
     declaration: TieDeclaration | None = None
@@ -162,7 +159,7 @@ class CheckResult:
             "path": self.path, "ok": self.ok, "tied": self.tied, "problems": [p.message for p in self.problems],
             "tie_declaration": self.declaration.to_json() if self.declaration is not None else None,
             "warnings": [w.message for w in self.warnings], "warning_codes": [w.code for w in self.warnings],
-            "fix": self.fix, "problem_codes": [p.code for p in self.problems], "stored": self.stored,
+            "problem_codes": [p.code for p in self.problems], "stored": self.stored,
             "weights_tied": self.weights_tied, "flags": [f.to_json() for f in self.flags],
             "embedding": self.embedding, "heads": list(self.heads), "format": self.format, "model": self.model,
             "repairs": [r.to_json() for r in self.repairs], "agreement": self.agreement, "error": self.error,
@@ -232,18 +229,18 @@ class Analysis:
     def embedding(self) -> str | None:
         if self.group is None:
             return None
-        return next((m.name for m in self.group.members if m.role == "embedding" and m.stored), None)
+        return next((m.name for m in self.group.members if m.role == TieRole.EMBEDDING and m.stored), None)
 
     @property
     def heads(self) -> tuple[str, ...]:
         if self.group is None:
             return ()
-        return tuple(m.name for m in self.group.members if m.role == "decoder")
+        return tuple(m.name for m in self.group.members if m.role == TieRole.DECODER)
 
 
 def _head_label(a_head_pt: str | None, group: TieGroup | None) -> str:
     if group is not None:
-        dec = [m.name for m in group.members if m.role == "decoder"]
+        dec = [m.name for m in group.members if m.role == TieRole.DECODER]
         if dec:
             return dec[0]
     return a_head_pt or "an output layer"
@@ -414,19 +411,12 @@ def suggest_output(path: str) -> str:
     return root + "-fixed" + ext
 
 
-def fix_command(path: str, a: Analysis) -> str:
-    cmd = f"tietool fix {shlex.quote(path)} -o {shlex.quote(suggest_output(path))}"
-    if a.needs_prefer:
-        cmd += " --prefer embedding"
-    return cmd
-
-
 def result_from(path: str, a: Analysis, model: str | None = None) -> CheckResult:
     ok = not a.problems
     return CheckResult(
         path=path, ok=ok, tied=a.tied, stored=a.stored, format=a.ckpt.format, model=model, flags=a.flags,
         embedding=a.embedding, heads=a.heads, weights_tied=a.weights_tied, problems=tuple(a.problems),
-        repairs=tuple(a.repairs), fix=None if ok else fix_command(path, a),
+        repairs=tuple(a.repairs), needs_prefer=bool(a.needs_prefer),
         agreement=a.agreement.to_json() if a.agreement else None, declaration=a.declaration,
         warnings=tuple(a.warnings))
 
@@ -445,19 +435,19 @@ class CheckReport:
     seconds: float
 
     @property
-    def exit_code(self) -> int:
-        if any(c.ok is None for c in self.checkpoints):
-            return 2
-        return 1 if any(not c.ok for c in self.checkpoints) else 0
+    def unreadable(self) -> int:
+        return sum(1 for c in self.checkpoints if c.ok is None)
+
+    @property
+    def with_problems(self) -> int:
+        return sum(1 for c in self.checkpoints if c.ok is False)
 
     def to_json(self) -> dict:
         return {"checkpoints": [c.to_json() for c in self.checkpoints],
                 "summary": {"checked": len(self.checkpoints),
                             "consistent": sum(1 for c in self.checkpoints if c.ok),
-                            "problems": sum(1 for c in self.checkpoints if c.ok is False),
-                            "unreadable": sum(1 for c in self.checkpoints if c.ok is None),
-                            "seconds": round(self.seconds, 3)},
-                "exit_code": self.exit_code}
+                            "problems": self.with_problems, "unreadable": self.unreadable,
+                            "seconds": round(self.seconds, 3)}}
 
 
 def check_paths(paths: list[str]) -> CheckReport:

@@ -15,7 +15,7 @@ import click
 
 from tietool import __version__
 from tietool.cli.app import TietoolGroup, json_option, output, progress_reporter
-from tietool.cli.exits import EXIT_FOUND, EXIT_NOT_TIED, exit_status
+from tietool.cli.exits import EXIT_FOUND, EXIT_NOT_TIED, check_exit, exit_status
 
 # Exit statuses, per error and per command: one table, in tietool.cli.exits.
 
@@ -242,14 +242,15 @@ def check(paths: tuple[str, ...], as_json: bool) -> None:
       tietool check ~/.cache/huggingface/hub --json
     """
     from tietool.audit.check import check_paths
-    from tietool.cli.render import check_error_lines, render_check
+    from tietool.cli.render import check_document, check_error_lines, render_check
 
     report = check_paths(list(paths))
-    output(report.to_json(), as_json, render_check)
-    for line in check_error_lines(report.to_json()):  # each unreadable one, as every command reports an error
+    code = check_exit(report)
+    output(check_document(report, code) if as_json else report, as_json, render_check)
+    for line in check_error_lines(report):  # each unreadable one, as every command reports an error
         click.echo(line, err=True)
-    if report.exit_code:
-        click.get_current_context().exit(report.exit_code)
+    if code:
+        click.get_current_context().exit(code)
 
 
 @cli.command(short_help="Write a repaired copy of a checkpoint.", epilog=exit_status("fix"))

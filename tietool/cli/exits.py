@@ -17,7 +17,12 @@ Nothing here imports a third-party module: it is read on the error path.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tietool.errors import TietoolError
+
+if TYPE_CHECKING:
+    from tietool.audit.check import CheckReport
 
 EXIT_OK = 0
 #: verify-tie: not tied; check: a problem found; diff: a difference.
@@ -42,6 +47,14 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         return int(getattr(exc, "exit_code", EXIT_INTERRUPTED))
     return next(code for cls, code in ERROR_EXITS if isinstance(exc, cls))
+
+
+def check_exit(report: CheckReport) -> int:
+    """``check``'s status: 2 when a checkpoint could not be read, else 1 when
+    one has a problem, else 0."""
+    if report.unreadable:
+        return EXIT_BAD_INPUT
+    return EXIT_FOUND if report.with_problems else EXIT_OK
 
 
 BAD_INPUT = 'bad input or usage: one line "Error: FILE: what is wrong" on stderr'

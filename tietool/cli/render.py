@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
 from tietool.textsafe import printable
 
 if TYPE_CHECKING:  # annotations only: rendering imports no reader
+    from tietool.audit.check import CheckReport, CheckResult
     from tietool.convert import ConversionResult
     from tietool.summary import InspectReport
     from tietool.ties.verify import Member, TieGroup, TieReport
@@ -282,45 +284,66 @@ def render_convert(r: ConversionResult) -> str:
     return "\n".join(lines)
 
 
-def _check_tie(c: dict) -> str:
-    """The tie declaration (:meth:`tietool.ties.declaration.TieDeclaration.describe`, as inspect and verify-tie)."""
-    from tietool.ties.declaration import describe
-
-    d = c.get("tie_declaration")
-    return describe(d) if d else "-"
+def _check_tie(c: CheckResult) -> str:
+    """The tie declaration, as inspect and verify-tie print it."""
+    return c.declaration.describe() if c.declaration is not None else "-"
 
 
-def render_check(report: dict) -> str:
+def fix_command(c: CheckResult) -> str | None:
+    """The ``tietool fix`` command line that repairs ``c`` (None: nothing to fix)."""
+    from tietool.audit.check import suggest_output
+
+    if c.ok is not False:
+        return None
+    cmd = f"tietool fix {shlex.quote(c.path)} -o {shlex.quote(suggest_output(c.path))}"
+    return cmd + " --prefer embedding" if c.needs_prefer else cmd
+
+
+def check_document(report: CheckReport, exit_code: int) -> dict:
+    """``check --json``: the report, each checkpoint with its ``fix`` command,
+    and the exit status."""
+    checkpoints = []
+    for c, d in zip(report.checkpoints, report.to_json()["checkpoints"], strict=True):
+        out = {}
+        for k, v in d.items():
+            out[k] = v
+            if k == "problems":
+                out["fix"] = fix_command(c)
+        checkpoints.append(out)
+    return {**report.to_json(), "checkpoints": checkpoints, "exit_code": exit_code}
+
+
+def render_check(report: CheckReport) -> str:
     """`tietool check`: one row per checkpoint, then the fix commands."""
     rows = []
-    for c in report["checkpoints"]:
-        verdict = "ok" if c["ok"] else "unreadable" if c["ok"] is None else "PROBLEM"
-        if c["ok"] is None:
-            problem = printable(c.get("error") or "")
-        elif c["problems"]:
-            problem = printable("; ".join(c["problems"]))
+    for c in report.checkpoints:
+        verdict = "ok" if c.ok else "unreadable" if c.ok is None else "PROBLEM"
+        if c.ok is None:
+            problem = printable(c.error or "")
+        elif c.problems:
+            problem = printable("; ".join(p.message for p in c.problems))
         else:
-            problem = f"stored: {c.get('stored') or '-'}"
-        if c.get("warnings"):
-            problem += "; " + printable("; ".join(f"warning: {w}" for w in c["warnings"]))
-        rows.append([printable(c["path"]), verdict,
+            problem = f"stored: {c.stored or '-'}"
+        if c.warnings:
+            problem += "; " + printable("; ".join(f"warning: {w.message}" for w in c.warnings))
+        rows.append([printable(c.path), verdict,
                      textwrap.fill(printable(_check_tie(c)), 30, break_long_words=False, break_on_hyphens=False),
                      textwrap.fill(problem, 72, break_long_words=False, break_on_hyphens=False)])
     parts = [table(rows, ["path", "verdict", "tie declaration", "problem"]) if rows else "(no checkpoints found)"]
-    fixes = [f"  {c['fix']}" for c in report["checkpoints"] if c.get("fix")]
+    fixes = [f"  {cmd}" for cmd in map(fix_command, report.checkpoints) if cmd]
     if fixes:
         parts.append("fix:\n" + "\n".join(printable(f) for f in fixes))
-    s = report["summary"]
+    s = report.to_json()["summary"]
     parts.append(f"{s['checked']} checkpoint(s): {s['consistent']} consistent, {s['problems']} with a problem, "
                  f"{s['unreadable']} unreadable ({s['seconds']:.2f} s)")
     return "\n\n".join(parts)
 
 
-def check_error_lines(report: dict) -> list[str]:
+def check_error_lines(report: CheckReport) -> list[str]:
     """`tietool check`: one ``Error: PATH: what is wrong`` line (stderr) per
     checkpoint that could not be read; the table lists it too."""
-    return [f"Error: {printable(c['path'])}: {printable(c.get('error') or 'cannot be read')}"
-            for c in report["checkpoints"] if c["ok"] is None]
+    return [f"Error: {printable(c.path)}: {printable(c.error or 'cannot be read')}"
+            for c in report.checkpoints if c.ok is None]
 
 
 def render_fix(r: dict) -> str:

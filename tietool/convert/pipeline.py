@@ -60,16 +60,19 @@ def execute(ckpt: Checkpoint, plan: Plan, src: str, out: str, *, folder: bool, s
         def place(o: OutputFile) -> str:
             return os.path.join(tmp, o.name) if folder else tmp
 
+        def shown(o: OutputFile) -> str:  # errors name the output as the user named it
+            return os.path.join(out, o.name) if folder else out
+
         checked: dict[str, dict[str, int]] = {}  # compared while written (verify.EarlyCheck)
         _each_output(plan.outputs, lambda o, count: write_output(o, place(o), ckpt, count, fsync,
-                                                                 checked if verify else None), tick("write"))
+                                                                 checked if verify else None, shown(o)), tick("write"))
         written += [os.path.join(out, o.name) if folder else out for o in plan.outputs]
         for path, name in side.files:
             copy_side_file(path, os.path.join(tmp, name))
             copied.append(os.path.join(out, name))
         if verify:
-            _each_output(plan.outputs, lambda o, count: verify_output(o, place(o), ckpt, count, checked.get(o.name)),
-                         tick("verify"))
+            _each_output(plan.outputs, lambda o, count: verify_output(o, place(o), ckpt, count, checked.get(o.name),
+                                                                      shown(o)), tick("verify"))
     return written, copied
 
 

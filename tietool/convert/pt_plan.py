@@ -29,6 +29,8 @@ Ties
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tietool.convert.ptnames import PtEntry, key_pattern, make_plan
 from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 
@@ -37,6 +39,9 @@ from ..model import Checkpoint
 from . import transpose
 from .plan import Plan, TensorOut, safetensors_outputs
 from .result import PtDetails
+
+if TYPE_CHECKING:
+    from tietool.ties.detect import Member
 
 #: Hub default shard size (transformers' max_shard_size="5GB").
 DEFAULT_SHARD_SIZE = 5 * 10**9
@@ -76,18 +81,18 @@ def _tied_heads(ckpt: Checkpoint, entries: list[PtEntry], tied_keys: dict | None
     transformers 5 ties back are left out (RemBERT ties nothing: its decoder is
     written even when it equals the embedding)."""
     from tietool.ties.compare import compare_copies
-    from tietool.ties.verify import declared_tie, find_ties
+    from tietool.ties.detect import tied_heads
+    from tietool.ties.verify import declared_tie
 
     if declared_tie(ckpt).get("value") is not True:
         return {}
     by_source = {e.source.name: e for e in entries}
+    by_embedding: dict[str, list[Member]] = {}
+    for emb, h in tied_heads(ckpt, by_source, by_source):  # names in by_source are stored tensors
+        by_embedding.setdefault(emb.name, []).append(h)
     out: dict[str, str] = {}
-    for g in find_ties(ckpt):
-        emb = [m for m in g.members if m.role == "embedding" and m.stored and m.name in by_source]
-        heads = [m for m in g.members if m.role == "decoder" and m.stored and m.name in by_source]
-        if not emb or not heads:
-            continue
-        ref = by_source[emb[0].name]
+    for emb_name, heads in by_embedding.items():
+        ref = by_source[emb_name]
         if ref.transform is not None or len(ref.source.shape) != 2:
             continue
         others = []

@@ -72,7 +72,7 @@ from typing import Union
 
 from tietool.errors import UsageError
 from tietool.formats import format_of, origin_of
-from tietool.model import ROLE_WEIGHT, Checkpoint, TensorInfo
+from tietool.model import Checkpoint, Role, TensorInfo
 
 PT_LAYOUTS_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pt_layouts.json")
 
@@ -233,7 +233,7 @@ def make_plan(ckpt: Checkpoint) -> PtPlan:
     dropped: dict[str, str] = {}
     problems: list[str] = []
     for info in ckpt:
-        if info.role != ROLE_WEIGHT:
+        if info.role != Role.WEIGHT:
             continue
         tf_name = tf_variable_name(ckpt, info)
         pt_name, transform = convert_tf_weight_name(tf_name, info.shape)

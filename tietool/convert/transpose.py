@@ -76,4 +76,4 @@ def permuted(ckpt: Checkpoint, t: TensorOut) -> np.ndarray:
     if t.source.nbytes > MAX_PERMUTE_BYTES:
         raise UsageError(f"{t.source.name}: {t.source.nbytes:,} bytes is too large to permute in memory", ckpt.path)
     assert isinstance(t.transform, tuple)
-    return np.ascontiguousarray(np.transpose(ckpt.read(t.source.name), t.transform))
+    return np.ascontiguousarray(np.transpose(ckpt.read_stored(t.source.name), t.transform))

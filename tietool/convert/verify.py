@@ -66,8 +66,8 @@ class EarlyCheck:
     tensor; :meth:`finish` returns ``{output name: offset compared}`` or
     raises the first mismatch; :meth:`abort` when the write fails."""
 
-    def __init__(self, out: OutputFile, path: str) -> None:
-        self.label, self.path = out.name, path
+    def __init__(self, out: OutputFile, path: str, label: str | None = None) -> None:
+        self.label, self.path = label or out.name, path
         self.jobs: queue.Queue = queue.Queue()
         self.checked: dict[str, int] = {}
         self.failed: BaseException | None = None
@@ -126,12 +126,13 @@ class EarlyCheck:
 
 
 def verify_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None,
-                  checked: dict[str, int] | None = None) -> None:
+                  checked: dict[str, int] | None = None, label: str | None = None) -> None:
     """Raise :class:`~tietool.errors.CorruptCheckpointError` (naming
-    ``out.name``) unless ``path`` holds exactly what ``out`` plans.
+    ``label``, the file as the user knows it; default ``out.name``) unless
+    ``path`` holds exactly what ``out`` plans.
     ``checked``: tensors :class:`EarlyCheck` already compared, at these
     offsets (their bytes are not read again if the file puts them there)."""
-    label = out.name
+    label = label or out.name
     if out.kind == "text":
         with open(path, encoding="utf-8") as fh:
             if fh.read() != out.text:
@@ -202,7 +203,7 @@ def _compare(out: OutputFile, got: Checkpoint, ckpt: Checkpoint, files: SourceFi
 
 def _same_permuted(ckpt: Checkpoint, t: TensorOut, got: Checkpoint) -> bool:
     return np.array_equal(permuted(ckpt, t).reshape(-1).view(np.uint8),
-                          np.ascontiguousarray(got.read(t.name)).reshape(-1).view(np.uint8))
+                          np.ascontiguousarray(got.read_stored(t.name)).reshape(-1).view(np.uint8))
 
 
 def _reference_parser(out: OutputFile, path: str, label: str) -> None:

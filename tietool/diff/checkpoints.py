@@ -232,7 +232,7 @@ class _Side:
         if info.nbytes > MAX_WHOLE_BYTES:
             raise UsageError(f"{info.name}: {info.nbytes:,} bytes is too large to compare in this layout "
                              f"(at most {MAX_WHOLE_BYTES:,} read whole)", self.ckpt.path)
-        return self.ckpt.read(info.name)
+        return self.ckpt.read_stored(info.name)
 
 
 def _step(info: TensorInfo, other: TensorInfo, block_bytes: int) -> int:
@@ -244,7 +244,7 @@ def _step(info: TensorInfo, other: TensorInfo, block_bytes: int) -> int:
 def compare_tensors(sa: _Side, ia: TensorInfo, sb: _Side, ib: TensorInfo, perm, squeeze: bool,
                     atol: float | None, rtol: float | None, block_bytes: int = BLOCK_BYTES) -> Tally:
     """Stream one pair; ``perm`` takes B's stored layout to A's."""
-    acc = Tally(tuple(ia.shape), atol, rtol)
+    acc = Tally(tuple(ia.shape), atol, rtol, dtype_names=(ia.dtype, ib.dtype))
     if perm == (1, 0) and len(ia.shape) == 2 and max(ia.nbytes, ib.nbytes) <= WHOLE_TRANSPOSE_BLOCKS * block_bytes:
         # small enough: B read in one piece and transposed tile by tile (a column block of a
         # row-major tensor is one read per row: thousands of small reads for a [3072, 768] kernel)

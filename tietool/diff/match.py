@@ -210,28 +210,24 @@ class _Matcher:
     def _tied_heads(self, side: Checkpoint, left: dict, other: Checkpoint, swap: bool) -> None:
         """A decoder unmatched on ``side`` whose group's embedding is paired
         with an embedding of ``other``, when ``other`` declares the tie."""
-        from tietool.ties.verify import declared_tie, find_ties
+        from tietool.ties.detect import tied_heads
+        from tietool.ties.verify import declared_tie
 
-        heads = [n for n in left if not (self.ea if not swap else self.eb)[n].alias]
+        heads = {n for n in left if not (self.ea if not swap else self.eb)[n].alias}
         # a tied head: the side that stores it and the side that leaves it out both declare the tie
         if not heads or declared_tie(side).get("value") is False or declared_tie(other).get("value") is False:
-            return
-        try:
-            groups = find_ties(side)
-        except UsageError:
             return
         partner: dict = {}
         for p in self.pairs:
             mine, theirs = (p.b, p.a) if swap else (p.a, p.b)
             if mine is not None and theirs is not None:
                 partner.setdefault(mine.name, (theirs.name, p.key))
-        for g in groups:
-            emb = next((m for m in g.members if m.role == "embedding" and m.name in partner), None)
-            if emb is None:
-                continue
-            for m in g.members:
-                if m.role != "decoder" or m.name not in left or m.name not in heads:
-                    continue
+        try:
+            links = tied_heads(side, partner, heads)
+        except UsageError:
+            return
+        for emb, m in links:
+            if m.name in left:
                 theirs, key = partner[emb.name]
                 other_shape = (self.ea if swap else self.eb)[theirs].info.shape
                 mine_shape = tuple(m.shape)

@@ -13,7 +13,7 @@ import json
 
 from .. import config as configlib
 from ..errors import TietoolError
-from ..model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint
+from ..model import Checkpoint, Role
 from .descriptor import FORMATS, Family, format_of
 from .keras_h5 import KERAS3_ROLES
 
@@ -22,15 +22,15 @@ NAMES_KEY = "tietool.names"
 CONFIG_KEY = "tietool.config"
 KERAS_METADATA_KEY = "tietool.keras_metadata"
 
-def dataset_role(source_format: str, dataset_path: str) -> str:
+def dataset_role(source_format: str, dataset_path: str) -> Role:
     """The role a Keras reader gives the dataset at ``dataset_path``."""
     head = dataset_path.split("/", 1)[0]
     fmt = FORMATS.get(source_format)
     if fmt is not None and fmt.family is Family.KERAS3:
-        return KERAS3_ROLES.get(head, ROLE_WEIGHT)
+        return KERAS3_ROLES.get(head, Role.WEIGHT)
     if fmt is not None and head == fmt.optimizer_group:
-        return ROLE_OPTIMIZER
-    return ROLE_WEIGHT
+        return Role.OPTIMIZER
+    return Role.WEIGHT
 
 
 def apply(ckpt: Checkpoint) -> None:

@@ -32,11 +32,11 @@ from tietool.io.h5safe import DatasetEntry, SafeH5
 
 from .. import config as configlib
 from ..errors import CorruptCheckpointError, UnsafeCheckpointError, UnsupportedFormatError
-from ..model import ROLE_OPTIMIZER, ROLE_WEIGHT, Checkpoint, KerasArchive, TensorInfo
+from ..model import Checkpoint, KerasArchive, Role, TensorInfo
 from ..textsafe import bounded
 from .descriptor import Recognised
 
-KERAS3_ROLES = {"optimizer": ROLE_OPTIMIZER, "metrics": "metric"}
+KERAS3_ROLES = {"optimizer": Role.OPTIMIZER, "metrics": Role.METRIC}
 
 
 class H5Store:
@@ -69,7 +69,7 @@ class H5Store:
         self.handles.close()
 
 
-def _info(entry: DatasetEntry, file: str, *, name: str | None = None, role: str = ROLE_WEIGHT,
+def _info(entry: DatasetEntry, file: str, *, name: str | None = None, role: Role = Role.WEIGHT,
           layer: str | None = None, h5: SafeH5, base_offset: int | None = 0) -> TensorInfo:
     offset = None
     if entry.offset is not None and base_offset is not None:
@@ -206,7 +206,7 @@ def open_keras2_full(found: Recognised) -> Checkpoint:
     if h5.has("optimizer_weights"):
         list_attr(h5, h5.get("optimizer_weights"), "weight_names")  # checked like every name list, not kept
         for entry in h5.walk("optimizer_weights"):
-            tensors.append(_info(entry, path, role=ROLE_OPTIMIZER, h5=h5))
+            tensors.append(_info(entry, path, role=Role.OPTIMIZER, h5=h5))
     meta = _root_attrs(h5, h5.file, skip=("model_config", "training_config"))
     model_weights_meta = _root_attrs(h5, h5.get("model_weights"))
     for k, v in model_weights_meta.items():
@@ -282,7 +282,7 @@ def _read_keras3(h5: SafeH5, file: str, base_offset: int | None) -> tuple[list[T
     layer_names: dict[str, str | None] = {}
     for entry in h5.walk():
         parts = entry.path.split("/")
-        role = KERAS3_ROLES.get(parts[0], ROLE_WEIGHT)
+        role = KERAS3_ROLES.get(parts[0], Role.WEIGHT)
         vars_group = "/".join(parts[:-1])
         if vars_group not in layer_names:
             group = h5.get(vars_group) if vars_group else h5.file

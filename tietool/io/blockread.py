@@ -78,7 +78,7 @@ class BlockReader:
         rawio.read_into(self.handles.fd(info.file), out.data.cast("B"), offset, info.file)
 
     def _as_array(self, info: TensorInfo, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        np_dtype = dtypes.numpy_dtype(info.dtype).newbyteorder("<")
+        np_dtype = dtypes.stored_dtype(info.dtype).newbyteorder("<")
         arr = raw.view(np_dtype).reshape(shape)
         return arr.astype(np_dtype.newbyteorder("="), copy=False)
 

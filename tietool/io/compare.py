@@ -11,6 +11,10 @@ stored, NaN equals NaN only with the same payload, and -0.0 differs from
 upcasts (``|a - b| <= atol + rtol * |b|``), with a NaN matching any NaN:
 a NaN payload carries no value, so it cannot be "far" from another NaN.
 Only the elements whose bits differ are upcast and looked at closer.
+
+Blocks come in stored form (:mod:`tietool.dtypes`: bfloat16 and float8 as
+unsigned integers); they are turned into values (``ml_dtypes``, for those)
+only when a tolerance or a difference needs numbers.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tietool import dtypes
 from tietool.io.blockread import BufferPool
 
 #: Elements folded at once (float64 temporaries of 512 KB each).
@@ -41,6 +46,7 @@ class Tally:
     atol: float | None = None
     rtol: float | None = None
     norms: bool = True
+    dtype_names: tuple[str, str] | None = None  # A's and B's canonical dtypes (blocks in stored form)
     elements: int = 0
     elements_differ: int = 0  # beyond the tolerance (bits, when exact)
     bits_differ: int = 0
@@ -93,11 +99,13 @@ class Tally:
     # -- one part ---------------------------------------------------------------------
     def _fold(self, a: np.ndarray, b: np.ndarray, start: int) -> None:
         self.elements += a.size
-        if a.dtype == b.dtype and a.dtype.itemsize in (1, 2, 4, 8):
+        same = self.dtype_names is None or self.dtype_names[0] == self.dtype_names[1]
+        if same and a.dtype == b.dtype and a.dtype.itemsize in (1, 2, 4, 8):
             kind = f"u{a.dtype.itemsize}"
             neq = a.view(kind) != b.view(kind)
         else:
-            fa, fb = a.astype(np.float64), b.astype(np.float64)
+            fa, fb = self._values(a, b)
+            fa, fb = fa.astype(np.float64), fb.astype(np.float64)
             neq = ~((fa == fb) | (np.isnan(fa) & np.isnan(fb)))
         n = int(np.count_nonzero(neq))
         if not n:
@@ -109,6 +117,7 @@ class Tally:
         if not self.bits_differ and self.clean_until is None:
             self.clean_until = start
         self.bits_differ += n
+        a, b = self._values(a, b)  # numbers from here on (bfloat16's need ml_dtypes)
         if n == a.size:  # every element: no gather, and ||a|| from the same upcast
             idx = None
             fa, fb = self._f64(0, a), self._f64(1, b)
@@ -190,6 +199,12 @@ class Tally:
         if len(self.first_rows) < FIRST_ROWS:
             self.first_rows.extend(int(r) for r in rows)
 
+    def _values(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A's and B's blocks as values (views; native dtypes as they are)."""
+        if self.dtype_names is None:
+            return a, b
+        return dtypes.as_values(a, self.dtype_names[0]), dtypes.as_values(b, self.dtype_names[1])
+
     # -- scratch ----------------------------------------------------------------------
     def _scratch(self, slot: int, n: int) -> np.ndarray:
         """A reused float64 buffer: a fresh 512 KB array per part costs page faults."""
@@ -203,6 +218,7 @@ class Tally:
     def _sum_a(self, a: np.ndarray) -> None:
         if not self.norms:
             return
+        a = self._values(a, a)[0]
         for s in range(0, a.size, PART):
             self._sum_f64(self._f64(4, a[s:s + PART]))
 

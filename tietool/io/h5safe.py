@@ -319,7 +319,8 @@ class SafeH5:
 
     def read_rows(self, entry: DatasetEntry, start: int, stop: int, cols: slice | None = None) -> np.ndarray:
         """Rows ``start:stop`` (and, for a 2-D dataset, columns ``cols``: an
-        HDF5 hyperslab), in native byte order, bfloat16 viewed as such."""
+        HDF5 hyperslab), in native byte order, in stored form (bfloat16's
+        2-byte opaque as uint16: :func:`tietool.dtypes.stored_dtype`)."""
         ds = entry.dataset
         where = f"dataset /{entry.path}"
         if not entry.shape:
@@ -330,7 +331,7 @@ class SafeH5:
         else:
             arr = self.guard(where, lambda: ds[start:stop])
         if entry.needs_view:
-            arr = np.ascontiguousarray(arr).view(dtypes.numpy_dtype(entry.needs_view))
+            arr = np.ascontiguousarray(arr).view(dtypes.stored_dtype(entry.needs_view))
         elif arr.dtype.byteorder == (">" if np.little_endian else "<"):
             arr = arr.astype(arr.dtype.newbyteorder("="))
         return arr

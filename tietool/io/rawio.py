@@ -71,8 +71,9 @@ def _pread_into(fd: int, view: memoryview, offset: int) -> int:  # pragma: no co
 
 def read_rows(fd: int, offset: int, shape: tuple[int, ...], dtype: str, start: int, stop: int,
               label: str) -> np.ndarray:
-    """Rows ``start:stop`` of a C-ordered little-endian array at ``offset``."""
-    np_dtype = dtypes.numpy_dtype(dtype).newbyteorder("<")
+    """Rows ``start:stop`` of a C-ordered little-endian array at ``offset``,
+    in stored form (:func:`tietool.dtypes.stored_dtype`), native byte order."""
+    np_dtype = dtypes.stored_dtype(dtype).newbyteorder("<")
     if not shape:
         buf = read_exact(fd, offset, np_dtype.itemsize, label)
         return np.frombuffer(buf, dtype=np_dtype).reshape(()).astype(np_dtype.newbyteorder("="), copy=False)

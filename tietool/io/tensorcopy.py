@@ -5,7 +5,7 @@
   an open output file: by byte range (:func:`tietool.io.fastio.copy_range`:
   ``os.copy_file_range``, else ``preadv``/``pwrite`` through one fixed buffer)
   when the source stores it contiguous and raw, else block by block through the reader
-  (``Checkpoint.iter_chunks``). Memory is bounded by :data:`BUFFER_BYTES`,
+  (``Checkpoint.iter_stored``). Memory is bounded by :data:`BUFFER_BYTES`,
   whatever the tensor or file size.
 * :func:`raw_chunks` yields the same bytes, for comparisons;
   :func:`same_tensor_bytes` compares two tensors' bytes (memcmp speed).
@@ -113,7 +113,7 @@ def raw_chunks(ckpt: Checkpoint, info: TensorInfo, files: SourceFiles, max_bytes
             yield view
             done += n
         return
-    for _, block in ckpt.iter_chunks(info.name, max_bytes):
+    for _, block in ckpt.iter_stored(info.name, max_bytes):
         yield le_bytes(block)
 
 

@@ -93,7 +93,8 @@ def compare_copies(ckpt: Checkpoint, reference: TensorInfo, others: list[tuple[T
     pass. Returns one :class:`Difference` per other, in order. ``tick(n)``
     is told the bytes read after each block."""
     V, H = reference.shape
-    tallies = [Tally((V, H), atol, rtol, norms=False) for _ in others]
+    tallies = [Tally((V, H), atol, rtol, norms=False, dtype_names=(reference.dtype, info.dtype))
+               for info, _ in others]
     row_bytes = max(1, H * max(1, dtypes.DTYPES[reference.dtype].itemsize))
     step = max(1, block_bytes // row_bytes)
     with BlockReader(ckpt) as reader:

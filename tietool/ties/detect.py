@@ -7,14 +7,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Container
 
 from tietool import config as configlib
 from tietool import kerashub
 from tietool.errors import UsageError
 from tietool.formats import origin_of
 from tietool.jsontree import walk
-from tietool.model import ROLE_WEIGHT, Checkpoint, TensorInfo
+from tietool.model import Checkpoint, Role, TensorInfo, TieRole
 from tietool.textsafe import bounded
 from tietool.ties.rules import (
     DUPLICATE,
@@ -37,7 +37,7 @@ from tietool.ties.rules import (
 @dataclass
 class Member:
     name: str
-    role: str  # "embedding" | "decoder"
+    role: TieRole
     shape: tuple[int, ...]
     dtype: str
     transposed: bool = False
@@ -114,7 +114,7 @@ class TieGroup:
 def _candidates(ckpt: Checkpoint) -> list[TensorInfo]:
     aux = kerashub.quantization_aux(ckpt)
     return [t for t in ckpt.tensors.values()
-            if t.role == ROLE_WEIGHT and len(t.shape) == 2 and 0 not in t.shape and t.name not in aux]
+            if t.role == Role.WEIGHT and len(t.shape) == 2 and 0 not in t.shape and t.name not in aux]
 
 
 def _vocab_hidden(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, str | None]) -> tuple[int, int] | None:
@@ -125,7 +125,7 @@ def _vocab_hidden(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, s
     When no name says embedding, a ``[V, H]`` weight outside repeated blocks
     that no name classifies is taken as the embedding (CTRL's
     ``transformer.w.weight`` in PyTorch names): ``classes`` is updated."""
-    embeds = [t for t in mats if classes[t.name] == "embedding"]
+    embeds = [t for t in mats if classes[t.name] == TieRole.EMBEDDING]
     hl = configlib.highlights(ckpt.config) if isinstance(ckpt.config, dict) else {}
     V: int | None = hl.get("vocab_size")
     pool = [t for t in embeds if t.shape[0] == V] if V else []
@@ -133,7 +133,7 @@ def _vocab_hidden(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, s
         unnamed = [t for t in mats if classes[t.name] is None and t.shape[0] == V and t.shape[1] != V
                    and not _in_repeated_block(t.name)]
         if len(unnamed) == 1:
-            classes[unnamed[0].name] = "embedding"
+            classes[unnamed[0].name] = TieRole.EMBEDDING
             pool = unnamed
     if not pool:
         if not embeds:
@@ -144,7 +144,8 @@ def _vocab_hidden(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, s
     widths = Counter(t.shape[1] for t in pool)
     if len(widths) == 1:
         return V, next(iter(widths))
-    paired = {h for h in widths for t in mats if classes[t.name] == "decoder" and tuple(t.shape) in ((V, h), (h, V))}
+    paired = {h for h in widths for t in mats
+              if classes[t.name] == TieRole.DECODER and tuple(t.shape) in ((V, h), (h, V))}
     hints = set()
     if isinstance(ckpt.config, dict):
         for _p, node in walk(ckpt.config):
@@ -224,7 +225,7 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None,
         raise UsageError(f"no embedding matrix [{V}, {H}] to pair with --decoder {decoder!r}; "
                          "name one with --embedding", ckpt.path)
     if dec_info is not None:
-        found.add(dec_info, "decoder", _is_transposed(dec_info, V, H))
+        found.add(dec_info, TieRole.DECODER, _is_transposed(dec_info, V, H))
     elif decoder is None:
         _add_detected_decoders(ckpt, found, mats, classes, V, H)
     members = found.members
@@ -236,7 +237,7 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None,
     if decoder is not None and decoder not in {m.name for m in members}:
         raise UsageError(f"--decoder {decoder!r} is an alias of a tensor other than the embedding", ckpt.path)
     # Order: embeddings, then decoders; the reference (first) is a stored embedding.
-    members.sort(key=lambda m: (m.role != "embedding", not m.stored))
+    members.sort(key=lambda m: (m.role != TieRole.EMBEDDING, not m.stored))
     return members, V, H
 
 
@@ -247,14 +248,14 @@ class _Members:
         self.members: list[Member] = []
         self.seen: set[str] = set()
 
-    def add(self, info: TensorInfo, role: str, transposed: bool = False) -> None:
+    def add(self, info: TensorInfo, role: TieRole, transposed: bool = False) -> None:
         if info.name in self.seen:
             return
         self.seen.add(info.name)
         self.members.append(Member(info.name, role, tuple(info.shape), info.dtype, transposed, info=info))
 
     def has_decoder(self) -> bool:
-        return any(m.role == "decoder" for m in self.members)
+        return any(m.role == TieRole.DECODER for m in self.members)
 
 
 def _named_infos(ckpt: Checkpoint, embedding: str | None, decoder: str | None,
@@ -286,18 +287,18 @@ def _pair_dims(ckpt: Checkpoint, mats: list[TensorInfo], classes: dict[str, str 
     if vh and tuple(dec_info.shape) in ((vh[0], vh[1]), (vh[1], vh[0])):
         return vh
     r, c = dec_info.shape
-    return (r, c) if classify(dec_info.name) != "decoder" or r > c else (c, r)
+    return (r, c) if classify(dec_info.name) != TieRole.DECODER or r > c else (c, r)
 
 
 def _add_embeddings(found: _Members, mats: list[TensorInfo], classes: dict[str, str | None], V: int, H: int,
                     emb_info: TensorInfo | None, decoder: str | None) -> None:
     if emb_info is not None:
-        found.add(emb_info, "embedding")
+        found.add(emb_info, TieRole.EMBEDDING)
         if decoder is not None:
             return  # an explicit pair: just those two
     for t in mats:
-        if classes[t.name] == "embedding" and tuple(t.shape) == (V, H) and t.name != decoder:
-            found.add(t, "embedding")
+        if classes[t.name] == TieRole.EMBEDDING and tuple(t.shape) == (V, H) and t.name != decoder:
+            found.add(t, TieRole.EMBEDDING)
 
 
 def _add_detected_decoders(ckpt: Checkpoint, found: _Members, mats: list[TensorInfo],
@@ -305,8 +306,8 @@ def _add_detected_decoders(ckpt: Checkpoint, found: _Members, mats: list[TensorI
     """Decoders by name, else by shape, else of another width; then Keras 3's
     unnamed reverse embeddings."""
     for t in mats:
-        if classes[t.name] == "decoder" and tuple(t.shape) in ((V, H), (H, V)) and t.name not in found.seen:
-            found.add(t, "decoder", _is_transposed(t, V, H))
+        if classes[t.name] == TieRole.DECODER and tuple(t.shape) in ((V, H), (H, V)) and t.name not in found.seen:
+            found.add(t, TieRole.DECODER, _is_transposed(t, V, H))
     if not found.has_decoder():
         _add_decoder_by_shape(found, mats, classes, V, H)
     if not found.has_decoder():
@@ -314,7 +315,7 @@ def _add_detected_decoders(ckpt: Checkpoint, found: _Members, mats: list[TensorI
     # keras-hub PARSeq: the output Dense predicts another number of classes than the embedding has rows
     head = kerashub.head_of_another_width(ckpt, found.members, V, H)
     if head is not None and head not in found.seen:
-        found.add(ckpt.tensors[head], "decoder", True)
+        found.add(ckpt.tensors[head], TieRole.DECODER, True)
     _add_keras3_reverse(ckpt, found, V, H)
 
 
@@ -330,7 +331,7 @@ def _add_decoder_by_shape(found: _Members, mats: list[TensorInfo], classes: dict
     by_shape = [t for t in mats if classes[t.name] is None and tuple(t.shape) == (H, V)
                 and t.name not in found.seen and not _in_repeated_block(t.name) and _top_level_dense(t.name)]
     if len(by_shape) == 1:
-        found.add(by_shape[0], "decoder", True)
+        found.add(by_shape[0], TieRole.DECODER, True)
 
 
 def _add_decoder_of_other_width(found: _Members, mats: list[TensorInfo], classes: dict[str, str | None],
@@ -339,25 +340,25 @@ def _add_decoder_of_other_width(found: _Members, mats: list[TensorInfo], classes
     output_embedding_size]): a head of its own, never a copy."""
     for t in mats:
         parts = name_parts(t.name)
-        if (classes[t.name] == "decoder" and t.name not in found.seen and V in t.shape and min(t.shape) > 1
+        if (classes[t.name] == TieRole.DECODER and t.name not in found.seen and V in t.shape and min(t.shape) > 1
                 and parts and "bias" not in parts[-1] and not _in_repeated_block(t.name)):
-            found.add(t, "decoder", t.shape[0] != V)
+            found.add(t, TieRole.DECODER, t.shape[0] != V)
 
 
 def _add_keras3_reverse(ckpt: Checkpoint, found: _Members, V: int, H: int) -> None:
     """Keras 3: the unnamed reverse_embeddings is vars/1 of the embedding's
     layer (a quantised layer: the reverse matrix after the scales)."""
     for m in list(found.members):
-        if m.role != "embedding":
+        if m.role != TieRole.EMBEDDING:
             continue
         qrev = kerashub.quantized_reverse(ckpt, m.name, V)
         if qrev is not None and qrev not in found.seen:
-            found.add(ckpt.tensors[qrev], "decoder", True)
+            found.add(ckpt.tensors[qrev], TieRole.DECODER, True)
             continue
         sib = _vars_sibling(m.name, 1) if m.name.endswith("/0") else None
         t = ckpt.tensors.get(sib) if sib else None
-        if t is not None and t.role == ROLE_WEIGHT and tuple(t.shape) == (H, V):
-            found.add(t, "decoder", True)
+        if t is not None and t.role == Role.WEIGHT and tuple(t.shape) == (H, V):
+            found.add(t, TieRole.DECODER, True)
 
 
 def _link_shared_storage(members: list[Member], seen: set[str]) -> None:
@@ -383,7 +384,7 @@ def _add_alias_members(ckpt: Checkpoint, members: list[Member], aliases: dict[st
             if decoder is not None and removed != decoder and embedding is not None:
                 continue
             kept_m = next(m for m in members if m.name == kept)
-            role = "decoder" if classify(removed) == "decoder" else "embedding"
+            role = TieRole.DECODER if classify(removed) == TieRole.DECODER else TieRole.EMBEDDING
             members.append(Member(removed, role, kept_m.shape, kept_m.dtype, False, stored=False, same_storage_as=kept))
 
 
@@ -404,7 +405,7 @@ def _structural_tie(ckpt: Checkpoint, member: Member) -> str | None:
 
 def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int, declared: dict) -> TieGroup:
     distinct = [m for m in members if m.stored and m.same_storage_as is None]
-    has_decoder = any(m.role == "decoder" for m in members)
+    has_decoder = any(m.role == TieRole.DECODER for m in members)
     g = TieGroup(members, NO_DECODER, UNVERIFIED, V, H)
     if len(distinct) == 1:
         if len(members) > 1:
@@ -448,7 +449,7 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
             g.verdict = NO_OUTPUT
             g.reason = "no decoder tensor and nothing declares a tie: no output layer"
         return g
-    g.kind = SEPARATE if any(m.role == "decoder" and m in distinct for m in members) else DUPLICATE
+    g.kind = SEPARATE if any(m.role == TieRole.DECODER and m in distinct for m in members) else DUPLICATE
     g.verdict = UNVERIFIED
     n = len(distinct)
     g.reason = (f"{n} stored matrices" + (" incl. a decoder" if has_decoder else "") + ": values decide (verify-tie)")
@@ -472,3 +473,16 @@ def find_ties(ckpt: Checkpoint, embedding: str | None = None, decoder: str | Non
         group.reason += ("; not a member: " + bounded(plain) + " (a plain Keras Embedding, another layer's "
                          "matrix with no reverse pass: the output layer is the ReversibleEmbedding)")
     return [group]
+
+
+def tied_heads(ckpt: Checkpoint, embeddings: Container[str], heads: Container[str]) -> list[tuple[Member, Member]]:
+    """``(embedding, head)``: each decoder member named in ``heads`` of a tie
+    group, with the group's first embedding member named in ``embeddings``
+    (the one place ``convert --names pt`` and ``diff`` find a head tied to an
+    embedding; what each then requires of the config is its own rule)."""
+    out = []
+    for g in find_ties(ckpt):
+        emb = next((m for m in g.members if m.role == TieRole.EMBEDDING and m.name in embeddings), None)
+        if emb is not None:
+            out += [(emb, m) for m in g.members if m.role == TieRole.DECODER and m.name in heads]
+    return out

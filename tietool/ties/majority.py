@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tietool import dtypes
 from tietool.io.blockread import BlockReader
 from tietool.model import Checkpoint, TensorInfo
 from tietool.ties.compare import compare_copies
@@ -68,7 +69,9 @@ def _first_difference(ckpt: Checkpoint, reader: BlockReader, ref: Copy, other: C
     cols = np.nonzero(ua != ub)[0]
     col = int(cols[0]) if cols.size else 0
     index = (col, row) if other.transposed else (row, col)
-    return OddCopy(other.name, ref.name, index, repr(b[col].item()), repr(a[col].item()))
+    value_b = dtypes.as_values(b[col:col + 1], other.info.dtype)[0].item()  # printed: bfloat16 needs ml_dtypes
+    value_a = dtypes.as_values(a[col:col + 1], ref.info.dtype)[0].item()
+    return OddCopy(other.name, ref.name, index, repr(value_b), repr(value_a))
 
 
 def agreement(ckpt: Checkpoint, copies: list[Copy]) -> Agreement:

@@ -38,7 +38,7 @@ import re
 from typing import Any
 
 from tietool import kerashub
-from tietool.model import ROLE_WEIGHT, Checkpoint
+from tietool.model import Checkpoint, Role
 from tietool.ties.declaration import RULES_KERASHUB, tie_declaration
 
 # kinds
@@ -145,7 +145,7 @@ def has_output_layer(declared: dict, ckpt: Checkpoint | None = None, vocab: int 
 def _vocab_bias(ckpt: Checkpoint, vocab: int) -> str | None:
     """Name of a stored ``[vocab]`` / ``[1, vocab]`` bias of an output layer."""
     for t in ckpt.tensors.values():
-        if t.role != ROLE_WEIGHT or tuple(t.shape) not in ((vocab,), (1, vocab)):
+        if t.role != Role.WEIGHT or tuple(t.shape) not in ((vocab,), (1, vocab)):
             continue
         parts = name_parts(t.name)
         if parts and "bias" in parts[-1] and any(_HEAD_BIAS_RE.search(p) for p in parts):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tietool.errors import TensorNotFoundError, UsageError
-from tietool.model import Checkpoint
+from tietool.model import Checkpoint, TieRole
 from tietool.results import JsonResult
 from tietool.ties.declaration import TieDeclaration, keras_graph_reuse, tie_declaration
 from tietool.ties.detect import Member, TieGroup, build_members, consistency, find_ties
@@ -63,8 +63,8 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
     diffs = compare_copies(ckpt, ref.stored_info, [(m.stored_info, m.transposed) for m in others], atol=atol, rtol=rtol,
                            tick=tick)
     g.comparisons = [d.as_dict() for d in diffs]
-    emb_diffs = [d for m, d in zip(others, diffs, strict=True) if m.role == "embedding"]
-    dec_pairs = [(m, d) for m, d in zip(others, diffs, strict=True) if m.role == "decoder"]
+    emb_diffs = [d for m, d in zip(others, diffs, strict=True) if m.role == TieRole.EMBEDDING]
+    dec_pairs = [(m, d) for m, d in zip(others, diffs, strict=True) if m.role == TieRole.DECODER]
     dec_equal = all(d.equal for _m, d in dec_pairs)
     dec_near = all(d.equal or d.near for _m, d in dec_pairs)
     # A decoder that matches the embedding on most rows is a (damaged) copy,
