@@ -208,6 +208,13 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
     ``head="explicit"`` writes a tied head as a real tensor under the
     architecture's PyTorch name; default and ``"implicit"`` leave it out, as
     transformers 5 saves."""
+    from .kerashub_hf import export as kerashub_export
+
+    if kerashub_export.is_preset(os.fspath(src)):  # a keras-hub preset: its own tables
+        if head == "explicit":
+            raise UsageError("--head explicit is for transformers TF sources (a keras-hub export writes the head "
+                             "the preset stores)")
+        return _export_kerashub(os.fspath(src), out, parse_size(shard_size), force, verify, progress, fsync)
     t0 = time.monotonic()
     shard_bytes = parse_size(shard_size)
     src = os.fspath(src)
@@ -233,3 +240,23 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
         file_bytes=sum(os.path.getsize(p) for p in written), aliases={}, verified=bool(verify),
         seconds=round(time.monotonic() - t0, 3), notes=tuple(_link_notes(side)), pt=plan.pt,
         fsynced=fsync)
+
+
+def _export_kerashub(src: str, out, shard_bytes: int | None, force: bool, verify: bool,
+                     progress: ProgressFn | None, fsync: bool) -> ConversionResult:
+    """A keras-hub preset to a transformers 5 folder (:mod:`.kerashub_hf.export`): its config,
+    tokenizer and weights are written; none of the preset's files is copied as it is."""
+    from .kerashub_hf import export as kerashub_export
+
+    t0 = time.monotonic()
+    with open_checkpoint(src) as ckpt:
+        guard = SourceGuard(ckpt.files)
+        job = kerashub_export.plan_export(ckpt, src, shard_bytes)
+        out = os.fspath(out) if out is not None else src.rstrip(os.sep) + "-pt"
+        written, _ = execute(ckpt, job.plan, src, out, folder=True, side=NO_SIDE_FILES, force=force, verify=verify,
+                             progress=progress, guard=guard, reserve=(INDEX,), fsync=fsync)
+    return ConversionResult(
+        source=src, source_format="keras-hub-preset", names="pt", to="safetensors", to_inferred=None, output=out,
+        files=tuple(written), copied_files=(), tensors=job.tensors, bytes=job.plan.nbytes,
+        file_bytes=sum(os.path.getsize(p) for p in written), aliases={}, verified=bool(verify),
+        seconds=round(time.monotonic() - t0, 3), notes=job.notes, pt=job.plan.pt, fsynced=fsync)

@@ -20,7 +20,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Union
+from typing import Any, Callable, Literal, Protocol, Union, runtime_checkable
 
 from ..errors import UsageError
 from ..model import TensorInfo
@@ -29,10 +29,21 @@ from .result import PtDetails
 #: ``progress(phase, bytes done, bytes total)``; phases ``"write"`` and ``"verify"``.
 ProgressFn = Callable[[str, int, int], None]
 
+@runtime_checkable
+class Assembled(Protocol):
+    """A tensor built from parts of stored tensors, writing and verifying itself
+    (:class:`tietool.convert.kerashub_hf.assemble.Assembly`)."""
+
+    def write_into(self, ckpt: Any, fd: int, pos: int, tick: Callable[[int], None] | None) -> None: ...
+
+    def same_as(self, ckpt: Any, got: Any, g: TensorInfo, tick: Callable[[int], None] | None = None) -> bool: ...
+
+
 #: How an output tensor's bytes come from its source: None, ``"squeeze0"`` and
 #: ``"reshape"`` keep the bytes as stored (only the shape changes);
-#: ``"transpose"`` (2-D) and an axis permutation (a tuple) move them.
-Transform = Union[None, str, tuple]
+#: ``"transpose"`` (2-D) and an axis permutation (a tuple) move them; an
+#: :class:`Assembled` builds them from parts of several.
+Transform = Union[None, str, tuple, Assembled]
 SAME_BYTES = (None, "squeeze0", "reshape")
 
 OutputKind = Literal["safetensors", "h5", "keras", "text"]

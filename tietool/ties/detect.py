@@ -16,6 +16,7 @@ from tietool.formats import origin_of
 from tietool.jsontree import walk
 from tietool.model import Checkpoint, Role, TensorInfo, TieRole
 from tietool.textsafe import bounded
+from tietool.ties.classrules import ClassPair, class_pair
 from tietool.ties.rules import (
     DUPLICATE,
     IMPLICIT,
@@ -205,9 +206,13 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None,
                   decoder: str | None = None) -> tuple[list[Member], int, int] | None:
     """The candidate members (embeddings first), and ``(V, H)``; None when the
     checkpoint has no embedding matrix. Explicit names override detection."""
+    aliases = _aliases(ckpt)
     mats = _candidates(ckpt)
     classes = {t.name: classify(t.name) for t in mats}
-    aliases = _aliases(ckpt)
+    if embedding is None and decoder is None:
+        pair = class_pair(ckpt)
+        if pair is not None:
+            return _class_members(ckpt, pair, aliases, mats, classes)
     emb_info, dec_info = _named_infos(ckpt, embedding, decoder, aliases)
     dims = _pair_dims(ckpt, mats, classes, emb_info, dec_info)
     if dims is None:
@@ -237,6 +242,28 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None,
     if decoder is not None and decoder not in {m.name for m in members}:
         raise UsageError(f"--decoder {decoder!r} is an alias of a tensor other than the embedding", ckpt.path)
     # Order: embeddings, then decoders; the reference (first) is a stored embedding.
+    members.sort(key=lambda m: (m.role != TieRole.EMBEDDING, not m.stored))
+    return members, V, H
+
+
+def _class_members(ckpt: Checkpoint, pair: ClassPair, aliases: dict[str, str], mats: list[TensorInfo],
+                   classes: dict[str, str | None]) -> tuple[list[Member], int, int]:
+    """The members by the class's own names (:mod:`tietool.ties.classrules`): its embedding and its stored
+    head, whatever the head's shape or name; other matrices of the embedding's shape are never members.
+    A head the class names but the file stores under another name is found by the name and shape rules."""
+    emb = ckpt.tensors[pair.embedding]
+    V, H = emb.shape
+    found = _Members()
+    found.add(emb, TieRole.EMBEDDING)
+    if pair.head is not None:
+        head = ckpt.tensors[pair.head]
+        found.add(head, TieRole.DECODER, V != H and head.shape[0] == H and head.shape[1] != H)
+    elif not pair.lone and pair.head_name not in aliases:
+        rest = [t for t in mats if classes[t.name] != TieRole.EMBEDDING]
+        _add_detected_decoders(ckpt, found, rest, classes, V, H)
+    members = found.members
+    _link_shared_storage(members, found.seen)
+    _add_alias_members(ckpt, members, aliases, None, None)
     members.sort(key=lambda m: (m.role != TieRole.EMBEDDING, not m.stored))
     return members, V, H
 
@@ -456,6 +483,20 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
     return g
 
 
+def _note_class_rules(ckpt: Checkpoint, group: TieGroup) -> None:
+    """Say where the members came from: the class's own names, and the matrices of the embedding's shape
+    that are not copies of it (an encoder's embedding, another vocabulary, per-layer tables)."""
+    pair = class_pair(ckpt)
+    if pair is None:
+        return
+    names = {m.name for m in group.members}
+    shape = group.members[0].shape
+    others = sorted(t.name for t in _candidates(ckpt) if tuple(t.shape) == shape and t.name not in names)
+    group.reason += f"; members by transformers 5's {pair.architecture} (it ties {pair.head_name})"
+    if others:
+        group.reason += "; not copies: " + bounded(others, 5) + " (other matrices of that shape)"
+
+
 def consistency(consistent: bool, wrong_side: str | None, message: str) -> dict:
     return {"consistent": consistent, "wrong_side": wrong_side, "message": message}
 
@@ -468,6 +509,8 @@ def find_ties(ckpt: Checkpoint, embedding: str | None = None, decoder: str | Non
         return []
     members, V, H = built
     group = _group_from_members(ckpt, members, V, H, declared_tie(ckpt))
+    if embedding is None and decoder is None:
+        _note_class_rules(ckpt, group)
     plain = kerashub.plain_beside(ckpt, members, V, H)
     if plain:
         group.reason += ("; not a member: " + bounded(plain) + " (a plain Keras Embedding, another layer's "
