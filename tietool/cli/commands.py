@@ -16,6 +16,7 @@ import click
 from tietool import __version__
 from tietool.cli.app import TietoolGroup, json_option, output, progress_reporter
 from tietool.cli.exits import EXIT_FOUND, EXIT_NOT_TIED, check_exit, exit_status
+from tietool.errors import UsageError
 
 # Exit statuses, per error and per command: one table, in tietool.cli.exits.
 
@@ -145,8 +146,9 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
       tietool run fixtures/keras3/tied_revemb.keras --mode embedding --ids 5 --output out.npy
     """
     from tietool.cli.render import render_run
-    from tietool.layer.run import check_npy_output, npy_array, parse_ids, run_layer, run_summary, save_npy_atomically
+    from tietool.layer.run import check_npy_output, npy_array, run_layer, run_summary, save_npy_atomically
 
+    inputs = run_inputs(mode, ids, input_path)
     sources = [p for p in (path, input_path) if p]
     if output_path:
         check_npy_output(output_path, force, sources=sources)  # before the work, not after it
@@ -155,14 +157,45 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     progress = progress_reporter(quiet, large_only=True)
     try:
-        result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
-                           embedding=embedding, decoder=decoder, progress=progress, quiet_native_stderr=True)
+        result = run_layer(path, mode, inputs, embedding=embedding, decoder=decoder, progress=progress,
+                           quiet_native_stderr=True)
     finally:
         if progress is not None:
             progress.close()
     if output_path:
         save_npy_atomically(npy_array(result.output, exact_bytes), output_path, force=force, sources=sources)
     output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
+
+
+def run_inputs(mode: str, ids: str | None, input_path: str | None):
+    """``run``'s input from its options: the token ids of ``--ids`` (an array)
+    or the ``--input`` file, checked to suit ``--mode``."""
+    if mode == "embedding":
+        if ids is None and input_path is None:
+            raise UsageError("embedding mode needs token ids: --ids 1,2,3 or --input ids.npy")
+        if ids is not None and input_path is not None:
+            raise UsageError("give either --ids or --input, not both")
+        return parse_ids(ids) if ids is not None else input_path
+    if input_path is None:
+        raise UsageError("linear mode needs hidden states: --input hidden.npy ([..., hidden])")
+    if ids is not None:
+        raise UsageError("--ids is for embedding mode; linear mode takes --input hidden.npy")
+    return input_path
+
+
+def parse_ids(text: str):
+    """``--ids 1,2,3`` -> int array ``[1, 3]``."""
+    import numpy as np
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise UsageError("--ids is empty; give comma-separated token ids, e.g. --ids 1,2,3")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        bad = next(p for p in parts if not p.lstrip("-").isdigit())
+        raise UsageError(f"--ids: {bad!r} is not an integer token id") from None
+    return np.asarray([values], dtype=np.int64)
 
 
 @cli.command(short_help="Convert losslessly: HDF5, .keras <-> safetensors.", epilog=exit_status("convert"))

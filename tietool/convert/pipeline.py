@@ -95,6 +95,16 @@ def _each_output(outputs: Sequence[OutputFile], one: Callable[[OutputFile, Progr
         files.close()
 
 
+def names_folder(out) -> bool:
+    """``-o`` ending in a path separator (``out/``) names a folder: the
+    output file(s) go inside it under their usual names, as for a sharded
+    output."""
+    if out is None:
+        return False
+    seps = tuple(s for s in (os.sep, os.altsep, "/") if s)
+    return os.fspath(out).endswith(seps)
+
+
 def _link_notes(side: SideFiles) -> list[str]:
     if not side.skipped_links:
         return []
@@ -153,7 +163,7 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
         src_file = ckpt.path if os.path.isfile(ckpt.path) else ckpt.files[0]  # index, archive or weights file
         src_name = os.path.basename(src_file)
         plan, notes = _keras_plan(ckpt, to, ties, shard_bytes, src_name)
-        as_folder = src_is_dir or plan.multi
+        as_folder = src_is_dir or plan.multi or names_folder(out)
         if out is None:  # beside the source, in the user's own spelling of its path
             if src_is_dir:
                 out = src.rstrip(os.sep) + f"-{to}"

@@ -164,9 +164,7 @@ def _aliases(ckpt: Checkpoint) -> dict[str, str]:
     for t in ckpt.tensors.values():
         if t.alias_of and t.alias_of in ckpt.tensors:
             out[t.name] = t.alias_of
-    for k, v in (ckpt.metadata or {}).items():
-        if isinstance(k, str) and isinstance(v, str) and k not in ckpt.tensors and v in ckpt.tensors and k != v:
-            out[k] = v
+    out.update(ckpt.records.aliases)
     return out
 
 
