@@ -238,12 +238,21 @@ class Analysis:
         return tuple(m.name for m in self.group.members if m.role == TieRole.DECODER)
 
 
+#: The head, when no name for it is known: read after "no", "a stored", "a different" (no article of its own).
+NO_HEAD_NAME = "output layer"
+
+
+def _the(label: str) -> str:
+    """``label`` as the subject or object of a sentence: "the output layer" or the tensor's name."""
+    return "the output layer" if label == NO_HEAD_NAME else label
+
+
 def _head_label(a_head_pt: str | None, group: TieGroup | None) -> str:
     if group is not None:
         dec = [m.name for m in group.members if m.role == TieRole.DECODER]
         if dec:
             return dec[0]
-    return a_head_pt or "an output layer"
+    return a_head_pt or NO_HEAD_NAME
 
 
 def _choose(a: Analysis, prefer: str | None) -> str | None:
@@ -288,7 +297,7 @@ def analyse(ckpt: Checkpoint, prefer: str | None = None) -> Analysis:
 def _labels(a: Analysis) -> tuple[str, str]:
     """(head, embedding) as the messages name them."""
     head = (_head_label(a.head_pt, a.group) if a.stored not in (NO_HEAD, SHARED_STORAGE)
-            else (a.head_pt or "an output layer"))
+            else (a.head_pt or NO_HEAD_NAME))
     return head, a.embedding or "the embedding"
 
 
@@ -349,7 +358,7 @@ def _flag_against_weights(a: Analysis, has_head: bool | None) -> None:
                      "tied model")
         a.problems.append(Problem(UNTIED_NO_HEAD, (
             f"the tie declaration is {decl.describe()} but no {head} is stored (only {emb}): transformers 5 "
-            f"reports {head} missing and initialises it at random{cure}")))
+            f"reports {_the(head)} missing and initialises it at random{cure}")))
         _set_flags(a, True, "the head was dropped when saving: the weights are tied")
     elif a.stored == DIFFERENT and tied is True and decl.forced:
         written = next((f for f in a.flags if f.key == decl.level_key), None)
