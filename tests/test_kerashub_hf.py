@@ -218,3 +218,17 @@ def test_a_weight_with_no_place_is_exit_2_naming_it(tmp_path):
     res = run_cli("convert", str(preset), "--names", "pt", "-o", str(tmp_path / "out"))
     one_error_line(res.returncode, res.stderr, "lora_a")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tokenizer_files_are_hugging_face_ones(exported, family):
+    """tokenizer.json is a Hugging Face tokenizer (a model and its vocabulary), not keras-hub's
+    Keras serialization of the same name; the special token ids reach config.json."""
+    tok = json.loads((exported[family] / "tokenizer.json").read_text())
+    assert "class_name" not in tok and tok["model"]["type"] in ("BPE", "Unigram")
+    assert len(tok["model"]["vocab"]) == 37
+    tcfg = json.loads((exported[family] / "tokenizer_config.json").read_text())
+    cfg = json.loads((exported[family] / "config.json").read_text())
+    vocab = tok["model"]["vocab"]
+    assert cfg["eos_token_id"] == vocab[tcfg["eos_token"]]
+    assert json.loads((exported[family] / "generation_config.json").read_text())["eos_token_id"] == cfg["eos_token_id"]

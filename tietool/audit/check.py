@@ -231,12 +231,21 @@ class Analysis:
         return tuple(m.name for m in self.group.members if m.role == TieRole.DECODER)
 
 
+#: The head, when no name for it is known: read after "no", "a stored", "a different" (no article of its own).
+NO_HEAD_NAME = "output layer"
+
+
+def _the(label: str) -> str:
+    """``label`` as the subject or object of a sentence: "the output layer" or the tensor's name."""
+    return "the output layer" if label == NO_HEAD_NAME else label
+
+
 def _head_label(a_head_pt: str | None, group: TieGroup | None) -> str:
     if group is not None:
         dec = [m.name for m in group.members if m.role == TieRole.DECODER]
         if dec:
             return dec[0]
-    return a_head_pt or "an output layer"
+    return a_head_pt or NO_HEAD_NAME
 
 
 def _choose(a: Analysis, prefer: str | None) -> str | None:
@@ -278,7 +287,7 @@ def analyse(ckpt: Checkpoint, prefer: str | None = None) -> Analysis:
     values = {f.value for f in declared}
     target = a.weights_tied if a.weights_tied is not None else tied
     head_label = (_head_label(head_pt, g) if a.stored not in (NO_HEAD, SHARED_STORAGE)
-                  else (head_pt or "an output layer"))
+                  else (head_pt or NO_HEAD_NAME))
 
     def set_all(value: bool, why: str) -> None:
         keys = [f.key for f in declared] or [FLAG]
@@ -293,8 +302,8 @@ def analyse(ckpt: Checkpoint, prefer: str | None = None) -> Analysis:
         others = [f for f in declared if f.value != top.value]
         nested = others[0]
         if a.weights_tied:
-            t5 = (f"transformers 5 reads the top level, so it ties {head_label} to {emb}" if top.value
-                  else f"transformers 5 reads the top level and reports {head_label} missing (random)")
+            t5 = (f"transformers 5 reads the top level, so it ties {_the(head_label)} to {emb}" if top.value
+                  else f"transformers 5 reads the top level and reports {_the(head_label)} missing (random)")
             other = (f"a loader that reads {nested.key} expects a stored {head_label} and finds none"
                      if not nested.value else f"a loader that reads {nested.key} ties it")
         else:
@@ -303,7 +312,7 @@ def analyse(ckpt: Checkpoint, prefer: str | None = None) -> Analysis:
             other = (f"a loader that trusts {nested.key}=true ties the output to {emb} and drops the trained head"
                      if nested.value else f"a loader that reads {nested.key} keeps the stored head")
         weights = (f"tied (no {head_label} stored)" if a.weights_tied
-                   else f"untied ({head_label} stored, different)")
+                   else f"untied ({_the(head_label)} stored, different)")
         a.problems.append(Problem(FLAGS_DISAGREE, (
             f"{top.label()} at the top level but {nested.label()}, and the weights are {weights}: "
             f"{t5}, while {other}")))
@@ -312,8 +321,8 @@ def analyse(ckpt: Checkpoint, prefer: str | None = None) -> Analysis:
         flag = next((f for f in flags if f.value is False), flags[0] if flags else None)
         a.problems.append(Problem(UNTIED_NO_HEAD, (
             f"{flag.label() if flag else 'the config'} says untied but no {head_label} is stored (only {emb}): "
-            f"transformers 5 reports {head_label} missing and initialises it at random, and any loader that trusts "
-            "the flag does the same; the head was dropped when saving a tied model")))
+            f"transformers 5 reports {_the(head_label)} missing and initialises it at random, and any loader that "
+            "trusts the flag does the same; the head was dropped when saving a tied model")))
         set_all(True, "the head was dropped when saving: the weights are tied")
     elif a.stored == DIFFERENT and tied is True:
         flag = flags[0] if flags else Flag(FLAG, True, False)

@@ -91,6 +91,9 @@ def render_inspect(report: InspectReport) -> str:
     parts.append(table(rows, headers) if rows else "(no tensors)")
     if report.ties:
         parts.append(render_tie_groups(report.ties))
+        if any(g.verdict == "unverified" for g in report.ties):
+            parts.append("unverified: inspect reads headers only; to compare the stored values bit for bit, run\n"
+                         f"  tietool verify-tie {shell_quote(printable(report.path))}")
     if report.config_code:
         lines = ["Code in the config (reported, never run):"]
         lines += [f"  {printable(c['path'])}: {printable(c['what'])}" for c in report.config_code]
@@ -126,6 +129,12 @@ def _config_highlights(h: dict) -> list[tuple[str, object]]:
         if modes:
             pairs.append(("quantized", printable(", ".join(modes))))
     return pairs
+
+
+def shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 def _member_label(m: Member) -> str:
@@ -223,8 +232,10 @@ def _agreement_lines(agree: dict | None) -> list[str]:
     n = sum(len(c) for c in agree["classes"])
     lines = [f"majority: {len(agree['majority'])} of {n} copies identical" if agree["majority"]
              else f"majority: none ({n} copies, no strict majority)"]
-    for o in agree["odd_ones_out"]:
-        lines.append(f"odd one out: {printable(o['name'])}: first differs at {o['index']} "
+    for o in agree["odd_ones_out"]:  # with no majority (two copies), neither is the odd one out
+        name = printable(o["name"])
+        label = f"odd one out: {name}:" if agree["majority"] else f"copies differ: {name}"
+        lines.append(f"{label} first differs at {o['index']} "
                      f"({o['value']} vs {o['expected']} in {printable(o['reference'])})")
     return lines
 
@@ -270,6 +281,13 @@ def _bounded_lines(lines: list[str], what: str) -> list[str]:
     return lines[:SUMMARY_LINES] + [f"  ... and {len(lines) - SUMMARY_LINES:,} more {what} (--json lists them all)"]
 
 
+def _by_value(mapping: dict[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in mapping.items():
+        out.setdefault(value, []).append(key)
+    return out
+
+
 def render_convert(r: ConversionResult) -> str:
     """The summary of `convert` (both naming schemes)."""
     pt = r.pt
@@ -289,8 +307,9 @@ def render_convert(r: ConversionResult) -> str:
             lines.append(f"  moved size-1 axes of {len(pt.reshaped)} tensor(s) to the {pt.pt_class} shapes")
         lines += _bounded_lines([f"  dropped {printable(name)}: {printable(why)}" for name, why in pt.dropped.items()],
                                 "dropped")
-        lines += _bounded_lines([f"  copy {printable(removed)} written once as {printable(kept)}"
-                                 for removed, kept in pt.copies_merged.items()], "copies")
+        lines += _bounded_lines([f"  wrote {printable(pt_name)} once for the stored copies "
+                                 + ", ".join(printable(c) for c in copies)
+                                 for pt_name, copies in _by_value(pt.copies_merged).items()], "copies")
         lines += _bounded_lines([f"  tied {printable(head)} left out (transformers ties it to {printable(emb)})"
                                  for head, emb in pt.tied_heads_left_out.items()], "tied heads")
     lines += _bounded_lines([f"  alias {printable(removed)} -> {printable(kept)}"
@@ -437,5 +456,7 @@ def render_diff(report: dict, show_all: bool = False) -> str:
                   _g(g["max_abs"]), _g(g["max_rel_l2"])] for g in layers]
         parts.append("Per layer:\n" + table(lrows, ["layer", "tensors", "differ", "elements differ", "max abs",
                                                     "max rel L2"]))
+    if report.get("plot"):
+        parts.append(f"plot: wrote {printable(report['plot'])} (rel L2 per tensor, grouped by layer)")
     parts.append("IDENTICAL" if report["identical"] else "DIFFERENT")
     return "\n\n".join(parts)
