@@ -81,11 +81,14 @@ def check_hidden(hidden: np.ndarray, hidden_size: int, label: str) -> np.ndarray
 
 
 def run_layer(path: str, mode: str, inputs: np.ndarray | str, embedding: str | None = None,
-              decoder: str | None = None, progress=None, quiet_native_stderr: bool = False) -> RunResult:
+              decoder: str | None = None, progress=None, quiet_native_stderr: bool = False,
+              loading_tensorflow=None) -> RunResult:
     """Build the layer from the verified pair of ``path`` and run it on
     ``inputs``: token ids ``[batch, length]`` (embedding mode) or hidden
     states ``[..., hidden]`` (linear mode), as an array or a ``.npy`` file;
-    ``progress(phase, done, total)`` is told the bytes compared and read.
+    ``progress(phase, done, total)`` is told the bytes compared and read;
+    ``loading_tensorflow()`` is called once the inputs are checked, just
+    before TensorFlow is imported (seconds of silence otherwise).
 
     ``quiet_native_stderr`` points file descriptor 2 at /dev/null while
     TensorFlow starts and runs (its C++ logs bypass ``sys.stderr``): a
@@ -104,6 +107,8 @@ def run_layer(path: str, mode: str, inputs: np.ndarray | str, embedding: str | N
     label = inputs if isinstance(inputs, str) else "--ids"
     given = load_npy(inputs) if isinstance(inputs, str) else inputs
     x = check_ids(given, vocab, label) if mode == "embedding" else check_hidden(given, hidden, label)
+    if loading_tensorflow is not None:
+        loading_tensorflow()
     # TensorFlow's C++ start-up and device-probe chatter is not ours to print
     # (when asked); Python errors still propagate as exceptions.
     with _quiet_stderr() if quiet_native_stderr else contextlib.nullcontext():
