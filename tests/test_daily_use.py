@@ -287,7 +287,7 @@ def test_inspect_converted_keras_shows_the_source_highlights(repo):
         "class name          Functional\n"
         "vocab size          64\n"
         "hidden size         16\n"
-        "tie_weights         True (ReversibleEmbedding tie_weights)\n"
+        "tie declaration     true (Keras layer 'revemb' tie_weights)\n"
         "meta date_saved     2026-11-29@14:15:58\n"
         "meta format         keras\n"
         "meta keras_version  3.15.1"

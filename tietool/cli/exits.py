@@ -35,7 +35,7 @@ EXIT_INTERRUPTED = 130
 #: Exception -> exit status; the first class that matches decides.
 ERROR_EXITS: tuple[tuple[type[BaseException], int], ...] = (
     (TietoolError, EXIT_BAD_INPUT),
-    (KeyboardInterrupt, EXIT_INTERRUPTED),  # or the exit_code a signal handler set on it
+    (KeyboardInterrupt, EXIT_INTERRUPTED),  # or 128 + the number of the signal that raised it
     (BrokenPipeError, EXIT_OK),  # `tietool inspect ... | head`
     (MemoryError, EXIT_BAD_INPUT),  # "Error: FILE: out of memory"
     (BaseException, EXIT_INTERNAL),
@@ -45,7 +45,8 @@ ERROR_EXITS: tuple[tuple[type[BaseException], int], ...] = (
 def exit_code_for(exc: BaseException) -> int:
     """The exit status for ``exc`` (:data:`ERROR_EXITS`)."""
     if isinstance(exc, KeyboardInterrupt):
-        return int(getattr(exc, "exit_code", EXIT_INTERRUPTED))
+        signum = getattr(exc, "signum", None)  # tietool.io.signals.Interrupted
+        return 128 + signum if isinstance(signum, int) else EXIT_INTERRUPTED
     return next(code for cls, code in ERROR_EXITS if isinstance(exc, cls))
 
 

@@ -39,15 +39,6 @@ def key_values(pairs: list[tuple[str, object]]) -> str:
     return tabulate([[k, v] for k, v in pairs], tablefmt="plain", disable_numparse=True)
 
 
-def tie_label(highlights: dict) -> str | None:
-    tie = highlights.get("tie_word_embeddings")
-    if isinstance(tie, dict):
-        return f"{str(tie['value']).lower()} ({tie['source']})"
-    if "tie_weights" in highlights:
-        return f"{highlights['tie_weights']} (ReversibleEmbedding tie_weights)"
-    return None
-
-
 def render_inspect(report: InspectReport) -> str:
     s = report.summary
     h = report.config_highlights
@@ -68,6 +59,8 @@ def render_inspect(report: InspectReport) -> str:
     if report.config_source:
         pairs.append(("config", printable(report.config_source)))
         pairs += _config_highlights(h)
+        if report.tie_declaration.value is not None or report.tie_declaration.source:
+            pairs.append(("tie declaration", printable(report.tie_declaration.describe())))
     else:
         pairs.append(("config", "none"))
     meta = dict(report.metadata)
@@ -115,13 +108,8 @@ def _config_highlights(h: dict) -> list[tuple[str, object]]:
         pairs.append(("vocab size", h["vocab_size"]))
     if h.get("hidden_size") is not None:
         pairs.append(("hidden size", h["hidden_size"]))
-    label = tie_label(h)
-    if label:
-        pairs.append(("tie_word_embeddings" if "tie_word_embeddings" in h else "tie_weights", label))
     hub = h.get("kerashub")
     if hub:
-        if hub.get("tie_key"):
-            pairs.append((hub["tie_key"], f"{str(hub['tie']).lower()} (keras-hub config)"))
         for key, text in (("final_logit_soft_cap", "soft cap"), ("dtype", "dtype policy")):
             if hub.get(key) is not None:
                 pairs.append((text, printable(str(hub[key]))))
@@ -181,14 +169,11 @@ def render_tie_groups(groups: Sequence[TieGroup]) -> str:
 
 def render_verify_tie(report: TieReport) -> str:
     cfg = report.config
-    if cfg.get("value") is None:
-        declared = "nothing declared" + (f" ({printable(cfg['file'])})" if cfg.get("file") else " (no config)")
-    else:
-        declared = f"{cfg.get('key')}={str(cfg['value']).lower()} ({cfg.get('source')})"
     pairs: list[tuple[str, object]] = [
         ("path", printable(report.path)),
         ("format", report.format),
-        ("config", declared),
+        ("config", printable(cfg["file"]) if cfg.get("file") else "none"),
+        ("tie declaration", printable(report.tie_declaration.describe())),
         ("comparison", "exact (bitwise)" if report.exact else f"atol={report.atol}, rtol={report.rtol}"),
     ]
     hub = cfg.get("kerashub")
@@ -319,10 +304,8 @@ def render_convert(r: ConversionResult) -> str:
 
 
 def _check_tie(c: CheckResult) -> str:
-    if c.tied is None:
-        return "-"
-    declared = any(f.declared for f in c.flags)
-    return str(c.tied).lower() + ("" if declared or not c.flags else " (default)")
+    """The tie declaration, as inspect and verify-tie print it."""
+    return c.declaration.describe() if c.declaration is not None else "-"
 
 
 def fix_command(c: CheckResult) -> str | None:
@@ -360,9 +343,12 @@ def render_check(report: CheckReport) -> str:
             problem = printable("; ".join(p.message for p in c.problems))
         else:
             problem = f"stored: {c.stored or '-'}"
-        rows.append([printable(c.path), verdict, _check_tie(c),
+        if c.warnings:
+            problem += "; " + printable("; ".join(f"warning: {w.message}" for w in c.warnings))
+        rows.append([printable(c.path), verdict,
+                     textwrap.fill(printable(_check_tie(c)), 30, break_long_words=False, break_on_hyphens=False),
                      textwrap.fill(problem, 72, break_long_words=False, break_on_hyphens=False)])
-    parts = [table(rows, ["path", "verdict", "tie", "problem"]) if rows else "(no checkpoints found)"]
+    parts = [table(rows, ["path", "verdict", "tie declaration", "problem"]) if rows else "(no checkpoints found)"]
     fixes = [f"  {cmd}" for cmd in map(fix_command, report.checkpoints) if cmd]
     if fixes:
         parts.append("fix:\n" + "\n".join(printable(f) for f in fixes))
