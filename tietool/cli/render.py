@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
@@ -9,6 +10,7 @@ from tietool.cli.tables import key_values, table
 from tietool.textsafe import printable
 
 if TYPE_CHECKING:  # annotations only: rendering imports no reader
+    from tietool.audit.check import CheckReport, CheckResult
     from tietool.convert import ConversionResult
     from tietool.summary import InspectReport
     from tietool.ties.verify import Member, TieGroup, TieReport
@@ -24,15 +26,6 @@ def human_bytes(n: float) -> str:
 
 def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def tie_label(highlights: dict) -> str | None:
-    tie = highlights.get("tie_word_embeddings")
-    if isinstance(tie, dict):
-        return f"{str(tie['value']).lower()} ({tie['source']})"
-    if "tie_weights" in highlights:
-        return f"{highlights['tie_weights']} (ReversibleEmbedding tie_weights)"
-    return None
 
 
 def render_inspect(report: InspectReport) -> str:
@@ -55,6 +48,8 @@ def render_inspect(report: InspectReport) -> str:
     if report.config_source:
         pairs.append(("config", printable(report.config_source)))
         pairs += _config_highlights(h)
+        if report.tie_declaration.value is not None or report.tie_declaration.source:
+            pairs.append(("tie declaration", printable(report.tie_declaration.describe())))
     else:
         pairs.append(("config", "none"))
     meta = dict(report.metadata)
@@ -78,6 +73,9 @@ def render_inspect(report: InspectReport) -> str:
     parts.append(table(rows, headers) if rows else "(no tensors)")
     if report.ties:
         parts.append(render_tie_groups(report.ties))
+        if any(g.verdict == "unverified" for g in report.ties):
+            parts.append("unverified: inspect reads headers only; to compare the stored values bit for bit, run\n"
+                         f"  tietool verify-tie {shell_quote(printable(report.path))}")
     if report.config_code:
         lines = ["Code in the config (reported, never run):"]
         lines += [f"  {printable(c['path'])}: {printable(c['what'])}" for c in report.config_code]
@@ -99,13 +97,8 @@ def _config_highlights(h: dict) -> list[tuple[str, object]]:
         pairs.append(("vocab size", h["vocab_size"]))
     if h.get("hidden_size") is not None:
         pairs.append(("hidden size", h["hidden_size"]))
-    label = tie_label(h)
-    if label:
-        pairs.append(("tie_word_embeddings" if "tie_word_embeddings" in h else "tie_weights", label))
     hub = h.get("kerashub")
     if hub:
-        if hub.get("tie_key"):
-            pairs.append((hub["tie_key"], f"{str(hub['tie']).lower()} (keras-hub config)"))
         for key, text in (("final_logit_soft_cap", "soft cap"), ("dtype", "dtype policy")):
             if hub.get(key) is not None:
                 pairs.append((text, printable(str(hub[key]))))
@@ -113,6 +106,12 @@ def _config_highlights(h: dict) -> list[tuple[str, object]]:
         if modes:
             pairs.append(("quantized", printable(", ".join(modes))))
     return pairs
+
+
+def shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 def _member_label(m: Member) -> str:
@@ -159,14 +158,11 @@ def render_tie_groups(groups: Sequence[TieGroup]) -> str:
 
 def render_verify_tie(report: TieReport) -> str:
     cfg = report.config
-    if cfg.get("value") is None:
-        declared = "nothing declared" + (f" ({printable(cfg['file'])})" if cfg.get("file") else " (no config)")
-    else:
-        declared = f"{cfg.get('key')}={str(cfg['value']).lower()} ({cfg.get('source')})"
     pairs: list[tuple[str, object]] = [
         ("path", printable(report.path)),
         ("format", report.format),
-        ("config", declared),
+        ("config", printable(cfg["file"]) if cfg.get("file") else "none"),
+        ("tie declaration", printable(report.tie_declaration.describe())),
         ("comparison", "exact (bitwise)" if report.exact else f"atol={report.atol}, rtol={report.rtol}"),
     ]
     hub = cfg.get("kerashub")
@@ -210,8 +206,10 @@ def _agreement_lines(agree: dict | None) -> list[str]:
     n = sum(len(c) for c in agree["classes"])
     lines = [f"majority: {len(agree['majority'])} of {n} copies identical" if agree["majority"]
              else f"majority: none ({n} copies, no strict majority)"]
-    for o in agree["odd_ones_out"]:
-        lines.append(f"odd one out: {printable(o['name'])}: first differs at {o['index']} "
+    for o in agree["odd_ones_out"]:  # with no majority (two copies), neither is the odd one out
+        name = printable(o["name"])
+        label = f"odd one out: {name}:" if agree["majority"] else f"copies differ: {name}"
+        lines.append(f"{label} first differs at {o['index']} "
                      f"({o['value']} vs {o['expected']} in {printable(o['reference'])})")
     return lines
 
@@ -257,6 +255,13 @@ def _bounded_lines(lines: list[str], what: str) -> list[str]:
     return lines[:SUMMARY_LINES] + [f"  ... and {len(lines) - SUMMARY_LINES:,} more {what} (--json lists them all)"]
 
 
+def _by_value(mapping: dict[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in mapping.items():
+        out.setdefault(value, []).append(key)
+    return out
+
+
 def render_convert(r: ConversionResult) -> str:
     """The summary of `convert` (both naming schemes)."""
     pt = r.pt
@@ -276,8 +281,9 @@ def render_convert(r: ConversionResult) -> str:
             lines.append(f"  moved size-1 axes of {len(pt.reshaped)} tensor(s) to the {pt.pt_class} shapes")
         lines += _bounded_lines([f"  dropped {printable(name)}: {printable(why)}" for name, why in pt.dropped.items()],
                                 "dropped")
-        lines += _bounded_lines([f"  copy {printable(removed)} written once as {printable(kept)}"
-                                 for removed, kept in pt.copies_merged.items()], "copies")
+        lines += _bounded_lines([f"  wrote {printable(pt_name)} once for the stored copies "
+                                 + ", ".join(printable(c) for c in copies)
+                                 for pt_name, copies in _by_value(pt.copies_merged).items()], "copies")
         lines += _bounded_lines([f"  tied {printable(head)} left out (transformers ties it to {printable(emb)})"
                                  for head, emb in pt.tied_heads_left_out.items()], "tied heads")
     lines += _bounded_lines([f"  alias {printable(removed)} -> {printable(kept)}"
@@ -286,42 +292,66 @@ def render_convert(r: ConversionResult) -> str:
     return "\n".join(lines)
 
 
-def _check_tie(c: dict) -> str:
-    if c.get("tied") is None:
-        return "-"
-    flags = c.get("flags") or []
-    declared = any(f["declared"] for f in flags)
-    return str(c["tied"]).lower() + ("" if declared or not flags else " (default)")
+def _check_tie(c: CheckResult) -> str:
+    """The tie declaration, as inspect and verify-tie print it."""
+    return c.declaration.describe() if c.declaration is not None else "-"
 
 
-def render_check(report: dict) -> str:
+def fix_command(c: CheckResult) -> str | None:
+    """The ``tietool fix`` command line that repairs ``c`` (None: nothing to fix)."""
+    from tietool.audit.check import suggest_output
+
+    if c.ok is not False:
+        return None
+    cmd = f"tietool fix {shlex.quote(c.path)} -o {shlex.quote(suggest_output(c.path))}"
+    return cmd + " --prefer embedding" if c.needs_prefer else cmd
+
+
+def check_document(report: CheckReport, exit_code: int) -> dict:
+    """``check --json``: the report, each checkpoint with its ``fix`` command,
+    and the exit status."""
+    checkpoints = []
+    for c, d in zip(report.checkpoints, report.to_json()["checkpoints"], strict=True):
+        out = {}
+        for k, v in d.items():
+            out[k] = v
+            if k == "problems":
+                out["fix"] = fix_command(c)
+        checkpoints.append(out)
+    return {**report.to_json(), "checkpoints": checkpoints, "exit_code": exit_code}
+
+
+def render_check(report: CheckReport) -> str:
     """`tietool check`: one row per checkpoint, then the fix commands."""
     rows = []
-    for c in report["checkpoints"]:
-        verdict = "ok" if c["ok"] else "unreadable" if c["ok"] is None else "PROBLEM"
-        if c["ok"] is None:
-            problem = printable(c.get("error") or "")
-        elif c["problems"]:
-            problem = printable("; ".join(c["problems"]))
+    for c in report.checkpoints:
+        verdict = "ok" if c.ok else "unreadable" if c.ok is None else "PROBLEM"
+        if c.ok is None:
+            problem = printable(c.error or "")
+        elif c.problems:
+            problem = printable("; ".join(p.message for p in c.problems))
         else:
-            problem = f"stored: {c.get('stored') or '-'}"
-        rows.append([printable(c["path"]), verdict, _check_tie(c),
+            problem = f"stored: {c.stored or '-'}"
+        if c.warnings:
+            problem += "; " + printable("; ".join(f"warning: {w.message}" for w in c.warnings))
+        rows.append([printable(c.path), verdict,
+                     textwrap.fill(printable(_check_tie(c)), 30, break_long_words=False, break_on_hyphens=False),
                      textwrap.fill(problem, 72, break_long_words=False, break_on_hyphens=False)])
-    parts = [table(rows, ["path", "verdict", "tie", "problem"]) if rows else "(no checkpoints found)"]
-    fixes = [f"  {c['fix']}" for c in report["checkpoints"] if c.get("fix")]
+    parts = [table(rows, ["path", "verdict", "tie declaration", "problem"]) if rows else "(no checkpoints found)"]
+    fixes = [f"  {cmd}" for cmd in map(fix_command, report.checkpoints) if cmd]
     if fixes:
         parts.append("fix:\n" + "\n".join(printable(f) for f in fixes))
-    s = report["summary"]
+    s = report.to_json()["summary"]
     parts.append(f"{s['checked']} checkpoint(s): {s['consistent']} consistent, {s['problems']} with a problem, "
                  f"{s['unreadable']} unreadable ({s['seconds']:.2f} s)")
     return "\n\n".join(parts)
 
 
-def check_error_lines(report: dict) -> list[str]:
+def check_error_lines(report: CheckReport) -> list[str]:
     """`tietool check`: one ``Error: PATH: what is wrong`` line (stderr) per
     checkpoint that could not be read; the table lists it too."""
-    return [f"Error: {printable(c['path'])}: {printable(c.get('error') or 'cannot be read')}"
-            for c in report["checkpoints"] if c["ok"] is None]
+    return [f"Error: {printable(c.path)}: {printable(c.error or 'cannot be read')}"
+            for c in report.checkpoints if c.ok is None]
 
 
 def render_fix(r: dict) -> str:
@@ -401,5 +431,7 @@ def render_diff(report: dict, show_all: bool = False) -> str:
                   _g(g["max_abs"]), _g(g["max_rel_l2"])] for g in layers]
         parts.append("Per layer:\n" + table(lrows, ["layer", "tensors", "differ", "elements differ", "max abs",
                                                     "max rel L2"]))
+    if report.get("plot"):
+        parts.append(f"plot: wrote {printable(report['plot'])} (rel L2 per tensor, grouped by layer)")
     parts.append("IDENTICAL" if report["identical"] else "DIFFERENT")
     return "\n\n".join(parts)

@@ -47,7 +47,7 @@ from .. import dtypes
 from ..errors import CorruptCheckpointError
 from ..model import Checkpoint
 from . import transpose
-from .plan import OutputFile, TensorOut
+from .plan import Assembled, OutputFile, TensorOut
 from .transpose import permuted, same_transposed
 
 Tick = Callable[[int], None]
@@ -66,8 +66,8 @@ class EarlyCheck:
     tensor; :meth:`finish` returns ``{output name: offset compared}`` or
     raises the first mismatch; :meth:`abort` when the write fails."""
 
-    def __init__(self, out: OutputFile, path: str) -> None:
-        self.label, self.path = out.name, path
+    def __init__(self, out: OutputFile, path: str, label: str | None = None) -> None:
+        self.label, self.path = label or out.name, path
         self.jobs: queue.Queue = queue.Queue()
         self.checked: dict[str, int] = {}
         self.failed: BaseException | None = None
@@ -126,12 +126,13 @@ class EarlyCheck:
 
 
 def verify_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None,
-                  checked: dict[str, int] | None = None) -> None:
+                  checked: dict[str, int] | None = None, label: str | None = None) -> None:
     """Raise :class:`~tietool.errors.CorruptCheckpointError` (naming
-    ``out.name``) unless ``path`` holds exactly what ``out`` plans.
+    ``label``, the file as the user knows it; default ``out.name``) unless
+    ``path`` holds exactly what ``out`` plans.
     ``checked``: tensors :class:`EarlyCheck` already compared, at these
     offsets (their bytes are not read again if the file puts them there)."""
-    label = out.name
+    label = label or out.name
     if out.kind == "text":
         with open(path, encoding="utf-8") as fh:
             if fh.read() != out.text:
@@ -189,6 +190,8 @@ def _compare(out: OutputFile, got: Checkpoint, ckpt: Checkpoint, files: SourceFi
                 ok = same_transposed(src, reader, got, g)
                 if ok and tick:
                     tick(src.nbytes)
+            elif isinstance(t.transform, Assembled):  # built from parts (kerashub_hf.assemble)
+                ok = t.transform.same_as(ckpt, got, g, tick)
             else:
                 ok = _same_permuted(ckpt, t, got)
                 if ok and tick:

@@ -27,7 +27,7 @@ from tietool.io.blockread import BlockReader
 from tietool.io.tensorcopy import SourceFiles, le_bytes
 
 from ..model import Checkpoint
-from .plan import OutputFile
+from .plan import Assembled, OutputFile
 from .transpose import permuted, write_transposed
 from .verify import EarlyCheck
 
@@ -35,13 +35,14 @@ Tick = Callable[[int], None]
 
 
 def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None, writeback: bool = True,
-                 checked: dict[str, dict[str, int]] | None = None) -> None:
+                 checked: dict[str, dict[str, int]] | None = None, label: str | None = None) -> None:
     """Write ``out`` (one file of a plan) to ``path`` from ``ckpt``.
     ``writeback``: the output will be fsynced, so start writing copied bytes
     to disk while copying (no effect on the bytes). ``checked``: compare a
     safetensors output's raw copies as they are written
     (:class:`~tietool.convert.verify.EarlyCheck`) and record them in
-    ``checked[out.name]`` for :func:`~tietool.convert.verify.verify_output`."""
+    ``checked[out.name]`` for :func:`~tietool.convert.verify.verify_output`;
+    ``label``: the file as the user knows it, for the comparison's errors."""
     if out.kind == "text":
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(out.text)
@@ -49,7 +50,7 @@ def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None
     files = SourceFiles()
     try:
         if out.kind == "safetensors":
-            early = _write_safetensors(out, path, ckpt, files, tick, writeback, checked is not None)
+            early = _write_safetensors(out, path, ckpt, files, tick, writeback, checked is not None, label)
             if checked is not None:
                 checked[out.name] = early
         elif out.kind == "h5":
@@ -67,12 +68,12 @@ def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None
 
 
 def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: SourceFiles, tick: Tick | None,
-                       writeback: bool, check: bool) -> dict[str, int]:
+                       writeback: bool, check: bool, label: str | None = None) -> dict[str, int]:
     """Write the file; with ``check``, return what :class:`EarlyCheck` compared."""
     head = build_header([(t.name, t.info) for t in out.tensors], out.metadata)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
     wb = fastio.Writeback(fd) if writeback else None
-    early = EarlyCheck(out, path) if check and any(EarlyCheck.wants(t) for t in out.tensors) else None
+    early = EarlyCheck(out, path, label) if check and any(EarlyCheck.wants(t) for t in out.tensors) else None
     reader: BlockReader | None = None
     try:
         fastio.write_all(fd, memoryview(head), 0)
@@ -83,6 +84,8 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
             elif t.transform == "transpose":
                 reader = reader or BlockReader(ckpt)
                 write_transposed(t.source, reader, fd, pos, tick)
+            elif isinstance(t.transform, Assembled):  # built from parts (kerashub_hf.assemble)
+                t.transform.write_into(ckpt, fd, pos, tick)
             else:
                 data = le_bytes(permuted(ckpt, t))
                 fastio.write_all(fd, data, pos)

@@ -159,6 +159,7 @@ def write_h5(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo
     ``writeback``: start writing the copied bytes to disk while copying (for
     a file that will be fsynced)."""
     try:
+        room_for_metadata(path, tree)
         offsets = _write_tree(path, ckpt, tree, data, progress)
     except (OSError, RuntimeError) as exc:
         raise _h5_write_error(exc, path) from None
@@ -171,6 +172,32 @@ def write_h5(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo
             wb.finish()
     finally:
         os.close(fd)
+
+
+#: Free bytes HDF5 must find before it writes a file's groups, attributes and dataset headers: a floor, and a
+#: generous share per object and per byte of attribute text (measured: ~1 KB per dataset, attributes as stored).
+METADATA_FLOOR = 256 * 1024
+METADATA_PER_OBJECT = 4096
+
+
+def room_for_metadata(path: str, tree: dict) -> None:
+    """Raise ENOSPC, before HDF5 writes anything, where the disk has no room
+    for the file's metadata. HDF5 1.14 can crash (SIGSEGV in ``H5Fclose``,
+    reached from h5py's ``File.close``) after a write of its own metadata
+    failed, leaving the temporary behind; the tensor bytes are copied by
+    tietool afterwards and fail cleanly, so only the metadata needs room.
+    (A disk filled by another process in between can still reach it.)"""
+    objects = len(tree.get("groups", ())) + len(tree.get("datasets", ()))
+    attr_bytes = sum(len(repr(a)) for a in tree.get("groups", {}).values())
+    attr_bytes += sum(len(repr(d.get("attrs"))) for d in tree.get("datasets", {}).values())
+    need = METADATA_FLOOR + METADATA_PER_OBJECT * objects + 2 * attr_bytes
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except (OSError, AttributeError):
+        return
+    free = (st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    if free < need:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
 
 def _h5_write_error(exc: BaseException, path: str) -> BaseException:

@@ -14,7 +14,7 @@ import os
 import time
 import zipfile
 
-from tietool.io.safe_output import TMP_MARK
+from tietool.io.safe_output import temporary_beside
 from tietool.io.tensorcopy import COPY_BYTES, Progress, SourceFiles
 from tietool.model import Checkpoint, TensorInfo
 
@@ -42,7 +42,7 @@ def write_keras(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorI
         now = time.localtime()[:6]
         members = [{"name": n, "date_time": list(JSON_MEMBER_TIME if n != WEIGHTS_MEMBER else now)}
                    for n in DEFAULT_MEMBERS if n == WEIGHTS_MEMBER or n in texts]
-    weights_tmp = f"{path}{TMP_MARK}weights.h5"
+    weights_tmp = temporary_beside(path)
     try:
         write_h5(weights_tmp, ckpt, tree, data, files, progress, writeback=False)  # zipped, then removed
         size = os.path.getsize(weights_tmp)

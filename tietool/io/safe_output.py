@@ -32,7 +32,7 @@ import signal
 import sys
 from typing import Iterable, Iterator
 
-from tietool.errors import CorruptCheckpointError, OutputError, OutputExistsError, UsageError
+from tietool.errors import CorruptCheckpointError, OutputError, OutputExistsError, TietoolError, UsageError
 from tietool.textsafe import printable
 
 TMP_MARK = ".tietool-tmp-"
@@ -97,6 +97,9 @@ def check_output(target: str, sources: Iterable[str], *, folder: bool, force: bo
     read) nor anything tietool does not write. ``writes``: the names this
     run puts in an output folder. Returns the absolute target."""
     shown = os.fspath(target)  # errors name the path as the user gave it
+    if not folder and shown.endswith(tuple(s for s in (os.sep, os.altsep, "/") if s)):
+        raise UsageError("ends in a path separator, which names a folder, but this output is one file: "
+                         "give a file path (nothing written)", shown)
     target = os.path.abspath(shown)
     remove_stale(os.path.dirname(target))  # first: it may put a previous output back in place
     real = os.path.realpath(target)
@@ -199,6 +202,10 @@ def _remove(path: str) -> None:
     try:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
+            if os.path.lexists(path):  # a folder of ours whose write permission was taken: give it back
+                for dirpath, _, _ in os.walk(path):
+                    os.chmod(dirpath, 0o700)
+                shutil.rmtree(path, ignore_errors=True)
         else:
             os.unlink(path)
     except OSError:
@@ -253,6 +260,13 @@ def _tmp_name(parent: str, base: str, mark: str = TMP_MARK) -> str:
     return os.path.join(parent, f".{base}{mark}{os.getpid()}-{secrets.token_hex(4)}")
 
 
+def temporary_beside(path: str) -> str:
+    """A name for a writer's own intermediate file beside ``path`` (itself
+    a temporary): marked with this process's id, so that a run that finds
+    it after this process died removes it (:func:`remove_stale`)."""
+    return f"{path}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+
+
 @contextlib.contextmanager
 def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[str] = (),
                   writes: Iterable[str] = (), fsync: bool = True) -> Iterator[str]:
@@ -298,7 +312,39 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
             err = write_error(exc, shown)
             if err is not None:
                 raise err from None
+        if isinstance(exc, Exception):
+            name_for_user(exc, {tmp: shown})
         raise
+
+
+def name_for_user(exc: BaseException, names: dict[str, str]) -> None:
+    """Make ``exc`` name what the user named: each key of ``names`` (an
+    internal temporary, or a file's name within an output) found as the
+    error's path, file name or in its message becomes its value (the
+    user's ``-o``, or the file under it). A temporary's own temporaries
+    (``TMP.tietool-tmp-weights.h5``) are the same output. Changed in place."""
+    if not names:
+        return
+    keys = sorted(names, key=len, reverse=True)
+    pattern = re.compile("|".join(f"{re.escape(k)}(?:{re.escape(TMP_MARK)}[^'\"\\s,;)]*)?" for k in keys))
+
+    def user(text):
+        if not isinstance(text, str):
+            return text
+        if text in names:
+            return names[text]
+        return pattern.sub(lambda m: names[next(k for k in keys if m.group(0).startswith(k))], text)
+
+    if isinstance(exc, TietoolError):
+        exc.path = user(exc.path)
+        exc.message = user(exc.message)
+        exc.args = (exc.message,)
+    if isinstance(exc, OSError):
+        if isinstance(exc, TietoolError):
+            exc.filename = exc.path
+            exc.strerror = exc.message
+        else:
+            exc.filename, exc.filename2 = user(exc.filename), user(exc.filename2)
 
 
 def _about_output(exc: OSError, tmp: str, target: str) -> bool:
