@@ -73,6 +73,7 @@ def _assembled(name: str, shape: tuple[int, ...], pieces: list[Piece], shape2d: 
 def tensor_out(name: str, op: str, srcs: list[TensorInfo]) -> TensorOut:
     """One transformers tensor from its keras-hub source(s) by ``op`` (see :mod:`.families`)."""
     src = srcs[0]
+    op = op.split(":")[0]
     if op == "same":
         return TensorOut(name, src, tuple(src.shape), None)
     if op == "flat":
