@@ -25,7 +25,7 @@ from ..plan import OutputFile, Plan, TensorOut
 from . import families, khconfig
 from .assemble import Piece, as_2d
 from .families import Family
-from .plan import _assembled, rows_of
+from .plan import assembled, rows_of
 
 KERAS_VERSION = "3.15.1"
 KERAS_HUB_VERSION = "0.32.0"
@@ -56,21 +56,21 @@ def _out(name: str, op: str, src: TensorInfo, shape: tuple[int, ...], part: int,
         raw = _view(src, shape, start)
         if raw is not None:
             return dataclasses.replace(raw, name=name)
-        return _assembled(name, shape, [Piece(src, 1, src.numel, (0, 0), start=start)] if n == src.numel else
+        return assembled(name, shape, [Piece(src, 1, src.numel, (0, 0), start=start)] if n == src.numel else
                           [Piece(src, 1, n, (0, 0), start=start)], (1, n))
     if op == "T":  # transformers [out, in] -> keras-hub [in, ...]
         r, c = as_2d(shape, 1)
-        return _assembled(name, shape, [Piece(src, c, r, (0, 0), transpose=True)], (r, c))
+        return assembled(name, shape, [Piece(src, c, r, (0, 0), transpose=True)], (r, c))
     if op == "Tl":  # transformers [out, heads*head_dim] -> keras-hub [heads, head_dim, out]
         r, c = as_2d(shape, -1)
-        return _assembled(name, shape, [Piece(src, c, r, (0, 0), transpose=True)], (r, c))
+        return assembled(name, shape, [Piece(src, c, r, (0, 0), transpose=True)], (r, c))
     if op == "heads_T":  # [heads*head_dim, hidden] -> [heads, hidden, head_dim]
         b, r, c = shape
         pieces = [Piece(src, c, r, (k * r, 0), transpose=True, start=k * c * r) for k in range(b)]
-        return _assembled(name, shape, pieces, (b * r, c))
+        return assembled(name, shape, pieces, (b * r, c))
     if op == "cat_cols":  # GPT-2 c_attn [in, parts*out]: this part's columns
         r, c = as_2d(shape, 1)
-        return _assembled(name, shape, [Piece(src, r, parts * c, (0, 0), col_range=(part * c, (part + 1) * c))],
+        return assembled(name, shape, [Piece(src, r, parts * c, (0, 0), col_range=(part * c, (part + 1) * c))],
                           (r, c))
     raise ValueError(f"unknown op {op!r}")
 
