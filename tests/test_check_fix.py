@@ -18,6 +18,8 @@ from tietool.audit.check import check_checkpoint, check_paths
 from tietool.audit.fix import fix
 from tietool.audit.jsonedit import delete_key, set_value
 from tietool.cli.commands import cli
+from tietool.cli.exits import check_exit
+from tietool.cli.render import fix_command
 from tietool.errors import CopiesDifferError, UsageError
 from tietool.formats import open_checkpoint
 from tietool.ties.verify import verify_tie
@@ -43,14 +45,19 @@ def prefer_for(case: str) -> str | None:
 def test_check_reports_each_damage(case):
     exp = MANIFEST[case]["expect"]
     report = check_paths([str(DAMAGED / case)])
-    assert report.exit_code == exp["check"]
+    assert check_exit(report) == exp["check"]
     (res,) = report.checkpoints
     if exp["check"] == 0:
-        assert res.ok and not res.problems and res.fix is None
+        assert res.ok and not res.problems and fix_command(res) is None
+        assert [w.code for w in res.warnings] == ([exp["warning"]] if "warning" in exp else [])
+        if "warning" in exp:  # names the flag transformers 5 reads and the loader that reads the other one
+            message = res.warnings[0].message
+            assert "transformers 5" in message and "transformers 4.x" in message, message
+            assert any(n and n in message for n in set(res.heads) | {res.embedding}), message
     else:
         assert res.ok is False
         assert [p.code for p in res.problems] == [exp["problem"]]
-        assert res.fix.startswith(f"tietool fix {DAMAGED / case} -o ")
+        assert fix_command(res).startswith(f"tietool fix {DAMAGED / case} -o ")
         message = res.problems[0].message
         assert "transformers 5" in message or "loader" in message
         names = set(res.heads) | {res.embedding}
@@ -212,7 +219,7 @@ def test_check_hf_cache_layout_reports_each_checkpoint_once(tmp_path):
     report = check_paths([str(hub)])
     assert [c.model for c in report.checkpoints] == ["org/gpt2@aaaaaaaaaaaa", "org/llama@aaaaaaaaaaaa"]
     assert [c.ok for c in report.checkpoints] == [True, False]
-    assert report.exit_code == 1
+    assert check_exit(report) == 1
     out = tmp_path / "fixed"
     fix(report.checkpoints[1].path, out)
     assert check_checkpoint(out).ok
@@ -232,7 +239,7 @@ def test_check_all_fixtures_and_unreadable(tmp_path):
                        if v["declared_tie"] is True and v["expected_verdict"] == "not tied"}
     assert untied_by_class  # BLIP text, MobileBERT, XGLM
     assert bad == {f"damaged/{p}" for p in PROBLEMS} | untied_by_class
-    assert report.exit_code == 1
+    assert check_exit(report) == 1
     broken = tmp_path / "models" / "broken"
     broken.mkdir(parents=True)
     (broken / "config.json").write_text("{}")
@@ -240,7 +247,7 @@ def test_check_all_fixtures_and_unreadable(tmp_path):
     shutil.copytree(FIX / "pt/gpt2", tmp_path / "models" / "gpt2")
     report = check_paths([str(tmp_path / "models"), str(tmp_path / "missing")])
     assert [c.ok for c in report.checkpoints] == [None, True, None]
-    assert report.exit_code == 2
+    assert check_exit(report) == 2
 
 
 def test_check_cli_table_json_and_exit_codes(tmp_path):
@@ -254,7 +261,8 @@ def test_check_cli_table_json_and_exit_codes(tmp_path):
     res = runner.invoke(cli, ["check", str(DAMAGED / "pt/llama_flag_untied_no_head"), str(FIX / "pt/gpt2")])
     assert res.exit_code == 1
     header = res.output.splitlines()[0].split()
-    assert header == ["path", "verdict", "tie", "problem"]
+    assert header == ["path", "verdict", "tie", "declaration", "problem"]
+    assert "false (config.json key tie_word_embeddings)" in " ".join(res.output.split())
     assert "PROBLEM" in res.output and f"tietool fix {DAMAGED / 'pt/llama_flag_untied_no_head'} -o" in res.output
     res = runner.invoke(cli, ["check", str(tmp_path / "nope")])
     assert res.exit_code == 2
@@ -317,7 +325,7 @@ def test_every_consistent_fixture_layout_has_nothing_to_fix(tmp_path):
     formats = {c.format for c in report.checkpoints}
     assert {"keras2-h5", "keras2-full-h5", "hf-tf-h5-sharded", "keras3-weights-h5", "keras3-weights-sharded",
             "keras3-archive", "safetensors", "safetensors-sharded"} <= formats
-    assert report.exit_code == 0
+    assert check_exit(report) == 0
     for c in report.checkpoints:
         r = fix(c.path, tmp_path / "out")
         assert r.nothing_to_fix and r.output is None and not (tmp_path / "out").exists()

@@ -183,7 +183,7 @@ def test_signal_at_random_moments_many(cases):
 STUCK = r"""
 import os, sys, time
 from tietool.io import signals
-signals.install()
+signals.install(lambda exc: 128 + exc.signum)
 tmp = sys.argv[1]
 os.mkdir(tmp)
 open(os.path.join(tmp, "part"), "wb").write(b"x" * 1000)

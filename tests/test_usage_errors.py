@@ -70,7 +70,8 @@ def test_broken_layout_metadata_refused(tmp_path):
 
     src = tmp_path / "m.safetensors"
     save_file({"a": np.zeros(2, "f4")}, str(src), metadata={"format": "tf", "tietool.layout": "{not json"})
-    one_error_line(invoke("convert", src, "--to", "h5", "-o", tmp_path / "m.h5"), "is not a tietool layout")
+    one_error_line(invoke("convert", src, "--to", "h5", "-o", tmp_path / "m.h5"),
+                   "tietool layout record (__metadata__ tietool.layout): ")
     assert not (tmp_path / "m.h5").exists()
 
 

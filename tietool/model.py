@@ -104,6 +104,60 @@ class KerasArchive:
     entries: tuple[dict, ...]  # {"name", "date_time"} per member, in archive order
 
 
+@dataclass(frozen=True)
+class RecordedFile:
+    """One HDF5 file a layout record describes, checked: ``name`` is a plain
+    file name, ``tree`` a valid tree (:mod:`tietool.formats.h5_writer`), and
+    every dataset path maps to the stored tensor that holds its bytes."""
+
+    name: str
+    tree: dict
+    tensors: dict[str, str]  # dataset path -> stored tensor name
+
+
+@dataclass(frozen=True)
+class RecordedText:
+    """A text file a record carries verbatim (a shard index)."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """``tietool.layout``: the HDF5 file(s) a safetensors file was converted from."""
+
+    source_format: str
+    files: tuple[RecordedFile, ...]
+    index: RecordedText | None = None
+    archive: tuple[dict, ...] | None = None  # a .keras archive's members: {"name", "date_time"} in order
+    copies: dict[str, str] = field(default_factory=dict)  # dataset path -> kept tensor, for removed copies
+
+
+@dataclass(frozen=True)
+class SafetensorsOrigin:
+    """``tietool.safetensors``: the safetensors file an HDF5 file was converted from."""
+
+    file: str  # a plain file name ending in .safetensors
+    metadata: dict[str, str]
+
+
+@dataclass
+class Records:
+    """tietool's own records in a checkpoint, parsed once and checked
+    (:mod:`tietool.formats.records`); a record that is wrong is not used and
+    its problem is kept in ``problems`` (record key -> what is wrong)."""
+
+    layout: Layout | None = None
+    names: dict[str, str] | None = None  # tietool.names: dataset path -> tensor name
+    config_text: str | None = None  # tietool.config
+    keras_metadata_text: str | None = None  # tietool.keras_metadata (a .keras metadata.json)
+    keras_metadata: dict | None = None  # the same, parsed
+    safetensors_origin: SafetensorsOrigin | None = None
+    aliases: dict[str, str] = field(default_factory=dict)  # safetensors {removed name: kept name}
+    problems: dict[str, str] = field(default_factory=dict)
+
+
 class TensorStore(Protocol):
     """What a reader provides to fetch data for the tensors it listed."""
 
@@ -123,6 +177,17 @@ class BlockStore(TensorStore, Protocol):
     def read_block(self, info: TensorInfo, rows: slice, cols: slice) -> np.ndarray: ...
 
 
+def close_names(name: str, names) -> str:
+    """`` (did you mean 'x'?)`` from the names closest to a mistyped one
+    (difflib's ratio), or nothing when none is close; at most three."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.8)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+
+
 @dataclass
 class Checkpoint:
     format: str  # e.g. "keras2-h5", "safetensors"; see tietool.formats
@@ -138,6 +203,7 @@ class Checkpoint:
     archive: KerasArchive | None = None  # a .keras archive's other members
     folder: str | None = None  # the model folder the weights were found in (Hugging Face layout)
     folder_files: list[str] = field(default_factory=list)  # the folder's other files (names), config.json included
+    records: Records = field(default_factory=Records)  # tietool's own records (tietool.formats.records)
 
     # -- access -----------------------------------------------------------
     def __enter__(self) -> "Checkpoint":
@@ -164,7 +230,7 @@ class Checkpoint:
         try:
             return self.tensors[name]
         except KeyError:
-            raise TensorNotFoundError(f"no tensor named {name!r}", self.path) from None
+            raise TensorNotFoundError(f"no tensor named {name!r}{close_names(name, self.tensors)}", self.path) from None
 
     def weights(self) -> list[TensorInfo]:
         return [t for t in self.tensors.values() if t.role == Role.WEIGHT]
@@ -216,17 +282,8 @@ class Checkpoint:
     def origin_format(self) -> str:
         """The layout the weights were first written in: a safetensors file
         that tietool converted from HDF5 records it in ``tietool.layout``."""
-        raw = self.metadata.get("tietool.layout") if self.format.startswith("safetensors") else None
-        if isinstance(raw, str):
-            import json
-
-            try:
-                origin = json.loads(raw).get("source_format")
-            except (ValueError, AttributeError):
-                origin = None
-            if isinstance(origin, str):
-                return origin
-        return self.format
+        layout = self.records.layout
+        return layout.source_format if layout is not None else self.format
 
     # -- summary ----------------------------------------------------------
     def total_bytes(self) -> int:

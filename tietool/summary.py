@@ -11,12 +11,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from tietool.ties.declaration import TieDeclaration, tie_declaration
 from tietool.ties.verify import TieGroup, find_ties
 
 from . import config as configlib
-from .errors import TietoolError
 from .formats import FORMATS, format_of, open_checkpoint, origin_of
-from .formats.carried import KERAS_METADATA_KEY
 from .model import Checkpoint, Role, TensorInfo
 from .results import JsonResult
 
@@ -63,6 +62,7 @@ class InspectReport(JsonResult):
     tensors: tuple[TensorInfo, ...]  # those shown (the filter applied)
     warnings: tuple[str, ...]
     ties: tuple[TieGroup, ...] | None  # None: not looked for
+    tie_declaration: TieDeclaration  # what the config declares about the tie (the one rule)
     converted: bool = False  # tietool converted the file from origin_format
 
     def to_json(self) -> dict:
@@ -77,6 +77,7 @@ class InspectReport(JsonResult):
             "config": self.config,
             "config_source": self.config_source,
             "config_highlights": self.config_highlights,
+            "tie_declaration": self.tie_declaration.to_json(),
             "config_code": list(self.config_code),
             "metadata": self.metadata,
             "keras_metadata": self.keras_metadata,
@@ -128,6 +129,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         tensors=tuple(shown),
         warnings=tuple(ckpt.warnings),
         ties=tuple(find_ties(ckpt)) if ties else None,
+        tie_declaration=tie_declaration(ckpt.config),
         converted=origin_of(ckpt) is not format_of(ckpt),
     )
 
@@ -137,12 +139,10 @@ def _alias_parameters(ckpt: Checkpoint) -> int:
     (``{removed: kept}`` in ``__metadata__``, as tietool's dedupe and
     safetensors' ``save_model`` write them): counted like the stored copies
     of the source, so a checkpoint and its conversion report the same count."""
-    if not format_of(ckpt).is_safetensors:
-        return 0
     total = 0
-    for removed, kept in ckpt.metadata.items():
-        info = ckpt.tensors.get(kept) if isinstance(kept, str) else None
-        if info is not None and removed not in ckpt.tensors and info.role == Role.WEIGHT:
+    for kept in ckpt.records.aliases.values():
+        info = ckpt.tensors[kept]
+        if info.role == Role.WEIGHT:
             total += info.numel
     return total
 
@@ -152,11 +152,4 @@ def _keras_metadata(ckpt: Checkpoint) -> dict:
     copy tietool carries in a converted file (``tietool.keras_metadata``)."""
     if format_of(ckpt).is_archive:
         return dict(ckpt.metadata)
-    text = ckpt.metadata.get(KERAS_METADATA_KEY)
-    if not isinstance(text, str):
-        return {}
-    try:
-        value = configlib.parse_json_text(text, KERAS_METADATA_KEY)
-    except TietoolError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    return dict(ckpt.records.keras_metadata or {})

@@ -19,14 +19,15 @@ __all__ = ["cli", "main"]
 
 
 def main() -> None:
+    from tietool.cli.exits import exit_code_for
     from tietool.io.signals import Interrupted, install, stop_line
 
-    install()
+    install(exit_code_for)
     try:
         from tietool.cli.commands import main as run
     except Interrupted as exc:
         sys.stderr.write(stop_line(exc.name, None) + "\n")
-        sys.exit(exc.exit_code)
+        sys.exit(exit_code_for(exc))
     run()
 
 

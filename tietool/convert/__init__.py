@@ -42,7 +42,7 @@ full dataset path (``layers/reversible_embedding/vars/0``).
 * ``tietool.config``: the checkpoint's config as a JSON string (config.json
   of an HF folder/file, ``model_config`` of a full-model H5, ``config.json``
   of a ``.keras`` archive as its exact text), when there is one. Readers take
-  it as the file's config (:mod:`tietool.formats.carried`).
+  it as the file's config (:mod:`tietool.formats.records`).
 * ``tietool.keras_metadata``: a ``.keras`` archive's ``metadata.json`` text;
   ``tietool.layout`` then also records the archive's members (``archive``:
   name and timestamp, in order).

@@ -5,19 +5,19 @@ reading a recorded layout back. The ``__metadata__`` keys are described in
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
 from tietool.io.h5safe import SafeH5
 
 from ..errors import CorruptCheckpointError
-from ..formats import format_of
-from ..formats.carried import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY, NAMES_KEY
+from ..formats import format_of, records
 from ..formats.keras_h5 import H5Store
-from ..model import Checkpoint, TensorInfo
+from ..formats.records import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY
+from ..model import Checkpoint, Layout, TensorInfo
 from .plan import TensorOut, stem
 
-ST_ORIGIN_ATTR = "tietool.safetensors"
 #: Keys a folder reader adds to ``Checkpoint.metadata`` about the folder, not
 #: the file: never written into an output file's metadata.
 FOLDER_FACTS = frozenset({"other_weight_files"})
@@ -69,8 +69,9 @@ def config_text(ckpt: Checkpoint) -> str | None:
     stored = (ckpt.archive.member_texts if ckpt.archive else {}).get("config.json")
     if stored is not None:
         return stored
-    value = ckpt.metadata.get(CONFIG_KEY)
-    if isinstance(value, str) and (ckpt.config is None or (ckpt.config_source or "").endswith(CONFIG_KEY)):
+    records.require(ckpt, CONFIG_KEY)  # carried into the output: never dropped silently
+    value = ckpt.records.config_text
+    if value is not None and (ckpt.config is None or (ckpt.config_source or "").endswith(CONFIG_KEY)):
         return value
     if ckpt.config is not None:
         return json.dumps(ckpt.config, ensure_ascii=False)
@@ -82,8 +83,8 @@ def keras_metadata_text(ckpt: Checkpoint) -> str | None:
     stored = (ckpt.archive.member_texts if ckpt.archive else {}).get("metadata.json")
     if stored is not None:
         return stored
-    value = ckpt.metadata.get(KERAS_METADATA_KEY)
-    return value if isinstance(value, str) else None
+    records.require(ckpt, KERAS_METADATA_KEY)
+    return ckpt.records.keras_metadata_text
 
 
 def str_attr(value: str) -> dict:
@@ -108,35 +109,18 @@ def archive_weights(ckpt: Checkpoint) -> tuple[dict, dict[str, TensorInfo]]:
     return describe_h5(h5_files(ckpt)[0]), {t.name: t for t in ckpt}
 
 
-def recorded_files(ckpt: Checkpoint) -> tuple[list[tuple[str, dict, dict[str, TensorInfo]]], dict | None, dict,
-                                              dict[str, str]]:
-    """The HDF5 file(s) ``tietool.layout`` records: ``[(name, tree, data)]``,
-    the shard index, the layout itself and ``{dataset path: tensor}`` for the
-    removed copies, written again from the tensor their alias names."""
-    md = ckpt.metadata
-    aliases: dict[str, str] = {}
-    try:
-        layout = json.loads(md[LAYOUT_KEY])
-        files = layout["files"]
-        index = layout.get("index")
-        names = json.loads(md.get(NAMES_KEY, "{}"))
-        if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
-            raise ValueError(NAMES_KEY)
-        out = []
-        for f in files:
-            tree = f["tree"]
-            data = {}
-            for dpath in tree["datasets"]:
-                name = names.get(dpath, dpath)
-                if name not in ckpt.tensors:  # a removed copy: its alias names the kept tensor
-                    name = md.get(dpath)
-                    if name in ckpt.tensors:
-                        aliases[dpath] = name
-                if name not in ckpt.tensors:
-                    raise CorruptCheckpointError(f"layout lists dataset {dpath!r} but no tensor (or alias) holds it",
-                                                 ckpt.path)
-                data[dpath] = ckpt.tensors[name]
-            out.append((f["name"], tree, data))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise CorruptCheckpointError(f"__metadata__ {LAYOUT_KEY} is not a tietool layout", ckpt.path) from None
-    return out, index, layout, aliases
+def recorded_layout(ckpt: Checkpoint) -> Layout:
+    """The checked ``tietool.layout`` record (exit 2 naming it when it is wrong)."""
+    records.require(ckpt, records.NAMES_KEY, LAYOUT_KEY)
+    layout = ckpt.records.layout
+    if layout is None:
+        raise CorruptCheckpointError(f"no {LAYOUT_KEY} record: not converted from HDF5 by tietool", ckpt.path)
+    return layout
+
+
+def recorded_files(ckpt: Checkpoint) -> list[tuple[str, dict, dict[str, TensorInfo]]]:
+    """The HDF5 file(s) ``tietool.layout`` records: ``[(name, tree, data)]``;
+    a removed copy's dataset is written again from the tensor its alias
+    names. Each tree is a copy (the plans add root attributes to it)."""
+    return [(f.name, copy.deepcopy(f.tree), {path: ckpt.tensors[name] for path, name in f.tensors.items()})
+            for f in recorded_layout(ckpt).files]

@@ -9,9 +9,9 @@ import os
 from tietool.io.tensorcopy import SourceFiles
 
 from ..config import is_hf_config
-from ..errors import CorruptCheckpointError, UsageError
-from ..formats import Family, format_of, origin_of
-from ..formats.carried import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY, NAMES_KEY
+from ..errors import UsageError
+from ..formats import Family, format_of, origin_of, records
+from ..formats.records import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY, NAMES_KEY, ORIGIN_KEY, RESERVED_KEYS
 from ..model import Checkpoint, TensorInfo
 from . import keras_layout as kl
 from .dedupe import find_copies
@@ -74,29 +74,25 @@ def _tf_safetensors_names(ckpt: Checkpoint, kept: list[TensorInfo], removed: dic
             return None
         names[t.name] = var if "model." in var or "/" not in var else var.split("/", 1)[1]
     used = set(names.values())
-    if len(used) != len(names) or used & set(removed) or used & {"format", LAYOUT_KEY, NAMES_KEY, CONFIG_KEY,
-                                                                 KERAS_METADATA_KEY}:
+    if len(used) != len(names) or used & set(removed) or used & RESERVED_KEYS:
         return None
     return names
 
 
-def _restore_safetensors(ckpt: Checkpoint, origin: str, shard_bytes: int | None) -> Plan:
+def _restore_safetensors(ckpt: Checkpoint, shard_bytes: int | None) -> Plan:
     """An HDF5 file tietool wrote from safetensors: the original back."""
-    try:
-        rec = json.loads(origin)
-        metadata = {str(k): str(v) for k, v in rec.get("metadata", {}).items()}
-        name = rec.get("file") or "model.safetensors"
-    except (ValueError, AttributeError):
-        raise CorruptCheckpointError(f"root attribute {kl.ST_ORIGIN_ATTR} is not valid JSON", ckpt.path) from None
-    outputs = safetensors_outputs([TensorOut(t.name, t, tuple(t.shape)) for t in ckpt], metadata, name, shard_bytes)
+    origin = ckpt.records.safetensors_origin
+    assert origin is not None
+    outputs = safetensors_outputs([TensorOut(t.name, t, tuple(t.shape)) for t in ckpt], dict(origin.metadata),
+                                  origin.file, shard_bytes)
     return Plan(tuple(outputs), multi=len(outputs) > 1)
 
 
 def plan_to_safetensors(ckpt: Checkpoint, ties: str, shard_bytes: int | None, files: SourceFiles,
                         src_name: str) -> Plan:
-    origin = ckpt.metadata.get(kl.ST_ORIGIN_ATTR)
-    if isinstance(origin, str):
-        return _restore_safetensors(ckpt, origin, shard_bytes)
+    records.require(ckpt, ORIGIN_KEY)
+    if ckpt.records.safetensors_origin is not None:
+        return _restore_safetensors(ckpt, shard_bytes)
     removed = find_copies(ckpt, files) if ties == "dedupe" else {}
     kept = [t for t in ckpt if t.name not in removed]
     tf_names = _tf_safetensors_names(ckpt, kept, removed) if ties == "dedupe" else None
@@ -132,19 +128,19 @@ def plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
         return Plan((OutputFile(stem(src_name) + ".weights.h5", "h5", kl.outs(data), tree=tree),))
     md = kl.file_metadata(ckpt)
     if LAYOUT_KEY in md:
-        recorded, index, layout, aliases = kl.recorded_files(ckpt)
+        layout = kl.recorded_layout(ckpt)
         outputs = []
-        for name, tree, data in recorded:
+        for name, tree, data in kl.recorded_files(ckpt):
             if origin_of(ckpt).is_archive:
                 kl.record_keras_texts(ckpt, tree)
             outputs.append(OutputFile(name, "h5", kl.outs(data), tree=tree))
-        if index:
-            outputs.append(OutputFile(index["name"], "text", text=index["text"]))
-        return Plan(tuple(outputs), multi=len(outputs) > 1, aliases=aliases)
+        if layout.index:
+            outputs.append(OutputFile(layout.index.name, "text", text=layout.index.text))
+        return Plan(tuple(outputs), multi=len(outputs) > 1, aliases=dict(layout.copies))
     names = list(ckpt.tensors)
     origin = json.dumps({"metadata": md, "file": src_name if src_name.endswith(".safetensors") else
                          stem(src_name) + ".safetensors"}, ensure_ascii=False)
-    tree = flat_tree(names, {kl.ST_ORIGIN_ATTR: kl.str_attr(origin)})
+    tree = flat_tree(names, {ORIGIN_KEY: kl.str_attr(origin)})
     file_stem = stem(src_name)
     name = ("tf_model" if file_stem == "model" and md.get("format") == "tf" else file_stem) + ".h5"
     return Plan((OutputFile(name, "h5", kl.outs({n: ckpt.tensors[n] for n in names}), tree=tree),))
@@ -155,6 +151,7 @@ def plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
 def plan_to_keras(ckpt: Checkpoint, src_name: str) -> Plan:
     """A .keras archive from a checkpoint that records one: a safetensors
     file converted from .keras, or a .weights.h5 extracted from one."""
+    records.require(ckpt, NAMES_KEY, LAYOUT_KEY)
     origin = origin_of(ckpt)
     # a single Keras 3 weights file that records the archive's config.json
     if origin.family is not Family.KERAS3 or origin.sharded or kl.config_text(ckpt) is None:
@@ -163,12 +160,14 @@ def plan_to_keras(ckpt: Checkpoint, src_name: str) -> Plan:
     members = None
     aliases: dict[str, str] = {}
     if format_of(ckpt).is_safetensors:
-        recorded, _index, layout, aliases = kl.recorded_files(ckpt)
+        recorded = kl.recorded_files(ckpt)
         if len(recorded) != 1:
             raise UsageError("--to keras needs a single Keras 3 weights file, not a sharded one; use --to h5",
                              ckpt.path)
         _name, tree, data = recorded[0]
-        members = layout.get("archive")
+        layout = kl.recorded_layout(ckpt)
+        aliases = dict(layout.copies)
+        members = [dict(m) for m in layout.archive] if layout.archive is not None else None
     else:
         tree, data = kl.archive_weights(ckpt)
     root = tree["groups"].setdefault("", {})
@@ -179,6 +178,6 @@ def plan_to_keras(ckpt: Checkpoint, src_name: str) -> Plan:
     if meta is not None:
         texts["metadata.json"] = meta
     if members is not None:
-        members = [m for m in members if isinstance(m, dict) and m.get("name") in (*texts, "model.weights.h5")]
+        members = [m for m in members if m["name"] in (*texts, "model.weights.h5")]
     out = OutputFile(stem(src_name) + ".keras", "keras", kl.outs(data), tree=tree, texts=texts, members=members)
     return Plan((out,), aliases=aliases)

@@ -95,6 +95,16 @@ def _each_output(outputs: Sequence[OutputFile], one: Callable[[OutputFile, Progr
         files.close()
 
 
+def names_folder(out) -> bool:
+    """``-o`` ending in a path separator (``out/``) names a folder: the
+    output file(s) go inside it under their usual names, as for a sharded
+    output."""
+    if out is None:
+        return False
+    seps = tuple(s for s in (os.sep, os.altsep, "/") if s)
+    return os.fspath(out).endswith(seps)
+
+
 def _link_notes(side: SideFiles) -> list[str]:
     if not side.skipped_links:
         return []
@@ -153,7 +163,9 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
         src_file = ckpt.path if os.path.isfile(ckpt.path) else ckpt.files[0]  # index, archive or weights file
         src_name = os.path.basename(src_file)
         plan, notes = _keras_plan(ckpt, to, ties, shard_bytes, src_name)
-        as_folder = src_is_dir or plan.multi
+        as_folder = src_is_dir or plan.multi or names_folder(out)
+        if src_is_dir and out is not None and _names_one_file(out, to):
+            as_folder = _one_file_from_folder(os.fspath(out), to, plan, notes)
         if out is None:  # beside the source, in the user's own spelling of its path
             if src_is_dir:
                 out = src.rstrip(os.sep) + f"-{to}"
@@ -162,7 +174,7 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
             else:
                 out = os.path.join(os.path.dirname(src_file), plan.outputs[0].name)
         out = os.fspath(out)
-        side = side_files(ckpt, src, {o.name for o in plan.outputs}) if src_is_dir else NO_SIDE_FILES
+        side = side_files(ckpt, src, {o.name for o in plan.outputs}) if as_folder and src_is_dir else NO_SIDE_FILES
         notes += _link_notes(side)
         written, copied = execute(ckpt, plan, src, out, folder=as_folder, side=side, force=force, verify=verify,
                                   progress=progress, guard=guard, fsync=fsync)
@@ -171,6 +183,27 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
         files=tuple(written), copied_files=tuple(copied), tensors=len(plan.tensors), bytes=plan.nbytes,
         file_bytes=sum(os.path.getsize(p) for p in written), aliases=dict(plan.aliases), verified=bool(verify),
         seconds=round(time.monotonic() - t0, 3), notes=tuple(notes), fsynced=fsync)
+
+
+#: What an output file of each format is called: -o NAME ending so names one file, not a folder.
+FILE_SUFFIXES = {"safetensors": (".safetensors",), "h5": (".h5", ".hdf5"), "keras": (".keras",)}
+
+
+def _names_one_file(out, to: str) -> bool:
+    out = os.fspath(out)
+    return out.endswith(FILE_SUFFIXES[to]) and not os.path.isdir(out)
+
+
+def _one_file_from_folder(out: str, to: str, plan: Plan, notes: list[str]) -> bool:
+    """A folder source with ``-o NAME.safetensors`` (``.h5``, ``.keras``): one
+    file, as the name says, or refused when the output is several files."""
+    if plan.multi:
+        n = sum(1 for o in plan.outputs if o.kind != "text")
+        raise UsageError(f"-o names one {to} file, but this output is {n} shards and their index: "
+                         "give -o a folder name", out)
+    notes.append("one file, as -o names it: the source folder's other files (tokenizer ...) are not copied; "
+                 "its config is carried in the file (tietool.config)")
+    return False
 
 
 def _keras_plan(ckpt: Checkpoint, to: str, ties: str, shard_bytes: int | None, src_name: str) -> tuple[Plan, list[str]]:
@@ -208,9 +241,19 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
     ``head="explicit"`` writes a tied head as a real tensor under the
     architecture's PyTorch name; default and ``"implicit"`` leave it out, as
     transformers 5 saves."""
+    from .kerashub_hf import export as kerashub_export
+
+    if kerashub_export.is_preset(os.fspath(src)):  # a keras-hub preset: its own tables
+        if head == "explicit":
+            raise UsageError("--head explicit is for transformers TF sources (a keras-hub export writes the head "
+                             "the preset stores)")
+        return _export_kerashub(os.fspath(src), out, parse_size(shard_size), force, verify, progress, fsync)
     t0 = time.monotonic()
     shard_bytes = parse_size(shard_size)
     src = os.fspath(src)
+    if out is not None and _names_one_file(out, "safetensors"):
+        raise UsageError("--names pt writes a folder (model.safetensors with config.json and the tokenizer files "
+                         "beside it, as transformers loads it): give -o a folder name", os.fspath(out))
     with open_checkpoint(src) as ckpt:
         guard = SourceGuard(ckpt.files)
         files = SourceFiles()  # for comparing copies
@@ -233,3 +276,23 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
         file_bytes=sum(os.path.getsize(p) for p in written), aliases={}, verified=bool(verify),
         seconds=round(time.monotonic() - t0, 3), notes=tuple(_link_notes(side)), pt=plan.pt,
         fsynced=fsync)
+
+
+def _export_kerashub(src: str, out, shard_bytes: int | None, force: bool, verify: bool,
+                     progress: ProgressFn | None, fsync: bool) -> ConversionResult:
+    """A keras-hub preset to a transformers 5 folder (:mod:`.kerashub_hf.export`): its config,
+    tokenizer and weights are written; none of the preset's files is copied as it is."""
+    from .kerashub_hf import export as kerashub_export
+
+    t0 = time.monotonic()
+    with open_checkpoint(src) as ckpt:
+        guard = SourceGuard(ckpt.files)
+        job = kerashub_export.plan_export(ckpt, src, shard_bytes)
+        out = os.fspath(out) if out is not None else src.rstrip(os.sep) + "-pt"
+        written, _ = execute(ckpt, job.plan, src, out, folder=True, side=NO_SIDE_FILES, force=force, verify=verify,
+                             progress=progress, guard=guard, reserve=(INDEX,), fsync=fsync)
+    return ConversionResult(
+        source=src, source_format="keras-hub-preset", names="pt", to="safetensors", to_inferred=None, output=out,
+        files=tuple(written), copied_files=(), tensors=job.tensors, bytes=job.plan.nbytes,
+        file_bytes=sum(os.path.getsize(p) for p in written), aliases={}, verified=bool(verify),
+        seconds=round(time.monotonic() - t0, 3), notes=job.notes, pt=job.plan.pt, fsynced=fsync)

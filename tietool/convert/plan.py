@@ -20,7 +20,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Union
+from typing import Any, Callable, Literal, Protocol, Union, runtime_checkable
 
 from ..errors import UsageError
 from ..model import TensorInfo
@@ -29,10 +29,21 @@ from .result import PtDetails
 #: ``progress(phase, bytes done, bytes total)``; phases ``"write"`` and ``"verify"``.
 ProgressFn = Callable[[str, int, int], None]
 
+@runtime_checkable
+class Assembled(Protocol):
+    """A tensor built from parts of stored tensors, writing and verifying itself
+    (:class:`tietool.convert.kerashub_hf.assemble.Assembly`)."""
+
+    def write_into(self, ckpt: Any, fd: int, pos: int, tick: Callable[[int], None] | None) -> None: ...
+
+    def same_as(self, ckpt: Any, got: Any, g: TensorInfo, tick: Callable[[int], None] | None = None) -> bool: ...
+
+
 #: How an output tensor's bytes come from its source: None, ``"squeeze0"`` and
 #: ``"reshape"`` keep the bytes as stored (only the shape changes);
-#: ``"transpose"`` (2-D) and an axis permutation (a tuple) move them.
-Transform = Union[None, str, tuple]
+#: ``"transpose"`` (2-D) and an axis permutation (a tuple) move them; an
+#: :class:`Assembled` builds them from parts of several.
+Transform = Union[None, str, tuple, Assembled]
 SAME_BYTES = (None, "squeeze0", "reshape")
 
 OutputKind = Literal["safetensors", "h5", "keras", "text"]
@@ -113,18 +124,22 @@ class Plan:
 # -- names and sizes -----------------------------------------------------------------
 
 def parse_size(text: str | int | None) -> int | None:
-    """``"500MB"`` -> 500_000_000, ``"2GiB"`` -> 2*2**30, plain ints as bytes."""
+    """``"500MB"`` -> 500_000_000, ``"2GiB"`` -> 2*2**30, ``"100B"`` -> 100;
+    an int (the library's callers) is bytes. A string needs its unit: a bare
+    ``5`` would be 5 bytes, never what ``--shard-size 5`` means."""
     if text is None or isinstance(text, int):
         return text
     s = text.strip().upper().replace(" ", "")
-    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "K": 10**3,
-             "M": 10**6, "G": 10**9, "B": 1}
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+             "TB": 10**12, "K": 10**3, "M": 10**6, "G": 10**9, "B": 1}
     for u, m in units.items():
         if s.endswith(u):
             num, mult = s[: -len(u)], m
             break
     else:
-        num, mult = s, 1
+        if s.replace(".", "", 1).isdigit():
+            raise UsageError(f"size {text!r} needs a unit: e.g. 5GB, 500MB or 2GiB (B for bytes)")
+        num, mult = s, 1  # refused below, as any other text
     try:
         value = int(float(num) * mult)
     except ValueError:

@@ -191,7 +191,7 @@ def tf_variable_name(ckpt: Checkpoint, info: TensorInfo) -> str:
         if info.layer and name.startswith(info.layer + "/"):
             return name[len(info.layer) + 1:]
         raise UsageError(f"{name!r}: not under a Keras layer group; cannot recover its TF variable name", ckpt.path)
-    if origin_of(ckpt).tf_model_h5 and "tietool.names" not in ckpt.metadata:
+    if origin_of(ckpt).tf_model_h5 and ckpt.records.names is None:
         # tietool's own H5 -> safetensors output with full dataset paths (with
         # ``tietool.names`` it carries transformers' TF names: handled below)
         head, sep, rest = name.partition("/")

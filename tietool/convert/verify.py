@@ -47,7 +47,7 @@ from .. import dtypes
 from ..errors import CorruptCheckpointError
 from ..model import Checkpoint
 from . import transpose
-from .plan import OutputFile, TensorOut
+from .plan import Assembled, OutputFile, TensorOut
 from .transpose import permuted, same_transposed
 
 Tick = Callable[[int], None]
@@ -201,6 +201,8 @@ def _compare(out: OutputFile, got: Checkpoint, ckpt: Checkpoint, files: SourceFi
                 ok = same_transposed(src, reader, got, g)
                 if ok and tick:
                     tick(src.nbytes)
+            elif isinstance(t.transform, Assembled):  # built from parts (kerashub_hf.assemble)
+                ok = t.transform.same_as(ckpt, got, g, tick)
             else:
                 ok = _same_permuted(ckpt, t, got)
                 if ok and tick:

@@ -27,7 +27,7 @@ from tietool.io.blockread import BlockReader
 from tietool.io.tensorcopy import SourceFiles, le_bytes
 
 from ..model import Checkpoint
-from .plan import OutputFile
+from .plan import Assembled, OutputFile
 from .transpose import permuted, write_transposed
 from .verify import EarlyCheck
 
@@ -84,6 +84,8 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
             elif t.transform == "transpose":
                 reader = reader or BlockReader(ckpt)
                 write_transposed(t.source, reader, fd, pos, tick)
+            elif isinstance(t.transform, Assembled):  # built from parts (kerashub_hf.assemble)
+                t.transform.write_into(ckpt, fd, pos, tick)
             else:
                 data = le_bytes(permuted(ckpt, t))
                 fastio.write_all(fd, data, pos)

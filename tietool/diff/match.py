@@ -32,11 +32,9 @@ permutation that takes B's stored layout to A's (None: same element order).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from tietool.errors import UsageError
-from tietool.formats import format_of
 from tietool.model import Checkpoint, TensorInfo
 
 NAME = "name"
@@ -44,8 +42,6 @@ ALIAS = "alias"
 RECORD = "tietool.names"
 RULES = "tf-pt-rules"
 TIED_HEAD = "tied-head"
-
-_RESERVED = {"format", "tietool.layout", "tietool.names", "tietool.config"}
 
 
 @dataclass(frozen=True)
@@ -76,26 +72,14 @@ class Pair:
 def entries(ckpt: Checkpoint) -> dict[str, Entry]:
     """Every name of ``ckpt``: stored tensors, then metadata aliases."""
     out = {t.name: Entry(t.name, t) for t in ckpt}
-    if format_of(ckpt).is_safetensors:
-        for removed, kept in ckpt.metadata.items():
-            if removed in _RESERVED or removed in out or not isinstance(kept, str) or kept not in ckpt.tensors:
-                continue
-            out[removed] = Entry(removed, ckpt.tensors[kept], alias=True)
+    for removed, kept in ckpt.records.aliases.items():
+        out[removed] = Entry(removed, ckpt.tensors[kept], alias=True)
     return out
 
 
 def _record(ckpt: Checkpoint) -> dict[str, str]:
     """``{stored name: dataset path}`` from a lossless output's tietool.names."""
-    raw = ckpt.metadata.get(RECORD) if format_of(ckpt).is_safetensors else None
-    if not isinstance(raw, str):
-        return {}
-    try:
-        names = json.loads(raw)
-    except ValueError:
-        return {}
-    if not isinstance(names, dict):
-        return {}
-    return {v: k for k, v in names.items() if isinstance(k, str) and isinstance(v, str)}
+    return {v: k for k, v in (ckpt.records.names or {}).items()}
 
 
 def _pt_view(ckpt: Checkpoint, ents: dict[str, Entry]) -> dict[str, tuple[str, tuple[int, ...] | None, bool]] | None:

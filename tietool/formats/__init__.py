@@ -97,7 +97,7 @@ def _sniff(path: str) -> bytes:
 
 def open_as_stored(path: str) -> Checkpoint:
     """Open the file ``path`` as it is stored: tietool's own records (see
-    :mod:`tietool.formats.carried`) not applied, no folder config attached."""
+    :mod:`tietool.formats.records`) not applied, no folder config attached."""
     found = recognise(path)
     try:
         return found.format.read(found)
@@ -107,11 +107,11 @@ def open_as_stored(path: str) -> Checkpoint:
 
 
 def _open_file(path: str) -> Checkpoint:
-    from . import carried
+    from . import records
 
     ckpt = open_as_stored(path)
     try:
-        carried.apply(ckpt)
+        records.apply(ckpt)
     except BaseException:
         ckpt.close()
         raise

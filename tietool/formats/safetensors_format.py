@@ -176,10 +176,10 @@ class SafetensorsStore:
         self.handles.close()
 
 
-def tensor_infos(path: str, header: dict[str, dict], data_start: int, metadata: dict[str, str]) -> list[TensorInfo]:
+def tensor_infos(path: str, header: dict[str, dict], data_start: int) -> list[TensorInfo]:
+    """The stored tensors (aliases in ``__metadata__`` are tietool.formats.records' to read)."""
     out = []
     for name, h in header.items():
-        alias = metadata.get(name)
         out.append(
             TensorInfo(
                 name=name,
@@ -188,10 +188,6 @@ def tensor_infos(path: str, header: dict[str, dict], data_start: int, metadata: 
                 nbytes=h["end"] - h["begin"],
                 file=path,
                 offset=data_start + h["begin"],
-                # safetensors' own dedup convention: metadata maps a *removed*
-                # name to the kept one; a kept name that is also a key is odd
-                # but harmless, so only record it.
-                alias_of=alias if alias in header and alias != name else None,
             )
         )
     return out
@@ -200,7 +196,7 @@ def tensor_infos(path: str, header: dict[str, dict], data_start: int, metadata: 
 def open_file(found: Recognised) -> Checkpoint:
     path = found.path
     header, metadata, data_start = read_header(path)
-    infos = tensor_infos(path, header, data_start, metadata)
+    infos = tensor_infos(path, header, data_start)
     return Checkpoint(
         format="safetensors",
         path=path,
@@ -224,7 +220,7 @@ def open_sharded(found: Recognised) -> Checkpoint:
         header, meta, data_start = read_header(shard)
         for k, v in meta.items():
             metadata.setdefault(k, v)
-        for info in tensor_infos(shard, header, data_start, meta):
+        for info in tensor_infos(shard, header, data_start):
             if info.name in tensors:
                 raise CorruptCheckpointError(
                     f"tensor {info.name!r} is stored in two shards ({os.path.basename(tensors[info.name].file)} "

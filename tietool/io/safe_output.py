@@ -96,6 +96,9 @@ def check_output(target: str, sources: Iterable[str], *, folder: bool, force: bo
     read) nor anything tietool does not write. ``writes``: the names this
     run puts in an output folder. Returns the absolute target."""
     shown = os.fspath(target)  # errors name the path as the user gave it
+    if not folder and shown.endswith(tuple(s for s in (os.sep, os.altsep, "/") if s)):
+        raise UsageError("ends in a path separator, which names a folder, but this output is one file: "
+                         "give a file path (nothing written)", shown)
     target = os.path.abspath(shown)
     remove_stale(os.path.dirname(target))  # first: it may put a previous output back in place
     real = os.path.realpath(target)

@@ -6,7 +6,7 @@ main thread, so that the code unwinding the stack (``atomic_output``) removes
 a temporary output and leaves any previous output as it was. Once one arrived,
 the others are ignored: the clean-up is not cut short. The CLI exits with
 128 + the signal number (130, 143, 129), as a shell reports a process killed
-by it.
+by it (:func:`tietool.cli.exits.exit_code_for`).
 
 Bounded, whatever the process is doing when the signal comes:
 
@@ -36,7 +36,7 @@ import shutil
 import signal
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
 SIGNALS = tuple(getattr(signal, n) for n in NAMES if hasattr(signal, n))
@@ -51,6 +51,7 @@ _held = 0
 _pending: int | None = None
 _reported = False
 _installed = False
+_status: Callable[[BaseException], int] = lambda exc: 1  # noqa: E731  # set by install(): the CLI's table
 
 
 class Interrupted(KeyboardInterrupt):
@@ -60,7 +61,6 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signum)
         self.signum = signum
         self.name = signal.Signals(signum).name
-        self.exit_code = 128 + signum
         self.committed: str | None = None  # an output that was complete and in place when it arrived
 
 
@@ -173,14 +173,15 @@ def _watch(signum: int) -> None:
     if not _reported:
         with contextlib.suppress(OSError):
             os.write(2, (stop_line(signal.Signals(signum).name, None) + "\n").encode())
-    os._exit(128 + signum)
+    os._exit(_status(Interrupted(signum)))
 
 
-def install() -> None:
-    """Install the handlers (the main thread only; once)."""
-    global _installed
+def install(status: Callable[[BaseException], int]) -> None:
+    """Install the handlers (the main thread only; once). ``status``: the
+    CLI's exit status for an error (the watchdog's, for :class:`Interrupted`)."""
+    global _installed, _status
     if _installed:
         return
-    _installed = True
+    _installed, _status = True, status
     for s in SIGNALS:
         signal.signal(s, _raise)

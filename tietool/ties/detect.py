@@ -16,6 +16,7 @@ from tietool.formats import origin_of
 from tietool.jsontree import walk
 from tietool.model import Checkpoint, Role, TensorInfo, TieRole
 from tietool.textsafe import bounded
+from tietool.ties.classrules import ClassPair, class_pair
 from tietool.ties.rules import (
     DUPLICATE,
     IMPLICIT,
@@ -163,9 +164,7 @@ def _aliases(ckpt: Checkpoint) -> dict[str, str]:
     for t in ckpt.tensors.values():
         if t.alias_of and t.alias_of in ckpt.tensors:
             out[t.name] = t.alias_of
-    for k, v in (ckpt.metadata or {}).items():
-        if isinstance(k, str) and isinstance(v, str) and k not in ckpt.tensors and v in ckpt.tensors and k != v:
-            out[k] = v
+    out.update(ckpt.records.aliases)
     return out
 
 
@@ -205,9 +204,13 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None,
                   decoder: str | None = None) -> tuple[list[Member], int, int] | None:
     """The candidate members (embeddings first), and ``(V, H)``; None when the
     checkpoint has no embedding matrix. Explicit names override detection."""
+    aliases = _aliases(ckpt)
     mats = _candidates(ckpt)
     classes = {t.name: classify(t.name) for t in mats}
-    aliases = _aliases(ckpt)
+    if embedding is None and decoder is None:
+        pair = class_pair(ckpt)
+        if pair is not None:
+            return _class_members(ckpt, pair, aliases, mats, classes)
     emb_info, dec_info = _named_infos(ckpt, embedding, decoder, aliases)
     dims = _pair_dims(ckpt, mats, classes, emb_info, dec_info)
     if dims is None:
@@ -237,6 +240,28 @@ def build_members(ckpt: Checkpoint, embedding: str | None = None,
     if decoder is not None and decoder not in {m.name for m in members}:
         raise UsageError(f"--decoder {decoder!r} is an alias of a tensor other than the embedding", ckpt.path)
     # Order: embeddings, then decoders; the reference (first) is a stored embedding.
+    members.sort(key=lambda m: (m.role != TieRole.EMBEDDING, not m.stored))
+    return members, V, H
+
+
+def _class_members(ckpt: Checkpoint, pair: ClassPair, aliases: dict[str, str], mats: list[TensorInfo],
+                   classes: dict[str, str | None]) -> tuple[list[Member], int, int]:
+    """The members by the class's own names (:mod:`tietool.ties.classrules`): its embedding and its stored
+    head, whatever the head's shape or name; other matrices of the embedding's shape are never members.
+    A head the class names but the file stores under another name is found by the name and shape rules."""
+    emb = ckpt.tensors[pair.embedding]
+    V, H = emb.shape
+    found = _Members()
+    found.add(emb, TieRole.EMBEDDING)
+    if pair.head is not None:
+        head = ckpt.tensors[pair.head]
+        found.add(head, TieRole.DECODER, V != H and head.shape[0] == H and head.shape[1] != H)
+    elif not pair.lone and pair.head_name not in aliases:
+        rest = [t for t in mats if classes[t.name] != TieRole.EMBEDDING]
+        _add_detected_decoders(ckpt, found, rest, classes, V, H)
+    members = found.members
+    _link_shared_storage(members, found.seen)
+    _add_alias_members(ckpt, members, aliases, None, None)
     members.sort(key=lambda m: (m.role != TieRole.EMBEDDING, not m.stored))
     return members, V, H
 
@@ -425,12 +450,12 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
             g.reason = f"no decoder tensor, and the config's architectures ({archs}) have no LM head: no output layer"
         elif declared["value"] is True:
             g.kind, g.verdict = IMPLICIT, TIED
-            src = "default, absent from config" if declared["source"] == "default" else "declared"
-            g.tie_source = {"tie_word_embeddings": f"config tie_word_embeddings=true ({src})",
-                            "tie_weights": "Keras ReversibleEmbedding tie_weights=true",
+            decl = declared.get("declaration")
+            src = decl.source if decl is not None else declared["source"]
+            key = str(declared["key"])
+            g.tie_source = {"tie_weights": "Keras ReversibleEmbedding tie_weights=true",
                             "graph": f"Keras graph calls layer {declared.get('layer')!r} as embedding and "
-                                     "as output"}.get(
-                declared["key"], str(declared["key"]))
+                                     "as output"}.get(key, f"config {key}=true ({src})")
             g.reason = "one stored matrix, no decoder tensor; the tie is declared by " + g.tie_source
         elif declared["value"] is False:
             g.verdict = NOT_TIED
@@ -438,7 +463,7 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
             g.consistency = consistency(False, "config", (
                 f"config declares {declared['key']}=false but only the embedding is stored: "
                 + ("transformers 5 reports the output layer's weight as missing and initialises it randomly. "
-                   if declared["key"] == "tie_word_embeddings" else
+                   if str(declared["key"]).endswith("tie_word_embeddings") else
                    "a loader that follows the flag creates an output layer with no stored weights. ")
                 + "The weights look tied: the config is wrong (or the decoder was dropped when saving)"))
         elif structural:
@@ -456,6 +481,20 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
     return g
 
 
+def _note_class_rules(ckpt: Checkpoint, group: TieGroup) -> None:
+    """Say where the members came from: the class's own names, and the matrices of the embedding's shape
+    that are not copies of it (an encoder's embedding, another vocabulary, per-layer tables)."""
+    pair = class_pair(ckpt)
+    if pair is None:
+        return
+    names = {m.name for m in group.members}
+    shape = group.members[0].shape
+    others = sorted(t.name for t in _candidates(ckpt) if tuple(t.shape) == shape and t.name not in names)
+    group.reason += f"; members by transformers 5's {pair.architecture} (it ties {pair.head_name})"
+    if others:
+        group.reason += "; not copies: " + bounded(others, 5) + " (other matrices of that shape)"
+
+
 def consistency(consistent: bool, wrong_side: str | None, message: str) -> dict:
     return {"consistent": consistent, "wrong_side": wrong_side, "message": message}
 
@@ -468,6 +507,8 @@ def find_ties(ckpt: Checkpoint, embedding: str | None = None, decoder: str | Non
         return []
     members, V, H = built
     group = _group_from_members(ckpt, members, V, H, declared_tie(ckpt))
+    if embedding is None and decoder is None:
+        _note_class_rules(ckpt, group)
     plain = kerashub.plain_beside(ckpt, members, V, H)
     if plain:
         group.reason += ("; not a member: " + bounded(plain) + " (a plain Keras Embedding, another layer's "
