@@ -368,10 +368,11 @@ def main() -> None:
     that HDF5 can load no filter plugin at all (the library already refuses
     every filter that is not built in before HDF5 would look one up:
     :data:`tietool.io.h5safe.BUILTIN_FILTERS`)."""
+    from tietool.cli.exits import exit_code_for
     from tietool.io.signals import install
 
     os.environ["HDF5_PLUGIN_PATH"] = os.devnull  # before h5py loads HDF5
-    install()
+    install(exit_code_for)  # already done by tietool.cli.main, the console script
     cli(prog_name="tietool")
 
 
