@@ -170,6 +170,41 @@ def assert_kernel_close(got, want, *, depth: int, compute_dtype: str = "float32"
                             f"{np.argwhere(over)[0].tolist()}: {got[over][0]!r} vs {want[over][0]!r}")
 
 
+# -- generated checkpoints -------------------------------------------------------------------
+
+def grow_llama_tied(dst: Path, rows: int) -> None:
+    """fixtures/pt/llama_tied copied to ``dst`` with its embedding grown to
+    ``rows`` x 16 (random float32; no head stored: tied), config to match."""
+    import shutil
+    import struct
+
+    import numpy as np
+
+    shutil.copytree(FIXTURES / "pt/llama_tied", dst)
+    path = dst / "model.safetensors"
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__")
+    data = raw[8 + n:]
+    tensors = {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items()}
+    tensors["model.embed_tokens.weight"] = np.random.default_rng(0).standard_normal((rows, 16), np.float32).tobytes()
+    new, pos = {"__metadata__": meta}, 0
+    for k, v in header.items():
+        shape = [rows, 16] if k == "model.embed_tokens.weight" else v["shape"]
+        new[k] = {"dtype": v["dtype"], "shape": shape, "data_offsets": [pos, pos + len(tensors[k])]}
+        pos += len(tensors[k])
+    head = json.dumps(new).encode()
+    head += b" " * (-(8 + len(head)) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(head)) + head)
+        for k in header:
+            fh.write(tensors[k])
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["vocab_size"] = rows
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+
+
 FLOAT = re.compile(r"[-+]?\d+\.\d+(?:e[-+]?\d+)?")
 
 
