@@ -168,3 +168,67 @@ def assert_kernel_close(got, want, *, depth: int, compute_dtype: str = "float32"
     over = np.abs(got - want) > bound
     assert not over.any(), (f"{int(over.sum())} of {over.size} values beyond the bound; first at "
                             f"{np.argwhere(over)[0].tolist()}: {got[over][0]!r} vs {want[over][0]!r}")
+
+
+FLOAT = re.compile(r"[-+]?\d+\.\d+(?:e[-+]?\d+)?")
+
+
+def same_but_last_digits(expected: str, actual: str) -> bool:
+    """``actual`` is ``expected`` except that a printed decimal number may be
+    one unit off in its last printed digit (``0.0844564`` for ``0.0844565``):
+    what a computed float printed to a fixed number of digits does when a
+    library's kernels round differently on another CPU. Integers, names and
+    everything else must be equal."""
+    want, got = FLOAT.split(expected), FLOAT.split(actual)
+    wn, gn = FLOAT.findall(expected), FLOAT.findall(actual)
+    if want != got or len(wn) != len(gn):
+        return False
+    for w, g in zip(wn, gn, strict=True):
+        mantissa, _, exponent = w.lower().partition("e")
+        unit = 10.0 ** (int(exponent or 0) - len(mantissa.split(".", 1)[1]))
+        if abs(float(g) - float(w)) > unit * 1.0001:
+            return False
+    return True
+
+
+class Calls:
+    """Counts the calls of public functions while active, on every thread,
+    through the interpreter's profiling hook: nothing in tietool is replaced,
+    so what runs is what ships. ``Calls(name=function, ...)``; with
+    ``callers={name: "module/file.py"}`` only calls made from that file count."""
+
+    def __init__(self, callers: dict[str, str] | None = None, **functions):
+        self.codes = {f.__code__: name for name, f in functions.items()}
+        self.callers = callers or {}
+        from collections import Counter
+
+        self.counts: Counter[str] = Counter()
+        self.args: dict[str, list] = {name: [] for name in functions}
+
+    def _profile(self, frame, event, arg):
+        if event != "call":
+            return
+        name = self.codes.get(frame.f_code)
+        if name is None:
+            return
+        caller = self.callers.get(name)
+        if caller is not None and not frame.f_back.f_code.co_filename.endswith(caller):
+            return
+        self.counts[name] += 1
+        self.args[name].append(dict(frame.f_locals))
+
+    def __enter__(self) -> "Calls":
+        import threading
+
+        threading.setprofile(self._profile)
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import threading
+
+        sys.setprofile(None)
+        threading.setprofile(None)  # type: ignore[arg-type]
+
+    def __getitem__(self, name: str) -> int:
+        return self.counts[name]

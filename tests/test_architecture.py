@@ -1,6 +1,7 @@
 """The package's shape, checked from the source (no imports run): layers import
-only downwards, no import cycles between modules, no module over the size
-budget, no private names imported across modules. The README's Architecture
+only downwards, no import cycles between modules, no module over 500 lines and
+no function over 60, no private names imported across modules, format names
+only in tietool/formats, exit statuses only in tietool/cli. The README's Architecture
 section describes the same layers."""
 
 import ast
@@ -25,7 +26,12 @@ LAYERS = {
     "cli": 7,
     "__main__": 8,
 }
-MAX_LINES = 550  # "~500": h5safe (544) and diff.checkpoints (511) sit just above
+MAX_LINES = 500
+MAX_FUNCTION_LINES = 60
+#: Over the budget, being rewritten in another lane of this round (issue 27): allowed
+#: until then, never added to. A name here that is back under the budget may go.
+PENDING_MODULES = {"tietool/io/h5safe.py", "tietool/ties/detect.py"}
+PENDING_FUNCTIONS = {"tietool/ties/verify.py:verify_group", "tietool/audit/check.py:analyse"}
 
 
 def _modules() -> dict[str, Path]:
@@ -140,13 +146,69 @@ def test_no_private_names_across_modules(graph):
     assert bad == []
 
 
+def _rel(path: Path) -> str:
+    return path.relative_to(PACKAGE.parent).as_posix()
+
+
 def test_module_sizes():
     big = {}
     for path in PACKAGE.rglob("*.py"):
         n = len(path.read_text().splitlines())
-        if n > MAX_LINES:
-            big[str(path.relative_to(PACKAGE.parent))] = n
+        if n > MAX_LINES and _rel(path) not in PENDING_MODULES:
+            big[_rel(path)] = n
     assert big == {}
+
+
+def test_function_sizes():
+    """No function over 60 lines (decorators excluded, the docstring included)."""
+    long = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                where = f"{_rel(path)}:{node.name}"
+                if n > MAX_FUNCTION_LINES and where not in PENDING_FUNCTIONS:
+                    long[where] = n
+    assert long == {}
+
+
+def _format_names() -> set[str]:
+    text = (PACKAGE / "formats" / "descriptor.py").read_text()
+    return set(re.findall(r'^    Format\("([a-z0-9-]+)"', text, re.M))
+
+
+def test_format_names_only_in_formats():
+    """Only tietool/formats names a format: code elsewhere asks the format's
+    descriptor (tietool.formats.format_of) and never compares ``.format`` or
+    ``.origin_format``, nor spells a format's name."""
+    names = _format_names()
+    assert {"keras2-h5", "keras3-archive", "safetensors-sharded"} <= names
+    names -= {"safetensors"}  # also the container's name (convert --to safetensors)
+    branch = re.compile(r"\.(origin_)?format\s*(==|!=|in\b|not in\b)|\.(origin_)?format\.startswith\(")
+    bad = []
+    for path in PACKAGE.rglob("*.py"):
+        if _rel(path).startswith("tietool/formats/"):
+            continue
+        text = path.read_text()
+        bad += [f"{_rel(path)}:{i}" for i, line in enumerate(text.splitlines(), 1)
+                if branch.search(line) and not line.lstrip().startswith("#")]
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Constant) and node.value in names:
+                bad.append(f"{_rel(path)}:{node.lineno}: {node.value!r}")
+    assert bad == []
+
+
+def test_exit_codes_only_in_the_cli():
+    """Only tietool/cli decides an exit status: no ``exit_code``, ``sys.exit``
+    or ``EXIT_*`` in the library."""
+    pattern = re.compile(r"\bexit_code\b|\bsys\.exit\(|\bEXIT_[A-Z_]+\b|\bSystemExit\b")
+    bad = []
+    for path in PACKAGE.rglob("*.py"):
+        if _rel(path).startswith(("tietool/cli/", "tietool/__main__")):
+            continue
+        bad += [f"{_rel(path)}:{i}: {line.strip()}" for i, line in enumerate(path.read_text().splitlines(), 1)
+                if pattern.search(line)]
+    assert bad == []
 
 
 def test_no_side_effects_in_module_bodies():

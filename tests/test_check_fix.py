@@ -49,6 +49,11 @@ def test_check_reports_each_damage(case):
     (res,) = report.checkpoints
     if exp["check"] == 0:
         assert res.ok and not res.problems and fix_command(res) is None
+        assert [w.code for w in res.warnings] == ([exp["warning"]] if "warning" in exp else [])
+        if "warning" in exp:  # names the flag transformers 5 reads and the loader that reads the other one
+            message = res.warnings[0].message
+            assert "transformers 5" in message and "transformers 4.x" in message, message
+            assert any(n and n in message for n in set(res.heads) | {res.embedding}), message
     else:
         assert res.ok is False
         assert [p.code for p in res.problems] == [exp["problem"]]
@@ -256,7 +261,8 @@ def test_check_cli_table_json_and_exit_codes(tmp_path):
     res = runner.invoke(cli, ["check", str(DAMAGED / "pt/llama_flag_untied_no_head"), str(FIX / "pt/gpt2")])
     assert res.exit_code == 1
     header = res.output.splitlines()[0].split()
-    assert header == ["path", "verdict", "tie", "problem"]
+    assert header == ["path", "verdict", "tie", "declaration", "problem"]
+    assert "false (config.json key tie_word_embeddings)" in " ".join(res.output.split())
     assert "PROBLEM" in res.output and f"tietool fix {DAMAGED / 'pt/llama_flag_untied_no_head'} -o" in res.output
     res = runner.invoke(cli, ["check", str(tmp_path / "nope")])
     assert res.exit_code == 2

@@ -120,3 +120,24 @@ def test_run_without_tensorflow_says_how_to_install():
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "pip install" in lines[0] and "tf" in lines[0]
+
+
+def test_run_says_tensorflow_is_loading_on_a_terminal(tmp_path):
+    """`run` spends seconds importing TensorFlow: on a terminal, one line on
+    stderr says so (after the inputs are checked); not with --quiet, not
+    when stderr is not a terminal."""
+    import pytest
+
+    pytest.importorskip("tensorflow")
+    args = ["run", fixture("tf/gpt2"), "--mode", "embedding", "--ids", "1,2"]
+    code, out, err = _run_with_tty_stderr(args, tmp_path)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if line.strip()] == ["loading TensorFlow (a few seconds) ..."]
+    assert "loading" not in out
+    code, out, err = _run_with_tty_stderr([*args, "--quiet"], tmp_path)
+    assert code == 0 and err == ""
+    code, out, err = _run_with_tty_stderr(["run", fixture("tf/gpt2"), "--mode", "embedding", "--ids", "999"], tmp_path)
+    assert code == 2 and "loading" not in err  # a bad input is refused before TensorFlow is loaded
+    r = invoke(*args)  # stderr not a terminal
+    assert r.exit_code == 0 and r.stderr == ""
+

@@ -145,7 +145,9 @@ def test_copies_written_once(converted):
     got = st_tensors(os.path.join(out, "model.safetensors"))
     assert "shared.weight" in got and "lm_head.weight" not in got
     assert not any(k.endswith("embed_tokens.weight") for k in got)
-    assert len(r["copies_merged"]) == 2
+    # every stored copy, each with the PyTorch name it was written under (not a TF name)
+    assert r["copies_merged"] == {f"{p}/shared/shared/embeddings:0": "shared.weight"
+                                  for p in ("shared", "encoder", "decoder")}
 
 
 def test_gpt2_output_equals_transformers_save(converted):

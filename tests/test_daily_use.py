@@ -72,6 +72,9 @@ EXITS = {
 }
 
 
+ALL_COMMANDS = ("inspect", "verify-tie", "run", "convert", "check", "fix", "diff")
+
+
 def examples(command: str) -> list[str]:
     text = tietool(command, "--help").stdout
     block = text.split("  Examples:\n\n", 1)[1].split("\n\n", 1)[0]
@@ -90,18 +93,34 @@ def test_help_has_examples_and_only_its_exit_codes(command):
 
 @pytest.mark.interop  # the `run` examples need TensorFlow
 @pytest.mark.tf_kernels
-def test_help_examples_run_as_written(repo):
-    """Every example line of every command's help, run from the repository root."""
+def test_help_examples_run_as_written(fresh_clone):
+    """Every example line of every command's help, in order, from the root of a
+    fresh clone (the shipped fixtures only): exit 0 or 1, nothing on stderr,
+    and what they write is under out/ (git status stays clean)."""
+    import subprocess
+
     ran = []
-    for command in ("inspect", "verify-tie", "convert", "run"):
+    for command in ALL_COMMANDS:
         for line in examples(command):
             args = shlex.split(line.split("  #", 1)[0])[1:]
             r = tietool(*args)
-            ok = (0, 1) if command == "verify-tie" else (0,)
-            assert r.exit_code in ok and r.stderr == "", (line, r.stdout, r.stderr)
+            assert r.exit_code in (0, 1) and r.stderr == "", (line, r.stdout, r.stderr)
             ran.append(line)
-    assert len(ran) >= 10
-    assert Path("m.keras").is_file() and Path("gpt2-pt/model.safetensors").is_file() and Path("out.npy").is_file()
+    assert len(ran) >= 17
+    assert Path("out/m.keras").is_file() and Path("out/gpt2-pt/model.safetensors").is_file()
+    assert Path("out/emb.npy").is_file() and Path("out/diff.png").is_file()
+    assert subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout == ""
+
+
+def test_top_level_help_names_every_command_that_exits_1():
+    r = tietool("--help")
+    block = r.stdout.split("Exit status:\n", 1)[1]
+    one = block.split("\n    2  ", 1)[0].split("    1  ", 1)[1]
+    assert sorted(c for c in ALL_COMMANDS if f"{c}:" in one) == ["check", "diff", "verify-tie"]
+    for command in ("check", "diff", "verify-tie"):
+        assert "\n    1  " in tietool(command, "--help").stdout, command
+    for command in ("inspect", "run", "convert", "fix"):
+        assert "\n    1  " not in tietool(command, "--help").stdout, command
 
 
 # -- --to inferred, paths as given ------------------------------------------------------
@@ -268,7 +287,7 @@ def test_inspect_converted_keras_shows_the_source_highlights(repo):
         "class name          Functional\n"
         "vocab size          64\n"
         "hidden size         16\n"
-        "tie_weights         True (ReversibleEmbedding tie_weights)\n"
+        "tie declaration     true (Keras layer 'revemb' tie_weights)\n"
         "meta date_saved     2026-11-29@14:15:58\n"
         "meta format         keras\n"
         "meta keras_version  3.15.1"

@@ -13,7 +13,16 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import EXPECTED_TIES, FIXTURES, assert_golden, invoke, transcript
+from helpers import (
+    EXPECTED_TIES,
+    FIXTURES,
+    GOLDEN,
+    assert_golden,
+    invoke,
+    same_but_last_digits,
+    transcript,
+    updating_golden,
+)
 
 COMMANDS = ("inspect", "verify-tie", "convert", "run", "check", "fix", "diff")
 
@@ -119,6 +128,9 @@ def test_golden(name, tmp_path, monkeypatch):
     text = "\n".join(transcript(args, invoke(*args)) for args in SESSIONS[name])
     for cwd in {str(tmp_path.resolve()), str(tmp_path)}:
         text = text.replace(cwd, "<CWD>")
+    golden = GOLDEN / f"{name}.txt"
+    if name == "run" and not updating_golden() and golden.exists() and same_but_last_digits(golden.read_text(), text):
+        return  # numbers TensorFlow computed, printed to their last digit: one unit off on another CPU is the same
     assert_golden(f"{name}.txt", text)
 
 

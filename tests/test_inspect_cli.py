@@ -20,7 +20,7 @@ def test_table_and_summary_for_hf_tf_folder():
     out = r.stdout
     assert "keras2-h5" in out
     assert "bert/" in out and "mlm___cls/" in out and "word_embeddings/weight:0" in out
-    assert "tie_word_embeddings  true (default)" in out
+    assert "tie declaration     true (default of config class BertConfig)" in out
     assert "model type" in out and "bert" in out
     # byte total as h5py sees it
     with h5py.File(fixture("tf/bert_mlm/tf_model.h5"), "r") as f:

@@ -133,7 +133,7 @@ def test_run_equals_model_logits(tf_run, rel):
     folder = ROOT / e["family"]
     hidden, logits = folder / e["hidden"], folder / e["logits"]
     want = np.load(logits)
-    res = tf_run(str(ROOT / rel), "linear", input_path=str(hidden))
+    res = tf_run(str(ROOT / rel), "linear", str(hidden))
     got = npy_array(res.output)
     assert got.dtype == np.float32 and got.shape == want.shape
     assert_kernel_close(got, want, depth=e["hidden_size"], compute_dtype=e["dtype_policy"] or "float32")
@@ -151,9 +151,9 @@ def test_run_equals_model_logits(tf_run, rel):
 def test_run_refuses_without_output_layer(tf_run, rel):
     e = ENTRIES[rel]
     with pytest.raises(UsageError, match="no output layer"):
-        tf_run(str(ROOT / rel), "linear", input_path=str(ROOT / e["family"] / "unused.npy"))
+        tf_run(str(ROOT / rel), "linear", str(ROOT / e["family"] / "unused.npy"))
     # looking tokens up is what the layer does: embedding mode still runs, rows bit for bit
-    res = tf_run(str(ROOT / rel), "embedding", ids=np.array([[0, 5, e["vocab_size"] - 1]]))
+    res = tf_run(str(ROOT / rel), "embedding", np.array([[0, 5, e["vocab_size"] - 1]]))
     with open_checkpoint(ROOT / rel) as ck:
         table = ck.read(res.embedding)
     assert res.output.tobytes() == table[[0, 5, e["vocab_size"] - 1]][None].tobytes()
@@ -309,11 +309,11 @@ def test_quantised_weights_without_config(tf_run, tmp_path, mode):
     assert verify_tie(out)["groups"][0]["verdict"] == e["truth"]
     folder = ROOT / e["family"]
     if mode == "int8":
-        res = tf_run(str(out), "linear", input_path=str(folder / e["hidden"]))
+        res = tf_run(str(out), "linear", str(folder / e["hidden"]))
         assert_kernel_close(res.output, np.load(folder / e["logits"]), depth=e["hidden_size"])
     else:
         with pytest.raises(UsageError, match="without the model's config"):
-            tf_run(str(out), "linear", input_path=str(folder / e["hidden"]))
+            tf_run(str(out), "linear", str(folder / e["hidden"]))
 
 
 @pytest.mark.tf_kernels
@@ -330,7 +330,7 @@ def test_float8_model_runs_bit_exact_and_a_float8_embedding_is_refused(tf_run, t
     modes = {v["mode"] for v in cfg["quantized_layers"].values()}
     assert modes == {"float8"} and "token_embedding" not in cfg["quantized_layers"]
     folder = ROOT / e["family"]
-    res = tf_run(str(ROOT / rel), "linear", input_path=str(folder / e["hidden"]))
+    res = tf_run(str(ROOT / rel), "linear", str(folder / e["hidden"]))
     assert res.layer["quantization"] is None
     assert_kernel_close(res.output, np.load(folder / e["logits"]), depth=e["hidden_size"])
 

@@ -218,3 +218,40 @@ def test_a_weight_with_no_place_is_exit_2_naming_it(tmp_path):
     res = run_cli("convert", str(preset), "--names", "pt", "-o", str(tmp_path / "out"))
     one_error_line(res.returncode, res.stderr, "lora_a")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tokenizer_files_are_hugging_face_ones(exported, family):
+    """tokenizer.json is a Hugging Face tokenizer (a model and its vocabulary), not keras-hub's
+    Keras serialization of the same name; the special token ids reach config.json."""
+    tok = json.loads((exported[family] / "tokenizer.json").read_text())
+    assert "class_name" not in tok and tok["model"]["type"] in ("BPE", "Unigram")
+    assert len(tok["model"]["vocab"]) == 37
+    tcfg = json.loads((exported[family] / "tokenizer_config.json").read_text())
+    cfg = json.loads((exported[family] / "config.json").read_text())
+    vocab = tok["model"]["vocab"]
+    assert cfg["eos_token_id"] == vocab[tcfg["eos_token"]]
+    assert json.loads((exported[family] / "generation_config.json").read_text())["eos_token_id"] == cfg["eos_token_id"]
+
+
+VALIDATION = json.loads((KHHF / "VALIDATION.json").read_text())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tables_are_what_keras_hubs_importers_confirm(family):
+    """tools/kerashub_hf_tables.py ran keras-hub's own importer over each export: every
+    (transformers name, preset dataset) pair it visits equals bit for bit (Mistral's: after the
+    importer's own cast to float16), no variable is left unported, and its pairs are exactly the
+    table's. The table as it is now must still give those pairs."""
+    from tietool.convert.kerashub_hf import export
+    from tietool.formats import open_checkpoint
+
+    r = VALIDATION["families"][family]
+    assert r["not_equal"] == [] and r["variables_not_ported"] == []
+    assert r["pairs"] == r["tietool_pairs"]
+    preset = str(KHHF / family / "preset")
+    with open_checkpoint(preset) as ckpt:
+        plan = export.plan_export(ckpt, preset, None).plan
+        now = sorted([t.name, p] for t in plan.tensors
+                     for p in (getattr(t.transform, "names", None) or (t.source.name,)))
+    assert now == r["pairs"]

@@ -13,8 +13,8 @@ import pytest
 from safetensors import safe_open
 
 import tietool
-from tietool.config import highlights
 from tietool.errors import CorruptCheckpointError, TietoolError
+from tietool.ties.declaration import tie_declaration
 
 from helpers import FIXTURES, MANIFEST, fixture
 
@@ -139,7 +139,9 @@ def test_keras2_names_hf_layout_and_config_default():
         assert ckpt.metadata["keras_version"].startswith("2.")
         assert ckpt.config_source.endswith("config.json")
         assert "tie_word_embeddings" not in ckpt.config
-        assert highlights(ckpt.config)["tie_word_embeddings"] == {"value": True, "source": "default"}
+        decl = tie_declaration(ckpt.config)  # the one rule; highlights no longer carry a second one
+        assert (decl.value, decl.source, decl.keys) == (True, "default of config class GPT2Config",
+                                                        ("tie_word_embeddings",))
         assert {t.layer for t in ckpt} == {"transformer"}  # the file's layer_names: one layer
 
 
@@ -152,7 +154,8 @@ def test_duplicate_names_across_layer_groups_are_distinct_tensors():
 
 def test_untied_config_declared():
     with tietool.open_checkpoint(fixture("tf/mistral_untied")) as ckpt:
-        assert highlights(ckpt.config)["tie_word_embeddings"] == {"value": False, "source": "declared"}
+        decl = tie_declaration(ckpt.config)
+        assert (decl.value, decl.source) == (False, "config.json key tie_word_embeddings")
 
 
 def test_full_model_h5_config_and_optimizer_roles():

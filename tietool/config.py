@@ -157,8 +157,7 @@ def highlights(config: Any) -> dict:
                 cfg = config[sub]
         out["vocab_size"] = _first_int(cfg, VOCAB_KEYS)
         out["hidden_size"] = _first_int(cfg, HIDDEN_KEYS)
-        out["tie_word_embeddings"] = hf_tie_declaration(config)
-        return out
+        return out  # the tie flag: tietool.ties.declaration, its one reader
     out["kind"] = "keras"
     cls = config.get("class_name")
     if cls:
@@ -171,9 +170,6 @@ def highlights(config: Any) -> dict:
         first = embeds[0]
         out["vocab_size"] = first.get("vocab_size")
         out["hidden_size"] = first.get("hidden_size")
-        ties = [e["tie_weights"] for e in embeds if e.get("tie_weights") is not None]
-        if ties:
-            out["tie_weights"] = ties[0] if len(set(ties)) == 1 else ties
     # keras-hub backbones serialize their constructor arguments, not their
     # layers: the sizes are plain keys somewhere in the tree; the tie, soft
     # cap and dtype policy are read by tietool.kerashub.
@@ -196,18 +192,6 @@ def _find_int_anywhere(config: Any, keys: tuple[str, ...]) -> int | None:
             if found is not None:
                 return found
     return None
-
-
-def hf_tie_declaration(config: dict) -> dict:
-    """What a transformers config says about tying, and whether it said it.
-
-    transformers leaves keys at their default out of config.json, and the
-    default of ``tie_word_embeddings`` is true: absent means tied.
-    """
-    for owner in (config, config.get("text_config") if isinstance(config.get("text_config"), dict) else None):
-        if owner is not None and "tie_word_embeddings" in owner:
-            return {"value": bool(owner["tie_word_embeddings"]), "source": "declared"}
-    return {"value": True, "source": "default"}
 
 
 def keras_embeddings(config: Any) -> list[dict]:

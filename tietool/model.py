@@ -177,6 +177,17 @@ class BlockStore(TensorStore, Protocol):
     def read_block(self, info: TensorInfo, rows: slice, cols: slice) -> np.ndarray: ...
 
 
+def close_names(name: str, names) -> str:
+    """`` (did you mean 'x'?)`` from the names closest to a mistyped one
+    (difflib's ratio), or nothing when none is close; at most three."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.8)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+
+
 @dataclass
 class Checkpoint:
     format: str  # e.g. "keras2-h5", "safetensors"; see tietool.formats
@@ -219,7 +230,7 @@ class Checkpoint:
         try:
             return self.tensors[name]
         except KeyError:
-            raise TensorNotFoundError(f"no tensor named {name!r}", self.path) from None
+            raise TensorNotFoundError(f"no tensor named {name!r}{close_names(name, self.tensors)}", self.path) from None
 
     def weights(self) -> list[TensorInfo]:
         return [t for t in self.tensors.values() if t.role == Role.WEIGHT]

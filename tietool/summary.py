@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from tietool.ties.declaration import TieDeclaration, tie_declaration
 from tietool.ties.verify import TieGroup, find_ties
 
 from . import config as configlib
@@ -61,6 +62,7 @@ class InspectReport(JsonResult):
     tensors: tuple[TensorInfo, ...]  # those shown (the filter applied)
     warnings: tuple[str, ...]
     ties: tuple[TieGroup, ...] | None  # None: not looked for
+    tie_declaration: TieDeclaration  # what the config declares about the tie (the one rule)
     converted: bool = False  # tietool converted the file from origin_format
 
     def to_json(self) -> dict:
@@ -75,6 +77,7 @@ class InspectReport(JsonResult):
             "config": self.config,
             "config_source": self.config_source,
             "config_highlights": self.config_highlights,
+            "tie_declaration": self.tie_declaration.to_json(),
             "config_code": list(self.config_code),
             "metadata": self.metadata,
             "keras_metadata": self.keras_metadata,
@@ -126,6 +129,7 @@ def report(ckpt: Checkpoint, filter_glob: str | None = None, ties: bool = True) 
         tensors=tuple(shown),
         warnings=tuple(ckpt.warnings),
         ties=tuple(find_ties(ckpt)) if ties else None,
+        tie_declaration=tie_declaration(ckpt.config),
         converted=origin_of(ckpt) is not format_of(ckpt),
     )
 

@@ -79,3 +79,39 @@ def test_sharded_export_loads(loaded):
 
 def test_cli_end_to_end(loaded):
     _loads_clean_and_agrees(loaded["cli"])
+
+
+TOKEN_IDS = """
+import json, sys
+from transformers import AutoTokenizer
+out = {}
+for folder, text in json.loads(sys.argv[1]):
+    t = AutoTokenizer.from_pretrained(folder)
+    ids = t(text, add_special_tokens=False)["input_ids"]
+    out[folder] = {"ids": ids, "with_specials": t(text)["input_ids"], "decoded": t.decode(ids)}
+print(json.dumps(out))
+"""
+
+
+def test_tokenizer_gives_keras_hub_ids_without_sentencepiece(loaded, pt_python):
+    """AutoTokenizer loads every exported tokenizer.json (no sentencepiece, no protobuf in that
+    interpreter) and gives the keras-hub tokenizer's ids on the sample text."""
+    no_spm = subprocess.run([pt_python, "-c", "import sentencepiece"], capture_output=True)
+    no_pb = subprocess.run([pt_python, "-c", "import google.protobuf"], capture_output=True)
+    jobs = [(str(loaded[f]["out"]), json.loads((KHHF / f / "tokens.json").read_text())["text"]) for f in FAMILIES]
+    env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1")
+    env.pop("PYTHONPATH", None)
+    res = subprocess.run([pt_python, "-c", TOKEN_IDS, json.dumps(jobs)], capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    for fam in FAMILIES:
+        ref = json.loads((KHHF / fam / "tokens.json").read_text())
+        g = got[str(loaded[fam]["out"])]
+        assert g["ids"] == ref["ids"], fam
+        assert g["decoded"] == ref["text"], fam
+        bos = json.loads((loaded[fam]["out"] / "config.json").read_text()).get("bos_token_id")
+        adds_bos = json.loads((loaded[fam]["out"] / "tokenizer_config.json").read_text())["add_bos_token"]
+        assert g["with_specials"] == ([bos] if adds_bos else []) + ref["ids"], fam
+    if no_spm.returncode == 0 or no_pb.returncode == 0:
+        pytest.skip("sentencepiece or protobuf is installed beside transformers: ids checked, independence not")

@@ -1,22 +1,26 @@
 """Audit config against weights: ``tietool check PATH...``.
 
-For each checkpoint: the tie flag(s) the config declares (top level and
-nested ``text_config`` / ``decoder`` / ..., an absent key meaning the model
-type's default in transformers 5, see :mod:`tietool.ties.data`), what the
-weights store (no head, an identical or transposed copy, a different head,
-copies that differ among themselves), and whether they agree. Reads headers,
-and only the tensor bytes a decision needs (the stored head against the
-embedding; the copies against each other).
+For each checkpoint: the tie declaration (:func:`tietool.ties.declaration.tie_declaration`,
+the one rule: what transformers 5 does with this config, by its class), the
+flags the config writes, what the weights store (no head, an identical or
+transposed copy, a different head, copies that differ among themselves), and
+whether they agree. Reads headers, and only the tensor bytes a decision needs
+(the stored head against the embedding; the copies against each other).
 
-What transformers 5.24 does with each disagreement (tested in
-``tests/test_check_fix_pt.py`` by loading the damaged fixtures):
+What transformers 5 does with each disagreement (tested in
+``tests/interop/test_check_fix_pt.py`` by loading the damaged fixtures):
 
-* flag false, no head stored: ``lm_head.weight`` is reported missing and
-  initialised at random;
-* flag true (declared or default), a different head stored: transformers 5
-  warns and does not tie them, so the stored head is used; a loader that
-  trusts the flag instead ties the output to the embedding and drops the head;
-* top-level and nested flags disagree: transformers 5 follows the top level.
+* declared false, no head stored: ``lm_head.weight`` is reported missing and
+  initialised at random (a problem);
+* declared true, a different head stored: transformers 5 warns and does not
+  tie them, so the stored head is used; a loader that trusts the flag instead
+  ties the output to the embedding and drops the head (a problem; a warning
+  for a class that forces the flag, as T5 does: its config.json key is not
+  what transformers 5 reads);
+* a written flag that transformers 5 does not follow (Llava's
+  ``text_config.tie_word_embeddings`` when the top level says true):
+  transformers 4.x reads ``get_text_config(decoder=True)``'s flag; a warning
+  when such a loader builds a different model from these weights.
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from tietool import config as configlib
-from tietool.errors import TietoolError
+from tietool.errors import TietoolError, UsageError
 from tietool.formats import open_checkpoint
 from tietool.model import Checkpoint, TieRole
 from tietool.textsafe import bounded
 from tietool.ties import data as tiedata
+from tietool.ties.declaration import RULES_KERAS, RULES_KERASHUB, TieDeclaration, tie_declaration
 from tietool.ties.majority import Agreement, Copy, agreement
 from tietool.ties.verify import (
     COPIES_DIFFER,
@@ -48,8 +52,6 @@ from tietool.ties.verify import (
 )
 
 FLAG = "tie_word_embeddings"
-#: Sub-configs whose tie flag a composite architecture may read.
-NESTED = ("text_config", "decoder", "language_config", "llm_config", "thinker_config", "text_model")
 
 # what is stored
 NO_HEAD = "no head"
@@ -71,13 +73,14 @@ COPIES_DIFFER_CODE = "copies-differ"
 class Flag:
     key: str  # dotted JSON path in the config: "tie_word_embeddings", "text_config.tie_word_embeddings"
     value: bool
-    declared: bool  # False: absent from the config, the model type's default
+    declared: bool  # False: absent from the config, the config class's default
+    read: bool = True  # False: written in the config, but the model class does not read it
 
     def label(self) -> str:
         return f"{self.key}={str(self.value).lower()}" + ("" if self.declared else " (default)")
 
     def to_json(self) -> dict:
-        return {"key": self.key, "value": self.value, "declared": self.declared}
+        return {"key": self.key, "value": self.value, "declared": self.declared, "read": self.read}
 
 
 @dataclass(frozen=True)
@@ -148,10 +151,14 @@ class CheckResult:
     needs_prefer: bool = False  # stored copies differ with no majority: a repair needs --prefer
     error: str | None = None
     agreement: dict | None = field(default=None, compare=False)
+    declaration: TieDeclaration | None = None
+    warnings: tuple[Problem, ...] = ()
 
     def to_json(self) -> dict:
         return {
             "path": self.path, "ok": self.ok, "tied": self.tied, "problems": [p.message for p in self.problems],
+            "tie_declaration": self.declaration.to_json() if self.declaration is not None else None,
+            "warnings": [w.message for w in self.warnings], "warning_codes": [w.code for w in self.warnings],
             "problem_codes": [p.code for p in self.problems], "stored": self.stored,
             "weights_tied": self.weights_tied, "flags": [f.to_json() for f in self.flags],
             "embedding": self.embedding, "heads": list(self.heads), "format": self.format, "model": self.model,
@@ -161,29 +168,27 @@ class CheckResult:
 
 # -- the config side ------------------------------------------------------------------
 
-def config_flags(ckpt: Checkpoint) -> tuple[tuple[Flag, ...], bool | None]:
-    """The tie flags the config declares and the effective one (None: the
-    config says nothing about tying)."""
-    cfg = ckpt.config
-    if not isinstance(cfg, dict):
-        return (), None
-    if not configlib.is_hf_config(cfg):
-        d = declared_tie(ckpt)
-        if d.get("value") is None:
-            return (), None
-        return (Flag(str(d.get("key")), bool(d["value"]), True),), bool(d["value"])
-    flags = []
-    if isinstance(cfg.get(FLAG), bool):
-        flags.append(Flag(FLAG, cfg[FLAG], True))
-    for sub in NESTED:
-        node = cfg.get(sub)
-        if isinstance(node, dict) and isinstance(node.get(FLAG), bool):
-            flags.append(Flag(f"{sub}.{FLAG}", node[FLAG], True))
-    if flags:
-        return tuple(flags), flags[0].value
-    default = tiedata.default_tie(cfg.get("model_type"))
-    value = True if default is None else default
-    return (Flag(FLAG, value, False),), value
+def config_flags(ckpt: Checkpoint) -> tuple[TieDeclaration, tuple[Flag, ...]]:
+    """The tie declaration (:func:`tietool.ties.declaration.tie_declaration`,
+    the one rule) and the tie flags written in the config: those the class
+    reads, then those it does not (``read=False``); when the class reads none
+    that is written, its default as an undeclared flag."""
+    decl = tie_declaration(ckpt.config)
+    cfg = ckpt.config if isinstance(ckpt.config, dict) else {}
+    if decl.rules in (RULES_KERAS, RULES_KERASHUB):
+        return decl, ((Flag(str(decl.key), bool(decl.value), True),) if decl.value is not None else ())
+    flags = [Flag(k, v, True) for k in decl.keys if isinstance(v := _at(cfg, k), bool)]
+    if not flags and decl.value is not None and decl.flag_key and not decl.forced:
+        flags.append(Flag(decl.flag_key, decl.value, False))
+    flags += [Flag(k, v, True, read=False) for k, v in decl.unread]
+    return decl, tuple(flags)
+
+
+def _at(cfg: dict, key: str) -> object:
+    node: object = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 # -- the weights side ----------------------------------------------------------------
@@ -217,6 +222,8 @@ class Analysis:
     repairs: list[Repair]
     needs_prefer: list[str]  # the copies to choose from when no majority exists
     head_pt: str | None  # the architecture's PyTorch head name (transformers 5 _tied_weights_keys)
+    declaration: TieDeclaration
+    warnings: list[Problem]  # true, but no reason to fail (exit 0)
 
     @property
     def embedding(self) -> str | None:
@@ -231,12 +238,21 @@ class Analysis:
         return tuple(m.name for m in self.group.members if m.role == TieRole.DECODER)
 
 
+#: The head, when no name for it is known: read after "no", "a stored", "a different" (no article of its own).
+NO_HEAD_NAME = "output layer"
+
+
+def _the(label: str) -> str:
+    """``label`` as the subject or object of a sentence: "the output layer" or the tensor's name."""
+    return "the output layer" if label == NO_HEAD_NAME else label
+
+
 def _head_label(a_head_pt: str | None, group: TieGroup | None) -> str:
     if group is not None:
         dec = [m.name for m in group.members if m.role == TieRole.DECODER]
         if dec:
             return dec[0]
-    return a_head_pt or "an output layer"
+    return a_head_pt or NO_HEAD_NAME
 
 
 def _choose(a: Analysis, prefer: str | None) -> str | None:
@@ -254,15 +270,13 @@ def _choose(a: Analysis, prefer: str | None) -> str | None:
 
 
 def analyse(ckpt: Checkpoint, prefer: str | None = None) -> Analysis:
-    from tietool.errors import UsageError
-
-    flags, tied = config_flags(ckpt)
+    decl, flags = config_flags(ckpt)
     cfg = ckpt.config if isinstance(ckpt.config, dict) else {}
     archs = cfg.get("architectures") if isinstance(cfg.get("architectures"), list) else []
     head = tiedata.head_name(archs[0]) if archs else None
-    head_pt = head[0] if head else None
+    a = Analysis(ckpt, flags, decl.value, None, NO_EMBEDDING, None, None, [], [], [], head[0] if head else None,
+                 decl, [])
     groups = find_ties(ckpt)
-    a = Analysis(ckpt, flags, tied, None, NO_EMBEDDING, None, None, [], [], [], head_pt)
     if not groups:
         return a
     g = a.group = groups[0]
@@ -270,87 +284,127 @@ def analyse(ckpt: Checkpoint, prefer: str | None = None) -> Analysis:
     a.stored = _stored(g)
     a.weights_tied = {NO_HEAD: True, SHARED_STORAGE: True, IDENTICAL: True, TRANSPOSED_COPY: True,
                       DIFFERENT: False}.get(a.stored)
-    emb = a.embedding or "the embedding"
     has_head = has_output_layer({"architectures": archs}) if archs else None
     if a.stored in (NO_HEAD, SHARED_STORAGE) and has_head is False:
         a.weights_tied = None  # a base model (BertModel): no output layer to tie
-    declared = [f for f in flags if f.declared]
-    values = {f.value for f in declared}
-    target = a.weights_tied if a.weights_tied is not None else tied
-    head_label = (_head_label(head_pt, g) if a.stored not in (NO_HEAD, SHARED_STORAGE)
-                  else (head_pt or "an output layer"))
-
-    def set_all(value: bool, why: str) -> None:
-        keys = [f.key for f in declared] or [FLAG]
-        for k in keys:
-            current = next((f.value for f in flags if f.key == k), None)
-            needed = current != value or not any(f.key == k and f.declared for f in flags)
-            if needed and not any(r.kind == "set-flag" and r.key == k for r in a.repairs):
-                a.repairs.append(Repair("set-flag", f"set {k} to {str(value).lower()} ({why})", key=k, value=value))
-
-    if len(values) > 1 and target is not None:
-        top = next((f for f in declared if f.key == FLAG), declared[0])
-        others = [f for f in declared if f.value != top.value]
-        nested = others[0]
-        if a.weights_tied:
-            t5 = (f"transformers 5 reads the top level, so it ties {head_label} to {emb}" if top.value
-                  else f"transformers 5 reads the top level and reports {head_label} missing (random)")
-            other = (f"a loader that reads {nested.key} expects a stored {head_label} and finds none"
-                     if not nested.value else f"a loader that reads {nested.key} ties it")
-        else:
-            t5 = ("transformers 5 reads the top level and keeps the stored head" if not top.value
-                  else "transformers 5 reads the top level, sees the stored head differ and keeps it (with a warning)")
-            other = (f"a loader that trusts {nested.key}=true ties the output to {emb} and drops the trained head"
-                     if nested.value else f"a loader that reads {nested.key} keeps the stored head")
-        weights = (f"tied (no {head_label} stored)" if a.weights_tied
-                   else f"untied ({head_label} stored, different)")
-        a.problems.append(Problem(FLAGS_DISAGREE, (
-            f"{top.label()} at the top level but {nested.label()}, and the weights are {weights}: "
-            f"{t5}, while {other}")))
-        set_all(target, "every flag the architecture reads agrees with the weights")
-    elif a.stored in (NO_HEAD, SHARED_STORAGE) and tied is False and has_head is not False:
-        flag = next((f for f in flags if f.value is False), flags[0] if flags else None)
-        a.problems.append(Problem(UNTIED_NO_HEAD, (
-            f"{flag.label() if flag else 'the config'} says untied but no {head_label} is stored (only {emb}): "
-            f"transformers 5 reports {head_label} missing and initialises it at random, and any loader that trusts "
-            "the flag does the same; the head was dropped when saving a tied model")))
-        set_all(True, "the head was dropped when saving: the weights are tied")
-    elif a.stored == DIFFERENT and tied is True:
-        flag = flags[0] if flags else Flag(FLAG, True, False)
-        d = next((c for c in g.comparisons if not c["equal"]), {})
-        a.problems.append(Problem(TIED_DIFFERENT_HEAD, (
-            f"{flag.label()} says tied but a different {head_label} is stored beside {emb} "
-            f"({d.get('rows_differ', '?')} of {g.vocab_size} rows differ): transformers 5 keeps the stored head "
-            "(it warns and does not tie them), while a loader that trusts the flag (vLLM-style) ties the output to "
-            f"{emb} and drops the trained head")))
-        set_all(False, "the weights were trained untied")
+    _unread_flags(a)
+    _flag_against_weights(a, has_head)
     if a.stored == DIFFER:
-        distinct = g.distinct()
-        a.agreement = (Agreement.from_json(g.agreement) if g.agreement is not None
-                       else agreement(ckpt, [Copy(m.name, m.stored_info, m.transposed) for m in distinct]))
-        odd = a.agreement.odd
-        where = "; ".join(f"{o.name} differs from {o.reference} first at {list(o.index)} ({o.value} vs {o.expected})"
-                          for o in odd)
-        if a.agreement.majority:
-            fix_how = f"the majority ({len(a.agreement.majority)} of {len(distinct)}) decides"
-        else:
-            fix_how = "there is no majority: choose with --prefer embedding|decoder|NAME"
-        a.problems.append(Problem(COPIES_DIFFER_CODE, (
-            f"the {len(distinct)} stored copies of the tied matrix differ ({where}): a loader uses one of them, so "
-            f"its output depends on which, and tietool convert --names pt refuses to merge them; {fix_how}")))
-        source = a.agreement.majority[0] if a.agreement.majority else _choose(a, prefer)
-        if source is None:
-            if prefer is not None:
-                raise UsageError(f"--prefer {prefer!r} names none of the copies: "
-                                 + bounded(m.name for m in distinct), ckpt.path)
-            a.needs_prefer = [m.name for m in distinct]
-        else:
-            same = next((c for c in a.agreement.classes if source in c), (source,))
-            for m in distinct:
-                if m.name not in same:
-                    a.repairs.append(Repair("use-copy", f"{m.name} := {source} (bit for bit)", tensor=m.name,
-                                            source=source))
+        _copies(a, prefer)
     return a
+
+
+def _labels(a: Analysis) -> tuple[str, str]:
+    """(head, embedding) as the messages name them."""
+    head = (_head_label(a.head_pt, a.group) if a.stored not in (NO_HEAD, SHARED_STORAGE)
+            else (a.head_pt or NO_HEAD_NAME))
+    return head, a.embedding or "the embedding"
+
+
+def _set_flags(a: Analysis, value: bool, why: str) -> None:
+    """Repairs setting every flag the class reads (the one it reads at its level when none is written)."""
+    if a.declaration.forced:
+        return  # the class ignores the key (T5 reads it as its output scaling): never rewritten
+    keys = [f.key for f in a.flags if f.declared and f.read] or [a.declaration.flag_key or FLAG]
+    for k in keys:
+        current = next((f.value for f in a.flags if f.key == k and f.declared), None)
+        if current != value and not any(r.kind == "set-flag" and r.key == k for r in a.repairs):
+            a.repairs.append(Repair("set-flag", f"set {k} to {str(value).lower()} ({why})", key=k, value=value))
+
+
+def _transformers4_key(cfg: dict) -> str:
+    """The flag transformers 4.x reads: ``config.get_text_config(decoder=True).tie_word_embeddings``
+    (transformers 4.57 ``PreTrainedModel.tie_embeddings_and_encoder_decoder``; ``get_text_config`` takes
+    the first of ``decoder``, ``generator``, ``text_config`` present, else the config itself)."""
+    sub = next((k for k in ("decoder", "generator", "text_config") if isinstance(cfg.get(k), dict)), None)
+    return f"{sub}.{FLAG}" if sub else FLAG
+
+
+def _unread_flags(a: Analysis) -> None:
+    """Flags written in the config that disagree with the value transformers 5 uses (a nested flag the class
+    reads only when its own is false, or one it never reads: transformers writes such pairs itself). A warning,
+    not a problem, where a loader reading that flag builds a different model from these weights; nothing where
+    it would not."""
+    decl = a.declaration
+    if decl.value is None:
+        return
+    head, emb = _labels(a)
+    cfg = a.ckpt.config if isinstance(a.ckpt.config, dict) else {}
+    for f in a.flags:
+        if not f.declared or f.value == decl.value:
+            continue
+        if f.value and a.stored == DIFFERENT:
+            what = f"ties the output to {emb} and drops the trained {head}"
+        elif not f.value and a.stored in (NO_HEAD, SHARED_STORAGE):
+            what = f"finds no {head} stored (only {emb}) and initialises it at random"
+        else:
+            continue
+        who = ("transformers 4.x (it reads get_text_config(decoder=True))" if _transformers4_key(cfg) == f.key
+               else "a loader that reads it")
+        reads = ", ".join(decl.keys) or "no flag"
+        a.warnings.append(Problem(FLAGS_DISAGREE, (
+            f"{f.label()} differs from what transformers 5 uses ({decl.architecture or 'this class'} reads {reads}: "
+            f"{decl.describe()}): {who} {what}")))
+        a.repairs.append(Repair("set-flag", f"set {f.key} to {str(decl.value).lower()} (the value transformers 5 "
+                                "uses: every loader then builds the same model)", key=f.key, value=decl.value))
+
+
+def _flag_against_weights(a: Analysis, has_head: bool | None) -> None:
+    decl, tied = a.declaration, a.tied
+    head, emb = _labels(a)
+    if a.stored in (NO_HEAD, SHARED_STORAGE) and tied is False and has_head is not False:
+        cure = ("; the class ties nothing whatever the flag says: the head must be stored" if decl.forced
+                else ", and any loader that trusts the flag does the same; the head was dropped when saving a "
+                     "tied model")
+        a.problems.append(Problem(UNTIED_NO_HEAD, (
+            f"the tie declaration is {decl.describe()} but no {head} is stored (only {emb}): transformers 5 "
+            f"reports {_the(head)} missing and initialises it at random{cure}")))
+        _set_flags(a, True, "the head was dropped when saving: the weights are tied")
+    elif a.stored == DIFFERENT and tied is True and decl.forced:
+        written = next((f for f in a.flags if f.key == decl.level_key), None)
+        if written is None or written.value:
+            a.warnings.append(Problem(TIED_DIFFERENT_HEAD, (
+                f"the tie declaration is {decl.describe()} and a different {head} is stored beside {emb}: "
+                "transformers 5 keeps the stored head (it warns and does not tie them), while a loader that trusts "
+                f"config.json's {FLAG}" + (f"={str(written.value).lower()}" if written else " (absent: true)")
+                + f" ties the output to {emb} and drops the trained head")))
+    elif a.stored == DIFFERENT and tied is True:
+        d = next((c for c in a.group.comparisons if not c["equal"]), {}) if a.group else {}
+        a.problems.append(Problem(TIED_DIFFERENT_HEAD, (
+            f"the tie declaration is {decl.describe()} but a different {head} is stored beside {emb} "
+            f"({d.get('rows_differ', '?')} of {a.group.vocab_size if a.group else '?'} rows differ): transformers 5 "
+            "keeps the stored head (it warns and does not tie them), while a loader that trusts the flag "
+            f"(vLLM-style) ties the output to {emb} and drops the trained head")))
+        _set_flags(a, False, "the weights were trained untied")
+
+
+def _copies(a: Analysis, prefer: str | None) -> None:
+    ckpt, g = a.ckpt, a.group
+    assert g is not None
+    distinct = g.distinct()
+    a.agreement = (Agreement.from_json(g.agreement) if g.agreement is not None
+                   else agreement(ckpt, [Copy(m.name, m.stored_info, m.transposed) for m in distinct]))
+    odd = a.agreement.odd
+    where = "; ".join(f"{o.name} differs from {o.reference} first at {list(o.index)} ({o.value} vs {o.expected})"
+                      for o in odd)
+    if a.agreement.majority:
+        fix_how = f"the majority ({len(a.agreement.majority)} of {len(distinct)}) decides"
+    else:
+        fix_how = "there is no majority: choose with --prefer embedding|decoder|NAME"
+    a.problems.append(Problem(COPIES_DIFFER_CODE, (
+        f"the {len(distinct)} stored copies of the tied matrix differ ({where}): a loader uses one of them, so "
+        f"its output depends on which, and tietool convert --names pt refuses to merge them; {fix_how}")))
+    source = a.agreement.majority[0] if a.agreement.majority else _choose(a, prefer)
+    if source is None:
+        if prefer is not None:
+            raise UsageError(f"--prefer {prefer!r} names none of the copies: "
+                             + bounded(m.name for m in distinct), ckpt.path)
+        a.needs_prefer = [m.name for m in distinct]
+        return
+    same = next((c for c in a.agreement.classes if source in c), (source,))
+    for m in distinct:
+        if m.name not in same:
+            a.repairs.append(Repair("use-copy", f"{m.name} := {source} (bit for bit)", tensor=m.name, source=source))
 
 
 # -- the command ----------------------------------------------------------------------
@@ -372,7 +426,8 @@ def result_from(path: str, a: Analysis, model: str | None = None) -> CheckResult
         path=path, ok=ok, tied=a.tied, stored=a.stored, format=a.ckpt.format, model=model, flags=a.flags,
         embedding=a.embedding, heads=a.heads, weights_tied=a.weights_tied, problems=tuple(a.problems),
         repairs=tuple(a.repairs), needs_prefer=bool(a.needs_prefer),
-        agreement=a.agreement.to_json() if a.agreement else None)
+        agreement=a.agreement.to_json() if a.agreement else None, declaration=a.declaration,
+        warnings=tuple(a.warnings))
 
 
 def check_checkpoint(path: str | os.PathLike, model: str | None = None) -> CheckResult:

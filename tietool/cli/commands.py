@@ -16,8 +16,41 @@ import click
 from tietool import __version__
 from tietool.cli.app import TietoolGroup, json_option, output, progress_reporter
 from tietool.cli.exits import EXIT_FOUND, EXIT_NOT_TIED, check_exit, exit_status
+from tietool.errors import UsageError
 
 # Exit statuses, per error and per command: one table, in tietool.cli.exits.
+
+
+class OutputFormat(click.Choice):
+    """--to: Click's choice, and a pointer to --names for the names people try first."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.lower() in ("pt", "pytorch", "torch", "transformers", "hf"):
+            self.fail(f"{value!r} is a naming scheme, not a file format: use --names pt (it writes safetensors "
+                      "with PyTorch names, a folder transformers 5 loads)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def _tensorflow_notice(quiet: bool):
+    """`run` on a terminal: one line on stderr while TensorFlow loads (3-9 s)."""
+    import sys
+
+    if quiet or not sys.stderr.isatty():
+        return None
+    return lambda: click.echo("loading TensorFlow (a few seconds) ...", err=True)
+
+
+def _size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--shard-size checked before any work: a unit is required (5GB, 500MB)."""
+    if value is not None:
+        from tietool.convert.plan import parse_size
+        from tietool.errors import UsageError
+
+        try:
+            parse_size(value)
+        except UsageError as exc:
+            raise click.BadParameter(exc.message, ctx, param) from None
+    return value
 
 
 
@@ -125,7 +158,9 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
               help="Linear mode: tokens shown per position.")
 @click.option("--embedding", metavar="NAME", help="Use this tensor as the embedding instead of the detected one.")
 @click.option("--decoder", metavar="NAME", help="Use this tensor as the decoder (omit for a tied layer).")
-@click.option("--quiet", is_flag=True, help="No progress on stderr (shown when reading over 100 MB).")
+@click.option("--quiet", is_flag=True,
+              help="Nothing on stderr but errors (a terminal otherwise shows a line while TensorFlow loads, and "
+                   "progress when reading over 100 MB).")
 @json_option
 def run(path: str, mode: str, ids: str | None, input_path: str | None, output_path: str | None, force: bool,
         exact_bytes: bool, top_k: int, embedding: str | None, decoder: str | None, quiet: bool,
@@ -142,11 +177,12 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
     \b
       tietool run fixtures/tf/gpt2 --mode embedding --ids 1,2,3
       tietool run fixtures/tf/gpt2 --mode linear --input fixtures/keras2/seed_shared/hidden.npy --top-k 3
-      tietool run fixtures/keras3/tied_revemb.keras --mode embedding --ids 5 --output out.npy
+      tietool run fixtures/keras3/tied_revemb.keras --mode embedding --ids 5 --output out/emb.npy
     """
     from tietool.cli.render import render_run
-    from tietool.layer.run import check_npy_output, npy_array, parse_ids, run_layer, run_summary, save_npy_atomically
+    from tietool.layer.run import check_npy_output, npy_array, run_layer, run_summary, save_npy_atomically
 
+    inputs = run_inputs(mode, ids, input_path)
     sources = [p for p in (path, input_path) if p]
     if output_path:
         check_npy_output(output_path, force, sources=sources)  # before the work, not after it
@@ -155,8 +191,8 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     progress = progress_reporter(quiet, large_only=True)
     try:
-        result = run_layer(path, mode, ids=parse_ids(ids) if ids is not None else None, input_path=input_path,
-                           embedding=embedding, decoder=decoder, progress=progress, quiet_native_stderr=True)
+        result = run_layer(path, mode, inputs, embedding=embedding, decoder=decoder, progress=progress,
+                           quiet_native_stderr=True, loading_tensorflow=_tensorflow_notice(quiet))
     finally:
         if progress is not None:
             progress.close()
@@ -165,9 +201,40 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
     output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
 
 
+def run_inputs(mode: str, ids: str | None, input_path: str | None):
+    """``run``'s input from its options: the token ids of ``--ids`` (an array)
+    or the ``--input`` file, checked to suit ``--mode``."""
+    if mode == "embedding":
+        if ids is None and input_path is None:
+            raise UsageError("embedding mode needs token ids: --ids 1,2,3 or --input ids.npy")
+        if ids is not None and input_path is not None:
+            raise UsageError("give either --ids or --input, not both")
+        return parse_ids(ids) if ids is not None else input_path
+    if input_path is None:
+        raise UsageError("linear mode needs hidden states: --input hidden.npy ([..., hidden])")
+    if ids is not None:
+        raise UsageError("--ids is for embedding mode; linear mode takes --input hidden.npy")
+    return input_path
+
+
+def parse_ids(text: str):
+    """``--ids 1,2,3`` -> int array ``[1, 3]``."""
+    import numpy as np
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise UsageError("--ids is empty; give comma-separated token ids, e.g. --ids 1,2,3")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        bad = next(p for p in parts if not p.lstrip("-").isdigit())
+        raise UsageError(f"--ids: {bad!r} is not an integer token id") from None
+    return np.asarray([values], dtype=np.int64)
+
+
 @cli.command(short_help="Convert losslessly: HDF5, .keras <-> safetensors.", epilog=exit_status("convert"))
 @click.argument("src", type=click.Path(path_type=str, readable=False))
-@click.option("--to", "to", type=click.Choice(["safetensors", "h5", "keras"]), default=None,
+@click.option("--to", "to", type=OutputFormat(["safetensors", "h5", "keras"]), default=None,
               help="Output format. Default: from the -o name (.safetensors, .h5, .keras), else from SRC: "
                    "HDF5 or .keras -> safetensors, safetensors -> the format it was converted from, else h5.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=str, readable=False), default=None,
@@ -175,8 +242,8 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
 @click.option("--ties", type=click.Choice(["dedupe", "keep"]), default="dedupe", show_default=True,
               help="dedupe: write bit-identical stored copies once and record the others as aliases; "
                    "keep: write every copy.")
-@click.option("--shard-size", metavar="SIZE", default=None,
-              help="Split safetensors output into shards of at most SIZE (e.g. 5GB).")
+@click.option("--shard-size", metavar="SIZE", default=None, callback=_size_option,
+              help="Split safetensors output into shards of at most SIZE, with its unit: 5GB, 500MB, 2GiB.")
 @click.option("--names", type=click.Choice(["keras", "pt"]), default="keras", show_default=True,
               help="keras: keep the stored names (lossless); pt: a transformers TF checkpoint -> a folder PyTorch "
                    "transformers loads (PyTorch names and layouts, {\"format\": \"pt\"}, 5GB shards by default).")
@@ -206,10 +273,10 @@ def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: st
     Examples:
 
     \b
-      tietool convert fixtures/tf/t5 -o t5-st                 # HDF5 -> safetensors
-      tietool convert fixtures/keras3/tied_revemb.keras -o m.safetensors
-      tietool convert m.safetensors -o m.keras                # back to .keras
-      tietool convert fixtures/tf/gpt2 --names pt -o gpt2-pt  # for PyTorch transformers
+      tietool convert fixtures/tf/t5 -o out/t5-st                 # HDF5 -> safetensors
+      tietool convert fixtures/keras3/tied_revemb.keras -o out/m.safetensors
+      tietool convert out/m.safetensors -o out/m.keras            # back to .keras
+      tietool convert fixtures/tf/gpt2 --names pt -o out/gpt2-pt  # for PyTorch transformers
     """
     from tietool.cli.render import render_convert
     from tietool.convert import convert as convert_checkpoint
@@ -222,7 +289,7 @@ def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: st
     finally:
         if progress is not None:
             progress.close()
-    output(result.to_json() if as_json else result, as_json, render_convert)
+    output(result, as_json, render_convert)
 
 
 @cli.command(short_help="Audit tie flags against the stored weights.", epilog=exit_status("check"))
@@ -234,12 +301,14 @@ def check(paths: tuple[str, ...], as_json: bool) -> None:
     layout included): the effective tie flag, what is stored (no head, an
     identical or transposed copy, a different head, copies that differ),
     whether they agree, and for each problem the `tietool fix` command.
-    Reads headers and only the tensor bytes a decision needs.
+    Reads headers and only the tensor bytes a decision needs. Given
+    ~/.cache/huggingface/hub, it audits every model downloaded.
+
+    Examples:
 
     \b
-    Examples:
       tietool check fixtures/damaged
-      tietool check ~/.cache/huggingface/hub --json
+      tietool check fixtures/damaged/pt fixtures/pt/gpt2 --json
     """
     from tietool.audit.check import check_paths
     from tietool.cli.render import check_document, check_error_lines, render_check
@@ -278,15 +347,17 @@ def fix(path: str, out: str | None, head: str | None, prefer: str | None, force:
     nested flags that disagree -> all agree with the weights; stored copies
     that differ -> the strict majority (or --prefer).
 
+    Examples:
+
     \b
-    Example:
-      tietool fix fixtures/damaged/pt/llama_flag_untied_no_head -o llama-fixed
+      tietool fix fixtures/damaged/pt/llama_flag_untied_no_head -o out/llama-fixed
+      tietool fix fixtures/damaged/tf/bert_copies_differ -o out/bert-fixed --prefer embedding
     """
     from tietool.audit.fix import fix as fix_checkpoint
     from tietool.cli.render import render_fix
 
     result = fix_checkpoint(path, out, head=head, prefer=prefer, force=force, verify=not no_verify)
-    output(result.to_json(), as_json, render_fix)
+    output(result, as_json, render_fix)
 
 
 def main() -> None:
@@ -335,11 +406,12 @@ def diff_cmd(a: str, b: str, atol: float | None, rtol: float | None, show_all: b
     difference, the relative L2 error ||a-b||/||a||, how many elements and
     rows differ and the first differing index; then a per-layer summary.
 
-    \b
     Examples:
+
+    \b
       tietool diff fixtures/diff/bert_tf fixtures/diff/bert_pt5
-      tietool diff fixtures/diff/bert_pt5 fixtures/diff/bert_pt5_tuned --plot diff.png
-      tietool diff A B --atol 1e-6 --json
+      tietool diff fixtures/diff/bert_pt5 fixtures/diff/bert_pt5_tuned --plot out/diff.png
+      tietool diff fixtures/diff/bert_pt5 fixtures/diff/bert_pt5_tuned --atol 1e-3 --json
     """
     from tietool.cli.render import render_diff
     from tietool.diff.checkpoints import diff_checkpoints
@@ -353,6 +425,9 @@ def diff_cmd(a: str, b: str, atol: float | None, rtol: float | None, show_all: b
         from tietool.diff.plot import write_plot
 
         write_plot(result, plot_path, force=force)
-    output(result.to_json(), as_json, lambda r: render_diff(r, show_all=show_all))
+    doc = result.to_json()
+    if plot_path:
+        doc["plot"] = plot_path  # the file written, as given
+    output(doc if as_json else result, as_json, lambda r: render_diff(r, show_all=show_all, plot=plot_path))
     if not result.identical:
         click.get_current_context().exit(EXIT_FOUND)

@@ -35,7 +35,7 @@ EXIT_INTERRUPTED = 130
 #: Exception -> exit status; the first class that matches decides.
 ERROR_EXITS: tuple[tuple[type[BaseException], int], ...] = (
     (TietoolError, EXIT_BAD_INPUT),
-    (KeyboardInterrupt, EXIT_INTERRUPTED),  # or the exit_code a signal handler set on it
+    (KeyboardInterrupt, EXIT_INTERRUPTED),  # or 128 + the number of the signal that raised it
     (BrokenPipeError, EXIT_OK),  # `tietool inspect ... | head`
     (MemoryError, EXIT_BAD_INPUT),  # "Error: FILE: out of memory"
     (BaseException, EXIT_INTERNAL),
@@ -45,7 +45,8 @@ ERROR_EXITS: tuple[tuple[type[BaseException], int], ...] = (
 def exit_code_for(exc: BaseException) -> int:
     """The exit status for ``exc`` (:data:`ERROR_EXITS`)."""
     if isinstance(exc, KeyboardInterrupt):
-        return int(getattr(exc, "exit_code", EXIT_INTERRUPTED))
+        signum = getattr(exc, "signum", None)  # tietool.io.signals.Interrupted
+        return 128 + signum if isinstance(signum, int) else EXIT_INTERRUPTED
     return next(code for cls, code in ERROR_EXITS if isinstance(exc, cls))
 
 
@@ -64,7 +65,8 @@ INTERNAL = "internal error (a bug; --debug or TIETOOL_DEBUG=1 shows the tracebac
 #: A command not listed returns 0, 2 and 3 with the default meanings.
 COMMAND_EXITS: dict[str | None, dict[int, str]] = {
     None: {EXIT_OK: "success (verify-tie: tied, every stored copy identical)",
-           EXIT_FOUND: "verify-tie: not tied, a copy differs, or no output layer"},
+           EXIT_FOUND: "verify-tie: not tied, a copy differs, or no output layer; check: a checkpoint has "
+                       "a problem; diff: a tensor differs or is in one checkpoint only"},
     "verify-tie": {EXIT_OK: "tied, every stored copy identical",
                    EXIT_FOUND: "not tied, a copy differs, or no output layer"},
     "check": {EXIT_OK: "every checkpoint is consistent (config and weights agree)",
@@ -84,5 +86,9 @@ DEFAULT_MEANINGS = {EXIT_OK: "success", EXIT_BAD_INPUT: BAD_INPUT, EXIT_INTERNAL
 def exit_status(command: str | None = None) -> str:
     """The ``Exit status:`` epilog of ``command``'s help (a Click ``\\b``
     paragraph, kept verbatim), listing only the statuses it returns."""
+    import textwrap
+
     codes = {**DEFAULT_MEANINGS, **COMMAND_EXITS.get(command, {})}
-    return "\b\nExit status:\n" + "\n".join(f"  {code}  {text}" for code, text in sorted(codes.items()))
+    return "\b\nExit status:\n" + "\n".join(
+        textwrap.fill(text, 100, initial_indent=f"  {code}  ", subsequent_indent="     ", break_long_words=False,
+                      break_on_hyphens=False) for code, text in sorted(codes.items()))

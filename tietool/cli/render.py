@@ -6,11 +6,14 @@ import shlex
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
+from tietool.cli.tables import key_values, table
 from tietool.textsafe import printable
 
 if TYPE_CHECKING:  # annotations only: rendering imports no reader
     from tietool.audit.check import CheckReport, CheckResult
+    from tietool.audit.fix import FixResult
     from tietool.convert import ConversionResult
+    from tietool.diff.checkpoints import DiffResult, TensorDiff
     from tietool.summary import InspectReport
     from tietool.ties.verify import Member, TieGroup, TieReport
 
@@ -25,27 +28,6 @@ def human_bytes(n: float) -> str:
 
 def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def table(rows: list[list], headers: list[str]) -> str:
-    from tabulate import tabulate  # here, not at import: it costs 30 ms that convert's summary does not need
-
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
-
-
-def key_values(pairs: list[tuple[str, object]]) -> str:
-    from tabulate import tabulate
-
-    return tabulate([[k, v] for k, v in pairs], tablefmt="plain", disable_numparse=True)
-
-
-def tie_label(highlights: dict) -> str | None:
-    tie = highlights.get("tie_word_embeddings")
-    if isinstance(tie, dict):
-        return f"{str(tie['value']).lower()} ({tie['source']})"
-    if "tie_weights" in highlights:
-        return f"{highlights['tie_weights']} (ReversibleEmbedding tie_weights)"
-    return None
 
 
 def render_inspect(report: InspectReport) -> str:
@@ -68,6 +50,8 @@ def render_inspect(report: InspectReport) -> str:
     if report.config_source:
         pairs.append(("config", printable(report.config_source)))
         pairs += _config_highlights(h)
+        if report.tie_declaration.value is not None or report.tie_declaration.source:
+            pairs.append(("tie declaration", printable(report.tie_declaration.describe())))
     else:
         pairs.append(("config", "none"))
     meta = dict(report.metadata)
@@ -91,6 +75,9 @@ def render_inspect(report: InspectReport) -> str:
     parts.append(table(rows, headers) if rows else "(no tensors)")
     if report.ties:
         parts.append(render_tie_groups(report.ties))
+        if any(g.verdict == "unverified" for g in report.ties):
+            parts.append("unverified: inspect reads headers only; to compare the stored values bit for bit, run\n"
+                         f"  tietool verify-tie {shell_quote(printable(report.path))}")
     if report.config_code:
         lines = ["Code in the config (reported, never run):"]
         lines += [f"  {printable(c['path'])}: {printable(c['what'])}" for c in report.config_code]
@@ -112,13 +99,8 @@ def _config_highlights(h: dict) -> list[tuple[str, object]]:
         pairs.append(("vocab size", h["vocab_size"]))
     if h.get("hidden_size") is not None:
         pairs.append(("hidden size", h["hidden_size"]))
-    label = tie_label(h)
-    if label:
-        pairs.append(("tie_word_embeddings" if "tie_word_embeddings" in h else "tie_weights", label))
     hub = h.get("kerashub")
     if hub:
-        if hub.get("tie_key"):
-            pairs.append((hub["tie_key"], f"{str(hub['tie']).lower()} (keras-hub config)"))
         for key, text in (("final_logit_soft_cap", "soft cap"), ("dtype", "dtype policy")):
             if hub.get(key) is not None:
                 pairs.append((text, printable(str(hub[key]))))
@@ -126,6 +108,12 @@ def _config_highlights(h: dict) -> list[tuple[str, object]]:
         if modes:
             pairs.append(("quantized", printable(", ".join(modes))))
     return pairs
+
+
+def shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 def _member_label(m: Member) -> str:
@@ -172,14 +160,11 @@ def render_tie_groups(groups: Sequence[TieGroup]) -> str:
 
 def render_verify_tie(report: TieReport) -> str:
     cfg = report.config
-    if cfg.get("value") is None:
-        declared = "nothing declared" + (f" ({printable(cfg['file'])})" if cfg.get("file") else " (no config)")
-    else:
-        declared = f"{cfg.get('key')}={str(cfg['value']).lower()} ({cfg.get('source')})"
     pairs: list[tuple[str, object]] = [
         ("path", printable(report.path)),
         ("format", report.format),
-        ("config", declared),
+        ("config", printable(cfg["file"]) if cfg.get("file") else "none"),
+        ("tie declaration", printable(report.tie_declaration.describe())),
         ("comparison", "exact (bitwise)" if report.exact else f"atol={report.atol}, rtol={report.rtol}"),
     ]
     hub = cfg.get("kerashub")
@@ -223,8 +208,10 @@ def _agreement_lines(agree: dict | None) -> list[str]:
     n = sum(len(c) for c in agree["classes"])
     lines = [f"majority: {len(agree['majority'])} of {n} copies identical" if agree["majority"]
              else f"majority: none ({n} copies, no strict majority)"]
-    for o in agree["odd_ones_out"]:
-        lines.append(f"odd one out: {printable(o['name'])}: first differs at {o['index']} "
+    for o in agree["odd_ones_out"]:  # with no majority (two copies), neither is the odd one out
+        name = printable(o["name"])
+        label = f"odd one out: {name}:" if agree["majority"] else f"copies differ: {name}"
+        lines.append(f"{label} first differs at {o['index']} "
                      f"({o['value']} vs {o['expected']} in {printable(o['reference'])})")
     return lines
 
@@ -270,6 +257,13 @@ def _bounded_lines(lines: list[str], what: str) -> list[str]:
     return lines[:SUMMARY_LINES] + [f"  ... and {len(lines) - SUMMARY_LINES:,} more {what} (--json lists them all)"]
 
 
+def _by_value(mapping: dict[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in mapping.items():
+        out.setdefault(value, []).append(key)
+    return out
+
+
 def render_convert(r: ConversionResult) -> str:
     """The summary of `convert` (both naming schemes)."""
     pt = r.pt
@@ -289,8 +283,9 @@ def render_convert(r: ConversionResult) -> str:
             lines.append(f"  moved size-1 axes of {len(pt.reshaped)} tensor(s) to the {pt.pt_class} shapes")
         lines += _bounded_lines([f"  dropped {printable(name)}: {printable(why)}" for name, why in pt.dropped.items()],
                                 "dropped")
-        lines += _bounded_lines([f"  copy {printable(removed)} written once as {printable(kept)}"
-                                 for removed, kept in pt.copies_merged.items()], "copies")
+        lines += _bounded_lines([f"  wrote {printable(pt_name)} once for the stored copies "
+                                 + ", ".join(printable(c) for c in copies)
+                                 for pt_name, copies in _by_value(pt.copies_merged).items()], "copies")
         lines += _bounded_lines([f"  tied {printable(head)} left out (transformers ties it to {printable(emb)})"
                                  for head, emb in pt.tied_heads_left_out.items()], "tied heads")
     lines += _bounded_lines([f"  alias {printable(removed)} -> {printable(kept)}"
@@ -300,10 +295,8 @@ def render_convert(r: ConversionResult) -> str:
 
 
 def _check_tie(c: CheckResult) -> str:
-    if c.tied is None:
-        return "-"
-    declared = any(f.declared for f in c.flags)
-    return str(c.tied).lower() + ("" if declared or not c.flags else " (default)")
+    """The tie declaration, as inspect and verify-tie print it."""
+    return c.declaration.describe() if c.declaration is not None else "-"
 
 
 def fix_command(c: CheckResult) -> str | None:
@@ -341,9 +334,12 @@ def render_check(report: CheckReport) -> str:
             problem = printable("; ".join(p.message for p in c.problems))
         else:
             problem = f"stored: {c.stored or '-'}"
-        rows.append([printable(c.path), verdict, _check_tie(c),
+        if c.warnings:
+            problem += "; " + printable("; ".join(f"warning: {w.message}" for w in c.warnings))
+        rows.append([printable(c.path), verdict,
+                     textwrap.fill(printable(_check_tie(c)), 30, break_long_words=False, break_on_hyphens=False),
                      textwrap.fill(problem, 72, break_long_words=False, break_on_hyphens=False)])
-    parts = [table(rows, ["path", "verdict", "tie", "problem"]) if rows else "(no checkpoints found)"]
+    parts = [table(rows, ["path", "verdict", "tie declaration", "problem"]) if rows else "(no checkpoints found)"]
     fixes = [f"  {cmd}" for cmd in map(fix_command, report.checkpoints) if cmd]
     if fixes:
         parts.append("fix:\n" + "\n".join(printable(f) for f in fixes))
@@ -360,16 +356,16 @@ def check_error_lines(report: CheckReport) -> list[str]:
             for c in report.checkpoints if c.ok is None]
 
 
-def render_fix(r: dict) -> str:
+def render_fix(r: FixResult) -> str:
     """`tietool fix`: what was repaired and written."""
-    if r["nothing_to_fix"]:
-        return f"{printable(r['source'])}: nothing to fix (config and weights agree); nothing written"
-    lines = [f"{printable(r['source'])} -> {printable(r['output'])}"]
-    lines += [f"  repaired: {printable(x['message'])}" for x in r["repairs"]]
-    lines += [f"  wrote {printable(f)}" for f in r["written"]]
-    if r["copied"]:
-        lines.append(f"  copied {len(r['copied'])} other file(s) unchanged")
-    lines.append(f"  {r['seconds']:.2f} s" + (", verified" if r["verified"] else ", not verified"))
+    if r.nothing_to_fix:
+        return f"{printable(r.source)}: nothing to fix (config and weights agree); nothing written"
+    lines = [f"{printable(r.source)} -> {printable(r.output or '')}"]
+    lines += [f"  repaired: {printable(x.message)}" for x in r.repairs]
+    lines += [f"  wrote {printable(f)}" for f in r.written]
+    if r.copied:
+        lines.append(f"  copied {len(r.copied)} other file(s) unchanged")
+    lines.append(f"  {r.seconds:.2f} s" + (", verified" if r.verified else ", not verified"))
     return "\n".join(lines)
 
 
@@ -383,59 +379,60 @@ def _g(x) -> str:
     return "0" if x == 0 else f"{x:.3g}"
 
 
-def _diff_name(t: dict) -> str:
-    a, b = t.get("a"), t.get("b")
+def _diff_name(t: TensorDiff) -> str:
+    a, b = t.a, t.b
     name = printable(str(a if a is not None else b))
     if a is not None and b is not None and a != b:
-        how = t["match"] + (f", {t['transform']}" if t.get("transform") else "")
+        how = f"{t.match}" + (f", {t.transform}" if t.transform else "")
         name += f"\n  = {printable(b)} ({how})"
-    elif t.get("match") and t["match"] != "name":
-        name += f" ({t['match']})"
+    elif t.match and t.match != "name":
+        name += f" ({t.match})"
     return name
 
 
-def render_diff(report: dict, show_all: bool = False) -> str:
-    """The result of ``tietool.diff.checkpoints.DiffResult.to_json()``, for people:
-    differences first, identical tensors counted (listed with ``show_all``)."""
-    s = report["summary"]
+def _diff_row(t: TensorDiff) -> list:
+    if t.status in ("only-a", "only-b", "shape-mismatch"):
+        detail = (f"{shape_str(t.shape_a or ())} vs {shape_str(t.shape_b or ())}" if t.status == "shape-mismatch"
+                  else shape_str(t.shape_a or t.shape_b or ()) + f" {t.dtype_a or t.dtype_b}")
+        return [t.status, _diff_name(t), "-", "-", "-", detail, "-"]
+    differ = f"{t.elements_differ:,} of {t.elements:,}" + (f", {t.rows_differ:,} row(s)" if t.elements_differ else "")
+    if t.status == "dtype-mismatch":
+        differ = f"{t.dtype_a} vs {t.dtype_b}; " + differ
+    first = shape_str(t.first_index) if t.first_index is not None else "-"
+    return [t.status, _diff_name(t), _g(t.max_abs), _g(t.max_rel), _g(t.rel_l2), differ, first]
+
+
+def render_diff(report: DiffResult, show_all: bool = False, plot: str | None = None) -> str:
+    """A :class:`~tietool.diff.checkpoints.DiffResult` for people: differences
+    first, identical tensors counted (listed with ``show_all``); ``plot``: the
+    plot file written."""
+    s = report.summary()
     by = s["by_status"]
     matched = ", ".join(f"{n} by {how}" for how, n in s["by_match"].items()) or "none"
     pairs: list[tuple[str, object]] = [
-        ("a", f"{printable(report['a'])} ({report['format_a']})"),
-        ("b", f"{printable(report['b'])} ({report['format_b']})"),
+        ("a", f"{printable(report.a)} ({report.format_a})"),
+        ("b", f"{printable(report.b)} ({report.format_b})"),
         ("comparison", s["comparison"]),
         ("matched", f"{s['pairs']} pair(s): {matched}" + (f"; {s['transformed']} with a layout change"
                                                           if s["transformed"] else "")),
         ("result", ", ".join(f"{n} {k}" for k, n in by.items() if n) or "no tensors"),
     ]
     parts = [key_values(pairs)]
-    rows = []
-    for t in report["tensors"]:
-        if t["status"] in ("identical",) and not show_all:
-            continue
-        if t["status"] in ("only-a", "only-b", "shape-mismatch"):
-            detail = (f"{shape_str(t['shape_a'])} vs {shape_str(t['shape_b'])}" if t["status"] == "shape-mismatch"
-                      else shape_str(t["shape_a"] or t["shape_b"]) + f" {t['dtype_a'] or t['dtype_b']}")
-            rows.append([t["status"], _diff_name(t), "-", "-", "-", detail, "-"])
-            continue
-        differ = f"{t['elements_differ']:,} of {t['elements']:,}" + (
-            f", {t['rows_differ']:,} row(s)" if t["elements_differ"] else "")
-        if t["status"] == "dtype-mismatch":
-            differ = f"{t['dtype_a']} vs {t['dtype_b']}; " + differ
-        first = shape_str(t["first_index"]) if t.get("first_index") is not None else "-"
-        rows.append([t["status"], _diff_name(t), _g(t["max_abs"]), _g(t["max_rel"]), _g(t["rel_l2"]), differ, first])
+    rows = [_diff_row(t) for t in report.tensors if show_all or t.status != "identical"]
     hidden = by.get("identical", 0) if not show_all else 0
     if rows:
         parts.append(table(rows, ["status", "tensor", "max abs", "max rel", "rel L2", "elements differ", "first"]))
     if hidden:
         parts.append(f"{hidden} identical tensor(s) not listed (--all lists them)")
-    layers = report.get("layers") or []
-    if len(layers) > 1 or (layers and layers[0]["layer"] != "(no layer)"):
-        lrows = [[printable(g["layer"]), g["tensors"], g["differ"],
-                  f"{g['elements_differ']:,} of {g['elements']:,}"
-                  + (f" ({100 * g['elements_differ'] / g['elements']:.1f}%)" if g["elements"] else ""),
-                  _g(g["max_abs"]), _g(g["max_rel_l2"])] for g in layers]
+    layers = report.layers
+    if len(layers) > 1 or (layers and layers[0].layer != "(no layer)"):
+        lrows = [[printable(g.layer), g.tensors, g.differ,
+                  f"{g.elements_differ:,} of {g.elements:,}"
+                  + (f" ({100 * g.elements_differ / g.elements:.1f}%)" if g.elements else ""),
+                  _g(g.max_abs), _g(g.max_rel_l2)] for g in layers]
         parts.append("Per layer:\n" + table(lrows, ["layer", "tensors", "differ", "elements differ", "max abs",
                                                     "max rel L2"]))
-    parts.append("IDENTICAL" if report["identical"] else "DIFFERENT")
+    if plot:
+        parts.append(f"plot: wrote {printable(plot)} (rel L2 per tensor, grouped by layer)")
+    parts.append("IDENTICAL" if report.identical else "DIFFERENT")
     return "\n\n".join(parts)

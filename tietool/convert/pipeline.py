@@ -164,6 +164,8 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
         src_name = os.path.basename(src_file)
         plan, notes = _keras_plan(ckpt, to, ties, shard_bytes, src_name)
         as_folder = src_is_dir or plan.multi or names_folder(out)
+        if src_is_dir and out is not None and _names_one_file(out, to):
+            as_folder = _one_file_from_folder(os.fspath(out), to, plan, notes)
         if out is None:  # beside the source, in the user's own spelling of its path
             if src_is_dir:
                 out = src.rstrip(os.sep) + f"-{to}"
@@ -172,7 +174,7 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
             else:
                 out = os.path.join(os.path.dirname(src_file), plan.outputs[0].name)
         out = os.fspath(out)
-        side = side_files(ckpt, src, {o.name for o in plan.outputs}) if src_is_dir else NO_SIDE_FILES
+        side = side_files(ckpt, src, {o.name for o in plan.outputs}) if as_folder and src_is_dir else NO_SIDE_FILES
         notes += _link_notes(side)
         written, copied = execute(ckpt, plan, src, out, folder=as_folder, side=side, force=force, verify=verify,
                                   progress=progress, guard=guard, fsync=fsync)
@@ -181,6 +183,27 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
         files=tuple(written), copied_files=tuple(copied), tensors=len(plan.tensors), bytes=plan.nbytes,
         file_bytes=sum(os.path.getsize(p) for p in written), aliases=dict(plan.aliases), verified=bool(verify),
         seconds=round(time.monotonic() - t0, 3), notes=tuple(notes), fsynced=fsync)
+
+
+#: What an output file of each format is called: -o NAME ending so names one file, not a folder.
+FILE_SUFFIXES = {"safetensors": (".safetensors",), "h5": (".h5", ".hdf5"), "keras": (".keras",)}
+
+
+def _names_one_file(out, to: str) -> bool:
+    out = os.fspath(out)
+    return out.endswith(FILE_SUFFIXES[to]) and not os.path.isdir(out)
+
+
+def _one_file_from_folder(out: str, to: str, plan: Plan, notes: list[str]) -> bool:
+    """A folder source with ``-o NAME.safetensors`` (``.h5``, ``.keras``): one
+    file, as the name says, or refused when the output is several files."""
+    if plan.multi:
+        n = sum(1 for o in plan.outputs if o.kind != "text")
+        raise UsageError(f"-o names one {to} file, but this output is {n} shards and their index: "
+                         "give -o a folder name", out)
+    notes.append("one file, as -o names it: the source folder's other files (tokenizer ...) are not copied; "
+                 "its config is carried in the file (tietool.config)")
+    return False
 
 
 def _keras_plan(ckpt: Checkpoint, to: str, ties: str, shard_bytes: int | None, src_name: str) -> tuple[Plan, list[str]]:
@@ -228,6 +251,9 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
     t0 = time.monotonic()
     shard_bytes = parse_size(shard_size)
     src = os.fspath(src)
+    if out is not None and _names_one_file(out, "safetensors"):
+        raise UsageError("--names pt writes a folder (model.safetensors with config.json and the tokenizer files "
+                         "beside it, as transformers loads it): give -o a folder name", os.fspath(out))
     with open_checkpoint(src) as ckpt:
         guard = SourceGuard(ckpt.files)
         files = SourceFiles()  # for comparing copies

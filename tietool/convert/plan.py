@@ -124,18 +124,22 @@ class Plan:
 # -- names and sizes -----------------------------------------------------------------
 
 def parse_size(text: str | int | None) -> int | None:
-    """``"500MB"`` -> 500_000_000, ``"2GiB"`` -> 2*2**30, plain ints as bytes."""
+    """``"500MB"`` -> 500_000_000, ``"2GiB"`` -> 2*2**30, ``"100B"`` -> 100;
+    an int (the library's callers) is bytes. A string needs its unit: a bare
+    ``5`` would be 5 bytes, never what ``--shard-size 5`` means."""
     if text is None or isinstance(text, int):
         return text
     s = text.strip().upper().replace(" ", "")
-    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "K": 10**3,
-             "M": 10**6, "G": 10**9, "B": 1}
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+             "TB": 10**12, "K": 10**3, "M": 10**6, "G": 10**9, "B": 1}
     for u, m in units.items():
         if s.endswith(u):
             num, mult = s[: -len(u)], m
             break
     else:
-        num, mult = s, 1
+        if s.replace(".", "", 1).isdigit():
+            raise UsageError(f"size {text!r} needs a unit: e.g. 5GB, 500MB or 2GiB (B for bytes)")
+        num, mult = s, 1  # refused below, as any other text
     try:
         value = int(float(num) * mult)
     except ValueError:

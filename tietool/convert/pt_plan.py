@@ -50,7 +50,7 @@ INDEX = "model.safetensors.index.json"
 
 
 def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) -> tuple[list[PtEntry], dict[str, str]]:
-    """One entry per PyTorch name; ``{removed source: kept source}``."""
+    """One entry per PyTorch name; ``{removed source: the PyTorch name written once for it}``."""
     kept: dict[str, PtEntry] = {}
     removed: dict[str, str] = {}
     bad: list[str] = []
@@ -64,7 +64,8 @@ def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) 
             (a.storage_key is not None and a.storage_key == b.storage_key)
             or same_tensor_bytes(ckpt, a, ckpt, b, files, max_bytes=transpose.BLOCK_BYTES // 2)))
         if same:
-            removed[b.name] = a.name
+            removed.setdefault(a.name, e.pt_name)
+            removed[b.name] = e.pt_name
         else:
             bad.append(f"{a.name} and {b.name}")
     if bad:

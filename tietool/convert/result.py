@@ -21,7 +21,7 @@ class PtDetails:
     reshaped: tuple[str, ...] = ()
     pt_class: str | None = None
     dropped: dict[str, str] = field(default_factory=dict)  # source name -> why
-    copies_merged: dict[str, str] = field(default_factory=dict)  # removed source -> kept source
+    copies_merged: dict[str, str] = field(default_factory=dict)  # each stored copy -> the PyTorch name written once
     tied_heads_left_out: dict[str, str] = field(default_factory=dict)  # head -> embedding
 
 

@@ -41,6 +41,7 @@ def check_plot_output(path: str, force: bool) -> None:
 
 
 def write_plot(result: DiffResult, path: str, force: bool = False) -> None:
+    """Draw ``result`` into the PNG file ``path`` (see the module doc)."""
     Figure, FigureCanvasAgg = _matplotlib()
     check_plot_output(path, force)
     shown = [t for t in result.tensors if t.status in COLOURS]
@@ -52,7 +53,27 @@ def write_plot(result: DiffResult, path: str, force: bool = False) -> None:
     fig = Figure(figsize=(11, 4.8), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    # layer bands
+    ticks, labels = _layer_bands(ax, shown)
+    for status, colour in COLOURS.items():
+        _scatter_status(ax, shown, status, colour, floor, ceiling)
+    ax.set_yscale("log")
+    ax.set_ylim(floor / 2, ceiling * 2)
+    ax.set_xlim(-1, max(1, len(shown)))
+    step = max(1, math.ceil(len(ticks) / 40))
+    ax.set_xticks(ticks[::step])
+    ax.set_xticklabels([_text(lab[-28:]) for lab in labels[::step]], rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("relative L2 error ||a-b|| / ||a||")
+    ax.grid(axis="y", which="major", color="#dddddd", zorder=1)
+    ax.set_title(_title(result, len(shown)), fontsize=10)
+    if shown:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="identical: bottom\n"
+                  "||a|| = 0: top", title_fontsize=7, alignment="left")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _layer_bands(ax, shown: list) -> tuple[list[float], list[str]]:
+    """Shade every other layer's span; the layers' tick positions and labels."""
     start = 0
     ticks: list[float] = []
     labels: list[str] = []
@@ -63,44 +84,43 @@ def write_plot(result: DiffResult, path: str, force: bool = False) -> None:
             ticks.append((start + i - 1) / 2)
             labels.append(shown[start].layer)
             start = i
-    for status, colour in COLOURS.items():
-        xs, ys, tops = [], [], []
-        for x, t in enumerate(shown):
-            if t.status != status:
-                continue
-            v = t.rel_l2
-            if status == IDENTICAL or v == 0:
-                xs.append(x)
-                ys.append(floor)
-            elif v is None or not math.isfinite(v):
-                tops.append(x)  # ||a|| = 0: no relative error, drawn at the top
-            else:
-                xs.append(x)
-                ys.append(v)
-        if xs:
-            ax.scatter(xs, ys, s=18, color=colour, label=f"{status} ({len(xs)})", zorder=3,
-                       marker="o" if status != IDENTICAL else "_")
-        if tops:
-            ax.scatter(tops, [ceiling] * len(tops), s=30, color=colour, marker="^", zorder=3,
-                       label=f"{status}, ||a|| = 0 ({len(tops)})")
-    ax.set_yscale("log")
-    ax.set_ylim(floor / 2, ceiling * 2)
-    ax.set_xlim(-1, max(1, len(shown)))
-    step = max(1, math.ceil(len(ticks) / 40))
-    ax.set_xticks(ticks[::step])
-    ax.set_xticklabels([_text(lab[-28:]) for lab in labels[::step]], rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("relative L2 error ||a-b|| / ||a||")
-    ax.grid(axis="y", which="major", color="#dddddd", zorder=1)
+    return ticks, labels
+
+
+def _scatter_status(ax, shown: list, status: str, colour: str, floor: float, ceiling: float) -> None:
+    """The pairs of one status: identical at the bottom, ||a|| = 0 at the top."""
+    xs, ys, tops = [], [], []
+    for x, t in enumerate(shown):
+        if t.status != status:
+            continue
+        v = t.rel_l2
+        if status == IDENTICAL or v == 0:
+            xs.append(x)
+            ys.append(floor)
+        elif v is None or not math.isfinite(v):
+            tops.append(x)  # ||a|| = 0: no relative error, drawn at the top
+        else:
+            xs.append(x)
+            ys.append(v)
+    if xs:
+        ax.scatter(xs, ys, s=18, color=colour, label=f"{status} ({len(xs)})", zorder=3,
+                   marker="o" if status != IDENTICAL else "_")
+    if tops:
+        ax.scatter(tops, [ceiling] * len(tops), s=30, color=colour, marker="^", zorder=3,
+                   label=f"{status}, ||a|| = 0 ({len(tops)})")
+
+
+def _title(result: DiffResult, shown: int) -> str:
     mode = "exact" if result.exact else f"atol={result.atol or 0}, rtol={result.rtol or 0}"
     missing = sum(1 for t in result.tensors if t.status not in COLOURS)
-    title = f"{_short(result.a)} vs {_short(result.b)}: {len(shown)} tensor(s), {mode}"
+    title = f"{_short(result.a)} vs {_short(result.b)}: {shown} tensor(s), {mode}"
     if missing:
         title += f"; {missing} not plotted (only in one, or shapes differ)"
-    ax.set_title(title, fontsize=10)
-    if shown:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="identical: bottom\n"
-                  "||a|| = 0: top", title_fontsize=7, alignment="left")
-    fig.tight_layout()
+    return title
+
+
+def _save(fig, path: str) -> None:
+    """The PNG written to a temporary file beside ``path``, renamed into place."""
     target = os.path.abspath(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.tietool-tmp-", dir=os.path.dirname(target))
     try:

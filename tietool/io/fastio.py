@@ -163,18 +163,19 @@ class Writeback:
     little left to write. :meth:`finish` starts the rest (before
     verification re-reads the file, so the two overlap)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, start: Callable[[int], None] | None = None) -> None:
         self.fd, self.pending = fd, 0
+        self.start = start or start_writeback  # what starts the writing back (of a file descriptor)
 
     def wrote(self, n: int) -> None:
         self.pending += n
         if self.pending >= WRITEBACK_STEP:
-            start_writeback(self.fd)
+            self.start(self.fd)
             self.pending = 0
 
     def finish(self) -> None:
         if self.pending:
-            start_writeback(self.fd)
+            self.start(self.fd)
             self.pending = 0
 
 

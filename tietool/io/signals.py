@@ -5,7 +5,8 @@ of these signals raise :class:`Interrupted`, a ``KeyboardInterrupt``, so that
 the code unwinding the stack (``atomic_output``) removes a temporary output
 and leaves any previous output as it was. Once one arrived, the others are
 ignored: the clean-up is not cut short. The CLI exits with 128 + the signal
-number (130, 143, 129), as a shell reports a process killed by it.
+number (130, 143, 129), as a shell reports a process killed by it
+(:func:`tietool.cli.exits.exit_code_for`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signum)
         self.signum = signum
         self.name = signal.Signals(signum).name
-        self.exit_code = 128 + signum
         self.committed: str | None = None  # an output that was complete and in place when it arrived
 
 

@@ -79,7 +79,8 @@ def choose_pair(ckpt: Checkpoint, embedding: str | None = None, decoder: str | N
         raise UsageError("no embedding matrix found to build the layer from (use --embedding NAME)", ckpt.path)
     group = verify_group(ckpt, groups[0], declared_tie(ckpt), tick=_counter(progress, "compare", groups[0].distinct()))
     if linear and group.verdict == "no output layer":
-        raise UsageError("verify-tie finds no output layer here (" + group.reason + "): run does not invent one; "
+        why = group.reason.removesuffix(": no output layer")
+        raise UsageError(f"verify-tie finds no output layer here ({why}): run does not invent one; "
                          "name a pair with --embedding/--decoder if there is one", ckpt.path)
     out = output_layer(ckpt, group)
     embeds = [m for m in group.distinct() if m.role == "embedding"]

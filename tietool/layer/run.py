@@ -31,19 +31,6 @@ class RunResult:
     layer: dict | None = None  # what the layer does besides the matmul (soft cap, dtype policy, quantisation)
 
 
-def parse_ids(text: str) -> np.ndarray:
-    """``"1,2,3"`` -> int array ``[1, 3]``."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise UsageError("--ids is empty; give comma-separated token ids, e.g. --ids 1,2,3")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        bad = next(p for p in parts if not p.lstrip("-").isdigit())
-        raise UsageError(f"--ids: {bad!r} is not an integer token id") from None
-    return np.asarray([values], dtype=np.int64)
-
-
 def load_npy(path: str) -> np.ndarray:
     """A ``.npy`` array, never a pickle."""
     try:
@@ -93,11 +80,15 @@ def check_hidden(hidden: np.ndarray, hidden_size: int, label: str) -> np.ndarray
     return hidden
 
 
-def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: str | None = None,
-              embedding: str | None = None, decoder: str | None = None, progress=None,
-              quiet_native_stderr: bool = False) -> RunResult:
-    """Build the layer from the verified pair of ``path`` and run it;
-    ``progress(phase, done, total)`` is told the bytes compared and read.
+def run_layer(path: str, mode: str, inputs: np.ndarray | str, embedding: str | None = None,
+              decoder: str | None = None, progress=None, quiet_native_stderr: bool = False,
+              loading_tensorflow=None) -> RunResult:
+    """Build the layer from the verified pair of ``path`` and run it on
+    ``inputs``: token ids ``[batch, length]`` (embedding mode) or hidden
+    states ``[..., hidden]`` (linear mode), as an array or a ``.npy`` file;
+    ``progress(phase, done, total)`` is told the bytes compared and read;
+    ``loading_tensorflow()`` is called once the inputs are checked, just
+    before TensorFlow is imported (seconds of silence otherwise).
 
     ``quiet_native_stderr`` points file descriptor 2 at /dev/null while
     TensorFlow starts and runs (its C++ logs bypass ``sys.stderr``): a
@@ -106,28 +97,18 @@ def run_layer(path: str, mode: str, ids: np.ndarray | None = None, input_path: s
     from tietool.layer.pair import load_pair
 
     if mode not in ("embedding", "linear"):
-        raise UsageError(f"--mode must be embedding or linear, not {mode!r}")
+        raise UsageError(f"mode must be embedding or linear, not {mode!r}")
     # The verified pair, read once; inputs are checked against it before
     # TensorFlow is loaded.
     pair = load_pair(path, embedding=embedding, decoder=decoder, progress=progress, linear=(mode == "linear"))
     vocab, hidden = pair.embedding_matrix.shape
     if pair.output.output_dim is not None:  # a quantised (packed) matrix
         vocab, hidden = pair.output.input_dim, pair.output.output_dim
-    if mode == "embedding":
-        if ids is None and input_path is None:
-            raise UsageError("embedding mode needs token ids: --ids 1,2,3 or --input ids.npy")
-        if ids is not None and input_path is not None:
-            raise UsageError("give either --ids or --input, not both")
-        label = input_path or "--ids"
-        given = load_npy(input_path) if input_path else ids
-        assert given is not None  # one of --ids / --input, checked above
-        x = check_ids(given, vocab, label)
-    else:
-        if input_path is None:
-            raise UsageError("linear mode needs hidden states: --input hidden.npy ([..., hidden])")
-        if ids is not None:
-            raise UsageError("--ids is for embedding mode; linear mode takes --input hidden.npy")
-        x = check_hidden(load_npy(input_path), hidden, input_path)
+    label = inputs if isinstance(inputs, str) else "--ids"
+    given = load_npy(inputs) if isinstance(inputs, str) else inputs
+    x = check_ids(given, vocab, label) if mode == "embedding" else check_hidden(given, hidden, label)
+    if loading_tensorflow is not None:
+        loading_tensorflow()
     # TensorFlow's C++ start-up and device-probe chatter is not ours to print
     # (when asked); Python errors still propagate as exceptions.
     with _quiet_stderr() if quiet_native_stderr else contextlib.nullcontext():

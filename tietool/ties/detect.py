@@ -450,12 +450,12 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
             g.reason = f"no decoder tensor, and the config's architectures ({archs}) have no LM head: no output layer"
         elif declared["value"] is True:
             g.kind, g.verdict = IMPLICIT, TIED
-            src = "default, absent from config" if declared["source"] == "default" else "declared"
-            g.tie_source = {"tie_word_embeddings": f"config tie_word_embeddings=true ({src})",
-                            "tie_weights": "Keras ReversibleEmbedding tie_weights=true",
+            decl = declared.get("declaration")
+            src = decl.source if decl is not None else declared["source"]
+            key = str(declared["key"])
+            g.tie_source = {"tie_weights": "Keras ReversibleEmbedding tie_weights=true",
                             "graph": f"Keras graph calls layer {declared.get('layer')!r} as embedding and "
-                                     "as output"}.get(
-                declared["key"], str(declared["key"]))
+                                     "as output"}.get(key, f"config {key}=true ({src})")
             g.reason = "one stored matrix, no decoder tensor; the tie is declared by " + g.tie_source
         elif declared["value"] is False:
             g.verdict = NOT_TIED
@@ -463,7 +463,7 @@ def _group_from_members(ckpt: Checkpoint, members: list[Member], V: int, H: int,
             g.consistency = consistency(False, "config", (
                 f"config declares {declared['key']}=false but only the embedding is stored: "
                 + ("transformers 5 reports the output layer's weight as missing and initialises it randomly. "
-                   if declared["key"] == "tie_word_embeddings" else
+                   if str(declared["key"]).endswith("tie_word_embeddings") else
                    "a loader that follows the flag creates an output layer with no stored weights. ")
                 + "The weights look tied: the config is wrong (or the decoder was dropped when saving)"))
         elif structural:

@@ -23,7 +23,7 @@ Detection rules (general, not a list of models):
   ``__metadata__`` entry ``{removed: kept}`` whose kept name is a candidate
   adds the removed name as a member that shares the kept storage.
 * How a tie is stored (``kind``): ``implicit`` (one matrix, no decoder, a tie
-  declared: transformers ``tie_word_embeddings`` (default true), Keras
+  declared (:mod:`tietool.ties.declaration`): transformers ``tie_word_embeddings``, Keras
   ``tie_weights``, an embedding layer called in reverse/linear mode in a Keras
   graph, a Keras 3 ``reversible_embedding`` layer without ``reverse_embeddings``,
   a config-less Keras 2 H5 whose matrix is transformers' TFSharedEmbeddings
@@ -37,10 +37,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tietool import config as configlib
 from tietool import kerashub
-from tietool.jsontree import walk
 from tietool.model import Checkpoint, Role
+from tietool.ties.declaration import RULES_KERASHUB, tie_declaration
 
 # kinds
 IMPLICIT = "implicit"
@@ -107,53 +106,24 @@ def classify(name: str) -> str | None:
 # -- what the config declares ---------------------------------------------------------
 
 def declared_tie(ckpt: Checkpoint) -> dict:
-    """``{"value": bool | None, "source": "declared" | "default" | None, "key",
-    "file"}``: what the config says about tying (None: it says nothing)."""
+    """:func:`tietool.ties.declaration.tie_declaration` of the checkpoint's
+    config as the dict the tie rules read: ``{"value": bool | None, "source":
+    "declared" | "default" | "forced" | None, "key", "file", "declaration"}``
+    (``key``: the flag the class reads; ``declaration``: the typed result)."""
+    decl = tie_declaration(ckpt.config)
+    kind = None if decl.value is None else "forced" if decl.forced else "declared" if decl.declared else "default"
+    out: dict[str, Any] = {"value": decl.value, "source": kind, "key": decl.flag_key, "file": ckpt.config_source,
+                           "declaration": decl}
     cfg = ckpt.config
-    out: dict[str, Any] = {"value": None, "source": None, "key": None, "file": ckpt.config_source}
-    if not isinstance(cfg, dict):
-        return out
-    if configlib.is_hf_config(cfg):
-        d = configlib.hf_tie_declaration(cfg)
-        out.update(value=d["value"], source=d["source"], key="tie_word_embeddings")
-        archs = cfg.get("architectures")
-        if isinstance(archs, list) and archs:
-            out["architectures"] = [str(a) for a in archs]
-        return out
-    kh = kerashub.declared_tie(cfg)
-    if kh is not None:
-        out.update(kh)
-        return out
-    embeds = configlib.keras_embeddings(cfg)
-    ties = [e["tie_weights"] for e in embeds if e.get("tie_weights") is not None]
-    if ties:
-        out.update(value=all(ties), source="declared", key="tie_weights")
-        out["layer"] = next((e["name"] for e in embeds if e.get("tie_weights") is not None), None)
-        return out
-    layer = keras_graph_reuse(cfg)
-    if layer is not None:
-        out.update(value=True, source="declared", key="graph", layer=layer)
+    archs = cfg.get("architectures") if isinstance(cfg, dict) else None
+    if isinstance(archs, list) and archs:
+        out["architectures"] = [str(a) for a in archs]
+    if decl.layer is not None:
+        out["layer"] = decl.layer
+    hub = kerashub.read_config(cfg) if isinstance(cfg, dict) and decl.rules == RULES_KERASHUB else None
+    if hub is not None:
+        out["kerashub"] = hub.to_json()
     return out
-
-
-def keras_graph_reuse(cfg: Any) -> str | None:
-    """Name of an embedding layer that a Keras model_config graph calls both as
-    embedding and as output projection (a second inbound node with
-    ``reverse=True`` or ``mode="linear"``)."""
-    for _p, node in walk(cfg):
-        if not isinstance(node, dict) or not isinstance(node.get("inbound_nodes"), list):
-            continue
-        nodes = node["inbound_nodes"]
-        if len(nodes) < 2:
-            continue
-        lcfg: dict = node["config"] if isinstance(node.get("config"), dict) else {}
-        cls = str(node.get("class_name", ""))
-        if not ("embed" in cls.lower() or ("input_dim" in lcfg and "output_dim" in lcfg)):
-            continue
-        for _q, sub in walk(nodes):
-            if isinstance(sub, dict) and (sub.get("reverse") is True or sub.get("mode") == "linear"):
-                return str(node.get("name") or lcfg.get("name") or cls)
-    return None
 
 
 def has_output_layer(declared: dict, ckpt: Checkpoint | None = None, vocab: int | None = None) -> bool | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from tietool.errors import TensorNotFoundError, UsageError
 from tietool.model import Checkpoint, TieRole
 from tietool.results import JsonResult
+from tietool.ties.declaration import TieDeclaration, keras_graph_reuse, tie_declaration
 from tietool.ties.detect import Member, TieGroup, build_members, consistency, find_ties
 from tietool.ties.rules import (
     COPIES_DIFFER,
@@ -34,10 +35,15 @@ from tietool.ties.rules import (
     classify,
     declared_tie,
     has_output_layer,
-    keras_graph_reuse,
 )
 
 # -- verification ------------------------------------------------------------------------
+
+def _source(declared: dict) -> str:
+    """Where the declared value came from, as :class:`TieDeclaration` says it."""
+    decl = declared.get("declaration")
+    return str(decl.source) if decl is not None else str(declared.get("source"))
+
 
 def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | None = None,
                  rtol: float | None = None, tick: Callable[[int], None] | None = None) -> TieGroup:
@@ -91,21 +97,31 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
             from tietool.ties.majority import Copy, agreement
 
             g.agreement = agreement(ckpt, [Copy(m.name, m.stored_info, m.transposed) for m in distinct]).to_json()
-    # what the config says against what is stored
-    if declared.get("value") is True and g.verdict != TIED:
+    _config_against_weights(g, declared)
+    return g
+
+
+def _config_against_weights(g: TieGroup, declared: dict) -> None:
+    """What the config says (the tie declaration) against what is stored: ``g.consistency``."""
+    decl = declared.get("declaration")
+    if declared.get("value") is True and g.kind == SEPARATE and decl is not None and decl.forced:
+        g.consistency = consistency(True, None, (
+            f"{decl.describe()}: transformers 5 keeps a stored decoder that differs from the embedding (it warns "
+            "and does not tie them), so this untied model loads as saved"))
+    elif declared.get("value") is True and g.verdict != TIED:
         if g.kind == SEPARATE:
             g.consistency = consistency(False, "config", (
-                f"config declares {declared['key']}=true ({declared['source']}) but a different decoder is stored: "
+                f"config declares {declared['key']}=true ({_source(declared)}) but a different decoder is stored: "
                 + ("transformers 5 keeps the stored decoder (it warns that both are present with different values "
                    "and does not tie them); a loader that ties by the flag alone uses the embedding as the output "
                    "layer and ignores the stored decoder. "
-                   if declared["key"] == "tie_word_embeddings" else
+                   if str(declared["key"]).endswith("tie_word_embeddings") else
                    "a loader that ties by the flag alone uses the embedding as the output layer and ignores the "
                    "stored decoder. ")
                 + "The weights were trained untied: the config is wrong"))
         else:
             g.consistency = consistency(False, "weights", (
-                f"config declares {declared['key']}=true ({declared['source']}) but the stored copies of the tied "
+                f"config declares {declared['key']}=true ({_source(declared)}) but the stored copies of the tied "
                 "matrix differ: the weights are damaged or stale, and which copy a loader uses decides its output"))
     elif declared.get("value") is True:
         g.consistency = consistency(True, None, "config declares the tie and the weights hold it")
@@ -115,7 +131,6 @@ def verify_group(ckpt: Checkpoint, g: TieGroup, declared: dict, atol: float | No
                 f"config declares {declared['key']}=false; the decoder is stored separately but equals the embedding"))
         else:
             g.consistency = consistency(True, None, f"config declares {declared['key']}=false: untied by design")
-    return g
 
 
 def _other_width(ckpt: Checkpoint, g: TieGroup, declared: dict, wide: list[Member], atol, rtol) -> TieGroup:
@@ -143,7 +158,7 @@ def _other_width(ckpt: Checkpoint, g: TieGroup, declared: dict, wide: list[Membe
                     f"{g.vocab_size}) than the input embedding [{g.vocab_size}, {g.hidden_size}]: a head of its own")
     if declared.get("value") is True:
         g.consistency = consistency(False, "config", (
-            f"config declares {declared['key']}=true ({declared['source']}) but the output embedding has another "
+            f"config declares {declared['key']}=true ({_source(declared)}) but the output embedding has another "
             f"width ({width}) than the input embedding ({g.hidden_size}): the two cannot be one matrix, the config "
             "is wrong"))
     elif declared.get("value") is False:
@@ -156,7 +171,8 @@ def _other_width(ckpt: Checkpoint, g: TieGroup, declared: dict, wide: list[Membe
 class TieReport(JsonResult):
     """What :func:`verify_tie` proved: ``tied`` only when a tie holds and
     every stored copy is identical (or equal within ``atol``/``rtol``);
-    ``config`` is what the config declares (:func:`declared_tie`)."""
+    ``config`` is what the config declares (:func:`declared_tie`), ``tie_declaration``
+    the same as :func:`tietool.ties.declaration.tie_declaration` gives it."""
 
     path: str
     format: str
@@ -166,6 +182,7 @@ class TieReport(JsonResult):
     atol: float | None
     rtol: float | None
     groups: tuple[TieGroup, ...]
+    tie_declaration: TieDeclaration
 
     @property
     def exact(self) -> bool:
@@ -178,8 +195,9 @@ class TieReport(JsonResult):
             message = "no embedding matrix found: no output layer to tie"
         else:
             message = "; ".join(f"{g.verdict} ({g.kind}): {g.reason}" for g in groups)
-        return cls(ckpt.path, ckpt.format, bool(groups) and all(g.tied for g in groups), message, declared,
-                   atol, rtol, tuple(groups))
+        return cls(ckpt.path, ckpt.format, bool(groups) and all(g.tied for g in groups), message,
+                   {k: v for k, v in declared.items() if k != "declaration"}, atol, rtol, tuple(groups),
+                   declared.get("declaration") or tie_declaration(ckpt.config))
 
     def to_json(self) -> dict:
         return {
@@ -188,6 +206,7 @@ class TieReport(JsonResult):
             "tied": self.tied,
             "message": self.message,
             "config": self.config,
+            "tie_declaration": self.tie_declaration.to_json(),
             "exact": self.exact,
             "atol": self.atol,
             "rtol": self.rtol,
@@ -252,6 +271,7 @@ __all__ = [
     "UNVERIFIED",
     "Member",
     "TensorNotFoundError",
+    "TieDeclaration",
     "TieGroup",
     "TieReport",
     "build_members",
@@ -260,6 +280,7 @@ __all__ = [
     "find_ties",
     "has_output_layer",
     "keras_graph_reuse",
+    "tie_declaration",
     "verify_checkpoint",
     "verify_group",
     "verify_tie",

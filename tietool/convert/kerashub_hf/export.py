@@ -24,6 +24,7 @@ from . import families, hfconfig
 from .assemble import Assembly
 from .families import Family
 from .plan import plan_weights
+from .tokenizer import convert_tokenizer
 
 PT_METADATA = {"format": "pt"}
 DEFAULT_SHARD_SIZE = 5 * 10**9
@@ -85,13 +86,26 @@ def plan_export(ckpt: Checkpoint, src: str, shard_bytes: int | None) -> Export:
         hf_cfg = hfconfig.translate(fam, cfg, tie=weights.tied, dtype=kh.dtype)
     except hfconfig.Unrepresentable as exc:
         raise hfconfig.Unrepresentable(exc.message, src) from None
-    texts = {"config.json": json.dumps(hf_cfg, indent=2, sort_keys=True) + "\n"}
+    tok = convert_tokenizer(src) if os.path.isdir(src) else None
+    texts = {}
+    if tok is not None:
+        hf_cfg.update(tok.special_ids)
+        texts.update(tok.files)
+        texts["generation_config.json"] = json.dumps(
+            {**tok.special_ids, "_from_model_config": True}, indent=2, sort_keys=True) + "\n"
+    else:
+        notes.append("no tokenizer in the preset: no tokenizer.json written")
+    texts["config.json"] = json.dumps(hf_cfg, indent=2, sort_keys=True) + "\n"
     outputs = safetensors_outputs(list(weights.tensors), dict(PT_METADATA), "model.safetensors",
                                   DEFAULT_SHARD_SIZE if shard_bytes is None else shard_bytes)
     outputs += [OutputFile(name, "text", text=text) for name, text in texts.items()]
     details = PtDetails(
         transposed=tuple(t.name for t in weights.tensors if t.transform == "transpose"),
         permuted=tuple(t.name for t in weights.tensors if isinstance(t.transform, Assembly)),
-        reshaped=tuple(t.name for t in weights.tensors if t.transform == "reshape"),
         pt_class=fam.architecture)
+    if details.permuted:
+        notes.append(f"built {len(details.permuted)} tensor(s) from parts (per-head transposes, fused kernels)")
+    notes.insert(0, f"{fam.architecture} ({fam.model_type}), " + (
+        "tied: no head tensor (transformers ties lm_head to the embedding)" if weights.tied
+        else "untied: lm_head.weight is the stored reverse_embeddings, transposed"))
     return Export(Plan(tuple(outputs), multi=True, pt=details), len(weights.tensors), tuple(notes))
