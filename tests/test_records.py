@@ -178,7 +178,7 @@ def test_hdf5_origin_file_name_never_becomes_a_path(tmp_path, name):
     before = _snapshot(tmp_path)
     _error(invoke("convert", src, "--to", "safetensors"), ORIGIN)
     _error(invoke("convert", src, "--to", "safetensors", "-o", tmp_path / "out"), ORIGIN)
-    _error(invoke("convert", src, "--to", "safetensors", "--shard-size", "8", "-o", tmp_path / "out"), ORIGIN)
+    _error(invoke("convert", src, "--to", "safetensors", "--shard-size", "8B", "-o", tmp_path / "out"), ORIGIN)
     assert _snapshot(tmp_path) == before
 
 
