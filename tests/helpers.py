@@ -170,6 +170,41 @@ def assert_kernel_close(got, want, *, depth: int, compute_dtype: str = "float32"
                             f"{np.argwhere(over)[0].tolist()}: {got[over][0]!r} vs {want[over][0]!r}")
 
 
+# -- generated checkpoints -------------------------------------------------------------------
+
+def grow_llama_tied(dst: Path, rows: int) -> None:
+    """fixtures/pt/llama_tied copied to ``dst`` with its embedding grown to
+    ``rows`` x 16 (random float32; no head stored: tied), config to match."""
+    import shutil
+    import struct
+
+    import numpy as np
+
+    shutil.copytree(FIXTURES / "pt/llama_tied", dst)
+    path = dst / "model.safetensors"
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__")
+    data = raw[8 + n:]
+    tensors = {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items()}
+    tensors["model.embed_tokens.weight"] = np.random.default_rng(0).standard_normal((rows, 16), np.float32).tobytes()
+    new, pos = {"__metadata__": meta}, 0
+    for k, v in header.items():
+        shape = [rows, 16] if k == "model.embed_tokens.weight" else v["shape"]
+        new[k] = {"dtype": v["dtype"], "shape": shape, "data_offsets": [pos, pos + len(tensors[k])]}
+        pos += len(tensors[k])
+    head = json.dumps(new).encode()
+    head += b" " * (-(8 + len(head)) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(head)) + head)
+        for k in header:
+            fh.write(tensors[k])
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["vocab_size"] = rows
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+
+
 FLOAT = re.compile(r"[-+]?\d+\.\d+(?:e[-+]?\d+)?")
 
 
@@ -189,3 +224,46 @@ def same_but_last_digits(expected: str, actual: str) -> bool:
         if abs(float(g) - float(w)) > unit * 1.0001:
             return False
     return True
+
+
+class Calls:
+    """Counts the calls of public functions while active, on every thread,
+    through the interpreter's profiling hook: nothing in tietool is replaced,
+    so what runs is what ships. ``Calls(name=function, ...)``; with
+    ``callers={name: "module/file.py"}`` only calls made from that file count."""
+
+    def __init__(self, callers: dict[str, str] | None = None, **functions):
+        self.codes = {f.__code__: name for name, f in functions.items()}
+        self.callers = callers or {}
+        from collections import Counter
+
+        self.counts: Counter[str] = Counter()
+        self.args: dict[str, list] = {name: [] for name in functions}
+
+    def _profile(self, frame, event, arg):
+        if event != "call":
+            return
+        name = self.codes.get(frame.f_code)
+        if name is None:
+            return
+        caller = self.callers.get(name)
+        if caller is not None and not frame.f_back.f_code.co_filename.endswith(caller):
+            return
+        self.counts[name] += 1
+        self.args[name].append(dict(frame.f_locals))
+
+    def __enter__(self) -> "Calls":
+        import threading
+
+        threading.setprofile(self._profile)
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import threading
+
+        sys.setprofile(None)
+        threading.setprofile(None)  # type: ignore[arg-type]
+
+    def __getitem__(self, name: str) -> int:
+        return self.counts[name]

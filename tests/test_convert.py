@@ -17,7 +17,7 @@ from tietool import OutputExistsError, TietoolError, UsageError, open_checkpoint
 from tietool.convert import convert, parse_size
 from tietool.errors import CorruptCheckpointError
 
-from helpers import FIXTURES, fixture, run_cli
+from helpers import FIXTURES, Calls, fixture, run_cli
 
 H5_FOLDERS = sorted(p.name for p in (FIXTURES / "tf").iterdir()
                     if (p / "tf_model.h5").exists() or (p / "tf_model.h5.index.json").exists())
@@ -577,7 +577,6 @@ def test_dedupe_splits_candidates_by_their_first_bytes(tmp_path, monkeypatch):
     agrees for 64 KB and differs in its last byte is still kept apart."""
     import h5py
 
-    from tietool.convert import dedupe
 
     rng = np.random.default_rng(7)
     a, b = rng.standard_normal((40, 1024)).astype("<f4"), rng.standard_normal((40, 1024)).astype("<f4")
@@ -594,13 +593,13 @@ def test_dedupe_splits_candidates_by_their_first_bytes(tmp_path, monkeypatch):
             g = f.create_group(n)
             g.attrs["weight_names"] = np.array([f"{n}/embeddings:0".encode()])
             g.create_group(n).create_dataset("embeddings:0", data=arr)
-    calls = []
-    real = dedupe.same_tensor_bytes
-    monkeypatch.setattr(dedupe, "same_tensor_bytes", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    r = convert(path, "safetensors", out=tmp_path / "out.safetensors")
+    from tietool.io.tensorcopy import same_tensor_bytes
+
+    with Calls(callers={"same": "convert/dedupe.py"}, same=same_tensor_bytes) as calls:
+        r = convert(path, "safetensors", out=tmp_path / "out.safetensors")
     key = "embedding_{0}/embedding_{0}/embeddings:0".format
     assert r.aliases == {key(1): key(0), key(4): key(3), key(6): key(5)}
-    assert len(calls) == 4
+    assert calls["same"] == 4
 
 
 def test_raw_copies_are_compared_as_they_are_written(tmp_path, monkeypatch):
@@ -610,14 +609,12 @@ def test_raw_copies_are_compared_as_they_are_written(tmp_path, monkeypatch):
     named, and nothing is left behind."""
     import threading
 
-    from tietool.convert import verify, write
+    from tietool.convert import write
     from tietool.io import tensorcopy
 
-    later = []
-    real_same = verify.same_tensor_bytes
-    monkeypatch.setattr(verify, "same_tensor_bytes", lambda *a, **k: (later.append(a[1].name), real_same(*a, **k))[1])
-    r = convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "ok")
-    assert r.verified and r.tensors > 10 and later == []  # every tensor compared while written
+    with Calls(callers={"same": "convert/verify.py"}, same=tensorcopy.same_tensor_bytes) as later:
+        r = convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "ok")
+    assert r.verified and r.tensors > 10 and later["same"] == 0  # every tensor compared while written
 
     real_copy = tensorcopy.copy_tensor
     flipped: list[str] = []

@@ -11,6 +11,8 @@ import pytest
 from tietool.errors import CorruptCheckpointError
 from tietool.io import fastio, rawio
 
+from helpers import Calls
+
 SIZE = 3 * 4096 + 123  # not a multiple of any block size used below
 DATA = bytes((i * 131 + 7) % 251 for i in range(SIZE))
 
@@ -193,16 +195,13 @@ def test_shards_concurrently_same_output(tmp_path, monkeypatch, source, kwargs):
 
     src = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", source)
     outs = {}
-    real = fastio.run_concurrently
     for cpus in (1, 4):
         monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
-        calls = []
-        monkeypatch.setattr(fastio, "run_concurrently",
-                            lambda jobs, workers=None, calls=calls: calls.append(1) or real(jobs, workers))
-        result = convert(src, out=str(tmp_path / f"out{cpus}"), **kwargs)
-        assert result["verified"]
-        assert len([f for f in result["files"] if f.endswith(".safetensors")]) > 2
-        assert calls  # the shards went through run_concurrently (write and verify)
+        with Calls(run=fastio.run_concurrently) as calls:
+            result = convert(src, out=str(tmp_path / f"out{cpus}"), **kwargs)
+        assert result.verified
+        assert len([f for f in result.files if f.endswith(".safetensors")]) > 2
+        assert calls["run"]  # the shards went through run_concurrently (write and verify)
         outs[cpus] = _tree(tmp_path / f"out{cpus}")
     assert outs[1] == outs[4]
 
@@ -233,8 +232,7 @@ def test_writeback_counts_the_whole_file(monkeypatch):
     WRITEBACK_STEP) start it once their sum passes the step, and finish()
     starts the rest; nothing is started for a file with nothing pending."""
     started = []
-    monkeypatch.setattr(fastio, "start_writeback", lambda fd, *a: started.append(fd))
-    wb = fastio.Writeback(7)
+    wb = fastio.Writeback(7, start=started.append)
     small = fastio.WRITEBACK_STEP // 8
     for _ in range(7):
         wb.wrote(small)

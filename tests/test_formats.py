@@ -2,8 +2,6 @@
 opening a path recognises its format once (each probe of the file made once,
 its result handed to the reader)."""
 
-import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,8 @@ from tietool.audit.check import check_paths
 from tietool.formats import DESCRIPTORS, FORMATS, Family, format_of, get_format, keras_h5, open_checkpoint
 from tietool.formats import index as index_module
 from tietool.io.h5safe import SafeH5
+
+from helpers import Calls
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -26,26 +26,6 @@ CASES = {
     "keras3/tied_revemb.keras": ("keras3-archive", 1),
     "keras3/sharded/untied_revemb.weights.json": ("keras3-weights-sharded", 2),
 }
-
-
-class Calls:
-    """Counts calls of the given public functions while active (sys.setprofile:
-    nothing in tietool is replaced)."""
-
-    def __init__(self, **functions):
-        self.codes = {f.__code__: name for name, f in functions.items()}
-        self.counts: Counter[str] = Counter()
-
-    def _profile(self, frame, event, arg):
-        if event == "call" and frame.f_code in self.codes:
-            self.counts[self.codes[frame.f_code]] += 1
-
-    def __enter__(self):
-        sys.setprofile(self._profile)
-        return self.counts
-
-    def __exit__(self, *exc):
-        sys.setprofile(None)
 
 
 def _calls():

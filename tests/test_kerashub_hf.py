@@ -232,3 +232,26 @@ def test_tokenizer_files_are_hugging_face_ones(exported, family):
     vocab = tok["model"]["vocab"]
     assert cfg["eos_token_id"] == vocab[tcfg["eos_token"]]
     assert json.loads((exported[family] / "generation_config.json").read_text())["eos_token_id"] == cfg["eos_token_id"]
+
+
+VALIDATION = json.loads((KHHF / "VALIDATION.json").read_text())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tables_are_what_keras_hubs_importers_confirm(family):
+    """tools/kerashub_hf_tables.py ran keras-hub's own importer over each export: every
+    (transformers name, preset dataset) pair it visits equals bit for bit (Mistral's: after the
+    importer's own cast to float16), no variable is left unported, and its pairs are exactly the
+    table's. The table as it is now must still give those pairs."""
+    from tietool.convert.kerashub_hf import export
+    from tietool.formats import open_checkpoint
+
+    r = VALIDATION["families"][family]
+    assert r["not_equal"] == [] and r["variables_not_ported"] == []
+    assert r["pairs"] == r["tietool_pairs"]
+    preset = str(KHHF / family / "preset")
+    with open_checkpoint(preset) as ckpt:
+        plan = export.plan_export(ckpt, preset, None).plan
+        now = sorted([t.name, p] for t in plan.tensors
+                     for p in (getattr(t.transform, "names", None) or (t.source.name,)))
+    assert now == r["pairs"]

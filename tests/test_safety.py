@@ -35,7 +35,7 @@ from click.testing import CliRunner
 
 from tietool.cli.commands import cli
 
-from helpers import ROOT, fixture
+from helpers import ROOT, Calls, fixture
 
 TMP_MARK = ".tietool-tmp-"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -591,9 +591,8 @@ def test_no_fsync_skips_only_the_waiting(tmp_path, monkeypatch):
     from tietool.io import fastio
 
     calls: list[str] = []
-    real_fsync, real_wb = os.fsync, fastio.start_writeback
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(fastio, "start_writeback", lambda *a: (calls.append("writeback"), real_wb(*a))[1])
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])  # the system call
     big = tmp_path / "big.safetensors"  # one tensor over fastio.WRITEBACK_STEP, so writeback would start
     n = fastio.WRITEBACK_STEP // 4 + 1024
     header = json.dumps({"w": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}}).encode()
@@ -601,11 +600,13 @@ def test_no_fsync_skips_only_the_waiting(tmp_path, monkeypatch):
     big.write_bytes(struct.pack("<Q", len(header)) + header + os.urandom(4 * n))
     for src, to, name in ((fixture("tf/gpt2"), "safetensors", "gpt2"), (str(big), "h5", "big.h5")):
         calls.clear()
-        fast = convert(src, to, out=tmp_path / f"fast-{name}", fsync=False)
-        assert calls == [] and not fast.fsynced and fast.to_json()["fsynced"] is False
-        durable = convert(src, to, out=tmp_path / f"durable-{name}")
+        with Calls(writeback=fastio.start_writeback) as wb:
+            fast = convert(src, to, out=tmp_path / f"fast-{name}", fsync=False)
+        assert calls == [] and wb["writeback"] == 0 and not fast.fsynced and fast.to_json()["fsynced"] is False
+        with Calls(writeback=fastio.start_writeback) as wb:
+            durable = convert(src, to, out=tmp_path / f"durable-{name}")
         assert "fsync" in calls and durable.fsynced
-        assert "writeback" in calls  # the durable route starts writing back as it copies
+        assert wb["writeback"]  # the durable route starts writing back as it copies
         fast_files = sorted(p.relative_to(tmp_path / f"fast-{name}") for p in (tmp_path / f"fast-{name}").rglob("*")) \
             if (tmp_path / f"fast-{name}").is_dir() else [None]
         for rel in fast_files:
@@ -623,13 +624,11 @@ def test_keras_output_intermediate_is_not_written_back(tmp_path, monkeypatch):
     from tietool.convert import convert
     from tietool.io import fastio
 
-    started: list[int] = []
-    monkeypatch.setattr(fastio, "start_writeback", lambda fd, *a: started.append(fd))
     st = tmp_path / "m.safetensors"
     convert(fixture("keras3/tied_revemb.keras"), "safetensors", out=st)
-    started.clear()
-    convert(str(st), "keras", out=tmp_path / "m.keras")
-    assert started == [] and (tmp_path / "m.keras").is_file()
+    with Calls(writeback=fastio.start_writeback) as started:
+        convert(str(st), "keras", out=tmp_path / "m.keras")
+    assert started["writeback"] == 0 and (tmp_path / "m.keras").is_file()
 
 
 def test_previous_folder_moved_aside_is_put_back(tmp_path):

@@ -289,7 +289,7 @@ def convert(src: str, to: str | None, out: str | None, ties: str, shard_size: st
     finally:
         if progress is not None:
             progress.close()
-    output(result.to_json() if as_json else result, as_json, render_convert)
+    output(result, as_json, render_convert)
 
 
 @cli.command(short_help="Audit tie flags against the stored weights.", epilog=exit_status("check"))
@@ -357,7 +357,7 @@ def fix(path: str, out: str | None, head: str | None, prefer: str | None, force:
     from tietool.cli.render import render_fix
 
     result = fix_checkpoint(path, out, head=head, prefer=prefer, force=force, verify=not no_verify)
-    output(result.to_json(), as_json, render_fix)
+    output(result, as_json, render_fix)
 
 
 def main() -> None:
@@ -367,10 +367,11 @@ def main() -> None:
     that HDF5 can load no filter plugin at all (the library already refuses
     every filter that is not built in before HDF5 would look one up:
     :data:`tietool.io.h5safe.BUILTIN_FILTERS`)."""
+    from tietool.cli.exits import exit_code_for
     from tietool.io.signals import install
 
     os.environ["HDF5_PLUGIN_PATH"] = os.devnull  # before h5py loads HDF5
-    install()
+    install(exit_code_for)  # already done by tietool.cli.main, the console script
     cli(prog_name="tietool")
 
 
@@ -428,6 +429,6 @@ def diff_cmd(a: str, b: str, atol: float | None, rtol: float | None, show_all: b
     doc = result.to_json()
     if plot_path:
         doc["plot"] = plot_path  # the file written, as given
-    output(doc, as_json, lambda r: render_diff(r, show_all=show_all))
+    output(doc if as_json else result, as_json, lambda r: render_diff(r, show_all=show_all, plot=plot_path))
     if not result.identical:
         click.get_current_context().exit(EXIT_FOUND)

@@ -6,11 +6,14 @@ import shlex
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
+from tietool.cli.tables import key_values, table
 from tietool.textsafe import printable
 
 if TYPE_CHECKING:  # annotations only: rendering imports no reader
     from tietool.audit.check import CheckReport, CheckResult
+    from tietool.audit.fix import FixResult
     from tietool.convert import ConversionResult
+    from tietool.diff.checkpoints import DiffResult, TensorDiff
     from tietool.summary import InspectReport
     from tietool.ties.verify import Member, TieGroup, TieReport
 
@@ -25,18 +28,6 @@ def human_bytes(n: float) -> str:
 
 def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def table(rows: list[list], headers: list[str]) -> str:
-    from tabulate import tabulate  # here, not at import: it costs 30 ms that convert's summary does not need
-
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
-
-
-def key_values(pairs: list[tuple[str, object]]) -> str:
-    from tabulate import tabulate
-
-    return tabulate([[k, v] for k, v in pairs], tablefmt="plain", disable_numparse=True)
 
 
 def render_inspect(report: InspectReport) -> str:
@@ -367,16 +358,16 @@ def check_error_lines(report: CheckReport) -> list[str]:
             for c in report.checkpoints if c.ok is None]
 
 
-def render_fix(r: dict) -> str:
+def render_fix(r: FixResult) -> str:
     """`tietool fix`: what was repaired and written."""
-    if r["nothing_to_fix"]:
-        return f"{printable(r['source'])}: nothing to fix (config and weights agree); nothing written"
-    lines = [f"{printable(r['source'])} -> {printable(r['output'])}"]
-    lines += [f"  repaired: {printable(x['message'])}" for x in r["repairs"]]
-    lines += [f"  wrote {printable(f)}" for f in r["written"]]
-    if r["copied"]:
-        lines.append(f"  copied {len(r['copied'])} other file(s) unchanged")
-    lines.append(f"  {r['seconds']:.2f} s" + (", verified" if r["verified"] else ", not verified"))
+    if r.nothing_to_fix:
+        return f"{printable(r.source)}: nothing to fix (config and weights agree); nothing written"
+    lines = [f"{printable(r.source)} -> {printable(r.output or '')}"]
+    lines += [f"  repaired: {printable(x.message)}" for x in r.repairs]
+    lines += [f"  wrote {printable(f)}" for f in r.written]
+    if r.copied:
+        lines.append(f"  copied {len(r.copied)} other file(s) unchanged")
+    lines.append(f"  {r.seconds:.2f} s" + (", verified" if r.verified else ", not verified"))
     return "\n".join(lines)
 
 
@@ -390,61 +381,60 @@ def _g(x) -> str:
     return "0" if x == 0 else f"{x:.3g}"
 
 
-def _diff_name(t: dict) -> str:
-    a, b = t.get("a"), t.get("b")
+def _diff_name(t: TensorDiff) -> str:
+    a, b = t.a, t.b
     name = printable(str(a if a is not None else b))
     if a is not None and b is not None and a != b:
-        how = t["match"] + (f", {t['transform']}" if t.get("transform") else "")
+        how = f"{t.match}" + (f", {t.transform}" if t.transform else "")
         name += f"\n  = {printable(b)} ({how})"
-    elif t.get("match") and t["match"] != "name":
-        name += f" ({t['match']})"
+    elif t.match and t.match != "name":
+        name += f" ({t.match})"
     return name
 
 
-def render_diff(report: dict, show_all: bool = False) -> str:
-    """The result of ``tietool.diff.checkpoints.DiffResult.to_json()``, for people:
-    differences first, identical tensors counted (listed with ``show_all``)."""
-    s = report["summary"]
+def _diff_row(t: TensorDiff) -> list:
+    if t.status in ("only-a", "only-b", "shape-mismatch"):
+        detail = (f"{shape_str(t.shape_a or ())} vs {shape_str(t.shape_b or ())}" if t.status == "shape-mismatch"
+                  else shape_str(t.shape_a or t.shape_b or ()) + f" {t.dtype_a or t.dtype_b}")
+        return [t.status, _diff_name(t), "-", "-", "-", detail, "-"]
+    differ = f"{t.elements_differ:,} of {t.elements:,}" + (f", {t.rows_differ:,} row(s)" if t.elements_differ else "")
+    if t.status == "dtype-mismatch":
+        differ = f"{t.dtype_a} vs {t.dtype_b}; " + differ
+    first = shape_str(t.first_index) if t.first_index is not None else "-"
+    return [t.status, _diff_name(t), _g(t.max_abs), _g(t.max_rel), _g(t.rel_l2), differ, first]
+
+
+def render_diff(report: DiffResult, show_all: bool = False, plot: str | None = None) -> str:
+    """A :class:`~tietool.diff.checkpoints.DiffResult` for people: differences
+    first, identical tensors counted (listed with ``show_all``); ``plot``: the
+    plot file written."""
+    s = report.summary()
     by = s["by_status"]
     matched = ", ".join(f"{n} by {how}" for how, n in s["by_match"].items()) or "none"
     pairs: list[tuple[str, object]] = [
-        ("a", f"{printable(report['a'])} ({report['format_a']})"),
-        ("b", f"{printable(report['b'])} ({report['format_b']})"),
+        ("a", f"{printable(report.a)} ({report.format_a})"),
+        ("b", f"{printable(report.b)} ({report.format_b})"),
         ("comparison", s["comparison"]),
         ("matched", f"{s['pairs']} pair(s): {matched}" + (f"; {s['transformed']} with a layout change"
                                                           if s["transformed"] else "")),
         ("result", ", ".join(f"{n} {k}" for k, n in by.items() if n) or "no tensors"),
     ]
     parts = [key_values(pairs)]
-    rows = []
-    for t in report["tensors"]:
-        if t["status"] in ("identical",) and not show_all:
-            continue
-        if t["status"] in ("only-a", "only-b", "shape-mismatch"):
-            detail = (f"{shape_str(t['shape_a'])} vs {shape_str(t['shape_b'])}" if t["status"] == "shape-mismatch"
-                      else shape_str(t["shape_a"] or t["shape_b"]) + f" {t['dtype_a'] or t['dtype_b']}")
-            rows.append([t["status"], _diff_name(t), "-", "-", "-", detail, "-"])
-            continue
-        differ = f"{t['elements_differ']:,} of {t['elements']:,}" + (
-            f", {t['rows_differ']:,} row(s)" if t["elements_differ"] else "")
-        if t["status"] == "dtype-mismatch":
-            differ = f"{t['dtype_a']} vs {t['dtype_b']}; " + differ
-        first = shape_str(t["first_index"]) if t.get("first_index") is not None else "-"
-        rows.append([t["status"], _diff_name(t), _g(t["max_abs"]), _g(t["max_rel"]), _g(t["rel_l2"]), differ, first])
+    rows = [_diff_row(t) for t in report.tensors if show_all or t.status != "identical"]
     hidden = by.get("identical", 0) if not show_all else 0
     if rows:
         parts.append(table(rows, ["status", "tensor", "max abs", "max rel", "rel L2", "elements differ", "first"]))
     if hidden:
         parts.append(f"{hidden} identical tensor(s) not listed (--all lists them)")
-    layers = report.get("layers") or []
-    if len(layers) > 1 or (layers and layers[0]["layer"] != "(no layer)"):
-        lrows = [[printable(g["layer"]), g["tensors"], g["differ"],
-                  f"{g['elements_differ']:,} of {g['elements']:,}"
-                  + (f" ({100 * g['elements_differ'] / g['elements']:.1f}%)" if g["elements"] else ""),
-                  _g(g["max_abs"]), _g(g["max_rel_l2"])] for g in layers]
+    layers = report.layers
+    if len(layers) > 1 or (layers and layers[0].layer != "(no layer)"):
+        lrows = [[printable(g.layer), g.tensors, g.differ,
+                  f"{g.elements_differ:,} of {g.elements:,}"
+                  + (f" ({100 * g.elements_differ / g.elements:.1f}%)" if g.elements else ""),
+                  _g(g.max_abs), _g(g.max_rel_l2)] for g in layers]
         parts.append("Per layer:\n" + table(lrows, ["layer", "tensors", "differ", "elements differ", "max abs",
                                                     "max rel L2"]))
-    if report.get("plot"):
-        parts.append(f"plot: wrote {printable(report['plot'])} (rel L2 per tensor, grouped by layer)")
-    parts.append("IDENTICAL" if report["identical"] else "DIFFERENT")
+    if plot:
+        parts.append(f"plot: wrote {printable(plot)} (rel L2 per tensor, grouped by layer)")
+    parts.append("IDENTICAL" if report.identical else "DIFFERENT")
     return "\n\n".join(parts)

@@ -99,7 +99,8 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
         os.ftruncate(fd, pos)  # no fsync here: atomic_output syncs the finished output once
         if wb:
             wb.finish()
-        return early.finish() if early is not None else {}
+        # tick(0): where outputs are written concurrently, raises once another failed or the user interrupted
+        return early.finish(lambda: tick(0) if tick else None) if early is not None else {}
     except BaseException:
         if early is not None:
             early.abort()

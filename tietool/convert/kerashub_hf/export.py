@@ -102,6 +102,10 @@ def plan_export(ckpt: Checkpoint, src: str, shard_bytes: int | None) -> Export:
     details = PtDetails(
         transposed=tuple(t.name for t in weights.tensors if t.transform == "transpose"),
         permuted=tuple(t.name for t in weights.tensors if isinstance(t.transform, Assembly)),
-        reshaped=tuple(t.name for t in weights.tensors if t.transform == "reshape"),
         pt_class=fam.architecture)
+    if details.permuted:
+        notes.append(f"built {len(details.permuted)} tensor(s) from parts (per-head transposes, fused kernels)")
+    notes.insert(0, f"{fam.architecture} ({fam.model_type}), " + (
+        "tied: no head tensor (transformers ties lm_head to the embedding)" if weights.tied
+        else "untied: lm_head.weight is the stored reverse_embeddings, transposed"))
     return Export(Plan(tuple(outputs), multi=True, pt=details), len(weights.tensors), tuple(notes))
