@@ -30,6 +30,7 @@ import errno
 import os
 import re
 from functools import partial
+from typing import Callable
 
 import numpy as np
 
@@ -154,10 +155,14 @@ def check_names(names: list[str]) -> None:
 
 
 def write_h5(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo], files: SourceFiles,
-             progress: Progress | None = None, writeback: bool = True) -> None:
-    """Write ``tree`` to ``path``; dataset ``p`` gets the bytes of ``data[p]``.
-    ``writeback``: start writing the copied bytes to disk while copying (for
-    a file that will be fsynced)."""
+             progress: Progress | None = None, writeback: bool = True,
+             builders: dict[str, Callable[[int, int], None]] | None = None) -> None:
+    """Write ``tree`` to ``path``; dataset ``p`` gets the bytes of ``data[p]``
+    (``data[p]`` gives its shape and dtype), or, when ``builders`` has ``p``,
+    whatever ``builders[p](fd, offset)`` writes there (a tensor built from parts
+    of others). ``writeback``: start writing the copied bytes to disk while
+    copying (for a file that will be fsynced)."""
+    builders = builders or {}
     try:
         room_for_metadata(path, tree)
         offsets = _write_tree(path, ckpt, tree, data, progress)
@@ -166,8 +171,11 @@ def write_h5(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo
     fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
     wb = fastio.Writeback(fd) if writeback else None
     try:
-        for off, info in offsets:
-            copy_tensor(ckpt, info, files, fd, off, progress, wb)
+        for off, dpath, info in offsets:
+            if dpath in builders:
+                builders[dpath](fd, off)
+            else:
+                copy_tensor(ckpt, info, files, fd, off, progress, wb)
         if wb:
             wb.finish()
     finally:
@@ -222,12 +230,12 @@ def _h5_write_error(exc: BaseException, path: str) -> BaseException:
 
 
 def _write_tree(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo],
-                progress: Progress | None) -> list[tuple[int, TensorInfo]]:
+                progress: Progress | None) -> list[tuple[int, str, TensorInfo]]:
     """Groups, attributes and (allocated, unwritten) datasets; returns where
     each contiguous dataset's bytes go."""
     import h5py
 
-    offsets: list[tuple[int, TensorInfo]] = []
+    offsets: list[tuple[int, str, TensorInfo]] = []
     with h5py.File(path, "w", libver="earliest") as f:
         for gpath in sorted(tree["groups"], key=lambda p: (p.count("/") if p else -1, natural_key(p))):
             g = f if gpath == "" else f.require_group(gpath)
@@ -264,7 +272,7 @@ def _write_tree(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorI
                 if off is None:  # HDF5 kept it elsewhere (scalars): write through h5py, block by block
                     _write_through_h5py(ds, ckpt, info, np_dt, progress)
                 else:
-                    offsets.append((off, info))
+                    offsets.append((off, dpath, info))
     return offsets
 
 
