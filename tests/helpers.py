@@ -267,3 +267,34 @@ class Calls:
 
     def __getitem__(self, name: str) -> int:
         return self.counts[name]
+
+
+# -- running as an unprivileged user ---------------------------------------------------------
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def nobody_can_run(base: Path) -> tuple[dict | None, str]:
+    """What a test that drops privileges (``setpriv`` to uid 65534) needs to
+    run tietool from ``base``, a folder that user can enter: this tree's
+    ``tietool`` package copied there (the checkout may sit in a folder only
+    root can enter, as /root or a ``mktemp -d`` folder are), and keyword
+    arguments for ``subprocess.run`` (``env`` with PYTHONPATH at the copy,
+    ``cwd``). ``(None, why)`` when that user cannot run this interpreter
+    with tietool's dependencies (an environment in a private folder)."""
+    import shutil
+
+    code = Path(base) / "code"
+    if not (code / "tietool").exists():
+        shutil.copytree(ROOT / "tietool", code / "tietool", ignore=shutil.ignore_patterns("__pycache__"))
+        for p in [code, *code.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    env.pop("TIETOOL_DEBUG", None)
+    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import numpy, h5py, click, tietool"], cwd=base,
+                           capture_output=True, text=True, env=env)
+    if probe.returncode != 0:
+        return None, (f"uid 65534 cannot run {sys.executable} with tietool's dependencies (is the environment in "
+                      f"a folder only its owner can enter?): {probe.stderr.strip()[-300:]}")
+    return {"env": env, "cwd": str(base)}, ""
+
