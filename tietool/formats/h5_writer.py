@@ -37,7 +37,8 @@ import numpy as np
 from tietool import dtypes
 from tietool.errors import UsageError
 from tietool.io import fastio
-from tietool.io.h5safe import SafeH5, natural_key
+from tietool.io.h5safe import SafeH5
+from tietool.io.h5walk import natural_key
 from tietool.io.safe_output import WRITE_ERRNOS
 from tietool.io.tensorcopy import Progress, SourceFiles, copy_tensor
 from tietool.model import Checkpoint, TensorInfo
@@ -45,26 +46,19 @@ from tietool.model import Checkpoint, TensorInfo
 # -- reading a tree -----------------------------------------------------------------
 
 def describe_h5(h5: SafeH5) -> dict:
+    """The tree of an open file: every group and dataset as
+    :meth:`~tietool.io.h5safe.SafeH5.visit` reaches them (each group once,
+    by its address; links checked; bounded)."""
     import h5py
 
     groups: dict[str, dict] = {}
     datasets: dict[str, dict] = {}
-
-    def visit(group, prefix: str, depth: int) -> None:
-        groups[prefix] = attrs_of(h5, group)
-        names = h5.guard(f"/{prefix}", lambda: sorted(group.keys(), key=natural_key))
-        for name in names:
-            path = f"{prefix}/{name}" if prefix else name
-            h5.check_link(group, name, path)
-            obj = h5.guard(f"/{path}", partial(group.__getitem__, name))
-            if isinstance(obj, h5py.Group):
-                if path not in groups and depth < 64:
-                    visit(obj, path, depth + 1)
-            elif isinstance(obj, h5py.Dataset):
-                dt = h5.guard(f"/{path}", partial(getattr, obj, "dtype"))
-                datasets[path] = {"attrs": attrs_of(h5, obj), "opaque": dt.kind == "V"}
-
-    visit(h5.file, "", 0)
+    for path, obj in h5.visit():
+        if isinstance(obj, h5py.Group):
+            groups[path] = attrs_of(h5, obj)
+        else:
+            dt = h5.guard(f"/{path}", partial(getattr, obj, "dtype"))
+            datasets[path] = {"attrs": attrs_of(h5, obj), "opaque": dt.kind == "V"}
     return {"groups": groups, "datasets": datasets}
 
 
