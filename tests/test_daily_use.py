@@ -72,7 +72,10 @@ EXITS = {
 }
 
 
+# every command the CLI has, in the order the help examples build on each other (convert's
+# examples write what later ones read); a command added later is picked up too
 ALL_COMMANDS = ("inspect", "verify-tie", "run", "convert", "check", "fix", "diff")
+ALL_COMMANDS += tuple(sorted(set(cli.commands) - set(ALL_COMMANDS)))
 
 
 def examples(command: str) -> list[str]:
