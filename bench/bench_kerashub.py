@@ -109,8 +109,8 @@ def main() -> None:
 
     rows = [("convert --names pt (verified, fsynced)", conv, cpsync, "cp + sync", 1.5),
             ("convert --names pt --no-fsync (verified)", conv + ["--no-fsync"], cp, "cp", None)]
-    print(f"| row | preset | against | ratio (median) | min-max | s | ref s | GB/s | peak RSS MB | load | goal |\n"
-          f"|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| row | preset | against | ratio (median) | min-max | s | ref s | GB/s | peak RSS MB | load | goal |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
     for label, argv, ref, against, goal in rows:
         ratios, times, refs, rss, loads = [], [], [], 0, []
         for _ in range(args.runs):
