@@ -34,6 +34,7 @@ from tietool import dtypes
 from tietool.errors import CorruptCheckpointError, TietoolError, UnsafeCheckpointError, UnsupportedFormatError
 from tietool.io import h5heaps
 from tietool.io.h5walk import MAX_OBJECTS, Walk, chunk_tiles
+from tietool.textsafe import bounded
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Largest attribute we will read (model_config of a huge model is a few MB).
@@ -271,7 +272,7 @@ class SafeH5:
             raise UnsafeCheckpointError(f"{where} is a virtual dataset (reads other files); refused", self.label)
         external = self.guard(where, lambda: ds.external)
         if external:
-            files = ", ".join(str(e[0]) for e in external)
+            files = bounded(str(e[0]) for e in external)
             raise UnsafeCheckpointError(f"{where} keeps its data in external file(s) {files}; refused", self.label)
 
     def _tensor_dtype(self, ds: h5py.Dataset, h5dtype: np.dtype, where: str) -> tuple[dtypes.DType, str | None]:
