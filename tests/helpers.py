@@ -298,3 +298,41 @@ def nobody_can_run(base: Path) -> tuple[dict | None, str]:
                       f"a folder only its owner can enter?): {probe.stderr.strip()[-300:]}")
     return {"env": env, "cwd": str(base)}, ""
 
+
+
+def flag_variants(path: str, tmp: Path) -> dict[str, str]:
+    """``{"saved": path, "flipped": ..., "deleted": ...}`` for a transformers checkpoint (a config.json with a
+    model_type): copies in ``tmp`` whose config.json has the flag the class reads flipped (the tie declaration's
+    ``flag_key``), and every ``tie_word_embeddings`` deleted (top level and one level down); the other files are
+    linked. Any other checkpoint: ``{"saved": path}``."""
+    from tietool.formats import open_checkpoint
+    from tietool.ties.declaration import FLAG, tie_declaration
+
+    with open_checkpoint(path) as ckpt:
+        source, cfg = ckpt.config_source, ckpt.config
+    out = {"saved": path}
+    if not (source and os.path.basename(source) == "config.json" and isinstance(cfg, dict) and "model_type" in cfg):
+        return out
+    decl = tie_declaration(cfg)
+    folder = os.path.dirname(source)
+    for name in ("flipped", "deleted"):
+        edited = json.loads(json.dumps(cfg))
+        if name == "flipped":
+            *parents, key = (decl.flag_key or FLAG).split(".")
+            node = edited
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[key] = not decl.value if decl.value is not None else True
+        else:
+            edited.pop(FLAG, None)
+            for v in edited.values():
+                if isinstance(v, dict):
+                    v.pop(FLAG, None)
+        copy = tmp / name
+        copy.mkdir(parents=True)
+        for f in os.listdir(folder):
+            if f != "config.json" and os.path.isfile(os.path.join(folder, f)):
+                (copy / f).symlink_to(os.path.join(folder, f))
+        (copy / "config.json").write_text(json.dumps(edited, indent=2))
+        out[name] = str(copy / os.path.relpath(path, folder)) if os.path.isfile(path) else str(copy)
+    return out

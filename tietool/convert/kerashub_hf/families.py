@@ -119,7 +119,7 @@ _SIZES = {
 _LLAMA_LIKE = {**_SIZES, "head_dim": ("head_dim",), "hidden_act": "silu", "attention_dropout": "=dropout",
                "rope_parameters": ("rope",)}
 _GEMMA_LIKE = {**_SIZES, "head_dim": "=head_dim", "intermediate_size": ("half", "intermediate_dim"),
-               "hidden_activation": "gelu_pytorch_tanh", "attention_dropout": "=dropout",
+               "hidden_activation": "gelu_pytorch_tanh", "attention_dropout": "=dropout", "attention_bias": False,
                "rope_parameters": ("rope_fixed", 10000.0)}
 
 #: keras-hub 0.32's Gemma and Gemma 3 decoder blocks build their attention with
@@ -202,7 +202,8 @@ FAMILIES: tuple[Family, ...] = (
                  _w("model.layers.{i}.input_layernorm.weight", "same", "pre_attention_norm/vars/0"),
                  _w("model.layers.{i}.post_attention_layernorm.weight", "same", "pre_ffw_norm/vars/0")),
         head=None,  # GemmaBackbone's embedding is always tied
-        config=dict(_GEMMA_LIKE),
+        config={**{k: v for k, v in _GEMMA_LIKE.items() if k != "hidden_activation"},
+                "hidden_act": "gelu_pytorch_tanh"},  # GemmaConfig's name for it
         when={"use_post_ffw_norm": (False,), "use_post_attention_norm": (False,)},
         require={"attention_logit_soft_cap": (None,), "final_logit_soft_cap": (None,),
                  "use_sliding_window_attention": (False,)},
