@@ -72,6 +72,16 @@ def hostile_corpus(tmp_path_factory) -> HostileCorpus:
     return HostileCorpus(tmp_path_factory.mktemp("hostile"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run only when asked for: ``pytest -m slow``."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with `python -m pytest -m slow`")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 # -- the torch 2.13 + transformers 5 interpreter ------------------------------------------
 # The interpreter the interop tests (and the README's transformers 5 example) load outputs
 # in, the session fixture ``pt_python``:

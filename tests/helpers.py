@@ -170,6 +170,41 @@ def assert_kernel_close(got, want, *, depth: int, compute_dtype: str = "float32"
                             f"{np.argwhere(over)[0].tolist()}: {got[over][0]!r} vs {want[over][0]!r}")
 
 
+# -- generated checkpoints -------------------------------------------------------------------
+
+def grow_llama_tied(dst: Path, rows: int) -> None:
+    """fixtures/pt/llama_tied copied to ``dst`` with its embedding grown to
+    ``rows`` x 16 (random float32; no head stored: tied), config to match."""
+    import shutil
+    import struct
+
+    import numpy as np
+
+    shutil.copytree(FIXTURES / "pt/llama_tied", dst)
+    path = dst / "model.safetensors"
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__")
+    data = raw[8 + n:]
+    tensors = {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items()}
+    tensors["model.embed_tokens.weight"] = np.random.default_rng(0).standard_normal((rows, 16), np.float32).tobytes()
+    new, pos = {"__metadata__": meta}, 0
+    for k, v in header.items():
+        shape = [rows, 16] if k == "model.embed_tokens.weight" else v["shape"]
+        new[k] = {"dtype": v["dtype"], "shape": shape, "data_offsets": [pos, pos + len(tensors[k])]}
+        pos += len(tensors[k])
+    head = json.dumps(new).encode()
+    head += b" " * (-(8 + len(head)) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(head)) + head)
+        for k in header:
+            fh.write(tensors[k])
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["vocab_size"] = rows
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+
+
 FLOAT = re.compile(r"[-+]?\d+\.\d+(?:e[-+]?\d+)?")
 
 
@@ -232,3 +267,72 @@ class Calls:
 
     def __getitem__(self, name: str) -> int:
         return self.counts[name]
+
+
+# -- running as an unprivileged user ---------------------------------------------------------
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def nobody_can_run(base: Path) -> tuple[dict | None, str]:
+    """What a test that drops privileges (``setpriv`` to uid 65534) needs to
+    run tietool from ``base``, a folder that user can enter: this tree's
+    ``tietool`` package copied there (the checkout may sit in a folder only
+    root can enter, as /root or a ``mktemp -d`` folder are), and keyword
+    arguments for ``subprocess.run`` (``env`` with PYTHONPATH at the copy,
+    ``cwd``). ``(None, why)`` when that user cannot run this interpreter
+    with tietool's dependencies (an environment in a private folder)."""
+    import shutil
+
+    code = Path(base) / "code"
+    if not (code / "tietool").exists():
+        shutil.copytree(ROOT / "tietool", code / "tietool", ignore=shutil.ignore_patterns("__pycache__"))
+        for p in [code, *code.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    env.pop("TIETOOL_DEBUG", None)
+    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import numpy, h5py, click, tietool"], cwd=base,
+                           capture_output=True, text=True, env=env)
+    if probe.returncode != 0:
+        return None, (f"uid 65534 cannot run {sys.executable} with tietool's dependencies (is the environment in "
+                      f"a folder only its owner can enter?): {probe.stderr.strip()[-300:]}")
+    return {"env": env, "cwd": str(base)}, ""
+
+
+
+def flag_variants(path: str, tmp: Path) -> dict[str, str]:
+    """``{"saved": path, "flipped": ..., "deleted": ...}`` for a transformers checkpoint (a config.json with a
+    model_type): copies in ``tmp`` whose config.json has the flag the class reads flipped (the tie declaration's
+    ``flag_key``), and every ``tie_word_embeddings`` deleted (top level and one level down); the other files are
+    linked. Any other checkpoint: ``{"saved": path}``."""
+    from tietool.formats import open_checkpoint
+    from tietool.ties.declaration import FLAG, tie_declaration
+
+    with open_checkpoint(path) as ckpt:
+        source, cfg = ckpt.config_source, ckpt.config
+    out = {"saved": path}
+    if not (source and os.path.basename(source) == "config.json" and isinstance(cfg, dict) and "model_type" in cfg):
+        return out
+    decl = tie_declaration(cfg)
+    folder = os.path.dirname(source)
+    for name in ("flipped", "deleted"):
+        edited = json.loads(json.dumps(cfg))
+        if name == "flipped":
+            *parents, key = (decl.flag_key or FLAG).split(".")
+            node = edited
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[key] = not decl.value if decl.value is not None else True
+        else:
+            edited.pop(FLAG, None)
+            for v in edited.values():
+                if isinstance(v, dict):
+                    v.pop(FLAG, None)
+        copy = tmp / name
+        copy.mkdir(parents=True)
+        for f in os.listdir(folder):
+            if f != "config.json" and os.path.isfile(os.path.join(folder, f)):
+                (copy / f).symlink_to(os.path.join(folder, f))
+        (copy / "config.json").write_text(json.dumps(edited, indent=2))
+        out[name] = str(copy / os.path.relpath(path, folder)) if os.path.isfile(path) else str(copy)
+    return out

@@ -261,7 +261,7 @@ def test_check_cli_table_json_and_exit_codes(tmp_path):
     res = runner.invoke(cli, ["check", str(DAMAGED / "pt/llama_flag_untied_no_head"), str(FIX / "pt/gpt2")])
     assert res.exit_code == 1
     header = res.output.splitlines()[0].split()
-    assert header == ["path", "verdict", "tie", "declaration", "problem"]
+    assert header == ["path", "verdict", "tie", "problem"]
     assert "false (config.json key tie_word_embeddings)" in " ".join(res.output.split())
     assert "PROBLEM" in res.output and f"tietool fix {DAMAGED / 'pt/llama_flag_untied_no_head'} -o" in res.output
     res = runner.invoke(cli, ["check", str(tmp_path / "nope")])

@@ -61,12 +61,12 @@ def test_a_bug_in_a_reader_exits_3_not_2(monkeypatch):
     """Through the CLI: a tietool bug met while reading an HDF5 file is an
     internal error (exit 3), not "corrupt file" (exit 2)."""
     from tietool.cli.commands import cli
-    from tietool.io import h5safe
+    from tietool.io import h5walk
 
     def broken_key(name: str) -> list:
         raise TypeError("natural_key broke")
 
-    monkeypatch.setattr(h5safe, "natural_key", broken_key)
+    monkeypatch.setattr(h5walk, "natural_key", broken_key)
     res = CliRunner().invoke(cli, ["inspect", str(BERT), "--json"])
     assert res.exit_code == 3, res.output
     doc = json.loads(res.stdout)

@@ -255,3 +255,107 @@ def test_tables_are_what_keras_hubs_importers_confirm(family):
         now = sorted([t.name, p] for t in plan.tensors
                      for p in (getattr(t.transform, "names", None) or (t.source.name,)))
     assert now == r["pairs"]
+
+
+# -- the way back: --names keras-hub ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def back(exported, tmp_path_factory) -> dict[str, Path]:
+    from tietool.convert import convert
+
+    tmp = tmp_path_factory.mktemp("khhf_back")
+    for fam in FAMILIES:
+        convert(exported[fam], out=tmp / fam, names="keras-hub")
+    return {fam: tmp / fam for fam in FAMILIES}
+
+
+def h5_all(path: Path) -> dict[str, tuple]:
+    out: dict[str, tuple] = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda n, o: out.__setitem__(n, (o.dtype.str, o.shape, o[()].tobytes()))
+                     if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_preset_round_trip_is_bit_for_bit(back, family):
+    """keras-hub -> transformers -> keras-hub: every dataset of model.weights.h5 at its path, with
+    its dtype, shape and bytes."""
+    assert h5_all(back[family] / "model.weights.h5") == h5_all(KHHF / family / "preset" / "model.weights.h5")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_preset_config_is_the_keras_hub_config(back, family):
+    """The backbone arguments keras-hub saved come back (the ones it leaves out stay out, except
+    the tie, which keras-hub needs to reload a tied Llama 3: issue 3098)."""
+    want = json.loads((KHHF / family / "preset" / "config.json").read_text())
+    got = json.loads((back[family] / "config.json").read_text())
+    assert (got["class_name"], got["registered_name"], got["module"]) == (
+        want["class_name"], want["registered_name"], want["module"])
+    w, g = want["config"], got["config"]
+    ignored = {"image_size", "query_head_dim_normalize", "name"}  # not in transformers' config; no effect
+    if family in ("gemma", "qwen2"):
+        ignored.add("sliding_window_size")  # the window of a model that windows no layer: not in transformers'
+    assert {k: v for k, v in g.items() if k not in ignored and k in w} == \
+        {k: v for k, v in w.items() if k not in ignored}
+    if "tie_word_embeddings" in g:
+        assert g["tie_word_embeddings"] is MANIFEST["families"][family]["tie_weights"]
+
+
+def _hf_copy(exported, family: str, tmp: Path, **changes) -> Path:
+    dst = tmp / family
+    shutil.copytree(exported[family], dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg.update(changes)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+@pytest.mark.parametrize(("family", "change", "needle"), [
+    ("llama3_tied", {"hidden_act": "gelu"}, "hidden_act='gelu'"),
+    ("llama3_tied", {"attention_bias": True}, "attention_bias=True"),
+    ("llama3_tied", {"head_dim": 8}, "head_dim=8"),
+    ("gpt2", {"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx=True"),
+    ("gemma2", {"query_pre_attn_scalar": 4}, "query_pre_attn_scalar=4"),
+    ("qwen3", {"some_new_setting": 1}, "some_new_setting=1"),
+    ("gemma3", {"layer_types": ["full_attention"] * 5 + ["sliding_attention"]}, "layer_types"),
+])
+def test_way_back_refuses_what_keras_hub_cannot_represent(exported, tmp_path, family, change, needle):
+    src = _hf_copy(exported, family, tmp_path, **change)
+    res = run_cli("convert", str(src), "--names", "keras-hub", "-o", str(tmp_path / "out"))
+    one_error_line(res.returncode, res.stderr, needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_way_back_refuses_a_tied_mistral(exported, tmp_path):
+    src = _hf_copy(exported, "mistral", tmp_path, tie_word_embeddings=True)
+    (src / "model.safetensors").unlink()
+    shutil.copy(exported["llama3_tied"] / "model.safetensors", src / "model.safetensors")
+    res = run_cli("convert", str(src), "--names", "keras-hub", "-o", str(tmp_path / "out"))
+    assert res.returncode == 2
+    assert not (tmp_path / "out").exists()
+
+
+HF = Path(__file__).resolve().parent.parent / "fixtures" / "hf_kerashub"
+HF_FAMILIES = sorted(json.loads((HF / "MANIFEST.json").read_text())["families"])
+
+
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_transformers_folder_round_trip_is_bit_for_bit(tmp_path, family):
+    """A folder transformers 5 saved -> keras-hub preset -> transformers: the same tensors, bit for
+    bit, and the config's sizes, heads, rope and tie as transformers saved them."""
+    from tietool.convert import convert
+
+    convert(HF / family, out=tmp_path / "kh", names="keras-hub")
+    convert_to_pt(tmp_path / "kh", tmp_path / "hf")
+    a, b = load_file(HF / family / "model.safetensors"), load_file(tmp_path / "hf" / "model.safetensors")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and a[k].tobytes() == b[k].tobytes(), k
+    want = json.loads((HF / family / "config.json").read_text())
+    got = json.loads((tmp_path / "hf" / "config.json").read_text())
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "head_dim", "rope_parameters", "tie_word_embeddings", "layer_types", "sliding_window", "n_embd",
+                "n_inner", "query_pre_attn_scalar", "final_logit_softcapping", "attn_logit_softcapping"):
+        if key in want and key in got:
+            assert got[key] == want[key], key

@@ -144,12 +144,12 @@ def run_console(step: Step) -> None:
     assert r.exception is None or isinstance(r.exception, SystemExit), f"{step.where}: {r.exception!r}"
     text = r.output + (f"{r.exit_code}\n" if echo_status else "")
     actual = "".join(line.rstrip() + "\n" for line in timeless(text).splitlines())
-    assert shows(step.expected, actual, numbers=args[1] == "run"), (
-        f"{step.where}\n$ {step.command}\n--- README shows:\n" + "\n".join(step.expected)
-        + "\n--- tietool prints:\n" + actual)
-    if not echo_status:
-        want = 2 if step.expected and step.expected[0].startswith("Error:") else 0
-        assert r.exit_code == want, f"{step.where}: $ {step.command}: exit {r.exit_code}, the README implies {want}"
+    if not shows(step.expected, actual, numbers=args[1] == "run"):
+        raise AssertionError(f"{step.where}\n$ {step.command}\n--- README shows:\n" + "\n".join(step.expected)
+                             + "\n--- tietool prints:\n" + actual)
+    want = 2 if step.expected and step.expected[0].startswith("Error:") else 0
+    if not echo_status and r.exit_code != want:
+        raise AssertionError(f"{step.where}: $ {step.command}: exit {r.exit_code}, the README implies {want}")
 
 
 def run_python(step: Step, pt_python) -> None:
@@ -167,12 +167,17 @@ def test_readme_runs_in_order_twice_and_leaves_the_tree_clean(fresh_clone, reque
     def pt_python() -> str:
         return request.getfixturevalue("pt_python")
 
+    failures: dict[str, str] = {}  # every example that fails, not only the first (each pass runs them all)
     for second in (False, True):
         for step in STEPS:
-            if step.kind == "console":
-                run_console(step)
-            elif not (second and step.needs_transformers5):
-                run_python(step, pt_python)
+            try:
+                if step.kind == "console":
+                    run_console(step)
+                elif not (second and step.needs_transformers5):
+                    run_python(step, pt_python)
+            except AssertionError as exc:
+                failures.setdefault(step.where, ("second run: " if second else "") + str(exc))
+    assert not failures, f"{len(failures)} README example(s) fail:\n\n" + "\n\n".join(failures.values())
     status = subprocess.run(["git", "status", "--porcelain"], cwd=fresh_clone, capture_output=True, text=True,
                             check=True).stdout
     assert status == "", f"the examples leave files git sees (write under out/):\n{status}"

@@ -178,7 +178,7 @@ def test_hdf5_origin_file_name_never_becomes_a_path(tmp_path, name):
     before = _snapshot(tmp_path)
     _error(invoke("convert", src, "--to", "safetensors"), ORIGIN)
     _error(invoke("convert", src, "--to", "safetensors", "-o", tmp_path / "out"), ORIGIN)
-    _error(invoke("convert", src, "--to", "safetensors", "--shard-size", "8", "-o", tmp_path / "out"), ORIGIN)
+    _error(invoke("convert", src, "--to", "safetensors", "--shard-size", "8B", "-o", tmp_path / "out"), ORIGIN)
     assert _snapshot(tmp_path) == before
 
 
@@ -376,3 +376,84 @@ def test_fix_output_with_trailing_slash_refused(tmp_path):
     with pytest.raises(UsageError, match="names a folder"):
         check_output(f"{tmp_path}/x.safetensors/", [], folder=False, force=False)
     assert not (tmp_path / "x.safetensors").exists()
+
+
+# -- structure-aware mutations of a real layout record (a fast sample) --------------------------------
+
+HOSTILE_VALUES = [None, 0, -1, 2**70, 1.5, True, "", ".", "..", "../x.h5", "/abs.h5", "a/b.h5", "a\\b.h5", "C:x.h5",
+                  "x\0.h5", "x\n.h5", "y" * 300, [], {}, [[[[[]]]]], {"a": {"b": {}}}, "keras3-archive", "w"]
+
+
+def _nodes(value, path=()):
+    yield path, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _nodes(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _nodes(v, (*path, i))
+
+
+def _mutate(record: dict, rng) -> dict:
+    out = json.loads(json.dumps(record))
+    for _ in range(rng.randint(1, 3)):
+        nodes = [p for p, _v in _nodes(out) if p]
+        path = rng.choice(nodes)
+        parent = out
+        for step in path[:-1]:
+            parent = parent[step]
+        kind = rng.random()
+        if kind < 0.15 and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif kind < 0.25 and isinstance(parent, dict):
+            parent[rng.choice(HOSTILE_VALUES[6:14])] = parent[path[-1]]  # a hostile key
+        else:
+            parent[path[-1]] = rng.choice(HOSTILE_VALUES)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lossless(tmp_path_factory):
+    """A real lossless conversion of a Keras 3 file: its tensors and __metadata__."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    from helpers import fixture
+
+    out = tmp_path_factory.mktemp("lossless") / "m.safetensors"
+    r = invoke("convert", fixture("keras3/tied_revemb.weights.h5"), "-o", out)
+    assert r.exit_code == 0, r.stderr
+    with safe_open(str(out), "np") as f:
+        metadata = f.metadata()
+    return load_file(str(out)), metadata
+
+
+def test_layout_record_mutations_never_exit_3(tmp_path, lossless):
+    """200 mutations of a real tietool.layout (a value replaced by a hostile
+    one, a key removed or added): converting back exits 0 or 2 with one
+    line, and writes nothing outside its -o folder."""
+    import random
+
+    from safetensors.numpy import save_file
+
+    tensors, metadata = lossless
+    record = json.loads(metadata["tietool.layout"])
+    rng = random.Random(26)
+    work = tmp_path / "work"
+    work.mkdir()
+    codes = {0: 0, 2: 0}
+    for i in range(200):
+        md = dict(metadata, **{"tietool.layout": json.dumps(_mutate(record, rng))})
+        src = work / "m.safetensors"
+        save_file(tensors, str(src), metadata=md)
+        out = tmp_path / f"out{i}"
+        r = invoke("convert", src, "--to", "h5", "-o", f"{out}/")
+        assert r.exit_code in codes, (md["tietool.layout"], r.exit_code, r.stderr)
+        codes[r.exit_code] += 1
+        if r.exit_code:
+            _error(r, "")
+            assert not out.exists()
+        else:
+            assert all(p.parent == out for p in out.rglob("*"))
+        assert sorted(os.listdir(work)) == ["m.safetensors"]
+    assert codes[2] > 100  # most mutations break the record

@@ -35,10 +35,9 @@ from click.testing import CliRunner
 
 from tietool.cli.commands import cli
 
-from helpers import ROOT, Calls, fixture
+from helpers import NOBODY, ROOT, Calls, fixture, nobody_can_run
 
 TMP_MARK = ".tietool-tmp-"
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -316,22 +315,14 @@ def test_read_only_file_system():
 
 
 def as_nobody(base: Path) -> dict:
-    """What a test that drops privileges needs, under ``base`` (a folder that
-    user can enter): this tree's ``tietool`` package copied there (the
-    checkout may sit in a folder only root can enter, as /root or a
-    ``mktemp -d`` folder are), and keyword arguments for :func:`tietool`.
-    Skips, with the reason, when that user cannot run this interpreter."""
+    """Keyword arguments for :func:`tietool` to run it as uid 65534 from
+    ``base`` (helpers.nobody_can_run: this tree's tietool copied there);
+    skips, with the reason, when that user cannot run this interpreter."""
     needs("setpriv to a non-root user", can_setpriv())
-    code = base / "code"
-    shutil.copytree(ROOT / "tietool", code / "tietool", ignore=shutil.ignore_patterns("__pycache__"))
-    for p in [code, *code.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import numpy, h5py, click"], cwd=base,
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"uid 65534 cannot run {sys.executable} with numpy, h5py and click (is the environment in a "
-                    f"folder only its owner can enter?): {probe.stderr.strip()[-300:]}")
-    return {"prefix": NOBODY, "env": {"PYTHONPATH": str(code)}, "cwd": base}
+    kwargs, why = nobody_can_run(base)
+    if kwargs is None:
+        pytest.skip(why)
+    return {"prefix": NOBODY, "env": {"PYTHONPATH": kwargs["env"]["PYTHONPATH"]}, "cwd": base}
 
 
 @pytest.mark.privileges

@@ -10,17 +10,14 @@ happens mid-write on any machine; one end-to-end case stops a real
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tietool.audit.fix import fix
@@ -29,7 +26,7 @@ from tietool.convert import convert
 from tietool.errors import CorruptCheckpointError
 from tietool.io.sourceguard import SourceGuard
 
-from helpers import ROOT, fixture
+from helpers import ROOT, fixture, grow_llama_tied
 
 TMP = ".tietool-tmp-"
 
@@ -125,37 +122,9 @@ def test_guard_sees_rewrite_with_times_set_back(tmp_path):
 
 # -- end to end: a real process stopped mid-write ---------------------------------------------
 
-def _big_llama(dst: Path, rows: int) -> None:
-    """fixtures/pt/llama_tied with its embedding grown to ``rows`` x 16 (no head stored: tied)."""
-    shutil.copytree(fixture("pt/llama_tied"), dst)
-    path = dst / "model.safetensors"
-    raw = path.read_bytes()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    meta = header.pop("__metadata__")
-    data = raw[8 + n:]
-    tensors = {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items()}
-    emb = np.random.default_rng(0).standard_normal((rows, 16), dtype=np.float32).tobytes()
-    tensors["model.embed_tokens.weight"] = emb
-    new, pos = {"__metadata__": meta}, 0
-    for k, v in header.items():
-        shape = [rows, 16] if k == "model.embed_tokens.weight" else v["shape"]
-        new[k] = {"dtype": v["dtype"], "shape": shape, "data_offsets": [pos, pos + len(tensors[k])]}
-        pos += len(tensors[k])
-    head = json.dumps(new).encode()
-    head += b" " * (-(8 + len(head)) % 8)
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(head)) + head)
-        for k in header:
-            fh.write(tensors[k])
-    cfg = json.loads((dst / "config.json").read_text())
-    cfg["vocab_size"] = rows
-    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
-
-
 def test_fix_process_source_rewritten_exit_2(tmp_path):
     src = tmp_path / "llama"
-    _big_llama(src, 2 << 20)  # 128 MB embedding: fix --head explicit writes it twice
+    grow_llama_tied(src, 2 << 20)  # 128 MB embedding: fix --head explicit writes it twice
     out = tmp_path / "fixed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TIETOOL_DEBUG", None)

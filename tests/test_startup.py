@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-import resource
 import subprocess
 import sys
-import time
 
 import ml_dtypes
 import numpy as np
@@ -112,23 +110,44 @@ def test_bfloat16_difference_in_bfloat16_numbers(tmp_path):
 # `python -X importtime`, to find what it imports (lazy imports included). What it imports beyond
 # `import numpy, h5py` (the floor every command needs, whatever tietool does) is tietool's doing:
 # its own modules, the dependencies it chose (click ...) and the standard library modules it pulls
-# in. Then a fresh interpreter imports just those, in the same order, under importtime: no one
-# module may cost more than PER_MODULE_MS, nor all of them together more than TOTAL_MS (issue 28:
-# `inspect` on a tiny checkpoint within 0.1 s of `python -c "import numpy, h5py"`). `run` is left
-# out: it imports TensorFlow, by design and only there.
+# in. Then a fresh interpreter imports just those, in the same order, and each module's own import
+# time is taken: no one module may cost more than PER_MODULE_MS, nor all of them together more
+# than TOTAL_MS (issue 28: `inspect` on a tiny checkpoint within 0.1 s of
+# `python -c "import numpy, h5py"`). `run` is left out: it imports TensorFlow, by design and only there.
 #
-# importtime reports wall-clock time. On a shared 2-core machine a child gets a fraction of a
-# core, and every figure grows by the inverse of that fraction; so each run's figures are scaled
-# by the share of a core the child got (its CPU time over its wall time, from the kernel's
-# accounting: an import-only child does no I/O worth the name, its files are cached), and each
-# module's cost is its least over RUNS runs (more, up to MAX_RUNS, before a failure is reported).
-# A module that really costs 0.5 s, as ml_dtypes 0.7.0 did, fails every run.
+# The time is CPU time (the importing thread's), taken around the same call -X importtime times
+# (importlib's _find_and_load; a module's own time is its total less its imports'): -X importtime
+# reports wall-clock time, which a shared 2-core machine multiplies by the number of processes
+# waiting for a core. A module's cost is its least over RUNS runs (more, up to MAX_RUNS, before a
+# failure is reported). A module that really costs 0.5 s, as ml_dtypes 0.7.0 did, fails every run.
 
 PER_MODULE_MS = 50.0
 TOTAL_MS = 150.0
 RUNS, MAX_RUNS = 3, 6
 _SCRIPT = "import sys; sys.argv[0] = 'tietool'; from tietool.cli import main; main()"  # as the console script
-_IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+\d+ \| ( *)(\S+)")
+_IMPORT_LINE = re.compile(r"import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)")
+# Imports the modules named in argv, and prints [[module, own CPU ms], ...] as JSON.
+_TIMED_IMPORTS = """
+import json, sys, time
+import _frozen_importlib as bootstrap
+find_and_load = bootstrap._find_and_load
+stack, found = [0], []
+def timed(name, import_):
+    start = time.thread_time_ns()
+    stack.append(0)
+    try:
+        return find_and_load(name, import_)
+    finally:
+        total = time.thread_time_ns() - start
+        inner = stack.pop()
+        stack[-1] += total
+        found.append((name, (total - inner) / 1e6))
+bootstrap._find_and_load = timed
+for name in sys.argv[1:]:
+    __import__(name)
+bootstrap._find_and_load = find_and_load
+print(json.dumps(found))
+"""
 
 BUDGET_COMMANDS = {
     "--help": ["--help"],
@@ -143,31 +162,27 @@ BUDGET_COMMANDS = {
 }
 
 
-def _importtime(args: list[str]) -> tuple[list[tuple[str, int, float]], float]:
-    """One child run under importtime: (module, depth, self ms scaled by the child's share of a
-    core) per import, in order, and that share."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    r = subprocess.run([sys.executable, "-X", "importtime", *args], capture_output=True, text=True, cwd=ROOT,
-                       timeout=300)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+def _child(args: list[str]) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert "Traceback" not in r.stderr and r.returncode in (0, 1), r.stderr[-3000:]
-    share = min(1.0, cpu / wall) if wall > 0 else 1.0
-    found = []
-    for line in r.stderr.splitlines():
-        m = _IMPORT_LINE.match(line)
-        if m:
-            found.append((m.group(3), len(m.group(2)) // 2, int(m.group(1)) / 1000 * share))
-    return found, share
+    return r
+
+
+def imported_by(argv: list[str]) -> list[str]:
+    """The modules ``tietool ARGV`` imports at its outermost level, in order (``-X importtime``)."""
+    err = _child(["-X", "importtime", "-c", _SCRIPT, *argv]).stderr
+    return [m.group(2) for m in map(_IMPORT_LINE.match, err.splitlines()) if m and not m.group(1)]
+
+
+def import_cpu_ms(modules: list[str]) -> dict[str, float]:
+    """{module: own import CPU time in ms} of importing ``modules`` (and what they import) in a fresh interpreter."""
+    return dict(json.loads(_child(["-c", _TIMED_IMPORTS, *modules]).stdout.splitlines()[-1]))
 
 
 @pytest.fixture(scope="module")
 def floor_modules() -> frozenset[str]:
-    found, _ = _importtime(["-c", "import numpy, h5py"])
-    names = frozenset(name for name, _, _ in found)
-    assert {"numpy", "h5py"} <= names
+    names = frozenset(import_cpu_ms(["numpy", "h5py"]))
+    assert {"numpy", "h5py", "numpy._core"} <= names
     return names
 
 
@@ -184,30 +199,80 @@ def _over_budget(best: dict[str, float]) -> list[str]:
 
 
 def import_costs(argv: list[str], floor: frozenset[str], runs: int = RUNS, max_runs: int = MAX_RUNS,
-                 ) -> tuple[dict[str, float], list[float]]:
-    """{module: least scaled self ms} of what ``tietool ARGV`` imports beyond ``floor``, and the
-    shares of a core of the measured runs (stops after ``runs`` runs when within budget)."""
-    found, _ = _importtime(["-c", _SCRIPT, *argv])
-    wanted = [name for name, depth, _ in found if depth == 0 and name not in floor]
-    script = "".join(f"import {name}\n" for name in wanted)  # import statements: importlib's are not timed
+                 ) -> tuple[dict[str, float], int]:
+    """{module: least own import CPU ms over the runs} of what ``tietool ARGV`` imports beyond
+    ``floor``, and the number of runs (``runs`` when within budget, up to ``max_runs``)."""
+    wanted = [m for m in imported_by(argv) if m not in floor]
     best: dict[str, float] = {}
-    shares = []
     for run in range(max_runs):
-        found, share = _importtime(["-c", script])
-        shares.append(share)
-        for name, _, ms in found:
-            if name not in floor:
-                best[name] = min(ms, best.get(name, ms))
+        for module, ms in import_cpu_ms(wanted).items():
+            if module not in floor:
+                best[module] = min(ms, best.get(module, ms))
         if run + 1 >= runs and not _over_budget(best):
             break
-    return best, shares
+    return best, run + 1
 
 
 @pytest.mark.parametrize("command", list(BUDGET_COMMANDS))
 def test_import_budget(command, floor_modules, tmp_path):
-    best, shares = import_costs([a.format(tmp=tmp_path) for a in BUDGET_COMMANDS[command]], floor_modules)
-    assert "tietool.cli" in best
+    best, runs = import_costs([a.format(tmp=tmp_path) for a in BUDGET_COMMANDS[command]], floor_modules)
+    assert "tietool.cli" in best and "click" in best
     problems = _over_budget(best)
-    shares_text = ", ".join(f"{s:.2f}" for s in shares)
-    assert not problems, (f"tietool {command}: " + "; ".join(problems)
-                          + f" (least of {len(shares)} runs; shares of a core: {shares_text})")
+    assert not problems, f"tietool {command}: " + "; ".join(problems) + f" (CPU time, least of {runs} runs)"
+
+
+# -- tables (tietool.cli.tables replaced tabulate, whose 0.10 import cost 40 ms) --------------------
+
+def test_table_layout():
+    from tietool.cli.tables import key_values, table
+
+    assert table([["a", 1, None], ["longer name", True, " x "]], ["n", "count", "v"]).splitlines() == [
+        "n            count    v",
+        "-----------  -------  ---",
+        "a            1",
+        "longer name  True     x",
+    ]
+    assert key_values([("files", "a.h5\nb.h5"), ("path", "m")]).splitlines() == ["files  a.h5", "       b.h5",
+                                                                                 "path   m"]
+    # wide characters take two columns; a cell's later lines keep their indentation
+    assert table([["词表", "x"], ["ab\n  = cd", "y"]], ["name", "k"]).splitlines() == [
+        "name    k", "------  ---", "词表    x", "ab      y", "  = cd"]
+    assert table([], ["a", "bb"]).splitlines() == ["a    bb", "---  ----"]
+
+
+def test_table_matches_tabulate_simple_and_plain():
+    """The layout tietool's golden output was written with (tabulate, when installed)."""
+    tabulate = pytest.importorskip("tabulate").tabulate
+    from tietool.cli.tables import key_values, table
+
+    rng = np.random.default_rng(3)
+    words = ["", "a", "tensor/kernel:0", "float32", "[768, 50257]", "x y", "7", "True", "name\n  = other"]
+    for _ in range(200):
+        cols = int(rng.integers(1, 6))
+        rows = [[words[i] for i in rng.integers(0, len(words), cols)] for _ in range(int(rng.integers(0, 5)))]
+        headers = [words[i] or "h" for i in rng.integers(1, 7, cols)]
+        assert table(rows, headers) == tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+        if rows and cols == 2:
+            assert key_values([tuple(r) for r in rows]) == tabulate(rows, tablefmt="plain", disable_numparse=True)
+
+
+# -- the HDF5 layout walked once ------------------------------------------------------------------
+
+@pytest.mark.parametrize("rel", ["tf/gpt2/tf_model.h5", "tf/bert_mlm/tf_model.h5", "keras3/tied_revemb.weights.h5"])
+def test_hdf5_layout_description_reuses_the_readers_walk(rel):
+    """convert's lossless layout description (tietool.layout) walks the objects
+    the reader's walk found, not the file again: the same h5py objects. (A
+    Keras 2 full-model file is read from its model_weights group, a walk of
+    its own.)"""
+    from tietool.convert.keras_layout import h5_files
+    from tietool.formats import open_checkpoint
+    from tietool.formats.h5_writer import describe_h5
+
+    with open_checkpoint(fixture(rel)) as ckpt:
+        h5 = h5_files(ckpt)[0]
+        read = {t.name: t.locator[1].dataset for t in ckpt.tensors.values()}
+        tree = describe_h5(h5)
+        visited = dict(h5.visit())
+    assert set(tree["datasets"]) <= set(visited) and read
+    assert all(visited[name] is ds for name, ds in read.items() if name in visited)
+    assert sum(name in visited for name in read) == len(read)

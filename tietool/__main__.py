@@ -1,4 +1,4 @@
-from tietool.cli.commands import main
+from tietool.cli import main
 
 if __name__ == "__main__":
     main()

@@ -3,8 +3,37 @@
 :mod:`~tietool.cli.commands` parses options and calls one library function per
 command; :mod:`~tietool.cli.render` turns results into text; :mod:`~tietool.cli.exits`
 is the one table of exit statuses; :mod:`~tietool.cli.progress` draws progress on stderr.
+
+:func:`main` (the ``tietool`` console script) installs the signal handlers
+before anything else is imported, so that a signal during start-up is the
+same clean stop as one during the work (one line, 128 + the signal number),
+not a ``KeyboardInterrupt`` traceback.
 """
 
-from tietool.cli.commands import cli, main
+from __future__ import annotations
+
+import sys
+from typing import Any
 
 __all__ = ["cli", "main"]
+
+
+def main() -> None:
+    from tietool.cli.exits import exit_code_for
+    from tietool.io.signals import Interrupted, install, stop_line
+
+    install(exit_code_for)
+    try:
+        from tietool.cli.commands import main as run
+    except Interrupted as exc:
+        sys.stderr.write(stop_line(exc.name, None) + "\n")
+        sys.exit(exit_code_for(exc))
+    run()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "cli":
+        from tietool.cli.commands import cli
+
+        return cli
+    raise AttributeError(name)

@@ -131,10 +131,9 @@ TietoolGroup.command_class = TietoolCommand
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
     """One line for SIGINT/SIGTERM/SIGHUP (``tietool.io.signals``); the exit status."""
-    name = getattr(exc, "name", "SIGINT")
-    done = getattr(exc, "committed", None)
-    tail = f"after {done} was written in full" if done else "nothing written"
-    _stderr_line(f"Error: interrupted by {name}: {tail}")
+    from tietool.io.signals import stop_line
+
+    _stderr_line(stop_line(getattr(exc, "name", "SIGINT"), getattr(exc, "committed", None)))
     return exit_code_for(exc)
 
 

@@ -244,9 +244,10 @@ def parse_ids(text: str):
                    "keep: write every copy.")
 @click.option("--shard-size", metavar="SIZE", default=None, callback=_size_option,
               help="Split safetensors output into shards of at most SIZE, with its unit: 5GB, 500MB, 2GiB.")
-@click.option("--names", type=click.Choice(["keras", "pt"]), default="keras", show_default=True,
-              help="keras: keep the stored names (lossless); pt: a transformers TF checkpoint -> a folder PyTorch "
-                   "transformers loads (PyTorch names and layouts, {\"format\": \"pt\"}, 5GB shards by default).")
+@click.option("--names", type=click.Choice(["keras", "pt", "keras-hub"]), default="keras", show_default=True,
+              help="keras: keep the stored names (lossless); pt: a transformers TF checkpoint or a keras-hub preset "
+                   "-> a folder PyTorch transformers loads (PyTorch names and layouts, {\"format\": \"pt\"}, 5GB "
+                   "shards by default); keras-hub: a transformers 5 folder -> a keras-hub preset folder.")
 @click.option("--head", type=click.Choice(["explicit", "implicit"]), default=None,
               help="With --names pt: explicit writes a tied head as a real tensor under the architecture's PyTorch "
                    "name; implicit (the default) leaves it out, as transformers 5 saves.")
@@ -367,10 +368,11 @@ def main() -> None:
     that HDF5 can load no filter plugin at all (the library already refuses
     every filter that is not built in before HDF5 would look one up:
     :data:`tietool.io.h5safe.BUILTIN_FILTERS`)."""
+    from tietool.cli.exits import exit_code_for
     from tietool.io.signals import install
 
     os.environ["HDF5_PLUGIN_PATH"] = os.devnull  # before h5py loads HDF5
-    install()
+    install(exit_code_for)  # already done by tietool.cli.main, the console script
     cli(prog_name="tietool")
 
 

@@ -6,6 +6,7 @@ import shlex
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
+from tietool.cli.tables import key_values, table
 from tietool.textsafe import printable
 
 if TYPE_CHECKING:  # annotations only: rendering imports no reader
@@ -30,18 +31,6 @@ def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def table(rows: list[list], headers: list[str]) -> str:
-    from tabulate import tabulate  # here, not at import: it costs 30 ms that convert's summary does not need
-
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
-
-
-def key_values(pairs: list[tuple[str, object]]) -> str:
-    from tabulate import tabulate
-
-    return tabulate([[k, v] for k, v in pairs], tablefmt="plain", disable_numparse=True)
-
-
 def render_inspect(report: InspectReport) -> str:
     s = report.summary
     h = report.config_highlights
@@ -62,10 +51,9 @@ def render_inspect(report: InspectReport) -> str:
     if report.config_source:
         pairs.append(("config", printable(report.config_source)))
         pairs += _config_highlights(h)
-        if report.tie_declaration.value is not None or report.tie_declaration.source:
-            pairs.append(("tie declaration", printable(report.tie_declaration.describe())))
     else:
         pairs.append(("config", "none"))
+    pairs.append(("tie declaration", printable(report.tie_declaration.describe())))
     meta = dict(report.metadata)
     meta.update(report.keras_metadata)  # a .keras archive's metadata.json, also when carried
     for k, v in sorted(meta.items()):
@@ -307,8 +295,9 @@ def render_convert(r: ConversionResult) -> str:
 
 
 def _check_tie(c: CheckResult) -> str:
-    """The tie declaration, as inspect and verify-tie print it."""
-    return c.declaration.describe() if c.declaration is not None else "-"
+    """The tie column: the declared value (its source opens the row's text)."""
+    d = c.declaration
+    return "-" if d is None or d.value is None else str(d.value).lower()
 
 
 def fix_command(c: CheckResult) -> str | None:
@@ -348,10 +337,12 @@ def render_check(report: CheckReport) -> str:
             problem = f"stored: {c.stored or '-'}"
         if c.warnings:
             problem += "; " + printable("; ".join(f"warning: {w.message}" for w in c.warnings))
-        rows.append([printable(c.path), verdict,
-                     textwrap.fill(printable(_check_tie(c)), 30, break_long_words=False, break_on_hyphens=False),
+        said = printable(c.declaration.describe()) if c.declaration is not None else None
+        if said and said not in problem:  # the same line inspect and verify-tie print (problems quote it)
+            problem = f"tie declaration: {said}; {problem}"
+        rows.append([printable(c.path), verdict, _check_tie(c),
                      textwrap.fill(problem, 72, break_long_words=False, break_on_hyphens=False)])
-    parts = [table(rows, ["path", "verdict", "tie declaration", "problem"]) if rows else "(no checkpoints found)"]
+    parts = [table(rows, ["path", "verdict", "tie", "problem"]) if rows else "(no checkpoints found)"]
     fixes = [f"  {cmd}" for cmd in map(fix_command, report.checkpoints) if cmd]
     if fixes:
         parts.append("fix:\n" + "\n".join(printable(f) for f in fixes))

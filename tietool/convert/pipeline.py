@@ -36,7 +36,7 @@ from .sidefiles import SideFiles, side_files
 from .verify import verify_output
 from .write import write_output
 
-NAMES = ("keras", "pt")
+NAMES = ("keras", "pt", "keras-hub")
 NO_SIDE_FILES = SideFiles((), ())
 
 
@@ -116,6 +116,10 @@ def _check_options(to: str | None, ties: str, names: str, head: str | None) -> N
         raise UsageError(f"--names must be one of {', '.join(NAMES)} (got {names!r})")
     if head is not None and (names != "pt" or head not in ("explicit", "implicit")):
         raise UsageError("--head explicit|implicit goes with --names pt")
+    if names == "keras-hub":
+        if to not in (None, "h5") or ties != "dedupe" or head is not None:
+            raise UsageError("--names keras-hub writes a keras-hub preset folder (no --to, --ties or --head)")
+        return
     if names == "pt":
         if to not in (None, "safetensors"):
             raise UsageError("--names pt writes safetensors: use --to safetensors")
@@ -142,6 +146,8 @@ def convert(src, to: str | None = None, out=None, ties: str = "dedupe", shard_si
     for the output to reach the disk (see
     :func:`tietool.io.safe_output.atomic_output`)."""
     _check_options(to, ties, names, head)
+    if names == "keras-hub":
+        return _import_kerashub(os.fspath(src), out, force, verify, progress, fsync)
     if names == "pt":
         result = convert_to_pt(src, out=out, shard_size=shard_size, force=force, verify=verify, progress=progress,
                                head=head, fsync=fsync)
@@ -296,3 +302,22 @@ def _export_kerashub(src: str, out, shard_bytes: int | None, force: bool, verify
         files=tuple(written), copied_files=(), tensors=job.tensors, bytes=job.plan.nbytes,
         file_bytes=sum(os.path.getsize(p) for p in written), aliases={}, verified=bool(verify),
         seconds=round(time.monotonic() - t0, 3), notes=job.notes, pt=job.plan.pt, fsynced=fsync)
+
+
+def _import_kerashub(src: str, out, force: bool, verify: bool, progress: ProgressFn | None,
+                     fsync: bool) -> ConversionResult:
+    """A transformers 5 folder to a keras-hub preset folder (:mod:`.kerashub_hf.reverse`)."""
+    from .kerashub_hf import reverse
+
+    t0 = time.monotonic()
+    with open_checkpoint(src) as ckpt:
+        guard = SourceGuard(ckpt.files)
+        plan, notes = reverse.plan_preset(ckpt, src)
+        out = os.fspath(out) if out is not None else src.rstrip(os.sep) + "-keras-hub"
+        written, _ = execute(ckpt, plan, src, out, folder=True, side=NO_SIDE_FILES, force=force, verify=verify,
+                             progress=progress, guard=guard, fsync=fsync)
+    return ConversionResult(
+        source=src, source_format=ckpt.format, names="keras-hub", to="h5", to_inferred=None, output=out,
+        files=tuple(written), copied_files=(), tensors=len(plan.tensors), bytes=plan.nbytes,
+        file_bytes=sum(os.path.getsize(p) for p in written), aliases={}, verified=bool(verify),
+        seconds=round(time.monotonic() - t0, 3), notes=tuple(notes), fsynced=fsync)

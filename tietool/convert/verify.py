@@ -39,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from tietool.io import fastio
+from tietool.io import fastio, signals
 from tietool.io.blockread import BlockReader
 from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 
@@ -54,6 +54,8 @@ Tick = Callable[[int], None]
 #: Block per side of :class:`EarlyCheck`'s comparison: one checker runs beside each output being written
 #: (two shards at once: two checkers), so a smaller block than fastio.BLOCK keeps memory under 100 MB.
 EARLY_BLOCK = 4 * 1024 * 1024
+#: How long :meth:`EarlyCheck.abort` waits for the comparison to reach its next block.
+ABORT_WAIT = 1.0
 
 
 def _fail(what: str, label: str) -> CorruptCheckpointError:
@@ -85,6 +87,7 @@ class EarlyCheck:
         self.jobs.put((t, offset))
 
     def _run(self) -> None:
+        signals.block_in_this_thread()
         files = SourceFiles()
         fd = -1
         try:
@@ -112,17 +115,25 @@ class EarlyCheck:
         if self.stop.is_set():  # the write failed or was interrupted: end within a block
             raise fastio.Stopped()
 
-    def finish(self) -> dict[str, int]:
+    def finish(self, stopping: Callable[[], None] | None = None) -> dict[str, int]:
+        """Wait for the comparisons; ``stopping()`` is called between waits
+        and may raise (another output failed, or the user interrupted): the
+        caller then calls :meth:`abort`."""
         self.jobs.put(None)
-        self.thread.join()
+        while self.thread.is_alive():
+            signals.join(self.thread, signals.POLL_SECONDS)
+            if stopping is not None:
+                stopping()
         if self.failed is not None:
             raise self.failed
         return self.checked
 
     def abort(self) -> None:
+        """Stop the comparison (it ends within one block) and wait for it, boundedly:
+        the thread is a daemon, and reads only."""
         self.stop.set()
         self.jobs.put(None)
-        self.thread.join()
+        signals.join(self.thread, ABORT_WAIT)
 
 
 def verify_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None,

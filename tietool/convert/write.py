@@ -44,6 +44,8 @@ def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None
     ``checked[out.name]`` for :func:`~tietool.convert.verify.verify_output`;
     ``label``: the file as the user knows it, for the comparison's errors."""
     if out.kind == "text":
+        if "/" in out.name:  # a file of a sub-folder of the output (a keras-hub preset's assets/tokenizer/)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(out.text)
         return
@@ -57,7 +59,9 @@ def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None
             from tietool.formats.h5_writer import write_h5
 
             assert out.tree is not None
-            write_h5(path, ckpt, out.tree, out.data(), files, tick, writeback)
+            builders = {t.name: _builder(t.transform, ckpt, tick) for t in out.tensors
+                        if isinstance(t.transform, Assembled)}
+            write_h5(path, ckpt, out.tree, out.data(), files, tick, writeback, builders)
         else:
             from tietool.formats.keras_writer import write_keras
 
@@ -99,7 +103,8 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
         os.ftruncate(fd, pos)  # no fsync here: atomic_output syncs the finished output once
         if wb:
             wb.finish()
-        return early.finish() if early is not None else {}
+        # tick(0): where outputs are written concurrently, raises once another failed or the user interrupted
+        return early.finish(lambda: tick(0) if tick else None) if early is not None else {}
     except BaseException:
         if early is not None:
             early.abort()
@@ -108,3 +113,8 @@ def _write_safetensors(out: OutputFile, path: str, ckpt: Checkpoint, files: Sour
         os.close(fd)
         if reader is not None:
             reader.close()
+
+
+def _builder(transform: Assembled, ckpt: Checkpoint, tick: Tick | None) -> Callable[[int, int], None]:
+    """``(fd, offset) -> None`` writing a tensor built from parts (into an HDF5 dataset)."""
+    return lambda fd, off: transform.write_into(ckpt, fd, off, tick)

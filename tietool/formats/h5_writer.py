@@ -30,13 +30,15 @@ import errno
 import os
 import re
 from functools import partial
+from typing import Callable
 
 import numpy as np
 
 from tietool import dtypes
 from tietool.errors import UsageError
 from tietool.io import fastio
-from tietool.io.h5safe import SafeH5, natural_key
+from tietool.io.h5safe import SafeH5
+from tietool.io.h5walk import natural_key
 from tietool.io.safe_output import WRITE_ERRNOS
 from tietool.io.tensorcopy import Progress, SourceFiles, copy_tensor
 from tietool.model import Checkpoint, TensorInfo
@@ -44,26 +46,19 @@ from tietool.model import Checkpoint, TensorInfo
 # -- reading a tree -----------------------------------------------------------------
 
 def describe_h5(h5: SafeH5) -> dict:
+    """The tree of an open file: every group and dataset as
+    :meth:`~tietool.io.h5safe.SafeH5.visit` reaches them (each group once,
+    by its address; links checked; bounded)."""
     import h5py
 
     groups: dict[str, dict] = {}
     datasets: dict[str, dict] = {}
-
-    def visit(group, prefix: str, depth: int) -> None:
-        groups[prefix] = attrs_of(h5, group)
-        names = h5.guard(f"/{prefix}", lambda: sorted(group.keys(), key=natural_key))
-        for name in names:
-            path = f"{prefix}/{name}" if prefix else name
-            h5.check_link(group, name, path)
-            obj = h5.guard(f"/{path}", partial(group.__getitem__, name))
-            if isinstance(obj, h5py.Group):
-                if path not in groups and depth < 64:
-                    visit(obj, path, depth + 1)
-            elif isinstance(obj, h5py.Dataset):
-                dt = h5.guard(f"/{path}", partial(getattr, obj, "dtype"))
-                datasets[path] = {"attrs": attrs_of(h5, obj), "opaque": dt.kind == "V"}
-
-    visit(h5.file, "", 0)
+    for path, obj in h5.visit():
+        if isinstance(obj, h5py.Group):
+            groups[path] = attrs_of(h5, obj)
+        else:
+            dt = h5.guard(f"/{path}", partial(getattr, obj, "dtype"))
+            datasets[path] = {"attrs": attrs_of(h5, obj), "opaque": dt.kind == "V"}
     return {"groups": groups, "datasets": datasets}
 
 
@@ -154,10 +149,14 @@ def check_names(names: list[str]) -> None:
 
 
 def write_h5(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo], files: SourceFiles,
-             progress: Progress | None = None, writeback: bool = True) -> None:
-    """Write ``tree`` to ``path``; dataset ``p`` gets the bytes of ``data[p]``.
-    ``writeback``: start writing the copied bytes to disk while copying (for
-    a file that will be fsynced)."""
+             progress: Progress | None = None, writeback: bool = True,
+             builders: dict[str, Callable[[int, int], None]] | None = None) -> None:
+    """Write ``tree`` to ``path``; dataset ``p`` gets the bytes of ``data[p]``
+    (``data[p]`` gives its shape and dtype), or, when ``builders`` has ``p``,
+    whatever ``builders[p](fd, offset)`` writes there (a tensor built from parts
+    of others). ``writeback``: start writing the copied bytes to disk while
+    copying (for a file that will be fsynced)."""
+    builders = builders or {}
     try:
         room_for_metadata(path, tree)
         offsets = _write_tree(path, ckpt, tree, data, progress)
@@ -166,8 +165,11 @@ def write_h5(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo
     fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
     wb = fastio.Writeback(fd) if writeback else None
     try:
-        for off, info in offsets:
-            copy_tensor(ckpt, info, files, fd, off, progress, wb)
+        for off, dpath, info in offsets:
+            if dpath in builders:
+                builders[dpath](fd, off)
+            else:
+                copy_tensor(ckpt, info, files, fd, off, progress, wb)
         if wb:
             wb.finish()
     finally:
@@ -222,12 +224,12 @@ def _h5_write_error(exc: BaseException, path: str) -> BaseException:
 
 
 def _write_tree(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorInfo],
-                progress: Progress | None) -> list[tuple[int, TensorInfo]]:
+                progress: Progress | None) -> list[tuple[int, str, TensorInfo]]:
     """Groups, attributes and (allocated, unwritten) datasets; returns where
     each contiguous dataset's bytes go."""
     import h5py
 
-    offsets: list[tuple[int, TensorInfo]] = []
+    offsets: list[tuple[int, str, TensorInfo]] = []
     with h5py.File(path, "w", libver="earliest") as f:
         for gpath in sorted(tree["groups"], key=lambda p: (p.count("/") if p else -1, natural_key(p))):
             g = f if gpath == "" else f.require_group(gpath)
@@ -264,7 +266,7 @@ def _write_tree(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorI
                 if off is None:  # HDF5 kept it elsewhere (scalars): write through h5py, block by block
                     _write_through_h5py(ds, ckpt, info, np_dt, progress)
                 else:
-                    offsets.append((off, info))
+                    offsets.append((off, dpath, info))
     return offsets
 
 

@@ -339,6 +339,8 @@ def _check_members(z: zipfile.ZipFile, path: str) -> dict[str, zipfile.ZipInfo]:
         parts = name.replace("\\", "/").split("/")
         if name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
             raise UnsafeCheckpointError(f"archive member {name!r} points outside the archive; refused", path)
+        if info.flag_bits & 0x1:  # Keras never encrypts; zipfile would ask for a password
+            raise UnsupportedFormatError(f"archive member {name!r} is encrypted (Keras cannot read it either)", path)
         members[name] = info
     return members
 

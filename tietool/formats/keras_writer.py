@@ -42,8 +42,7 @@ def write_keras(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorI
         now = time.localtime()[:6]
         members = [{"name": n, "date_time": list(JSON_MEMBER_TIME if n != WEIGHTS_MEMBER else now)}
                    for n in DEFAULT_MEMBERS if n == WEIGHTS_MEMBER or n in texts]
-    weights_tmp = temporary_beside(path)
-    try:
+    with temporary_beside(path) as weights_tmp:
         write_h5(weights_tmp, ckpt, tree, data, files, progress, writeback=False)  # zipped, then removed
         size = os.path.getsize(weights_tmp)
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
@@ -60,6 +59,3 @@ def write_keras(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorI
                             dst.write(block)
                 elif name in texts:
                     z.writestr(info, texts[name].encode("utf-8"))
-    finally:
-        if os.path.lexists(weights_tmp):
-            os.unlink(weights_tmp)

@@ -48,11 +48,12 @@ import ctypes.util
 import errno
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 
+from tietool.io import signals
 from tietool.io.rawio import read_into
 
 PAGE = 4096
@@ -235,7 +236,8 @@ def _reader() -> ThreadPoolExecutor | None:
         return None
     ex = getattr(_local, "reader", None)
     if ex is None:
-        ex = _local.reader = ThreadPoolExecutor(1, thread_name_prefix="tietool-read")
+        ex = _local.reader = ThreadPoolExecutor(1, thread_name_prefix="tietool-read",
+                                                initializer=signals.block_in_this_thread)
     return ex
 
 
@@ -275,6 +277,22 @@ class Stopped(Exception):
     """Raised inside a job by its ``check`` when another job failed."""
 
 
+#: After an interrupt, how long the jobs are given to reach their next check.
+STOP_WAIT = 1.0
+
+
+def _wait_first_failure(futures: list[Future], stop: threading.Event) -> None:
+    """Wait until every job ended or one failed (then ``stop`` is set),
+    waking every :data:`tietool.io.signals.POLL_SECONDS` so a signal is
+    handled at once, whichever thread the kernel delivered it to."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=signals.POLL_SECONDS, return_when=FIRST_EXCEPTION)
+        if any(f.exception() is not None for f in done):
+            stop.set()  # the others end at their next check
+            return
+
+
 def run_concurrently(jobs: Iterable[Callable[[Callable[[], None]], T]], workers: int | None = None) -> list[T]:
     """Run ``jobs`` on up to ``workers`` threads (default ``os.cpu_count()``)
     and return their results in order. Each job is called with ``check``, a
@@ -292,18 +310,17 @@ def run_concurrently(jobs: Iterable[Callable[[Callable[[], None]], T]], workers:
 
     if workers == 1:
         return [job(check) for job in jobs]
-    ex = ThreadPoolExecutor(workers, thread_name_prefix="tietool-job")
+    ex = ThreadPoolExecutor(workers, thread_name_prefix="tietool-job", initializer=signals.block_in_this_thread)
+    futures = []
     try:
         futures = [ex.submit(job, check) for job in jobs]
-        for f in as_completed(futures):
-            if f.exception() is not None:
-                stop.set()  # the others end at their next check
-                break
-    except BaseException:  # interrupted while waiting
+        _wait_first_failure(futures, stop)
+    except BaseException:  # interrupted while waiting: the jobs end at their next check, or are left behind
         stop.set()
+        wait(futures, timeout=STOP_WAIT)
+        ex.shutdown(wait=False, cancel_futures=True)
         raise
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+    ex.shutdown(wait=True, cancel_futures=True)
     errors = [e for e in (f.exception() for f in futures if not f.cancelled()) if e is not None]
     if errors:
         raise next((e for e in errors if not isinstance(e, Stopped)), errors[0])

@@ -22,26 +22,29 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import struct
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, Iterator
 
 import h5py
 import numpy as np
 
 from tietool import dtypes
-from tietool.blocks import SCAN_WINDOW_BYTES
 from tietool.errors import CorruptCheckpointError, TietoolError, UnsafeCheckpointError, UnsupportedFormatError
+from tietool.io import h5heaps
+from tietool.io.h5walk import MAX_OBJECTS, Walk, chunk_tiles
+from tietool.textsafe import bounded
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Largest attribute we will read (model_config of a huge model is a few MB).
 MAX_ATTR_BYTES = 64 * 1024 * 1024
-#: Objects (groups + datasets) we are willing to walk in one file.
-MAX_OBJECTS = 2_000_000
-MAX_DEPTH = 64
+#: Chunks of one chunked dataset (each costs HDF5 an index entry when read).
+MAX_CHUNKS = 100_000
+#: Chunks one read may touch (:meth:`SafeH5.read_rows` splits larger reads).
+READ_CHUNKS = 1024
+#: Bytes of one chunk: HDF5 holds a whole chunk, and its filters' output, in memory to read any part of it.
+MAX_CHUNK_BYTES = 32 * 1024 * 1024
 #: Chunked/compressed datasets may legitimately store less than they declare,
 #: but not this much less (DEFLATE tops out near 1032:1).
 MAX_EXPANSION = 1100
@@ -118,6 +121,7 @@ class DatasetEntry:
     offset: int | None  # contiguous, allocated, little-endian: raw byte offset in the HDF5 file
     object_key: Any  # the object's address: equal for hard links to one dataset
     needs_view: str | None  # bfloat16 stored as opaque: view raw bytes as this
+    chunks: tuple[int, ...] | None = None  # a chunked dataset's chunk shape
 
 
 class SafeH5:
@@ -131,8 +135,11 @@ class SafeH5:
         self.file_size = file_size
         self.source = source
         self.file = open_file(source, label)
-        self._objects = 0
         self._heaps_checked = False
+        # The whole file's walk, kept once complete: reading a checkpoint walks it and convert's
+        # lossless layout description (tietool.layout) walks it again (0.05 s of CPU on GPT-2).
+        self._tree: list[tuple[str, Any, Any]] | None = None
+        self._entries: dict[Any, DatasetEntry] = {}  # checked datasets, by object address
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -156,6 +163,16 @@ class SafeH5:
             raise CorruptCheckpointError(f"cannot read {what} ({_h5_reason(exc)})", self.label) from None
 
     # -- links and walking -------------------------------------------------
+    def hard_link(self, group: h5py.Group, name: str, path: str) -> Any:
+        """The address of the object the hard link ``name`` of ``group``
+        names, read from the link itself (nothing opened); any other link
+        is refused as :meth:`check_link` refuses it."""
+        info = self.guard(path, lambda: group.id.links.get_info(name.encode("utf-8")))
+        if info.type != h5py.h5l.TYPE_HARD:
+            self.check_link(group, name, path)
+            raise UnsafeCheckpointError(f"link at /{path} of type {info.type} refused", self.label)
+        return info.u
+
     def check_link(self, group: h5py.Group, name: str, path: str) -> None:
         link = self.guard(path, lambda: group.get(name, getlink=True))
         if isinstance(link, h5py.SoftLink):
@@ -192,40 +209,42 @@ class SafeH5:
         return True
 
     def walk(self, root: str = "") -> Iterator[DatasetEntry]:
-        """Every dataset below ``root``, in name order, links checked. A
-        dataset reached by two hard links is yielded twice, with the same
-        ``object_key``; a group reached twice is walked once (no cycles)."""
-        start = self.get(root) if root else self.file
-        seen_groups: set = set()
-        yield from self._walk(start, root.strip("/"), 0, seen_groups)
+        """Every dataset below ``root``, in name order, links checked
+        (:meth:`visit`). A dataset reached by two hard links is yielded
+        twice, with the same ``object_key``."""
+        for path, obj, key in self._objects(root):
+            if isinstance(obj, h5py.Dataset):
+                entry = self._entries.get(key)
+                if entry is None:
+                    entry = self._entries[key] = self.dataset_entry(obj, path, key)
+                yield replace(entry, path=path) if entry.path != path else entry
 
-    def _walk(self, group: h5py.Group, prefix: str, depth: int, seen: set) -> Iterator[DatasetEntry]:
-        if depth > MAX_DEPTH:
-            raise UnsafeCheckpointError(f"groups nested deeper than {MAX_DEPTH} at /{prefix}", self.label)
-        key = self._object_key(group, prefix)
-        if key in seen:
+    def visit(self, root: str = "") -> Iterator[tuple[str, h5py.Group | h5py.Dataset]]:
+        """``(path, object)`` for ``root``'s group and every group and dataset
+        below it, depth first in name order, each link checked. Groups are
+        told apart by their object address, not their path: a group reached
+        again (a hard link, a link back up) is not walked again, so a link
+        graph that fans out and loops costs its objects, not its paths.
+        Bounded by :data:`MAX_OBJECTS`, :data:`MAX_LINKS` and :data:`MAX_DEPTH`."""
+        for path, obj, _key in self._objects(root):
+            yield path, obj
+
+    def _objects(self, root: str) -> Iterator[tuple[str, Any, Any]]:
+        """``(path, object, address)`` of a walk from ``root``; the whole file
+        is walked once, and walked again from what that walk found."""
+        if root.strip("/"):
+            yield from Walk(self).start(self.get(root), root.strip("/"))
             return
-        seen.add(key)
-        names = self.guard(f"/{prefix}", lambda: sorted(group.keys(), key=natural_key))
-        for name in names:
-            self._objects += 1
-            if self._objects > MAX_OBJECTS:
-                raise UnsafeCheckpointError(f"more than {MAX_OBJECTS} objects", self.label)
-            path = f"{prefix}/{name}" if prefix else name
-            self.check_link(group, name, path)
-            obj = self.guard(f"/{path}", lambda: group[name])  # noqa: B023 (called at once)
-            if isinstance(obj, h5py.Group):
-                yield from self._walk(obj, path, depth + 1, seen)
-            elif isinstance(obj, h5py.Dataset):
-                yield self.dataset_entry(obj, path)
-            # named datatypes carry no data: nothing to list
+        if self._tree is None:
+            self._tree = list(Walk(self).start(self.file, ""))
+        yield from self._tree
 
-    def _object_key(self, obj, path: str):
+    def object_key(self, obj, path: str):
         # The object header address: one per stored object, shared by hard links.
         return self.guard(f"/{path}", lambda: h5py.h5o.get_info(obj.id).addr)
 
     # -- datasets -----------------------------------------------------------
-    def dataset_entry(self, ds: h5py.Dataset, path: str) -> DatasetEntry:
+    def dataset_entry(self, ds: h5py.Dataset, path: str, key: Any = None) -> DatasetEntry:
         """A dataset checked before anything is read from it: no virtual or
         external storage, a tensor dtype, only built-in filters, and a
         declared size that its storage and the file can hold."""
@@ -242,7 +261,7 @@ class SafeH5:
         layout = self.guard(where, lambda: dcpl.get_layout())
         self._check_filters(dcpl, where)
         stored = self.guard(where, lambda: ds.id.get_storage_size())
-        offset = None
+        offset = chunks = None
         size = f"{declared} bytes ({_shape(shape)} {dt.name})"
         if layout == h5py.h5d.CONTIGUOUS:
             raw_offset = self._contiguous_offset(ds, declared, stored, size, where)
@@ -250,20 +269,21 @@ class SafeH5:
                 offset = raw_offset
         elif layout == h5py.h5d.CHUNKED:
             self._check_chunked(declared, stored, size, where)
+            chunks = self._check_chunks(ds, dcpl, dt.itemsize, where)
         elif layout == h5py.h5d.COMPACT:
             if declared > 64 * 1024:
                 raise CorruptCheckpointError(f"{where} is compact but declares {declared} bytes", self.label)
         else:
             raise UnsupportedFormatError(f"{where} has an unsupported storage layout", self.label)
-        key = self._object_key(ds, path)
-        return DatasetEntry(path, ds, shape, dt.name, declared, offset, key, needs_view)
+        key = self.object_key(ds, path) if key is None else key
+        return DatasetEntry(path, ds, shape, dt.name, declared, offset, key, needs_view, chunks)
 
     def _check_storage_is_local(self, ds: h5py.Dataset, where: str) -> None:
         if self.guard(where, lambda: ds.is_virtual):
             raise UnsafeCheckpointError(f"{where} is a virtual dataset (reads other files); refused", self.label)
         external = self.guard(where, lambda: ds.external)
         if external:
-            files = ", ".join(str(e[0]) for e in external)
+            files = bounded(str(e[0]) for e in external)
             raise UnsafeCheckpointError(f"{where} keeps its data in external file(s) {files}; refused", self.label)
 
     def _tensor_dtype(self, ds: h5py.Dataset, h5dtype: np.dtype, where: str) -> tuple[dtypes.DType, str | None]:
@@ -317,6 +337,21 @@ class SafeH5:
         if self.file_size is not None and stored > self.file_size:
             raise CorruptCheckpointError(f"{where} claims more stored bytes than the file has", self.label)
 
+    def _check_chunks(self, ds: h5py.Dataset, dcpl: Any, itemsize: int, where: str) -> tuple[int, ...]:
+        """Refuse, before anything is read, a chunk HDF5 would have to hold
+        whole in memory past :data:`MAX_CHUNK_BYTES` (a small gzip chunk can
+        inflate to gigabytes) and more than :data:`MAX_CHUNKS` chunks."""
+        chunk = self.guard(where, lambda: dcpl.get_chunk())
+        chunk_bytes = itemsize * int(np.prod(chunk, dtype=object))
+        if chunk_bytes > MAX_CHUNK_BYTES:
+            raise UnsafeCheckpointError(f"{where} has chunks of {chunk_bytes} bytes ({_shape(tuple(chunk))}; "
+                                        f"limit {MAX_CHUNK_BYTES}); refused", self.label)
+        count = self.guard(where, lambda: ds.id.get_num_chunks())
+        if count > MAX_CHUNKS:
+            raise UnsafeCheckpointError(f"{where} is stored in {count} chunks (limit {MAX_CHUNKS}); refused",
+                                        self.label)
+        return tuple(int(c) for c in chunk)
+
     def read_rows(self, entry: DatasetEntry, start: int, stop: int, cols: slice | None = None) -> np.ndarray:
         """Rows ``start:stop`` (and, for a 2-D dataset, columns ``cols``: an
         HDF5 hyperslab), in native byte order, in stored form (bfloat16's
@@ -324,17 +359,31 @@ class SafeH5:
         ds = entry.dataset
         where = f"dataset /{entry.path}"
         if not entry.shape:
-            arr = self.guard(where, lambda: ds[()])
-            arr = np.asarray(arr)
-        elif cols is not None:
-            arr = self.guard(where, lambda: ds[start:stop, cols])
+            arr = np.asarray(self.guard(where, lambda: ds[()]))
         else:
-            arr = self.guard(where, lambda: ds[start:stop])
+            box = [slice(start, stop)] + [slice(0, d) for d in entry.shape[1:]]
+            if cols is not None:
+                box[1] = slice(*cols.indices(entry.shape[1])[:2])
+            arr = self._read_box(entry, tuple(box), where)
         if entry.needs_view:
             arr = np.ascontiguousarray(arr).view(dtypes.stored_dtype(entry.needs_view))
         elif arr.dtype.byteorder == (">" if np.little_endian else "<"):
             arr = arr.astype(arr.dtype.newbyteorder("="))
         return arr
+
+    def _read_box(self, entry: DatasetEntry, box: tuple[slice, ...], where: str) -> np.ndarray:
+        """The hyperslab ``box``; of a chunked dataset, in reads of at most
+        :data:`READ_CHUNKS` chunks each (HDF5 keeps some kilobytes of state per
+        chunk a read touches: one read over 90,000 tiny chunks took 1.2 GB)."""
+        ds = entry.dataset
+        spans = [b.stop - b.start for b in box]
+        if entry.chunks is None or min(spans) <= 0:
+            return self.guard(where, lambda: ds[box])
+        out = np.empty(spans, dtype=self.guard(where, lambda: ds.dtype))
+        for tile in chunk_tiles(box, entry.chunks, READ_CHUNKS):
+            part = self.guard(where, lambda: ds[tile])  # noqa: B023 (called at once)
+            out[tuple(slice(t.start - b.start, t.stop - b.start) for t, b in zip(tile, box, strict=True))] = part
+        return out
 
     # -- attributes ---------------------------------------------------------
     def attr_names(self, obj) -> list[str]:
@@ -362,65 +411,17 @@ class SafeH5:
         return _plain(value, label, self.label)
 
     def check_global_heaps(self) -> None:
-        """Variable-length strings live in global heap collections ("GCOL").
-        HDF5 loops forever or reads past a collection whose object sizes are
-        corrupt, so walk every collection the way HDF5 will before the first
-        variable-length value is read.
-
-        Only the file outside dataset storage is scanned (collections are
-        metadata): the cost stays that of the headers, not of the weights."""
+        """Variable-length strings live in global heap collections: check
+        them all once, before the first such value is read (:mod:`.h5heaps`)."""
         if self._heaps_checked:
             return
         size = self.file_size
         if size is None:
             size = self.guard("file size", lambda: self.file.id.get_filesize())
-        regions = _complement(self._data_extents(), size)
-        if isinstance(self.source, str):
-            with open(self.source, "rb") as fh:
-                _scan_heaps(lambda off, n: os.pread(fh.fileno(), n, off), regions, self.label)
-        else:
-            source = self.source
-            pos = source.tell()
-
-            def read(off: int, n: int) -> bytes:
-                source.seek(off)
-                return source.read(n)
-
-            try:
-                _scan_heaps(read, regions, self.label)
-            except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
-                raise CorruptCheckpointError(f"cannot read ({exc})", self.label) from None
-            finally:
-                with contextlib.suppress(Exception):
-                    self.source.seek(pos)
+        extents = self.guard("object headers", lambda: h5heaps.data_extents(self.file, self.label, MAX_OBJECTS,
+                                                                             MAX_CHUNKS))
+        h5heaps.check_heaps(self.source, extents, size, self.label)
         self._heaps_checked = True
-
-    def _data_extents(self) -> list[tuple[int, int]]:
-        """(start, end) byte ranges of every dataset's stored data, from the
-        object headers only (hard links; nothing is read from the data)."""
-        extents: list[tuple[int, int]] = []
-
-        def visit(name: bytes) -> None:
-            oid = h5py.h5o.open(self.file.id, name)
-            try:
-                if not isinstance(oid, h5py.h5d.DatasetID):
-                    return None
-                layout = oid.get_create_plist().get_layout()
-                if layout == h5py.h5d.CONTIGUOUS:
-                    offset = oid.get_offset()
-                    if offset is not None:
-                        extents.append((offset, offset + oid.get_storage_size()))
-                elif layout == h5py.h5d.CHUNKED:
-                    for i in range(oid.get_num_chunks()):
-                        info = oid.get_chunk_info(i)
-                        if info.byte_offset is not None:
-                            extents.append((info.byte_offset, info.byte_offset + info.size))
-            finally:
-                oid.close() if hasattr(oid, "close") else None
-            return None
-
-        self.guard("object headers", lambda: h5py.h5o.visit(self.file.id, visit))
-        return extents
 
     def json_attr(self, obj, name: str) -> Any:
         """A JSON-valued attribute parsed as data (never deserialized as objects)."""
@@ -437,67 +438,6 @@ def _is_vlen_string(tid) -> bool:
         return tid.get_class() == h5py.h5t.STRING and tid.is_variable_str()
     except Exception:
         return False
-
-
-def _complement(extents: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
-    """The parts of ``[0, size)`` not covered by ``extents``."""
-    out, pos = [], 0
-    for lo, hi in sorted(extents):
-        if lo > pos:
-            out.append((pos, min(lo, size)))
-        pos = max(pos, hi)
-    if pos < size:
-        out.append((pos, size))
-    return [(lo, hi) for lo, hi in out if hi > lo]
-
-
-#: Bytes of the file searched at once for heap collections, and the largest
-#: collection walked (Keras' collections hold a few names: kilobytes).
-GCOL_WINDOW = SCAN_WINDOW_BYTES
-MAX_GCOL_BYTES = 64 * 1024 * 1024
-
-
-def _scan_heaps(read, regions: list[tuple[int, int]], label: str) -> None:
-    """Find each global heap collection ("GCOL") in ``regions`` and walk it as
-    HDF5's H5HG deserializer does; refuse one it would loop on or overrun.
-    ``read(offset, n)`` returns file bytes; memory stays within one window."""
-    for lo, hi in regions:
-        start = lo
-        while start < hi:
-            end = min(hi, start + GCOL_WINDOW)
-            window = read(start, end - start + 3)  # a signature may straddle the window's end
-            i = window.find(b"GCOL")
-            while i >= 0 and start + i < end:
-                pos = start + i
-                head = read(pos, 16)
-                # signature, version 1, 3 reserved zero bytes, collection size
-                if len(head) == 16 and head[4] == 1 and head[5:8] == b"\0\0\0":
-                    (csize,) = struct.unpack_from("<Q", head, 8)
-                    if csize >= 4096:
-                        if pos + csize > hi:
-                            raise CorruptCheckpointError(
-                                f"global heap at byte {pos} runs past the end of the file: truncated?", label)
-                        if csize > MAX_GCOL_BYTES:
-                            raise UnsafeCheckpointError(
-                                f"global heap at byte {pos} declares {csize} bytes (limit {MAX_GCOL_BYTES})", label)
-                        _walk_gcol(read(pos, csize), pos, label)
-                i = window.find(b"GCOL", i + 4)
-            start = end
-
-
-def _walk_gcol(coll: bytes, start: int, label: str) -> None:
-    end = len(coll)
-    p = 16
-    while p < end:
-        if p + 16 > end:
-            break  # trailing free space
-        idx, _nrefs = struct.unpack_from("<HH", coll, p)
-        (osize,) = struct.unpack_from("<Q", coll, p + 8)
-        need = (16 + ((osize + 7) & ~7)) if idx > 0 else osize
-        if need <= 0 or p + need > end:
-            raise CorruptCheckpointError(
-                f"global heap at byte {start} has a corrupt object (index {idx}, size {osize})", label)
-        p += need
 
 
 #: HDF5's built-in filters (deflate, shuffle, fletcher32, szip, n-bit,
@@ -534,11 +474,6 @@ def _decode(raw: bytes, label: str, file_label: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise CorruptCheckpointError(f"{label} is not valid UTF-8", file_label) from None
-
-
-def natural_key(name: str) -> list:
-    """Sort "vars/2" before "vars/10" (Keras 3 numbers variables)."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -28,11 +28,11 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import sys
 from typing import Iterable, Iterator
 
 from tietool.errors import CorruptCheckpointError, OutputError, OutputExistsError, TietoolError, UsageError
+from tietool.io import signals
 from tietool.textsafe import printable
 
 TMP_MARK = ".tietool-tmp-"
@@ -51,7 +51,6 @@ WRITE_ERRNOS = {
     errno.EISDIR: "is a folder",
     errno.ENAMETOOLONG: "file name too long",
 }
-_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 #: What a checkpoint folder holds (besides what this run writes): an existing
 #: output folder holding only such files may be replaced with ``force``.
@@ -234,20 +233,6 @@ def fsync_tree(path: str) -> None:
         fsync_path(path)
 
 
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM/SIGHUP off for the duration (they are delivered
-    after it): the renames that commit an output are never cut in half."""
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - non-POSIX
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 # -- the atomic write -------------------------------------------------------------------------
 
 def _umask() -> int:
@@ -260,11 +245,20 @@ def _tmp_name(parent: str, base: str, mark: str = TMP_MARK) -> str:
     return os.path.join(parent, f".{base}{mark}{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def temporary_beside(path: str) -> str:
+@contextlib.contextmanager
+def temporary_beside(path: str) -> Iterator[str]:
     """A name for a writer's own intermediate file beside ``path`` (itself
-    a temporary): marked with this process's id, so that a run that finds
-    it after this process died removes it (:func:`remove_stale`)."""
-    return f"{path}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    a temporary), removed on the way out: marked with this process's id, so
+    that a run that finds it after this process died removes it
+    (:func:`remove_stale`), and registered with the signal watchdog."""
+    tmp = f"{path}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    signals.register(tmp)
+    try:
+        yield tmp
+    finally:
+        with signals.held():
+            _remove(tmp)
+        signals.unregister(tmp)
 
 
 @contextlib.contextmanager
@@ -286,6 +280,7 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
         raise UsageError("cannot write: its folder does not exist or is not a folder", shown)
     tmp = _tmp_name(parent, base)
     committed = False
+    signals.register(tmp)  # removed by the signal watchdog if the orderly stop is late
     try:
         try:
             if folder:
@@ -300,13 +295,13 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
         os.chmod(tmp, (0o755 if folder else 0o644) & ~_umask())
         if fsync:
             fsync_tree(tmp)
-        with signals_held():
+        with signals.held():
             committed = _commit(tmp, target, parent, base, fsync)
     except BaseException as exc:
         if committed and isinstance(exc, KeyboardInterrupt):
             exc.committed = target  # type: ignore[attr-defined]  # a signal held off until the output was in place
             raise
-        with signals_held():  # a second signal does not cut the clean-up short
+        with signals.held():  # a second signal does not cut the clean-up short
             _remove(tmp)
         if isinstance(exc, OSError) and not hasattr(exc, "message") and _about_output(exc, tmp, target):
             err = write_error(exc, shown)
@@ -315,6 +310,8 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
         if isinstance(exc, Exception):
             name_for_user(exc, {tmp: shown})
         raise
+    finally:
+        signals.unregister(tmp)
 
 
 def name_for_user(exc: BaseException, names: dict[str, str]) -> None:

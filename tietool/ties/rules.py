@@ -39,6 +39,7 @@ from typing import Any
 
 from tietool import kerashub
 from tietool.model import Checkpoint, Role
+from tietool.ties import data
 from tietool.ties.declaration import RULES_KERASHUB, tie_declaration
 
 # kinds
@@ -133,8 +134,9 @@ def has_output_layer(declared: dict, ckpt: Checkpoint | None = None, vocab: int 
     (``BertModel``, ``...ForSequenceClassification``) and the weights do not
     say otherwise; None when nothing tells."""
     archs = declared.get("architectures") or []
-    if any(_LM_ARCH_RE.search(a) for a in archs):
-        return True
+    _name, entry = data.architecture_entry(archs)
+    if any(_LM_ARCH_RE.search(a) for a in archs) or (entry is not None and entry.get("lm_head_mapping")):
+        return True  # a class of transformers 5's LM-head mappings (EncoderDecoderModel) by its name or the table
     if ckpt is not None and vocab and _vocab_bias(ckpt, vocab):
         return True
     if archs and all(_HEADLESS_ARCH_RE.search(a) for a in archs):

@@ -57,10 +57,10 @@ def _transposed(name: str, src: TensorInfo, split: int) -> TensorOut:
     r, c = as_2d(src.shape, split)
     if src.offset is not None and src.computable:
         return TensorOut(name, dataclasses.replace(src, shape=(r, c)), (c, r), "transpose")
-    return _assembled(name, (c, r), [Piece(src, r, c, (0, 0), transpose=True)], (c, r))
+    return assembled(name, (c, r), [Piece(src, r, c, (0, 0), transpose=True)], (c, r))
 
 
-def _assembled(name: str, shape: tuple[int, ...], pieces: list[Piece], shape2d: tuple[int, int]) -> TensorOut:
+def assembled(name: str, shape: tuple[int, ...], pieces: list[Piece], shape2d: tuple[int, int]) -> TensorOut:
     srcs = list(dict.fromkeys(p.source.name for p in pieces))
     first = pieces[0].source
     if any(p.source.dtype != first.dtype for p in pieces):
@@ -73,6 +73,7 @@ def _assembled(name: str, shape: tuple[int, ...], pieces: list[Piece], shape2d: 
 def tensor_out(name: str, op: str, srcs: list[TensorInfo]) -> TensorOut:
     """One transformers tensor from its keras-hub source(s) by ``op`` (see :mod:`.families`)."""
     src = srcs[0]
+    op = op.split(":")[0]
     if op == "same":
         return TensorOut(name, src, tuple(src.shape), None)
     if op == "flat":
@@ -84,7 +85,7 @@ def tensor_out(name: str, op: str, srcs: list[TensorInfo]) -> TensorOut:
     if op == "heads_T":  # [heads, hidden, head_dim] -> per head [head_dim, hidden]
         b, r, c = src.shape
         pieces = [Piece(src, r, c, (k * c, 0), transpose=True, start=k * r * c) for k in range(b)]
-        return _assembled(name, (b * c, r), pieces, (b * c, r))
+        return assembled(name, (b * c, r), pieces, (b * c, r))
     if op == "cat_cols":  # kernels [in, ...] side by side: [in, sum(out)]
         views = [as_2d(s.shape, 1) for s in srcs]
         if len({v[0] for v in views}) != 1:
@@ -93,13 +94,13 @@ def tensor_out(name: str, op: str, srcs: list[TensorInfo]) -> TensorOut:
         for s, (r, c) in zip(srcs, views, strict=True):
             pieces.append(Piece(s, r, c, (0, col)))
             col += c
-        return _assembled(name, (views[0][0], col), pieces, (views[0][0], col))
+        return assembled(name, (views[0][0], col), pieces, (views[0][0], col))
     if op == "cat":  # flattened, one after the other
         pieces, col = [], 0
         for s in srcs:
             pieces.append(Piece(s, 1, s.numel, (0, col)))
             col += s.numel
-        return _assembled(name, (col,), pieces, (1, col))
+        return assembled(name, (col,), pieces, (1, col))
     raise ValueError(f"unknown op {op!r}")
 
 
