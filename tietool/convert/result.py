@@ -66,8 +66,3 @@ class ConversionResult:
         if self.notes:  # only links left out of the copy (sidefiles); absent otherwise, as before
             out["notes"] = list(self.notes)
         return out
-
-    def __getitem__(self, key: str) -> Any:
-        """``result["output"]``: the ``to_json()`` entry (for callers written
-        against the dict this used to be)."""
-        return self.to_json()[key]
