@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import tietool
 from tietool.cli.commands import cli
 from tietool.convert import convert_to_pt, pt_plan, transpose
-from tietool.convert.ptnames import convert_tf_weight_name, plan_pt
+from tietool.convert.ptnames import convert_tf_weight_name, pt_entries
 from tietool.errors import CopiesDifferError, TietoolError, UsageError
 from tietool.ties.verify import verify_tie
 
@@ -74,7 +74,7 @@ def test_transformers_name_rule(tf_name, shape, pt_name, transform):
 
 def test_plan_gpt2_squeezes_conv1d_biases_only():
     with tietool.open_checkpoint(tf("gpt2")) as ckpt:
-        plan = {e.pt_name: e for e in plan_pt(ckpt)}
+        plan = {e.pt_name: e for e in pt_entries(ckpt)}
     assert plan["transformer.h.0.attn.c_attn.bias"].shape == (48,)
     assert plan["transformer.h.0.attn.c_attn.bias"].transform == "squeeze0"
     assert plan["transformer.h.0.attn.c_attn.weight"].transform is None  # Conv1D keeps [in, out]
@@ -83,7 +83,7 @@ def test_plan_gpt2_squeezes_conv1d_biases_only():
 
 def test_plan_bart_keeps_final_logits_bias_2d():
     with tietool.open_checkpoint(tf("bart")) as ckpt:
-        plan = {e.pt_name: e for e in plan_pt(ckpt)}
+        plan = {e.pt_name: e for e in pt_entries(ckpt)}
     assert plan["final_logits_bias"].shape == (1, 64) and plan["final_logits_bias"].transform is None
     assert plan["model.shared.weight"].shape == (64, 16)
 
@@ -91,9 +91,9 @@ def test_plan_bart_keeps_final_logits_bias_2d():
 @pytest.mark.parametrize("family", ["gpt2", "gpt2_sharded", "gpt2_tf_safetensors"])
 def test_three_gpt2_layouts_give_the_same_names(family):
     with tietool.open_checkpoint(tf(family)) as ckpt:
-        names = sorted(e.pt_name for e in plan_pt(ckpt))
+        names = sorted(e.pt_name for e in pt_entries(ckpt))
     with tietool.open_checkpoint(tf("gpt2")) as ckpt:
-        assert names == sorted(e.pt_name for e in plan_pt(ckpt))
+        assert names == sorted(e.pt_name for e in pt_entries(ckpt))
 
 
 # -- conversion --------------------------------------------------------------------------------

@@ -63,6 +63,6 @@ class ConversionResult:
               "reshaped": list(p.reshaped), "pt_class": p.pt_class, "dropped": dict(p.dropped),
               "copies_merged": dict(p.copies_merged), "tied_heads_left_out": dict(p.tied_heads_left_out)}
         out = {**head, "to": self.to, "names": self.names, **body, **pt, **tail, "to_inferred": self.to_inferred}
-        if self.notes:  # only links left out of the copy (sidefiles); absent otherwise, as before
+        if self.notes:  # only links left out of the copy (sidefiles); absent otherwise
             out["notes"] = list(self.notes)
         return out
