@@ -236,7 +236,8 @@ def parse_ids(text: str):
               help="Output format. Default: from the -o name (.safetensors, .h5, .keras), else from SRC: "
                    "HDF5 or .keras -> safetensors, safetensors -> the format it was converted from, else h5.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=str, readable=False), default=None,
-              help="Output file (or folder, for a folder source). Default: beside SRC with the new extension.")
+              help="Output file, or folder for a folder source (unless the name ends in .safetensors, .h5 or "
+                   ".keras: then one file). Default: beside SRC with the new extension.")
 @click.option("--ties", type=click.Choice(["dedupe", "keep"]), default="dedupe", show_default=True,
               help="dedupe: write bit-identical stored copies once and record the others as aliases; "
                    "keep: write every copy.")
