@@ -182,8 +182,12 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
 
     inputs = run_inputs(mode, ids, input_path)
     sources = [p for p in (path, input_path) if p]
+    guard = None
     if output_path:
+        from tietool.io.sourceguard import SourceGuard
+
         check_npy_output(output_path, force, sources=sources)  # before the work, not after it
+        guard = SourceGuard.of(sources)  # the checkpoint as it is read (a folder: the files in it)
     # The command's own process: keep TensorFlow's start-up chatter off stderr
     # (the library leaves the environment and file descriptor 2 alone).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -195,7 +199,8 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
         if progress is not None:
             progress.close()
     if output_path:
-        save_npy_atomically(npy_array(result.output, exact_bytes), output_path, force=force, sources=sources)
+        save_npy_atomically(npy_array(result.output, exact_bytes), output_path, force=force, sources=sources,
+                            guard=guard)
     output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
 
 

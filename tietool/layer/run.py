@@ -176,13 +176,17 @@ def npy_array(array: np.ndarray, exact_bytes: bool = False) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def save_npy_atomically(array: np.ndarray, out_path: str, force: bool = False, sources: Iterable[str] = ()) -> None:
+def save_npy_atomically(array: np.ndarray, out_path: str, force: bool = False, sources: Iterable[str] = (),
+                        guard=None) -> None:
     """Write ``out_path`` through a temporary file beside it, fsynced and
-    renamed into place (:func:`tietool.io.safe_output.atomic_output`)."""
+    renamed into place (:func:`tietool.io.safe_output.atomic_output`);
+    ``guard``: the sources as they were when they were read
+    (:class:`tietool.io.sourceguard.SourceGuard`)."""
     from tietool.io.safe_output import atomic_output
 
     check_npy_output(out_path, force, sources)
-    with atomic_output(out_path, folder=False, force=force, sources=sources) as tmp, open(tmp, "wb") as fh:
+    with atomic_output(out_path, folder=False, force=force, sources=sources, guard=guard) as tmp, \
+            open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
 
 
