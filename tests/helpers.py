@@ -332,7 +332,7 @@ def flag_variants(path: str, tmp: Path) -> dict[str, str]:
         copy.mkdir(parents=True)
         for f in os.listdir(folder):
             if f != "config.json" and os.path.isfile(os.path.join(folder, f)):
-                (copy / f).symlink_to(os.path.join(folder, f))
+                (copy / f).symlink_to(os.path.abspath(os.path.join(folder, f)))
         (copy / "config.json").write_text(json.dumps(edited, indent=2))
         out[name] = str(copy / os.path.relpath(path, folder)) if os.path.isfile(path) else str(copy)
     return out
