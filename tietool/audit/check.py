@@ -386,8 +386,8 @@ def _copies(a: Analysis, prefer: str | None) -> None:
     a.agreement = (Agreement.from_json(g.agreement) if g.agreement is not None
                    else agreement(ckpt, [Copy(m.name, m.stored_info, m.transposed) for m in distinct]))
     odd = a.agreement.odd
-    where = "; ".join(f"{o.name} differs from {o.reference} first at {list(o.index)} ({o.value} vs {o.expected})"
-                      for o in odd)
+    where = bounded((f"{o.name} differs from {o.reference} first at {list(o.index)} ({o.value} vs {o.expected})"
+                     for o in odd), sep="; ")
     if a.agreement.majority:
         fix_how = f"the majority ({len(a.agreement.majority)} of {len(distinct)}) decides"
     else:

@@ -50,7 +50,7 @@ def check_target(ckpt: Checkpoint, to: str, src: str) -> None:
     container = format_of(ckpt).container
     if to == container:
         what = {"safetensors": "safetensors", "h5": "HDF5", "keras": "a .keras archive"}[container]
-        raise UsageError(f"source is already {what}", src)
+        raise UsageError(f"source is already {what}: nothing to convert (choose another --to)", src)
 
 
 # -- to safetensors -------------------------------------------------------------------

@@ -36,6 +36,7 @@ from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 
 from ..errors import CopiesDifferError
 from ..model import Checkpoint
+from ..textsafe import bounded
 from . import transpose
 from .plan import Plan, TensorOut, safetensors_outputs
 from .result import PtDetails
@@ -70,7 +71,7 @@ def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) 
             bad.append(f"{a.name} and {b.name}")
     if bad:
         raise CopiesDifferError("tensors that map to one PyTorch name differ (not copies of one variable): "
-                         + "; ".join(bad), ckpt.path)
+                         + bounded(bad, sep="; "), ckpt.path)
     return list(kept.values()), removed
 
 

@@ -73,6 +73,7 @@ from typing import Union
 from tietool.errors import UsageError
 from tietool.formats import format_of, origin_of
 from tietool.model import Checkpoint, Role, TensorInfo
+from tietool.textsafe import bounded
 
 PT_LAYOUTS_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pt_layouts.json")
 
@@ -279,5 +280,5 @@ def make_plan(ckpt: Checkpoint) -> PtPlan:
                 shape = fitted
         entries.append(PtEntry(pt_name, info, transform, shape))
     if problems:
-        raise UsageError("no PyTorch name/layout rule decides for: " + "; ".join(problems), ckpt.path)
+        raise UsageError("no PyTorch name/layout rule decides for: " + bounded(problems, sep="; "), ckpt.path)
     return PtPlan(entries, dropped, pt_class if layout else None, dict(layout["tied"]) if layout else None)
