@@ -219,12 +219,14 @@ def same_but_last_digits(expected: str, actual: str) -> bool:
     wn, gn = FLOAT.findall(expected), FLOAT.findall(actual)
     if want != got or len(wn) != len(gn):
         return False
-    for w, g in zip(wn, gn, strict=True):
-        mantissa, _, exponent = w.lower().partition("e")
-        unit = 10.0 ** (int(exponent or 0) - len(mantissa.split(".", 1)[1]))
-        if abs(float(g) - float(w)) > unit * 1.0001:
-            return False
-    return True
+    return all(within_last_digit(w, g) for w, g in zip(wn, gn, strict=True))
+
+
+def within_last_digit(shown: str, printed: str) -> bool:
+    """``printed`` is within one unit of the last digit of the decimal ``shown`` (``0.0844564``: 1e-7)."""
+    mantissa, _, exponent = shown.lower().partition("e")
+    unit = 10.0 ** (int(exponent or 0) - len(mantissa.split(".", 1)[1]))
+    return abs(float(printed) - float(shown)) <= unit * 1.0001
 
 
 class Calls:
