@@ -54,7 +54,7 @@ the TF *variable name* (``w.name``), without a PyTorch model at hand:
 
    Other architectures get rules 1-4 alone.
 
-Where these rules cannot decide, :func:`plan_pt` names the tensors and raises
+Where these rules cannot decide, :func:`pt_entries` names the tensors and raises
 :class:`~tietool.errors.UsageError` (exit 2) instead of guessing: a ``.bias``
 that is not 1-D or ``[1, n]``; a ``kernel`` of rank 5+; Keras BatchNorm
 moving statistics (PyTorch buffers transformers never mapped); names that
@@ -219,7 +219,7 @@ def check_source(ckpt: Checkpoint) -> None:
                              ckpt.path)
 
 
-def plan_pt(ckpt: Checkpoint) -> list[PtEntry]:
+def pt_entries(ckpt: Checkpoint) -> list[PtEntry]:
     """One entry per stored weight that PyTorch gets, in source order (copies not yet merged)."""
     return make_plan(ckpt).entries
 

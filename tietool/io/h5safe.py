@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import zipfile
 import zlib
 from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, Iterator
@@ -69,18 +68,20 @@ def is_hdf5(path: str) -> bool:
 
 def open_file(source: str | IO[bytes], label: str, size: int | None = None) -> h5py.File:
     """Open read-only. ``label`` is the name used in error messages."""
+    errors = (OSError, EOFError, zlib.error) + h5heaps.zip_errors()
     try:
         if isinstance(source, str):
             return h5py.File(source, "r", locking=False)
         return h5py.File(source, "r")
-    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+    except errors as exc:
         raise CorruptCheckpointError(f"not a readable HDF5 file ({_h5_reason(exc)})", label) from None
 
 
 #: What h5py raises for a file it cannot read (its error stack mapped to
 #: builtins), and what a ``.keras`` member read through raises.
-H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
-             zipfile.BadZipFile, EOFError, zlib.error)
+#: (``zipfile.BadZipFile`` too, once zipfile is imported: :func:`tietool.io.h5heaps.zip_errors`.)
+H5_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
+                                              EOFError, zlib.error)
 #: Modules h5py calls into: an error raised there is still h5py's.
 H5_CALLEES = ("numpy", "zipfile", "zlib", "io", "_io", "codecs", "encodings", "_compression", "struct")
 
@@ -155,9 +156,10 @@ class SafeH5:
         errors pass unchanged, and a bug in tietool's code (a ``TypeError``
         or ``KeyError`` raised by tietool itself, also in a callback h5py
         runs) surfaces as what it is: an internal error, not a corrupt file."""
+        errors = H5_ERRORS + h5heaps.zip_errors()
         try:
             return fn()
-        except H5_ERRORS as exc:
+        except errors as exc:
             if isinstance(exc, TietoolError) or not raised_in_h5py(exc):
                 raise
             raise CorruptCheckpointError(f"cannot read {what} ({_h5_reason(exc)})", self.label) from None
