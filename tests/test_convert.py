@@ -449,22 +449,10 @@ def test_name_clash_keeps_dataset_paths(tmp_path):
 
 # -- one pipeline: file metadata, side files, the reference parser, the result ----------------
 
-def test_folder_facts_stay_out_of_file_metadata(tmp_path, monkeypatch):
-    """A folder reader notes facts about the folder (``other_weight_files``: a
-    folder holding both model.safetensors and tf_model.h5) in
-    ``Checkpoint.metadata``; they are not the file's ``__metadata__`` and must not
-    come back in it: safetensors -> H5 -> safetensors stays lossless."""
-    import tietool.convert.pipeline as pipeline
-
-    real = pipeline.open_checkpoint
-
-    def with_folder_fact(path):
-        ck = real(path)
-        if ck.format.startswith("safetensors"):
-            ck.metadata["other_weight_files"] = ["tf_model.h5"]
-        return ck
-
-    monkeypatch.setattr(pipeline, "open_checkpoint", with_folder_fact)
+def test_a_file_beside_another_weights_file_round_trips(tmp_path):
+    """A safetensors file in a folder that also holds tf_model.h5: its own
+    ``__metadata__`` only comes back (nothing about the folder), and
+    safetensors -> H5 -> safetensors stays lossless."""
     src = tmp_path / "both"
     src.mkdir()
     for f in (FIXTURES / "pt/gpt2").iterdir():
@@ -474,7 +462,9 @@ def test_folder_facts_stay_out_of_file_metadata(tmp_path, monkeypatch):
     convert(tmp_path / "m.h5", "safetensors", out=tmp_path / "back.safetensors")
     assert st_items(src / "model.safetensors") == st_items(tmp_path / "back.safetensors")
     with safe_open(str(tmp_path / "back.safetensors"), "np") as f:
-        assert "other_weight_files" not in (f.metadata() or {})
+        back_meta = f.metadata() or {}
+    with safe_open(str(src / "model.safetensors"), "np") as f:
+        assert back_meta == (f.metadata() or {})
 
 
 def test_side_file_policy(tmp_path):
