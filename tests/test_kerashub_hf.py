@@ -126,13 +126,23 @@ def exported(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_tensor_is_keras_hub_moved_by_numpy(exported, family):
     args = MANIFEST["families"][family]["arguments"]
-    got = load_file(exported[family] / "model.safetensors")
+    got = raw_safetensors(exported[family] / "model.safetensors")
     want = expected(family, h5_weights(KHHF / family / "preset"), args["num_layers"])
     assert sorted(got) == sorted(want)
+    stored = {"float32": "F32", "bfloat16": "BF16"}[MANIFEST["families"][family]["dtype"]]
     for name, arr in want.items():
-        assert got[name].shape == arr.shape, name
-        assert got[name].dtype == arr.dtype, name
-        assert got[name].tobytes() == np.ascontiguousarray(arr).tobytes(), name
+        assert got[name][:2] == (stored, arr.shape), name  # bfloat16 kept as stored (Keras' 2-byte opaque)
+        assert got[name][2] == np.ascontiguousarray(arr).tobytes(), name
+
+
+def raw_safetensors(path: Path) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
+    """``{name: (dtype, shape, bytes)}`` read from the file's header and data (bfloat16 too)."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header.pop("__metadata__", None)
+    return {k: (v["dtype"], tuple(v["shape"]), data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+            for k, v in header.items()}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -141,14 +151,15 @@ def test_config_field_by_field(exported, family):
     a = m["arguments"]
     cfg = json.loads((exported[family] / "config.json").read_text())
     assert cfg["tie_word_embeddings"] is m["tie_weights"]
-    assert cfg["dtype"] == "float32"
+    assert cfg["dtype"] == m["dtype"]
     if family == "gpt2":
         assert cfg["architectures"] == ["GPT2LMHeadModel"] and cfg["model_type"] == "gpt2"
         assert (cfg["vocab_size"], cfg["n_embd"], cfg["n_layer"], cfg["n_head"], cfg["n_inner"], cfg["n_positions"]) \
             == (37, a["hidden_dim"], a["num_layers"], a["num_heads"], a["intermediate_dim"], a["max_sequence_length"])
         assert cfg["activation_function"] == "gelu_new"
         return
-    arch = {"llama3_tied": "LlamaForCausalLM", "llama3_untied": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+    arch = {"llama3_tied": "LlamaForCausalLM", "llama3_untied": "LlamaForCausalLM", "llama3_bf16": "LlamaForCausalLM",
+            "mistral": "MistralForCausalLM",
             "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM",
             "gemma2": "Gemma2ForCausalLM", "gemma3": "Gemma3ForCausalLM"}[family]
     assert cfg["architectures"] == [arch]
