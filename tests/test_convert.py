@@ -315,29 +315,22 @@ def test_unwritable_target(tmp_path):
 
 
 @pytest.mark.parametrize("to,src", [("safetensors", "tf/t5"), ("h5", "pt/gpt2")])
-def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch, to, src):
-    import tietool.io.tensorcopy as w
-
+def test_interrupted_write_leaves_nothing(tmp_path, to, src):
+    """An interrupt in the middle of writing (here from the progress callback,
+    at the third report of bytes written) leaves no output and no temporary."""
     calls = {"n": 0}
-    real = w.copy_tensor
 
-    def boom(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
+    def interrupt_third_write(phase, done, total):
+        if phase == "write":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
 
-    monkeypatch.setattr(w, "copy_tensor", boom)
-    import tietool.formats.h5_writer as hw
-    import tietool.formats.safetensors_writer as sw
-
-    monkeypatch.setattr(hw, "copy_tensor", boom)
-    monkeypatch.setattr(sw, "copy_tensor", boom)
     for out in (tmp_path / "folder_out", tmp_path / "file.out"):
         calls["n"] = 0
         source = FIXTURES / src if out.name == "folder_out" else weights_file(FIXTURES / src)
         with pytest.raises(KeyboardInterrupt):
-            convert(source, to, out=out)
+            convert(source, to, out=out, progress=interrupt_third_write)
         assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -626,27 +619,21 @@ def test_raw_copies_are_compared_as_they_are_written(tmp_path, monkeypatch):
     assert threading.active_count() == before  # the checking thread ended
 
 
-def test_early_check_stops_when_the_write_fails(tmp_path, monkeypatch):
-    """A failure while writing (here the third tensor) ends the checking
-    thread and is what the caller sees."""
+def test_early_check_stops_when_the_write_fails(tmp_path):
+    """A failure while writing (here at the third report of bytes written) ends
+    the checking thread and is what the caller sees."""
     import threading
 
-    from tietool.convert import write
-    from tietool.io import tensorcopy
-
-    real_copy = tensorcopy.copy_tensor
     count = []
 
-    def fail_third(*a, **k):
-        count.append(1)
-        if len(count) == 3:
+    def fail_third(phase, done, total):  # the third report of bytes written: the write fails there
+        count.append(phase)
+        if count.count("write") == 3:
             raise OSError(5, "Input/output error")
-        return real_copy(*a, **k)
 
-    monkeypatch.setattr(write.writers, "copy_tensor", fail_third)
     before = threading.active_count()
     with pytest.raises(OSError):
-        convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "bad")
+        convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "bad", progress=fail_third)
     assert threading.active_count() == before and os.listdir(tmp_path) == []
 
 
