@@ -113,7 +113,7 @@ def test_hf_tf_folder_round_trip(tmp_path, name):
     r1 = convert(src, "safetensors", out=st)
     check_safe_open(st)
     r2 = convert(st, "h5", out=back)
-    assert r1["verified"] and r2["verified"]
+    assert r1.to_json()["verified"] and r2.to_json()["verified"]
     # every non-weight file kept unchanged
     for f in src.iterdir():
         if f.suffix in (".json", ".npy") and not f.name.endswith("index.json"):
@@ -189,7 +189,7 @@ def test_keras_archive(tmp_path):
     r = convert(st, "h5", out=tmp_path / "t.weights.h5")
     assert_same_h5(tmp_path / "member.weights.h5", tmp_path / "t.weights.h5",
                    ignore_root_attrs=("tietool.config", "tietool.keras_metadata"))
-    assert r["files"] == [str(tmp_path / "t.weights.h5")]
+    assert r.to_json()["files"] == [str(tmp_path / "t.weights.h5")]
     with h5py.File(tmp_path / "t.weights.h5", "r") as f:
         assert f.attrs["tietool.config"] == cfg and f.attrs["tietool.keras_metadata"] == keras_meta
 
@@ -229,12 +229,12 @@ def test_t5_three_copies_become_one(tmp_path):
     out = tmp_path / "t5.safetensors"
     r = convert(FIXTURES / "tf/t5/tf_model.h5", "safetensors", out=out)
     kept = "shared/embeddings:0"  # the name transformers' TF safetensors gives the shared embedding
-    assert r["aliases"] == {"encoder/shared/shared/embeddings:0": kept, "decoder/shared/shared/embeddings:0": kept}
+    assert r.aliases == {"encoder/shared/shared/embeddings:0": kept, "decoder/shared/shared/embeddings:0": kept}
     with safe_open(str(out), "np") as f:
         keys = set(f.keys())
         meta = f.metadata()
-    assert kept in keys and not keys & set(r["aliases"])
-    assert all(meta[k] == kept for k in r["aliases"])
+    assert kept in keys and not keys & set(r.to_json()["aliases"])
+    assert all(meta[k] == kept for k in r.to_json()["aliases"])
     with open_checkpoint(out) as ck:
         assert sum(1 for t in ck if t.shape == (64, 16) and "shared" in t.name) == 1
     res = run_cli("verify-tie", out)
@@ -244,10 +244,10 @@ def test_t5_three_copies_become_one(tmp_path):
 
 def test_bert_copies_deduped_and_keep(tmp_path):
     r = convert(FIXTURES / "tf/bert_mlm/tf_model.h5", "safetensors", out=tmp_path / "a.safetensors")
-    assert "mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0" in r["aliases"]
+    assert "mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0" in r.to_json()["aliases"]
     r2 = convert(FIXTURES / "tf/bert_mlm/tf_model.h5", "safetensors", out=tmp_path / "b.safetensors", ties="keep")
-    assert r2["aliases"] == {}
-    assert r2["tensors"] == r["tensors"] + len(r["aliases"])
+    assert r2.to_json()["aliases"] == {}
+    assert r2.to_json()["tensors"] == r.to_json()["tensors"] + len(r.to_json()["aliases"])
 
 
 def test_different_copies_never_merged(tmp_path):
@@ -265,7 +265,7 @@ def test_different_copies_never_merged(tmp_path):
             g.attrs["weight_names"] = [b"m/emb/weight:0"]
             g.create_dataset("m/emb/weight:0", data=data)
     r = convert(src, "safetensors", out=tmp_path / "w.safetensors")
-    assert r["aliases"] == {}
+    assert r.to_json()["aliases"] == {}
     convert(tmp_path / "w.safetensors", "h5", out=tmp_path / "w2.h5")
     assert_same_h5(src, tmp_path / "w2.h5")
 
@@ -283,7 +283,7 @@ def test_existing_output_refused(tmp_path):
     assert out.read_bytes() == b"keep me"
     no_temp_left(tmp_path)
     r = convert(FIXTURES / "tf/gpt2/tf_model.h5", "safetensors", out=out, force=True)
-    assert r["verified"] and out.read_bytes() != b"keep me"
+    assert r.to_json()["verified"] and out.read_bytes() != b"keep me"
 
 
 def test_existing_folder_output(tmp_path):
@@ -315,29 +315,22 @@ def test_unwritable_target(tmp_path):
 
 
 @pytest.mark.parametrize("to,src", [("safetensors", "tf/t5"), ("h5", "pt/gpt2")])
-def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch, to, src):
-    import tietool.io.tensorcopy as w
-
+def test_interrupted_write_leaves_nothing(tmp_path, to, src):
+    """An interrupt in the middle of writing (here from the progress callback,
+    at the third report of bytes written) leaves no output and no temporary."""
     calls = {"n": 0}
-    real = w.copy_tensor
 
-    def boom(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
+    def interrupt_third_write(phase, done, total):
+        if phase == "write":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
 
-    monkeypatch.setattr(w, "copy_tensor", boom)
-    import tietool.formats.h5_writer as hw
-    import tietool.formats.safetensors_writer as sw
-
-    monkeypatch.setattr(hw, "copy_tensor", boom)
-    monkeypatch.setattr(sw, "copy_tensor", boom)
     for out in (tmp_path / "folder_out", tmp_path / "file.out"):
         calls["n"] = 0
         source = FIXTURES / src if out.name == "folder_out" else weights_file(FIXTURES / src)
         with pytest.raises(KeyboardInterrupt):
-            convert(source, to, out=out)
+            convert(source, to, out=out, progress=interrupt_third_write)
         assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -349,9 +342,9 @@ def test_input_untouched_and_defaults(tmp_path):
     shutil.copytree(FIXTURES / "tf/gpt2", src)
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     r = convert(src, "safetensors")
-    assert r["output"] == str(tmp_path / "gpt2-safetensors")
+    assert r.to_json()["output"] == str(tmp_path / "gpt2-safetensors")
     r = convert(src / "tf_model.h5", "safetensors")
-    assert r["output"] == str(src / "model.safetensors")
+    assert r.to_json()["output"] == str(src / "model.safetensors")
     after = {p.name: p.read_bytes() for p in src.iterdir() if p.name != "model.safetensors"}
     assert after == before
 
@@ -363,7 +356,7 @@ def test_sharded_safetensors_output(tmp_path):
     check_safe_open(tmp_path / "s")
     convert(tmp_path / "s", "h5", out=tmp_path / "b")
     assert_same_h5(FIXTURES / "tf/gpt2/tf_model.h5", tmp_path / "b/tf_model.h5")
-    assert r["verified"]
+    assert r.to_json()["verified"]
 
 
 def test_usage_errors(tmp_path):
@@ -391,9 +384,9 @@ def test_hf_source_to_safetensors_says_how_to_get_pytorch_names(tmp_path):
     from tietool.convert import convert
 
     r = convert(fixture("tf/gpt2"), "safetensors", tmp_path / "hf")
-    assert any("--names pt" in n for n in r["notes"])
+    assert any("--names pt" in n for n in r.to_json()["notes"])
     r = convert(fixture("keras3/tied_revemb.weights.h5"), "safetensors", tmp_path / "k3.safetensors")
-    assert r["notes"] == []
+    assert r.to_json()["notes"] == []
 
 
 VERDICT_FIXTURES = sorted(
@@ -417,8 +410,8 @@ def test_verify_tie_agrees_after_conversion(tmp_path, rel):
     out = tmp_path / ("out.h5" if to == "h5" and src.is_file() else "out")
     convert(src, to, out)
     before, after = verify_tie(src), verify_tie(out)
-    assert after["tied"] == before["tied"], (before["message"], after["message"])
-    assert [g["verdict"] for g in after["groups"]] == [g["verdict"] for g in before["groups"]]
+    assert after.tied == before.tied, (before.message, after.message)
+    assert [g.verdict for g in after.groups] == [g.verdict for g in before.groups]
 
 
 def test_hf_tf_names_match_transformers_own_tf_safetensors(tmp_path):
@@ -427,7 +420,7 @@ def test_hf_tf_names_match_transformers_own_tf_safetensors(tmp_path):
     the fixture tf/gpt2_tf_safetensors was written that way from the same
     weights as tf/gpt2."""
     r = convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "st")
-    assert r["notes"] and "transformers TF loads" in r["notes"][0]
+    assert r.to_json()["notes"] and "transformers TF loads" in r.to_json()["notes"][0]
     ours, _ = st_items(tmp_path / "st" / "model.safetensors")
     theirs, _ = st_items(FIXTURES / "tf/gpt2_tf_safetensors/model.safetensors")
     assert set(ours) == set(theirs)
@@ -442,29 +435,17 @@ def test_name_clash_keeps_dataset_paths(tmp_path):
     """With --ties keep, BERT's two word-embedding copies would get one
     transformers name: the dataset paths are kept instead, and said so."""
     r = convert(FIXTURES / "tf/bert_mlm", "safetensors", out=tmp_path / "k", ties="keep")
-    assert any("dataset paths" in n for n in r["notes"])
+    assert any("dataset paths" in n for n in r.to_json()["notes"])
     keys, _ = st_items(tmp_path / "k" / "model.safetensors")
     assert "mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0" in keys
 
 
 # -- one pipeline: file metadata, side files, the reference parser, the result ----------------
 
-def test_folder_facts_stay_out_of_file_metadata(tmp_path, monkeypatch):
-    """A folder reader notes facts about the folder (``other_weight_files``: a
-    folder holding both model.safetensors and tf_model.h5) in
-    ``Checkpoint.metadata``; they are not the file's ``__metadata__`` and must not
-    come back in it: safetensors -> H5 -> safetensors stays lossless."""
-    import tietool.convert.pipeline as pipeline
-
-    real = pipeline.open_checkpoint
-
-    def with_folder_fact(path):
-        ck = real(path)
-        if ck.format.startswith("safetensors"):
-            ck.metadata["other_weight_files"] = ["tf_model.h5"]
-        return ck
-
-    monkeypatch.setattr(pipeline, "open_checkpoint", with_folder_fact)
+def test_a_file_beside_another_weights_file_round_trips(tmp_path):
+    """A safetensors file in a folder that also holds tf_model.h5: its own
+    ``__metadata__`` only comes back (nothing about the folder), and
+    safetensors -> H5 -> safetensors stays lossless."""
     src = tmp_path / "both"
     src.mkdir()
     for f in (FIXTURES / "pt/gpt2").iterdir():
@@ -474,7 +455,9 @@ def test_folder_facts_stay_out_of_file_metadata(tmp_path, monkeypatch):
     convert(tmp_path / "m.h5", "safetensors", out=tmp_path / "back.safetensors")
     assert st_items(src / "model.safetensors") == st_items(tmp_path / "back.safetensors")
     with safe_open(str(tmp_path / "back.safetensors"), "np") as f:
-        assert "other_weight_files" not in (f.metadata() or {})
+        back_meta = f.metadata() or {}
+    with safe_open(str(src / "model.safetensors"), "np") as f:
+        assert back_meta == (f.metadata() or {})
 
 
 def test_side_file_policy(tmp_path):
@@ -559,7 +542,7 @@ def test_result_json_keys_and_order(tmp_path):
     assert list(r.to_json()) == ["source", "source_format", "names", "to", "to_inferred", "output", "files",
                                  "copied_files", "tensors", "bytes", "file_bytes", "aliases", "aliases_recorded",
                                  "verified", "fsynced", "seconds", "notes"]
-    assert r["aliases_recorded"] == r.aliases_recorded == len(r.aliases) == 2
+    assert r.to_json()["aliases_recorded"] == r.aliases_recorded == len(r.aliases) == 2
     p = convert(FIXTURES / "tf/gpt2", out=tmp_path / "p", names="pt")
     assert list(p.to_json()) == ["source", "source_format", "to", "names", "output", "files", "copied_files",
                                  "tensors", "bytes", "file_bytes", "transposed", "permuted", "squeezed", "reshaped",
@@ -636,27 +619,21 @@ def test_raw_copies_are_compared_as_they_are_written(tmp_path, monkeypatch):
     assert threading.active_count() == before  # the checking thread ended
 
 
-def test_early_check_stops_when_the_write_fails(tmp_path, monkeypatch):
-    """A failure while writing (here the third tensor) ends the checking
-    thread and is what the caller sees."""
+def test_early_check_stops_when_the_write_fails(tmp_path):
+    """A failure while writing (here at the third report of bytes written) ends
+    the checking thread and is what the caller sees."""
     import threading
 
-    from tietool.convert import write
-    from tietool.io import tensorcopy
-
-    real_copy = tensorcopy.copy_tensor
     count = []
 
-    def fail_third(*a, **k):
-        count.append(1)
-        if len(count) == 3:
+    def fail_third(phase, done, total):  # the third report of bytes written: the write fails there
+        count.append(phase)
+        if count.count("write") == 3:
             raise OSError(5, "Input/output error")
-        return real_copy(*a, **k)
 
-    monkeypatch.setattr(write.writers, "copy_tensor", fail_third)
     before = threading.active_count()
     with pytest.raises(OSError):
-        convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "bad")
+        convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "bad", progress=fail_third)
     assert threading.active_count() == before and os.listdir(tmp_path) == []
 
 

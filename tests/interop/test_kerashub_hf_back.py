@@ -45,7 +45,8 @@ def loaded(tmp_path_factory, kh_python) -> dict[str, dict]:
     for fam in FAMILIES:
         convert_to_pt(KHHF / fam / "preset", tmp / f"{fam}-hf")
         convert(tmp / f"{fam}-hf", out=tmp / fam, names="keras-hub")
-        jobs.append({"preset": str(tmp / fam), "fixture": str(KHHF / fam)})
+        text = json.loads((KHHF / fam / "tokens.json").read_text())["text"]
+        jobs.append({"preset": str(tmp / fam), "fixture": str(KHHF / fam), "text": text})
     for fam in sorted(HF_MANIFEST["families"]):
         convert(HF / fam, out=tmp / f"hf-{fam}", names="keras-hub")
         jobs.append({"preset": str(tmp / f"hf-{fam}"), "fixture": str(HF / fam)})
@@ -75,3 +76,14 @@ def test_transformers_saved_folder_imports_with_transformers_logits(loaded, fami
     assert "error" not in got, got
     assert got["tied"] is HF_MANIFEST["families"][family]["tied"]
     assert got["max_abs_diff"] is not None and got["max_abs_diff"] <= 1e-4 * got["scale"], got
+
+
+BPE_FAMILIES = ["gpt2", "llama3_tied", "llama3_untied", "qwen2", "qwen3"]
+
+
+@pytest.mark.parametrize("family", BPE_FAMILIES)
+def test_tokenizer_comes_back_with_keras_hubs_ids(loaded, family):
+    """keras-hub -> transformers -> keras-hub: the preset's tokenizer (vocabulary.json, merges.txt and
+    keras-hub's tokenizer.json, built into the family's CausalLM preprocessor) gives the ids the
+    original keras-hub tokenizer gave."""
+    assert loaded[family]["ids"] == json.loads((KHHF / family / "tokens.json").read_text())["ids"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import zipfile
 import zlib
 from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, Iterator
@@ -34,6 +33,7 @@ from tietool import dtypes
 from tietool.errors import CorruptCheckpointError, TietoolError, UnsafeCheckpointError, UnsupportedFormatError
 from tietool.io import h5heaps
 from tietool.io.h5walk import MAX_OBJECTS, Walk, chunk_tiles
+from tietool.textsafe import bounded
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Largest attribute we will read (model_config of a huge model is a few MB).
@@ -68,18 +68,20 @@ def is_hdf5(path: str) -> bool:
 
 def open_file(source: str | IO[bytes], label: str, size: int | None = None) -> h5py.File:
     """Open read-only. ``label`` is the name used in error messages."""
+    errors = (OSError, EOFError, zlib.error) + h5heaps.zip_errors()
     try:
         if isinstance(source, str):
             return h5py.File(source, "r", locking=False)
         return h5py.File(source, "r")
-    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+    except errors as exc:
         raise CorruptCheckpointError(f"not a readable HDF5 file ({_h5_reason(exc)})", label) from None
 
 
 #: What h5py raises for a file it cannot read (its error stack mapped to
 #: builtins), and what a ``.keras`` member read through raises.
-H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
-             zipfile.BadZipFile, EOFError, zlib.error)
+#: (``zipfile.BadZipFile`` too, once zipfile is imported: :func:`tietool.io.h5heaps.zip_errors`.)
+H5_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
+                                              EOFError, zlib.error)
 #: Modules h5py calls into: an error raised there is still h5py's.
 H5_CALLEES = ("numpy", "zipfile", "zlib", "io", "_io", "codecs", "encodings", "_compression", "struct")
 
@@ -135,6 +137,10 @@ class SafeH5:
         self.source = source
         self.file = open_file(source, label)
         self._heaps_checked = False
+        # The whole file's walk, kept once complete: reading a checkpoint walks it and convert's
+        # lossless layout description (tietool.layout) walks it again (0.05 s of CPU on GPT-2).
+        self._tree: list[tuple[str, Any, Any]] | None = None
+        self._entries: dict[Any, DatasetEntry] = {}  # checked datasets, by object address
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -150,9 +156,10 @@ class SafeH5:
         errors pass unchanged, and a bug in tietool's code (a ``TypeError``
         or ``KeyError`` raised by tietool itself, also in a callback h5py
         runs) surfaces as what it is: an internal error, not a corrupt file."""
+        errors = H5_ERRORS + h5heaps.zip_errors()
         try:
             return fn()
-        except H5_ERRORS as exc:
+        except errors as exc:
             if isinstance(exc, TietoolError) or not raised_in_h5py(exc):
                 raise
             raise CorruptCheckpointError(f"cannot read {what} ({_h5_reason(exc)})", self.label) from None
@@ -207,13 +214,11 @@ class SafeH5:
         """Every dataset below ``root``, in name order, links checked
         (:meth:`visit`). A dataset reached by two hard links is yielded
         twice, with the same ``object_key``."""
-        start = self.get(root) if root else self.file
-        entries: dict[Any, DatasetEntry] = {}
-        for path, obj, key in Walk(self).start(start, root.strip("/")):
+        for path, obj, key in self._objects(root):
             if isinstance(obj, h5py.Dataset):
-                entry = entries.get(key)
+                entry = self._entries.get(key)
                 if entry is None:
-                    entry = entries[key] = self.dataset_entry(obj, path, key)
+                    entry = self._entries[key] = self.dataset_entry(obj, path, key)
                 yield replace(entry, path=path) if entry.path != path else entry
 
     def visit(self, root: str = "") -> Iterator[tuple[str, h5py.Group | h5py.Dataset]]:
@@ -223,9 +228,18 @@ class SafeH5:
         again (a hard link, a link back up) is not walked again, so a link
         graph that fans out and loops costs its objects, not its paths.
         Bounded by :data:`MAX_OBJECTS`, :data:`MAX_LINKS` and :data:`MAX_DEPTH`."""
-        start = self.get(root) if root else self.file
-        for path, obj, _key in Walk(self).start(start, root.strip("/")):
+        for path, obj, _key in self._objects(root):
             yield path, obj
+
+    def _objects(self, root: str) -> Iterator[tuple[str, Any, Any]]:
+        """``(path, object, address)`` of a walk from ``root``; the whole file
+        is walked once, and walked again from what that walk found."""
+        if root.strip("/"):
+            yield from Walk(self).start(self.get(root), root.strip("/"))
+            return
+        if self._tree is None:
+            self._tree = list(Walk(self).start(self.file, ""))
+        yield from self._tree
 
     def object_key(self, obj, path: str):
         # The object header address: one per stored object, shared by hard links.
@@ -271,7 +285,7 @@ class SafeH5:
             raise UnsafeCheckpointError(f"{where} is a virtual dataset (reads other files); refused", self.label)
         external = self.guard(where, lambda: ds.external)
         if external:
-            files = ", ".join(str(e[0]) for e in external)
+            files = bounded(str(e[0]) for e in external)
             raise UnsafeCheckpointError(f"{where} keeps its data in external file(s) {files}; refused", self.label)
 
     def _tensor_dtype(self, ds: h5py.Dataset, h5dtype: np.dtype, where: str) -> tuple[dtypes.DType, str | None]:
