@@ -370,3 +370,51 @@ def test_transformers_folder_round_trip_is_bit_for_bit(tmp_path, family):
                 "n_inner", "query_pre_attn_scalar", "final_logit_softcapping", "attn_logit_softcapping"):
         if key in want and key in got:
             assert got[key] == want[key], key
+
+
+# -- diff PRESET OUT ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_diff_pairs_preset_with_its_export(exported, family):
+    """diff pairs every keras-hub variable with the transformers tensor made of it (the reshapes
+    included) and finds them identical, either way round."""
+    from tietool.diff.checkpoints import diff_checkpoints
+
+    r = diff_checkpoints(KHHF / family / "preset", exported[family])
+    assert r.identical and r.tensors
+    assert {t.match for t in r.tensors} == {"kerashub-table"}
+    back = diff_checkpoints(exported[family], KHHF / family / "preset")
+    assert back.identical and len(back.tensors) == len(r.tensors)
+
+
+def test_diff_names_the_keras_hub_variables_that_differ(exported, tmp_path):
+    src = exported["gpt2"]
+    dst = tmp_path / "gpt2"
+    shutil.copytree(src, dst)
+    got = raw_safetensors(dst / "model.safetensors")["transformer.h.1.attn.c_attn.weight"]
+    data = bytearray((dst / "model.safetensors").read_bytes())
+    at = data.find(got[2])
+    data[at + 4 * 16 + 1] ^= 0x40  # one element of the second row, in the key kernel's columns
+    (dst / "model.safetensors").write_bytes(bytes(data))
+    res = run_cli("diff", str(KHHF / "gpt2" / "preset"), str(dst), "--json")
+    assert res.returncode == 1, res.stdout + res.stderr
+    rows = [t for t in json.loads(res.stdout)["tensors"] if t["status"] != "identical"]
+    assert [(t["a"], t["b"], t["status"]) for t in rows] == [(
+        "layers/transformer_decoder_1/_self_attention_layer/query_dense/vars/0"
+        "+layers/transformer_decoder_1/_self_attention_layer/key_dense/vars/0"
+        "+layers/transformer_decoder_1/_self_attention_layer/value_dense/vars/0",
+        "transformer.h.1.attn.c_attn.weight", "differs")]
+    assert rows[0]["elements_differ"] == 1
+
+
+def test_a_tasks_keras_archive_exports_as_its_preset(exported, tmp_path):
+    """``convert TASK.keras --names pt``: the backbone's weights found under the task's
+    ``layers/<backbone>/``, the same tensors bit for bit and the same config as the preset's export
+    (no tokenizer: the archive holds no vocabulary files)."""
+    res = run_cli("convert", str(KHHF / "llama3_untied" / "task.keras"), "--names", "pt", "-o", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    assert raw_safetensors(tmp_path / "o" / "model.safetensors") == \
+        raw_safetensors(exported["llama3_untied"] / "model.safetensors")
+    got = json.loads((tmp_path / "o" / "config.json").read_text())
+    want = json.loads((exported["llama3_untied"] / "config.json").read_text())
+    assert got == {k: v for k, v in want.items() if not k.endswith("_token_id")}
