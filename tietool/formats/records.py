@@ -28,6 +28,9 @@ import re
 import unicodedata
 from typing import Any
 
+from tietool.io.h5walk import MAX_DEPTH as MAX_TREE_DEPTH
+from tietool.io.h5walk import MAX_OBJECTS
+
 from .. import config as configlib
 from .. import dtypes
 from ..errors import CorruptCheckpointError, TietoolError
@@ -161,7 +164,6 @@ def _json_text(text: str, where: str) -> Any:
 
 # -- HDF5 trees (tietool.formats.h5_writer) --------------------------------------------------------
 
-MAX_TREE_DEPTH = 64
 MAX_ATTR_RANK = 32
 #: Bytes one fixed-size string attribute may declare (HDF5 keeps attributes in the object header).
 MAX_ATTR_BYTES = 64 * 1024 * 1024
@@ -196,6 +198,8 @@ def _tree(value: Any, where: str) -> dict:
         _attrs(spec.get("attrs", {}), f"{where} dataset {ascii(path[:80])}")
         if not isinstance(spec.get("opaque", False), bool):
             raise RecordProblem(f"{where} dataset {ascii(path[:80])}: opaque is not true or false")
+    if len(groups) + len(datasets) > MAX_OBJECTS:
+        raise RecordProblem(f"{where} has more than {MAX_OBJECTS} groups and datasets")
     clash = sorted(set(datasets) & (set(groups) | parents))
     if clash:
         raise RecordProblem(f"{where} has {ascii(clash[0][:80])} as both a dataset and a group")

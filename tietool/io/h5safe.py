@@ -33,7 +33,7 @@ import numpy as np
 from tietool import dtypes
 from tietool.errors import CorruptCheckpointError, TietoolError, UnsafeCheckpointError, UnsupportedFormatError
 from tietool.io import h5heaps
-from tietool.io.h5walk import MAX_OBJECTS, Walk, chunk_tiles
+from tietool.io.h5walk import Walk, chunk_tiles
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Largest attribute we will read (model_config of a huge model is a few MB).
@@ -112,8 +112,7 @@ def _h5_reason(exc: BaseException) -> str:
 
 @dataclass
 class DatasetEntry:
-    path: str  # full path without the leading "/"
-    dataset: h5py.Dataset
+    path: str  # full path without the leading "/" (opened again to read: nothing is kept open)
     shape: tuple[int, ...]
     dtype: str
     nbytes: int
@@ -135,6 +134,7 @@ class SafeH5:
         self.source = source
         self.file = open_file(source, label)
         self._heaps_checked = False
+        self._open_dataset: tuple[str, h5py.Dataset] | None = None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -210,11 +210,12 @@ class SafeH5:
         start = self.get(root) if root else self.file
         entries: dict[Any, DatasetEntry] = {}
         for path, obj, key in Walk(self).start(start, root.strip("/")):
-            if isinstance(obj, h5py.Dataset):
-                entry = entries.get(key)
-                if entry is None:
-                    entry = entries[key] = self.dataset_entry(obj, path, key)
-                yield replace(entry, path=path) if entry.path != path else entry
+            entry = entries.get(key)
+            if entry is not None:
+                yield replace(entry, path=path)
+            elif isinstance(obj, h5py.Dataset):
+                entry = entries[key] = self.dataset_entry(obj, path, key)
+                yield entry
 
     def visit(self, root: str = "") -> Iterator[tuple[str, h5py.Group | h5py.Dataset]]:
         """``(path, object)`` for ``root``'s group and every group and dataset
@@ -225,7 +226,7 @@ class SafeH5:
         Bounded by :data:`MAX_OBJECTS`, :data:`MAX_LINKS` and :data:`MAX_DEPTH`."""
         start = self.get(root) if root else self.file
         for path, obj, _key in Walk(self).start(start, root.strip("/")):
-            yield path, obj
+            yield path, (obj if obj is not None else self.get(path))
 
     def object_key(self, obj, path: str):
         # The object header address: one per stored object, shared by hard links.
@@ -264,7 +265,7 @@ class SafeH5:
         else:
             raise UnsupportedFormatError(f"{where} has an unsupported storage layout", self.label)
         key = self.object_key(ds, path) if key is None else key
-        return DatasetEntry(path, ds, shape, dt.name, declared, offset, key, needs_view, chunks)
+        return DatasetEntry(path, shape, dt.name, declared, offset, key, needs_view, chunks)
 
     def _check_storage_is_local(self, ds: h5py.Dataset, where: str) -> None:
         if self.guard(where, lambda: ds.is_virtual):
@@ -344,7 +345,7 @@ class SafeH5:
         """Rows ``start:stop`` (and, for a 2-D dataset, columns ``cols``: an
         HDF5 hyperslab), in native byte order, in stored form (bfloat16's
         2-byte opaque as uint16: :func:`tietool.dtypes.stored_dtype`)."""
-        ds = entry.dataset
+        ds = self._dataset(entry.path)
         where = f"dataset /{entry.path}"
         if not entry.shape:
             arr = np.asarray(self.guard(where, lambda: ds[()]))
@@ -359,11 +360,19 @@ class SafeH5:
             arr = arr.astype(arr.dtype.newbyteorder("="))
         return arr
 
+    def _dataset(self, path: str) -> h5py.Dataset:
+        """The dataset at ``path`` (checked when the file was walked), kept
+        open while reads of it follow one another."""
+        last = self._open_dataset  # one read of the attribute: threads may replace it
+        if last is None or last[0] != path:
+            last = self._open_dataset = (path, self.guard(f"dataset /{path}", lambda: self.file[path]))
+        return last[1]
+
     def _read_box(self, entry: DatasetEntry, box: tuple[slice, ...], where: str) -> np.ndarray:
         """The hyperslab ``box``; of a chunked dataset, in reads of at most
         :data:`READ_CHUNKS` chunks each (HDF5 keeps some kilobytes of state per
         chunk a read touches: one read over 90,000 tiny chunks took 1.2 GB)."""
-        ds = entry.dataset
+        ds = self._dataset(entry.path)
         spans = [b.stop - b.start for b in box]
         if entry.chunks is None or min(spans) <= 0:
             return self.guard(where, lambda: ds[box])
@@ -406,8 +415,10 @@ class SafeH5:
         size = self.file_size
         if size is None:
             size = self.guard("file size", lambda: self.file.id.get_filesize())
-        extents = self.guard("object headers", lambda: h5heaps.data_extents(self.file, self.label, MAX_OBJECTS,
-                                                                             MAX_CHUNKS))
+        # every dataset reachable, walked as reading will walk it (by address, bounded); HDF5's own
+        # H5Ovisit took 37 s over a group of 410,000 hard links before any limit could apply
+        datasets = (obj.id for _path, obj, _key in Walk(self).start(self.file, "") if isinstance(obj, h5py.Dataset))
+        extents = self.guard("object headers", lambda: h5heaps.data_extents(datasets, self.label, MAX_CHUNKS))
         h5heaps.check_heaps(self.source, extents, size, self.label)
         self._heaps_checked = True
 
