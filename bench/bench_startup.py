@@ -101,17 +101,18 @@ def main() -> None:
         clean()
         run([a.format(tmp=TMP) for a in argv], env_for(tree), tree)
     results: dict[str, dict[str, list[float]]] = {label: {"wall": [], "cpu": [], "over": [], "ratio": [],
-                                                          "load": []} for label, _, _ in rows}
+                                                          "cpu_over": [], "load": []} for label, _, _ in rows}
     uptime_before = os.getloadavg()
     for _ in range(args.runs):
         for label, tree, argv in rows:  # one pair per row per round: load drifts alike for all rows
             clean()
-            a_wall, _ = run(anchor, env_for(tree), tree)
+            a_wall, a_cpu = run(anchor, env_for(tree), tree)
             r = results[label]
             r["load"].append(os.getloadavg()[0])
             wall, cpu = run([a.format(tmp=TMP) for a in argv], env_for(tree), tree)
             r["wall"].append(wall)
             r["cpu"].append(cpu)
+            r["cpu_over"].append(cpu - a_cpu)
             r["over"].append(wall - a_wall)
             r["ratio"].append(wall / a_wall)
     shutil.rmtree(TMP, ignore_errors=True)
@@ -121,13 +122,14 @@ def main() -> None:
              f"per row; load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in uptime_before)} before, "
              f"{'/'.join(f'{x:.1f}' for x in uptime_after)} after",
              "",
-             "| command (tiny fixture) | wall (s) | min-max (s) | CPU (s) | minus anchor (s) | x anchor | load 1m |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "| command (tiny fixture) | wall (s) | min-max (s) | minus anchor (s) | x anchor | CPU (s) "
+             "| CPU minus anchor's (s) | load 1m |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for label, _, _ in rows:
         r = results[label]
         lines.append(f"| `{label}` | {med(r['wall']):.3f} | {min(r['wall']):.3f}-{max(r['wall']):.3f} "
-                     f"| {med(r['cpu']):.3f} | {med(r['over']):+.3f} | {med(r['ratio']):.2f} "
-                     f"| {min(r['load']):.1f}-{max(r['load']):.1f} |")
+                     f"| {med(r['over']):+.3f} | {med(r['ratio']):.2f} | {med(r['cpu']):.3f} "
+                     f"| {med(r['cpu_over']):+.3f} | {min(r['load']):.1f}-{max(r['load']):.1f} |")
     inspect = results["tietool inspect"]
     anchor_wall = med(results[f'python -c "{ANCHOR}"']["wall"])
     goal = max(GOAL_S, anchor_wall + GOAL_OVER_ANCHOR_S)

@@ -1,6 +1,6 @@
 """Mutation fuzzing of every reader, in-process and through the CLI.
 
-    python bench/fuzz.py [--cases 10000] [--cli 200] [--seed 0] [--save-escapes DIR]
+    python bench/fuzz.py [--cases 10000] [--cli 200] [--seed 0] [--save-escapes DIR] [--records N]
 
 Each case copies a valid fixture, applies one or two byte-level mutations
 (bit flips, byte sets, truncation, 2/4/8-byte integer overwrites, decimal
@@ -10,6 +10,11 @@ Only ``tietool.errors.TietoolError`` subclasses may escape; anything else
 is counted as an escape. The CLI sample runs ``tietool inspect`` on mutated
 copies in subprocesses: exit status must be 0 or 2 and, on 2, stderr one
 line ``Error: ...`` without a traceback.
+
+``--records N`` runs N structure-aware cases instead (tests/record_fuzz.py:
+tietool's own records mutated as JSON trees, HDF5 link graphs; each case
+converted): anything but a tietool error, a case over 20 s, or a file
+written outside the output is a failure.
 
 Prints the case count, how many were rejected with which error class, how
 many were accepted, and every escape. Exits 1 if anything escaped.
@@ -56,7 +61,11 @@ def main() -> int:
     ap.add_argument("--cli", type=int, default=200, help="CLI subprocess cases (default 200)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-escapes", metavar="DIR", help="keep a copy of every escaping input here")
+    ap.add_argument("--records", type=int, default=0, metavar="N",
+                    help="run N structure-aware record and link-graph cases instead")
     args = ap.parse_args()
+    if args.records:
+        return records(args.records, args.seed)
 
     readers = sorted(hc.FUZZ_TARGETS)
     rng = random.Random(args.seed)
@@ -121,6 +130,22 @@ def main() -> int:
     for e in escapes[:50] + cli_bad[:50]:
         print("ESCAPE " + e)
     return 1 if escapes or cli_bad else 0
+
+
+def records(n: int, seed: int) -> int:
+    import record_fuzz
+
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="tietool-fuzz-") as tmp:
+        work = Path(tmp) / "work"
+        work.mkdir()
+        summary = record_fuzz.run_cases(work, n, seed, stop_at_first=False)
+    print(f"record and link-graph cases: {summary.cases} in {time.monotonic() - t0:.1f} s")
+    for outcome, count in summary.outcomes.most_common():
+        print(f"  {outcome}: {count}")
+    for f in summary.failures[:50]:
+        print("FAILURE " + f)
+    return 1 if summary.failures else 0
 
 
 if __name__ == "__main__":

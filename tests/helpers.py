@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -218,12 +219,14 @@ def same_but_last_digits(expected: str, actual: str) -> bool:
     wn, gn = FLOAT.findall(expected), FLOAT.findall(actual)
     if want != got or len(wn) != len(gn):
         return False
-    for w, g in zip(wn, gn, strict=True):
-        mantissa, _, exponent = w.lower().partition("e")
-        unit = 10.0 ** (int(exponent or 0) - len(mantissa.split(".", 1)[1]))
-        if abs(float(g) - float(w)) > unit * 1.0001:
-            return False
-    return True
+    return all(within_last_digit(w, g) for w, g in zip(wn, gn, strict=True))
+
+
+def within_last_digit(shown: str, printed: str) -> bool:
+    """``printed`` is within one unit of the last digit of the decimal ``shown`` (``0.0844564``: 1e-7)."""
+    mantissa, _, exponent = shown.lower().partition("e")
+    unit = 10.0 ** (int(exponent or 0) - len(mantissa.split(".", 1)[1]))
+    return abs(float(printed) - float(shown)) <= unit * 1.0001
 
 
 class Calls:
@@ -298,3 +301,41 @@ def nobody_can_run(base: Path) -> tuple[dict | None, str]:
                       f"a folder only its owner can enter?): {probe.stderr.strip()[-300:]}")
     return {"env": env, "cwd": str(base)}, ""
 
+
+
+def flag_variants(path: str, tmp: Path) -> dict[str, str]:
+    """``{"saved": path, "flipped": ..., "deleted": ...}`` for a transformers checkpoint (a config.json with a
+    model_type): copies in ``tmp`` whose config.json has the flag the class reads flipped (the tie declaration's
+    ``flag_key``), and every ``tie_word_embeddings`` deleted (top level and one level down); the other files are
+    copied. Any other checkpoint: ``{"saved": path}``."""
+    from tietool.formats import open_checkpoint
+    from tietool.ties.declaration import FLAG, tie_declaration
+
+    with open_checkpoint(path) as ckpt:
+        source, cfg = ckpt.config_source, ckpt.config
+    out = {"saved": path}
+    if not (source and os.path.basename(source) == "config.json" and isinstance(cfg, dict) and "model_type" in cfg):
+        return out
+    decl = tie_declaration(cfg)
+    folder = os.path.dirname(source)
+    for name in ("flipped", "deleted"):
+        edited = json.loads(json.dumps(cfg))
+        if name == "flipped":
+            *parents, key = (decl.flag_key or FLAG).split(".")
+            node = edited
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[key] = not decl.value if decl.value is not None else True
+        else:
+            edited.pop(FLAG, None)
+            for v in edited.values():
+                if isinstance(v, dict):
+                    v.pop(FLAG, None)
+        copy = tmp / name
+        copy.mkdir(parents=True)
+        for f in os.listdir(folder):
+            if f != "config.json" and os.path.isfile(os.path.join(folder, f)):
+                shutil.copyfile(os.path.join(folder, f), copy / f)  # check does not follow links out of a folder
+        (copy / "config.json").write_text(json.dumps(edited, indent=2))
+        out[name] = str(copy / os.path.relpath(path, folder)) if os.path.isfile(path) else str(copy)
+    return out

@@ -106,7 +106,9 @@ def _verdict(name: str, report, truth: dict) -> list[Outcome]:
     want = truth["shared"]
     out = [Outcome(name, "verdict", report.tied is want,
                    f"verify-tie tied={report.tied}, built model shared={want}: {report.message[:300]}")]
-    if not want:
+    if not want and truth.get("head_stored", truth["head"]) is None:
+        out.append(Outcome(name, "head", None, "the head's values are stored under no name (computed on load)"))
+    elif not want:
         members = [m.name for g in report.groups for m in g.members if m.role == "decoder"]
         stored = truth.get("head_stored") or truth["head"]
         out.append(Outcome(name, "head", stored in members,

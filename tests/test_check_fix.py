@@ -136,13 +136,13 @@ def test_no_majority_needs_prefer(tmp_path):
 
 
 def test_verify_tie_names_the_odd_copy_and_first_index():
-    g = verify_tie(DAMAGED / "tf/t5_copies_differ")["groups"][0]
+    g = verify_tie(DAMAGED / "tf/t5_copies_differ").to_json()["groups"][0]
     agree = g["agreement"]
     assert agree["majority"] == ["shared/shared/shared/embeddings:0", "encoder/shared/shared/embeddings:0"]
     (odd,) = agree["odd_ones_out"]
     assert odd["name"] == "decoder/shared/shared/embeddings:0"
     assert odd["index"] == MANIFEST["tf/t5_copies_differ"]["damage"][0]["index"]
-    agree = verify_tie(DAMAGED / "tf/bert_copies_differ")["groups"][0]["agreement"]
+    agree = verify_tie(DAMAGED / "tf/bert_copies_differ").to_json()["groups"][0]["agreement"]
     assert agree["majority"] is None and agree["odd_ones_out"][0]["index"] == [7, 3]
     res = CliRunner().invoke(cli, ["verify-tie", str(DAMAGED / "tf/t5_copies_differ")])
     assert "odd one out: decoder/shared/shared/embeddings:0: first differs at [7, 3]" in res.output

@@ -113,7 +113,7 @@ def test_hf_tf_folder_round_trip(tmp_path, name):
     r1 = convert(src, "safetensors", out=st)
     check_safe_open(st)
     r2 = convert(st, "h5", out=back)
-    assert r1["verified"] and r2["verified"]
+    assert r1.to_json()["verified"] and r2.to_json()["verified"]
     # every non-weight file kept unchanged
     for f in src.iterdir():
         if f.suffix in (".json", ".npy") and not f.name.endswith("index.json"):
@@ -189,7 +189,7 @@ def test_keras_archive(tmp_path):
     r = convert(st, "h5", out=tmp_path / "t.weights.h5")
     assert_same_h5(tmp_path / "member.weights.h5", tmp_path / "t.weights.h5",
                    ignore_root_attrs=("tietool.config", "tietool.keras_metadata"))
-    assert r["files"] == [str(tmp_path / "t.weights.h5")]
+    assert r.to_json()["files"] == [str(tmp_path / "t.weights.h5")]
     with h5py.File(tmp_path / "t.weights.h5", "r") as f:
         assert f.attrs["tietool.config"] == cfg and f.attrs["tietool.keras_metadata"] == keras_meta
 
@@ -229,12 +229,12 @@ def test_t5_three_copies_become_one(tmp_path):
     out = tmp_path / "t5.safetensors"
     r = convert(FIXTURES / "tf/t5/tf_model.h5", "safetensors", out=out)
     kept = "shared/embeddings:0"  # the name transformers' TF safetensors gives the shared embedding
-    assert r["aliases"] == {"encoder/shared/shared/embeddings:0": kept, "decoder/shared/shared/embeddings:0": kept}
+    assert r.aliases == {"encoder/shared/shared/embeddings:0": kept, "decoder/shared/shared/embeddings:0": kept}
     with safe_open(str(out), "np") as f:
         keys = set(f.keys())
         meta = f.metadata()
-    assert kept in keys and not keys & set(r["aliases"])
-    assert all(meta[k] == kept for k in r["aliases"])
+    assert kept in keys and not keys & set(r.to_json()["aliases"])
+    assert all(meta[k] == kept for k in r.to_json()["aliases"])
     with open_checkpoint(out) as ck:
         assert sum(1 for t in ck if t.shape == (64, 16) and "shared" in t.name) == 1
     res = run_cli("verify-tie", out)
@@ -244,10 +244,10 @@ def test_t5_three_copies_become_one(tmp_path):
 
 def test_bert_copies_deduped_and_keep(tmp_path):
     r = convert(FIXTURES / "tf/bert_mlm/tf_model.h5", "safetensors", out=tmp_path / "a.safetensors")
-    assert "mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0" in r["aliases"]
+    assert "mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0" in r.to_json()["aliases"]
     r2 = convert(FIXTURES / "tf/bert_mlm/tf_model.h5", "safetensors", out=tmp_path / "b.safetensors", ties="keep")
-    assert r2["aliases"] == {}
-    assert r2["tensors"] == r["tensors"] + len(r["aliases"])
+    assert r2.to_json()["aliases"] == {}
+    assert r2.to_json()["tensors"] == r.to_json()["tensors"] + len(r.to_json()["aliases"])
 
 
 def test_different_copies_never_merged(tmp_path):
@@ -265,7 +265,7 @@ def test_different_copies_never_merged(tmp_path):
             g.attrs["weight_names"] = [b"m/emb/weight:0"]
             g.create_dataset("m/emb/weight:0", data=data)
     r = convert(src, "safetensors", out=tmp_path / "w.safetensors")
-    assert r["aliases"] == {}
+    assert r.to_json()["aliases"] == {}
     convert(tmp_path / "w.safetensors", "h5", out=tmp_path / "w2.h5")
     assert_same_h5(src, tmp_path / "w2.h5")
 
@@ -283,7 +283,7 @@ def test_existing_output_refused(tmp_path):
     assert out.read_bytes() == b"keep me"
     no_temp_left(tmp_path)
     r = convert(FIXTURES / "tf/gpt2/tf_model.h5", "safetensors", out=out, force=True)
-    assert r["verified"] and out.read_bytes() != b"keep me"
+    assert r.to_json()["verified"] and out.read_bytes() != b"keep me"
 
 
 def test_existing_folder_output(tmp_path):
@@ -349,9 +349,9 @@ def test_input_untouched_and_defaults(tmp_path):
     shutil.copytree(FIXTURES / "tf/gpt2", src)
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     r = convert(src, "safetensors")
-    assert r["output"] == str(tmp_path / "gpt2-safetensors")
+    assert r.to_json()["output"] == str(tmp_path / "gpt2-safetensors")
     r = convert(src / "tf_model.h5", "safetensors")
-    assert r["output"] == str(src / "model.safetensors")
+    assert r.to_json()["output"] == str(src / "model.safetensors")
     after = {p.name: p.read_bytes() for p in src.iterdir() if p.name != "model.safetensors"}
     assert after == before
 
@@ -363,7 +363,7 @@ def test_sharded_safetensors_output(tmp_path):
     check_safe_open(tmp_path / "s")
     convert(tmp_path / "s", "h5", out=tmp_path / "b")
     assert_same_h5(FIXTURES / "tf/gpt2/tf_model.h5", tmp_path / "b/tf_model.h5")
-    assert r["verified"]
+    assert r.to_json()["verified"]
 
 
 def test_usage_errors(tmp_path):
@@ -391,9 +391,9 @@ def test_hf_source_to_safetensors_says_how_to_get_pytorch_names(tmp_path):
     from tietool.convert import convert
 
     r = convert(fixture("tf/gpt2"), "safetensors", tmp_path / "hf")
-    assert any("--names pt" in n for n in r["notes"])
+    assert any("--names pt" in n for n in r.to_json()["notes"])
     r = convert(fixture("keras3/tied_revemb.weights.h5"), "safetensors", tmp_path / "k3.safetensors")
-    assert r["notes"] == []
+    assert r.to_json()["notes"] == []
 
 
 VERDICT_FIXTURES = sorted(
@@ -417,8 +417,8 @@ def test_verify_tie_agrees_after_conversion(tmp_path, rel):
     out = tmp_path / ("out.h5" if to == "h5" and src.is_file() else "out")
     convert(src, to, out)
     before, after = verify_tie(src), verify_tie(out)
-    assert after["tied"] == before["tied"], (before["message"], after["message"])
-    assert [g["verdict"] for g in after["groups"]] == [g["verdict"] for g in before["groups"]]
+    assert after.tied == before.tied, (before.message, after.message)
+    assert [g.verdict for g in after.groups] == [g.verdict for g in before.groups]
 
 
 def test_hf_tf_names_match_transformers_own_tf_safetensors(tmp_path):
@@ -427,7 +427,7 @@ def test_hf_tf_names_match_transformers_own_tf_safetensors(tmp_path):
     the fixture tf/gpt2_tf_safetensors was written that way from the same
     weights as tf/gpt2."""
     r = convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "st")
-    assert r["notes"] and "transformers TF loads" in r["notes"][0]
+    assert r.to_json()["notes"] and "transformers TF loads" in r.to_json()["notes"][0]
     ours, _ = st_items(tmp_path / "st" / "model.safetensors")
     theirs, _ = st_items(FIXTURES / "tf/gpt2_tf_safetensors/model.safetensors")
     assert set(ours) == set(theirs)
@@ -442,7 +442,7 @@ def test_name_clash_keeps_dataset_paths(tmp_path):
     """With --ties keep, BERT's two word-embedding copies would get one
     transformers name: the dataset paths are kept instead, and said so."""
     r = convert(FIXTURES / "tf/bert_mlm", "safetensors", out=tmp_path / "k", ties="keep")
-    assert any("dataset paths" in n for n in r["notes"])
+    assert any("dataset paths" in n for n in r.to_json()["notes"])
     keys, _ = st_items(tmp_path / "k" / "model.safetensors")
     assert "mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0" in keys
 
@@ -559,7 +559,7 @@ def test_result_json_keys_and_order(tmp_path):
     assert list(r.to_json()) == ["source", "source_format", "names", "to", "to_inferred", "output", "files",
                                  "copied_files", "tensors", "bytes", "file_bytes", "aliases", "aliases_recorded",
                                  "verified", "fsynced", "seconds", "notes"]
-    assert r["aliases_recorded"] == r.aliases_recorded == len(r.aliases) == 2
+    assert r.to_json()["aliases_recorded"] == r.aliases_recorded == len(r.aliases) == 2
     p = convert(FIXTURES / "tf/gpt2", out=tmp_path / "p", names="pt")
     assert list(p.to_json()) == ["source", "source_format", "to", "names", "output", "files", "copied_files",
                                  "tensors", "bytes", "file_bytes", "transposed", "permuted", "squeezed", "reshaped",

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import tietool
 from tietool.cli.commands import cli
 from tietool.convert import convert_to_pt, pt_plan, transpose
-from tietool.convert.ptnames import convert_tf_weight_name, plan_pt
+from tietool.convert.ptnames import convert_tf_weight_name, pt_entries
 from tietool.errors import CopiesDifferError, TietoolError, UsageError
 from tietool.ties.verify import verify_tie
 
@@ -74,7 +74,7 @@ def test_transformers_name_rule(tf_name, shape, pt_name, transform):
 
 def test_plan_gpt2_squeezes_conv1d_biases_only():
     with tietool.open_checkpoint(tf("gpt2")) as ckpt:
-        plan = {e.pt_name: e for e in plan_pt(ckpt)}
+        plan = {e.pt_name: e for e in pt_entries(ckpt)}
     assert plan["transformer.h.0.attn.c_attn.bias"].shape == (48,)
     assert plan["transformer.h.0.attn.c_attn.bias"].transform == "squeeze0"
     assert plan["transformer.h.0.attn.c_attn.weight"].transform is None  # Conv1D keeps [in, out]
@@ -83,7 +83,7 @@ def test_plan_gpt2_squeezes_conv1d_biases_only():
 
 def test_plan_bart_keeps_final_logits_bias_2d():
     with tietool.open_checkpoint(tf("bart")) as ckpt:
-        plan = {e.pt_name: e for e in plan_pt(ckpt)}
+        plan = {e.pt_name: e for e in pt_entries(ckpt)}
     assert plan["final_logits_bias"].shape == (1, 64) and plan["final_logits_bias"].transform is None
     assert plan["model.shared.weight"].shape == (64, 16)
 
@@ -91,9 +91,9 @@ def test_plan_bart_keeps_final_logits_bias_2d():
 @pytest.mark.parametrize("family", ["gpt2", "gpt2_sharded", "gpt2_tf_safetensors"])
 def test_three_gpt2_layouts_give_the_same_names(family):
     with tietool.open_checkpoint(tf(family)) as ckpt:
-        names = sorted(e.pt_name for e in plan_pt(ckpt))
+        names = sorted(e.pt_name for e in pt_entries(ckpt))
     with tietool.open_checkpoint(tf("gpt2")) as ckpt:
-        assert names == sorted(e.pt_name for e in plan_pt(ckpt))
+        assert names == sorted(e.pt_name for e in pt_entries(ckpt))
 
 
 # -- conversion --------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def converted(tmp_path_factory):
     out = {}
     for fam in TF_FAMILIES:
         r = convert_to_pt(tf(fam), str(root / fam))
-        out[fam] = (str(root / fam), r)
+        out[fam] = (str(root / fam), r.to_json())
     return out
 
 
@@ -125,7 +125,7 @@ def test_output_is_a_pt_folder(converted, family):
 @pytest.mark.parametrize("family", TF_FAMILIES)
 def test_verify_tie_agrees_with_source(converted, family):
     out, _ = converted[family]
-    assert verify_tie(out)["tied"] == verify_tie(tf(family))["tied"]
+    assert verify_tie(out).to_json()["tied"] == verify_tie(tf(family)).to_json()["tied"]
 
 
 def test_untied_head_written_transposed(converted):
@@ -166,7 +166,7 @@ def test_sharded_output(tmp_path):
     shards = sorted(set(index["weight_map"].values()))
     assert len(shards) >= 2 and all(os.path.exists(os.path.join(out, s)) for s in shards)
     assert not os.path.exists(os.path.join(out, "model.safetensors"))
-    assert index["metadata"]["total_size"] == r["bytes"]
+    assert index["metadata"]["total_size"] == r.to_json()["bytes"]
     for s in shards:
         assert st_metadata(os.path.join(out, s)) == {"format": "pt"}
         assert set(st_tensors(os.path.join(out, s))) == {k for k, v in index["weight_map"].items() if v == s}
@@ -178,9 +178,9 @@ def test_file_source_and_default_output(tmp_path):
     src = tmp_path / "gpt2"
     shutil.copytree(tf("gpt2"), src)
     r = convert_to_pt(str(src / "tf_model.h5"))
-    assert r["output"] == str(tmp_path / "gpt2" / "tf_model-pt")
+    assert r.to_json()["output"] == str(tmp_path / "gpt2" / "tf_model-pt")
     r = convert_to_pt(str(src))
-    assert r["output"] == str(tmp_path / "gpt2-pt")
+    assert r.to_json()["output"] == str(tmp_path / "gpt2-pt")
     assert os.path.exists(tmp_path / "gpt2-pt" / "config.json")
     with pytest.raises(TietoolError, match="exists"):
         convert_to_pt(str(src))
@@ -197,8 +197,8 @@ def test_tied_head_copy_left_out(tmp_path):
     r = convert_to_pt(folder, str(tmp_path / "out"))
     got = st_tensors(str(tmp_path / "out" / "model.safetensors"))
     assert set(got) == {"transformer.wte.weight"}
-    assert r["tied_heads_left_out"] == {"lm_head.weight": "transformer.wte.weight"}
-    assert verify_tie(str(tmp_path / "out"))["tied"] == verify_tie(folder)["tied"] is True
+    assert r.to_json()["tied_heads_left_out"] == {"lm_head.weight": "transformer.wte.weight"}
+    assert verify_tie(str(tmp_path / "out")).to_json()["tied"] == verify_tie(folder).to_json()["tied"] is True
 
 
 def test_untied_config_keeps_identical_head(tmp_path):

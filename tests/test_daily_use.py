@@ -72,7 +72,10 @@ EXITS = {
 }
 
 
+# every command the CLI has, in the order the help examples build on each other (convert's
+# examples write what later ones read); a command added later is picked up too
 ALL_COMMANDS = ("inspect", "verify-tie", "run", "convert", "check", "fix", "diff")
+ALL_COMMANDS += tuple(sorted(set(cli.commands) - set(ALL_COMMANDS)))
 
 
 def examples(command: str) -> list[str]:
@@ -313,12 +316,12 @@ def test_every_fixture_and_its_conversions_report_the_same_counts(tmp_path):
             first = convert(src, None, out=out, ties=ties)
             back = convert(out, None, out=tmp_path / f"{out.name}-back")
             for r in (first, back):
-                b = inspect_checkpoint(r["output"])
+                b = inspect_checkpoint(r.output)
                 for key in ("parameter_count", "optimizer_tensor_count", "tensor_count"):
                     if key == "tensor_count" and ties == "dedupe" and r is first:
                         continue  # copies written once
-                    assert b["summary"][key] == a["summary"][key], (rel, ties, r["to"], key)
-                assert b["config_highlights"] == a["config_highlights"], (rel, ties, r["to"])
+                    assert b.to_json()["summary"][key] == a.to_json()["summary"][key], (rel, ties, r.to, key)
+                assert b.to_json()["config_highlights"] == a.to_json()["config_highlights"], (rel, ties, r.to)
                 seen += 1
     assert seen >= 2 * len(weight_sources()) >= 40
 
@@ -329,7 +332,8 @@ def test_every_fixture_and_its_conversions_report_the_same_counts(tmp_path):
     (["inspect", "missing.h5", "--json"], "no such file or folder", "missing.h5", 2),
     (["verify-tie", "--json", "fixtures/pt/gpt2", "--embedding", "nope"], "no tensor named 'nope'",
      "fixtures/pt/gpt2", 2),
-    (["convert", KERAS, "--to", "keras", "--json"], "source is already a .keras archive", KERAS, 2),
+    (["convert", KERAS, "--to", "keras", "--json"],
+     "source is already a .keras archive: nothing to convert (choose another --to)", KERAS, 2),
     (["convert", KERAS, "--json", "--zzz"], "No such option '--zzz'.", None, 2),
     (["--zzz", "inspect", KERAS, "--json"], "No such option '--zzz'.", None, 2),
     (["nosuch", "--json"], "No such command 'nosuch'.", None, 2),
@@ -432,8 +436,8 @@ def test_carried_records_that_are_wrong_are_not_fatal(tmp_path, metadata, warnin
     path = tmp_path / "m.safetensors"
     save_file({"optimizer/vars/0": np.zeros(2, "f4"), "w": np.zeros((2, 2), "f4")}, str(path), metadata=metadata)
     report = inspect_checkpoint(path)
-    assert report["summary"]["tensor_count"] == 2
-    assert any(warning in w for w in report["warnings"])
-    assert report["config"] == (None if "usable" in warning or "object" in warning else {})
-    roles = {t["name"]: t["role"] for t in report["tensors"]}
+    assert report.to_json()["summary"]["tensor_count"] == 2
+    assert any(warning in w for w in report.to_json()["warnings"])
+    assert report.to_json()["config"] == (None if "usable" in warning or "object" in warning else {})
+    roles = {t["name"]: t["role"] for t in report.to_json()["tensors"]}
     assert roles == {"optimizer/vars/0": "weight", "w": "weight"}

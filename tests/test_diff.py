@@ -53,11 +53,11 @@ def run(*args: str):
 @pytest.mark.parametrize("rel", TF)
 def test_tf_fixture_equals_its_pt_and_lossless_outputs(rel, tmp_path):
     src = fx(rel)
-    pt = convert_to_pt(src, tmp_path / "pt", verify=False)["output"]
+    pt = convert_to_pt(src, tmp_path / "pt", verify=False).to_json()["output"]
     with tietool.open_checkpoint(src) as ckpt:
         stored = set(ckpt.tensors)
         to = "h5" if ckpt.format.startswith("safetensors") else "safetensors"
-    lossless = convert(src, to, out=tmp_path / "lossless", verify=False)["output"]
+    lossless = convert(src, to, out=tmp_path / "lossless", verify=False).to_json()["output"]
     for other, methods in ((pt, {"tf-pt-rules", "name"}), (lossless, {"name", "alias", "tietool.names"})):
         for a, b in ((src, other), (other, src)):
             r = diff_checkpoints(a, b)
@@ -76,15 +76,15 @@ def test_tf_fixture_equals_its_pt_and_lossless_outputs(rel, tmp_path):
 def test_other_fixtures_equal_their_lossless_round_trips(rel, tmp_path):
     src = fx(rel)
     there, back_to = ("h5", "safetensors") if rel.startswith("pt/") else ("safetensors", "h5")
-    out = convert(src, there, out=tmp_path / "out", verify=False)["output"]
-    back = convert(out, back_to, out=tmp_path / "back", verify=False)["output"]
+    out = convert(src, there, out=tmp_path / "out", verify=False).to_json()["output"]
+    back = convert(out, back_to, out=tmp_path / "back", verify=False).to_json()["output"]
     for a, b in ((src, out), (out, back), (back, src)):
         assert_identical(diff_checkpoints(a, b))
 
 
 def test_keras3_archive_against_its_safetensors_round_trip(tmp_path):
     src = fx("keras3/tied_revemb.keras")
-    st = convert(src, "safetensors", out=tmp_path / "k.safetensors", verify=False)["output"]
+    st = convert(src, "safetensors", out=tmp_path / "k.safetensors", verify=False).to_json()["output"]
     r = diff_checkpoints(src, st)
     assert_identical(r, 11)
     assert {t.match for t in r.tensors} == {"name"}

@@ -182,3 +182,33 @@ def test_torch_environment_build_is_announced(tmp_path):
     assert f"where: {venv}" in out and "about 1.2 GB on disk" in out and "TIETOOL_PT_PYTHON=" in out
     assert "1 skipped" in res.stdout and "pip install" in res.stdout, res.stdout[-2000:]
     assert not venv.exists() and not list(tmp_path.glob("venv-pt.building-*"))  # a failed build is not kept
+
+
+# -- tests that pass on any CPU: the bound where a library computes -------------------------------------
+
+def test_kernel_bound_takes_one_bf16_ulp_and_not_a_wrong_result():
+    """helpers.assert_kernel_close: a bfloat16 result one ulp off (what oneDNN gave on another CPU)
+    passes; two ulps of a large logit, a dropped soft cap or a wrong weight do not."""
+    import ml_dtypes
+    import numpy as np
+
+    from helpers import assert_kernel_close
+
+    rng = np.random.default_rng(0)
+    want = rng.standard_normal((2, 3, 32)).astype(ml_dtypes.bfloat16).astype(np.float32)
+    bits = want.astype(ml_dtypes.bfloat16).view(np.uint16)
+    one_ulp = (bits + 1).view(ml_dtypes.bfloat16).astype(np.float32)  # every element one bf16 ulp away
+    assert_kernel_close(one_ulp, want, depth=8, compute_dtype="bfloat16")
+    with pytest.raises(AssertionError):
+        assert_kernel_close(one_ulp, want, depth=8)  # as float32, one bf16 ulp is far too much
+    big = np.argmax(np.abs(want))
+    two = want.copy()
+    two.flat[big] = (bits.flat[big] + 2).view(ml_dtypes.bfloat16).astype(np.float32)
+    with pytest.raises(AssertionError):
+        assert_kernel_close(two, want, depth=8, compute_dtype="bfloat16")
+    with pytest.raises(AssertionError):
+        assert_kernel_close(np.tanh(want / 0.5) * 0.5, want, depth=8, compute_dtype="bfloat16")
+    f32 = rng.standard_normal((4, 16)).astype(np.float32)
+    assert_kernel_close(f32 * np.float32(1 + 2**-23), f32, depth=16)  # reordering-sized
+    with pytest.raises(AssertionError):
+        assert_kernel_close(f32 * np.float32(1 + 1e-4), f32, depth=16)

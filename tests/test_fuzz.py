@@ -6,6 +6,7 @@ open it with ``tietool.open_checkpoint`` and read every tensor. Only
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -68,3 +69,34 @@ def test_truncation_everywhere_safetensors(workdir):
     for n in range(len(full)):
         hc._write(p, full[:n])
         assert hc.open_and_read_all(p) is not None, n
+
+
+# -- structure-aware: tietool's own records and HDF5 link graphs (tests/record_fuzz.py) ---------------
+
+#: Cases in the default run (a few seconds); ``pytest -m slow`` runs :data:`RECORD_CASES_SLOW`.
+RECORD_CASES = 50
+RECORD_CASES_SLOW = int(os.environ.get("TIETOOL_FUZZ_CASES", 10_000))
+
+
+def _record_fuzz(tmp_path, n: int, seed: int) -> None:
+    import record_fuzz
+
+    work = tmp_path / "fuzz" / "work"
+    work.mkdir(parents=True)
+    summary = record_fuzz.run_cases(work, n, seed)
+    print(f"{summary.cases} cases: {dict(summary.outcomes)}")
+    assert not summary.failures, "\n".join(summary.failures[:5])
+    assert summary.cases == n
+    assert summary.outcomes["converted"] and len(summary.outcomes) >= 3  # the mutations reach the records
+
+
+def test_records_and_link_graphs_sample(tmp_path):
+    """A fast sample: converting mutated records and HDF5 link graphs ends in
+    a conversion or one TietoolError, in bounded time, writing nothing else."""
+    _record_fuzz(tmp_path, RECORD_CASES, seed=0)
+
+
+@pytest.mark.slow
+def test_records_and_link_graphs_many(tmp_path):
+    """>= 10,000 cases (``python -m pytest -m slow tests/test_fuzz.py``; about 10 minutes)."""
+    _record_fuzz(tmp_path, RECORD_CASES_SLOW, seed=1)

@@ -76,7 +76,7 @@ def test_keras_loads_the_converted_archive_and_the_extracted_weights(tmp_path):
     src = FIXTURES / "keras3" / "tied_revemb.keras"
     convert(src, None, out=tmp_path / "m.safetensors")
     r = convert(tmp_path / "m.safetensors", None)
-    assert r["to"] == "keras" and r["output"] == str(tmp_path / "m.keras")
+    assert r.to_json()["to"] == "keras" and r.to_json()["output"] == str(tmp_path / "m.keras")
     convert(src, "h5", out=tmp_path / "x.weights.h5")
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     p = subprocess.run([sys.executable, "-c", SCRIPT, str(src), str(tmp_path / "m.keras"),

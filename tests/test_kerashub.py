@@ -78,12 +78,12 @@ def test_per_family_table_in_readme():
 def test_verdict(rel):
     e = ENTRIES[rel]
     report = verify_tie(ROOT / rel)
-    g = report["groups"][0]
+    g = report.to_json()["groups"][0]
     assert g["verdict"] == e["truth"], g["reason"]
     assert g["kind"] == KIND[e["truth"]]
-    assert report["tied"] is (e["truth"] == "tied")
+    assert report.to_json()["tied"] is (e["truth"] == "tied")
     # the config, read as data, says what the model says
-    cfg = report["config"]
+    cfg = report.to_json()["config"]
     if rel.endswith((".keras", "preset", "preset_sharded")):
         if e["class"] == "Functional":  # a plain Keras model: no keras-hub config
             assert "kerashub" not in cfg
@@ -104,10 +104,10 @@ def test_t5gemma_encoder_embedding_is_not_a_copy():
     """T5Gemma: the encoder's plain Embedding and the decoder's tied
     ReversibleEmbedding have the same shape and different values."""
     r = verify_tie(ROOT / "t5gemma/backbone.keras")
-    names = [m["name"] for m in r["groups"][0]["members"]]
+    names = [m["name"] for m in r.to_json()["groups"][0]["members"]]
     assert names == ["layers/reversible_embedding/vars/0"]
-    assert r["tied"] and r["config"]["key"] == "tie_word_embeddings"
-    assert "not a member: layers/embedding/vars/0 (a plain Keras Embedding" in r["groups"][0]["reason"]
+    assert r.to_json()["tied"] and r.to_json()["config"]["key"] == "tie_word_embeddings"
+    assert "not a member: layers/embedding/vars/0 (a plain Keras Embedding" in r.to_json()["groups"][0]["reason"]
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +167,9 @@ def test_run_refuses_a_head_it_cannot_rebuild(rel):
     computing the embedding's reverse pass, which is not the model's output."""
     e = ENTRIES[rel]
     report = verify_tie(ROOT / rel)
-    g = report["groups"][0]
+    g = report.to_json()["groups"][0]
     head = next(m for m in g["members"] if m["role"] == "decoder")
-    assert head["shape"] == e["head"]["kernel"] and g["verdict"] == "not tied" and not report["tied"]
+    assert head["shape"] == e["head"]["kernel"] and g["verdict"] == "not tied" and not report.to_json()["tied"]
     r = run_cli("run", ROOT / rel, "--mode", "linear", "--input", ROOT / e["family"] / e["hidden"])
     assert r.returncode == 2 and r.stdout == ""
     line = r.stderr.strip()
@@ -246,7 +246,7 @@ def test_folder_with_several_weight_files_is_an_error(tmp_path):
     assert "several weight files" in line and "backbone.keras" in line and "other_tie.keras" in line
     # one weights file (a preset folder): read as before
     preset = next(k for k, e in ENTRIES.items() if e["variant"] == "preset")
-    assert verify_tie(ROOT / preset)["tied"] is True
+    assert verify_tie(ROOT / preset).to_json()["tied"] is True
 
 
 @pytest.mark.parametrize("rel", sorted(k for k in ENTRIES if k.endswith(".keras")))
@@ -259,7 +259,7 @@ def test_config_less_weights_same_verdict(tmp_path, rel):
     out = tmp_path / "x.weights.h5"
     with zipfile.ZipFile(ROOT / rel) as z:
         out.write_bytes(z.read("model.weights.h5"))
-    g = verify_tie(out)["groups"][0]
+    g = verify_tie(out).to_json()["groups"][0]
     assert g["verdict"] == ENTRIES[rel]["truth"], g["reason"]
 
 
@@ -288,8 +288,8 @@ def test_kerashub_config_checked_against_the_weights(tmp_path):
                 data = json.dumps(cfg).encode()
             zout.writestr(item, data)
     r = verify_tie(bad)
-    g = r["groups"][0]
-    assert r["tied"] is False and g["verdict"] == "not tied"
+    g = r.to_json()["groups"][0]
+    assert r.to_json()["tied"] is False and g["verdict"] == "not tied"
     assert g["consistency"] == {"consistent": False, "wrong_side": "config", "message": g["consistency"]["message"]}
     assert "tie_word_embeddings=false" in g["consistency"]["message"]
 
@@ -306,7 +306,7 @@ def test_quantised_weights_without_config(tf_run, tmp_path, mode):
     out = tmp_path / "q.weights.h5"
     with zipfile.ZipFile(ROOT / rel) as z:
         out.write_bytes(z.read("model.weights.h5"))
-    assert verify_tie(out)["groups"][0]["verdict"] == e["truth"]
+    assert verify_tie(out).to_json()["groups"][0]["verdict"] == e["truth"]
     folder = ROOT / e["family"]
     if mode == "int8":
         res = tf_run(str(out), "linear", str(folder / e["hidden"]))
@@ -326,7 +326,7 @@ def test_float8_model_runs_bit_exact_and_a_float8_embedding_is_refused(tf_run, t
     (exit 2), never a plain matmul."""
     rel = next(k for k, e in ENTRIES.items() if e["variant"] == "float8")
     e = ENTRIES[rel]
-    cfg = verify_tie(ROOT / rel)["config"]["kerashub"]
+    cfg = verify_tie(ROOT / rel).to_json()["config"]["kerashub"]
     modes = {v["mode"] for v in cfg["quantized_layers"].values()}
     assert modes == {"float8"} and "token_embedding" not in cfg["quantized_layers"]
     folder = ROOT / e["family"]

@@ -41,10 +41,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, invoke, timeless
+from helpers import FLOAT, ROOT, invoke, timeless, within_last_digit
 
 README = ROOT / "README.md"
-NUMBER = r"[-+]?\d+\.\d+(?:e[-+]?\d+)?"  # integers (shapes, token ids, counts) stay exact
+NUMBER = FLOAT.pattern  # decimals only: integers (shapes, token ids, counts) stay exact
 
 
 @dataclass
@@ -113,12 +113,6 @@ def _line_pattern(line: str, numbers: bool) -> str:
     return ".*?".join(pieces) + r"\n"
 
 
-def _last_digit_unit(number: str) -> float:
-    mantissa, _, exponent = number.lower().partition("e")
-    decimals = len(mantissa.split(".", 1)[1])
-    return 10.0 ** (int(exponent or 0) - decimals)
-
-
 def shows(expected: list[str], actual: str, numbers: bool = False) -> bool:
     """Whether ``actual`` is what the README shows (the placeholders above)."""
     lines = [timeless(x.rstrip()) for x in expected]
@@ -128,9 +122,7 @@ def shows(expected: list[str], actual: str, numbers: bool = False) -> bool:
         return False
     if numbers:
         want = [n for x in lines if x.strip() != "..." for p in x.split("...") for n in re.findall(NUMBER, p)]
-        for w, g in zip(want, m.groups(), strict=True):
-            if abs(float(g) - float(w)) > _last_digit_unit(w) * 1.0001:
-                return False
+        return all(within_last_digit(w, g) for w, g in zip(want, m.groups(), strict=True))
     return True
 
 

@@ -148,3 +148,25 @@ def test_fix_process_source_rewritten_exit_2(tmp_path):
     assert lines == [f"Error: {src / 'model.safetensors'}: changed while reading (truncated or rewritten?); "
                      "nothing written"]
     assert not out.exists() and not leftovers(tmp_path)
+
+
+def test_every_writer_through_atomic_output_is_guarded(tmp_path):
+    """The guard lives in atomic_output: any command writing through it (run --output too) refuses
+    to put an output in place when a source changed, and an error met meanwhile is reported as the change."""
+    from tietool.io.safe_output import atomic_output
+    from tietool.io.sourceguard import SourceChanged
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"a" * 100_000)
+    out = tmp_path / "out.bin"
+    guard = SourceGuard.of([tmp_path])  # a folder stands for its files
+    with pytest.raises(SourceChanged) as err, \
+            atomic_output(str(out), folder=False, force=False, sources=[str(src)], guard=guard) as tmp:
+        Path(tmp).write_bytes(b"half")
+        rewrite_in_place(src, "in-place")
+    assert err.value.path == str(src) and not out.exists() and not leftovers(tmp_path)
+    src.write_bytes(b"b" * 100_000)
+    with pytest.raises(SourceChanged), atomic_output(str(out), folder=False, force=False, sources=[str(src)]):
+        rewrite_in_place(src, "truncate")
+        raise ValueError("a short read, because the source was truncated")
+    assert not out.exists() and not leftovers(tmp_path)

@@ -31,8 +31,8 @@ PT = {"duplicate-copies": {"implicit", "duplicate-copies"}, "transposed-copy": {
 
 def outcome(path) -> tuple[str, str, dict | None]:
     r = verify_tie(path)
-    assert r["groups"], r["message"]
-    [g] = r["groups"]
+    assert r.to_json()["groups"], r.to_json()["message"]
+    [g] = r.to_json()["groups"]
     return g["verdict"], g["kind"], g.get("consistency")
 
 

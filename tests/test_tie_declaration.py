@@ -19,6 +19,8 @@ from tietool.formats import open_checkpoint
 from tietool.ties import data
 from tietool.ties.declaration import FLAG, describe, tie_declaration
 
+from helpers import flag_variants
+
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"
 
@@ -42,43 +44,10 @@ def _text(*args: str) -> str:
     return " ".join(res.output.split())
 
 
-def _variants(path: str, tmp: Path) -> dict[str, str]:
-    """``{"saved": path, "flipped": ..., "deleted": ...}``: copies of a transformers checkpoint whose
-    config.json has the flag the class reads flipped, and every tie flag deleted (weights linked)."""
-    with open_checkpoint(path) as ckpt:
-        source, cfg = ckpt.config_source, ckpt.config
-    out = {"saved": path}
-    if not (source and os.path.basename(source) == "config.json" and isinstance(cfg, dict) and "model_type" in cfg):
-        return out
-    decl = tie_declaration(cfg)
-    folder = os.path.dirname(source)
-    for name in ("flipped", "deleted"):
-        edited = json.loads(json.dumps(cfg))
-        if name == "flipped":
-            *parents, key = (decl.flag_key or FLAG).split(".")
-            node = edited
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[key] = not decl.value if decl.value is not None else True
-        else:
-            edited.pop(FLAG, None)
-            for v in edited.values():
-                if isinstance(v, dict):
-                    v.pop(FLAG, None)
-        copy = tmp / name
-        copy.mkdir()
-        for f in os.listdir(folder):
-            if f != "config.json" and os.path.isfile(os.path.join(folder, f)):
-                (copy / f).symlink_to(os.path.join(folder, f))
-        (copy / "config.json").write_text(json.dumps(edited, indent=2))
-        out[name] = str(copy / os.path.relpath(path, folder)) if os.path.isfile(path) else str(copy)
-    return out
-
-
 @pytest.mark.parametrize("path", CHECKPOINTS, ids=[os.path.relpath(p, FIX) for p in CHECKPOINTS])
 def test_inspect_verify_tie_and_check_agree(path, tmp_path):
     assert len(CHECKPOINTS) > 100
-    for variant, p in _variants(path, tmp_path).items():
+    for variant, p in flag_variants(path, tmp_path).items():
         with open_checkpoint(p) as ckpt:
             want = tie_declaration(ckpt.config).to_json()
         inspect = _json("inspect", p)["tie_declaration"]

@@ -27,8 +27,8 @@ EXPECTED = EXPECTED_TIES
 def test_every_fixture(rel):
     tied, kind, verdict, n = EXPECTED[rel]
     r = ties.verify_tie(fixture(rel))
-    assert r["tied"] is tied
-    [g] = r["groups"]
+    assert r.to_json()["tied"] is tied
+    [g] = r.to_json()["groups"]
     assert (g["kind"], g["verdict"], len(g["members"])) == (kind, verdict, n)
     json.dumps(r.to_json())  # JSON-ready
     assert render_verify_tie(r)
@@ -43,11 +43,11 @@ def test_expected_agrees_with_manifest():
 
 
 def test_members_and_orientation():
-    g = ties.verify_tie(fixture("tf/mistral_untied"))["groups"][0]
+    g = ties.verify_tie(fixture("tf/mistral_untied")).to_json()["groups"][0]
     emb, dec = g["members"]
     assert emb["role"] == "embedding" and emb["name"].endswith("embed_tokens/embeddings:0") and not emb["transposed"]
     assert dec["role"] == "decoder" and dec["name"].endswith("lm_head/kernel:0") and dec["transposed"]
-    g = ties.verify_tie(fixture("keras3/untied_revemb.weights.h5"))["groups"][0]
+    g = ties.verify_tie(fixture("keras3/untied_revemb.weights.h5")).to_json()["groups"][0]
     assert [m["name"] for m in g["members"]] == ["layers/reversible_embedding/vars/0",
                                                  "layers/reversible_embedding/vars/1"]
     assert g["members"][1]["transposed"] and g["rows_differ"] == 64
@@ -63,13 +63,13 @@ def test_position_and_optimizer_tensors_are_never_members():
 
 
 def test_config_declarations():
-    c = ties.verify_tie(fixture("tf/gpt2"))["config"]
+    c = ties.verify_tie(fixture("tf/gpt2")).to_json()["config"]
     assert (c["value"], c["source"], c["key"]) == (True, "default", "tie_word_embeddings")
-    assert ties.verify_tie(fixture("pt/llama_bf16"))["config"]["value"] is False
-    assert ties.verify_tie(fixture("pt/llama_bf16"))["config"]["source"] == "declared"
-    c = ties.verify_tie(fixture("keras3/tied_revemb.keras"))["config"]
+    assert ties.verify_tie(fixture("pt/llama_bf16")).to_json()["config"]["value"] is False
+    assert ties.verify_tie(fixture("pt/llama_bf16")).to_json()["config"]["source"] == "declared"
+    c = ties.verify_tie(fixture("keras3/tied_revemb.keras")).to_json()["config"]
     assert (c["value"], c["key"]) == (True, "tie_weights")
-    assert ties.verify_tie(fixture("keras3/untied_revemb.weights.h5"))["config"]["value"] is None
+    assert ties.verify_tie(fixture("keras3/untied_revemb.weights.h5")).to_json()["config"]["value"] is None
 
 
 def test_find_ties_reads_no_data():
@@ -87,11 +87,11 @@ def test_find_ties_reads_no_data():
 
 def test_inspect_shows_tie_groups():
     rep = inspect_checkpoint(fixture("tf/t5"))
-    [g] = rep["ties"]
+    [g] = rep.to_json()["ties"]
     assert g["kind"] == "duplicate-copies" and g["verdict"] == "unverified" and len(g["members"]) == 3
     text = render_inspect(rep)
     assert "Tie groups:" in text and "encoder/shared/shared/embeddings:0" in text
-    assert inspect_checkpoint(fixture("pt/gpt2"))["ties"][0]["kind"] == "implicit"
+    assert inspect_checkpoint(fixture("pt/gpt2")).to_json()["ties"][0]["kind"] == "implicit"
 
 
 # -- tampering ---------------------------------------------------------------------------
@@ -117,21 +117,21 @@ def test_one_ulp_in_one_copy(tmp_path, rel, dataset):
     shutil.copytree(fixture(rel), folder)
     ulp = _tamper_h5(fixture(rel) / "tf_model.h5", folder / "tf_model.h5", dataset, 37, 5)
     r = ties.verify_tie(folder)
-    assert r["tied"] is False
-    [g] = r["groups"]
+    assert r.to_json()["tied"] is False
+    [g] = r.to_json()["groups"]
     assert g["kind"] == "duplicate-copies" and g["verdict"] == "near copy"
     assert g["first_rows"] == [37] and g["rows_differ"] == 1
     assert g["max_abs_diff"] == ulp
     assert g["consistency"]["wrong_side"] == "weights"
     # a tolerance makes it pass; the bits still differ and are counted
     r = ties.verify_tie(folder, atol=1e-6)
-    assert r["tied"] is True and r["groups"][0]["verdict"] == "tied"
+    assert r.to_json()["tied"] is True and r.to_json()["groups"][0]["verdict"] == "tied"
     # tampering the reference copy makes every other copy differ from it
-    comparisons = r["groups"][0]["comparisons"]
+    comparisons = r.to_json()["groups"][0]["comparisons"]
     assert sum(c["bits_differ"] for c in comparisons) == (1 if "cls" in dataset or "decoder/" in dataset else
                                                         len(comparisons))
-    assert ties.verify_tie(folder, rtol=1e-5)["tied"] is True
-    assert ties.verify_tie(folder, atol=0.0)["tied"] is False
+    assert ties.verify_tie(folder, rtol=1e-5).to_json()["tied"] is True
+    assert ties.verify_tie(folder, atol=0.0).to_json()["tied"] is False
 
 
 def test_far_copy_is_not_near(tmp_path):
@@ -140,7 +140,7 @@ def test_far_copy_is_not_near(tmp_path):
     with h5py.File(folder / "tf_model.h5", "r+") as f:
         ds = f["mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0"]
         ds[3, :] = ds[3, :] + 1.0
-    g = ties.verify_tie(folder)["groups"][0]
+    g = ties.verify_tie(folder).to_json()["groups"][0]
     assert g["verdict"] == "copies differ" and g["first_rows"] == [3]
     assert abs(g["max_abs_diff"] - 1.0) < 1e-6
 
@@ -156,8 +156,8 @@ def test_transposed_exact_copy_safetensors(tmp_path):
     p = tmp_path / "t.safetensors"
     save_file({"model.embed_tokens.weight": e, "lm_head.kernel": np.ascontiguousarray(e.T)}, str(p))
     r = ties.verify_tie(p)
-    assert r["tied"] is True
-    g = r["groups"][0]
+    assert r.to_json()["tied"] is True
+    g = r.to_json()["groups"][0]
     assert g["kind"] == "transposed-copy" and g["members"][1]["transposed"]
 
 
@@ -169,11 +169,11 @@ def test_transposed_copy_keras3_h5(tmp_path, chunked):
     with h5py.File(p, "w") as f:
         f.create_dataset("layers/reversible_embedding/vars/0", data=e, **kw)
         f.create_dataset("layers/reversible_embedding/vars/1", data=np.ascontiguousarray(e.T), **kw)
-    g = ties.verify_tie(p)["groups"][0]
+    g = ties.verify_tie(p).to_json()["groups"][0]
     assert (g["kind"], g["verdict"]) == ("transposed-copy", "tied")
     with h5py.File(p, "r+") as f:
         f["layers/reversible_embedding/vars/1"][5, 77] += np.float32(0.5)
-    g = ties.verify_tie(p)["groups"][0]
+    g = ties.verify_tie(p).to_json()["groups"][0]
     assert g["verdict"] == "copies differ" and g["first_rows"] == [77]
 
 
@@ -182,7 +182,7 @@ def test_hard_link_is_shared_storage(tmp_path):
     with h5py.File(p, "w") as f:
         f.create_dataset("layers/reversible_embedding/vars/0", data=_emb())
         f["layers/lm_head/vars/0"] = f["layers/reversible_embedding/vars/0"]
-    g = ties.verify_tie(p)["groups"][0]
+    g = ties.verify_tie(p).to_json()["groups"][0]
     assert (g["kind"], g["verdict"]) == ("shared-storage", "tied")
     assert g["members"][1]["same_storage_as"] == "layers/reversible_embedding/vars/0"
 
@@ -192,8 +192,8 @@ def test_safetensors_alias_is_shared_storage(tmp_path):
     save_file({"model.embed_tokens.weight": _emb()}, str(p),
               metadata={"format": "pt", "lm_head.weight": "model.embed_tokens.weight"})
     r = ties.verify_tie(p)
-    g = r["groups"][0]
-    assert r["tied"] and g["kind"] == "shared-storage"
+    g = r.to_json()["groups"][0]
+    assert r.to_json()["tied"] and g["kind"] == "shared-storage"
     assert g["members"][1] == {"name": "lm_head.weight", "role": "decoder", "shape": [64, 16], "dtype": "float32",
                                "transposed": False, "stored": False, "same_storage_as": "model.embed_tokens.weight"}
 
@@ -202,19 +202,19 @@ def test_no_output_layer(tmp_path):
     p = tmp_path / "e.safetensors"
     save_file({"embeddings.word_embeddings.weight": _emb()}, str(p))
     r = ties.verify_tie(p)
-    assert r["tied"] is False and r["groups"][0]["verdict"] == "no output layer"
+    assert r.to_json()["tied"] is False and r.to_json()["groups"][0]["verdict"] == "no output layer"
     folder = tmp_path / "base"
     shutil.copytree(fixture("pt/gpt2"), folder)
     cfg = json.loads((folder / "config.json").read_text())
     cfg["architectures"] = ["GPT2Model"]
     (folder / "config.json").write_text(json.dumps(cfg))
     r = ties.verify_tie(folder)
-    assert r["tied"] is False and r["groups"][0]["verdict"] == "no output layer"
-    assert "GPT2Model" in r["groups"][0]["reason"]
+    assert r.to_json()["tied"] is False and r.to_json()["groups"][0]["verdict"] == "no output layer"
+    assert "GPT2Model" in r.to_json()["groups"][0]["reason"]
     p = tmp_path / "x.safetensors"
     save_file({"dense.kernel": _emb()}, str(p))
     r = ties.verify_tie(p)
-    assert r["tied"] is False and r["groups"] == [] and "no output layer" in r["message"]
+    assert r.to_json()["tied"] is False and r.to_json()["groups"] == [] and "no output layer" in r.to_json()["message"]
 
 
 def test_config_says_tied_but_separate_decoder(tmp_path):
@@ -223,7 +223,7 @@ def test_config_says_tied_but_separate_decoder(tmp_path):
     cfg = json.loads((folder / "config.json").read_text())
     cfg["tie_word_embeddings"] = True
     (folder / "config.json").write_text(json.dumps(cfg))
-    g = ties.verify_tie(folder)["groups"][0]
+    g = ties.verify_tie(folder).to_json()["groups"][0]
     assert g["verdict"] == "not tied"
     assert g["consistency"]["consistent"] is False and g["consistency"]["wrong_side"] == "config"
     assert "transformers 5 keeps the stored decoder" in g["consistency"]["message"]
@@ -236,10 +236,10 @@ def test_config_says_untied_but_one_matrix(tmp_path):
     cfg["tie_word_embeddings"] = False
     (folder / "config.json").write_text(json.dumps(cfg))
     r = ties.verify_tie(folder)
-    g = r["groups"][0]
-    assert r["tied"] is False and g["kind"] == "no-decoder" and g["verdict"] == "not tied"
+    g = r.to_json()["groups"][0]
+    assert r.to_json()["tied"] is False and g["kind"] == "no-decoder" and g["verdict"] == "not tied"
     assert g["consistency"]["wrong_side"] == "config" and "random" in g["consistency"]["message"]
-    assert (r["config"]["value"], r["config"]["source"]) == (False, "declared")
+    assert (r.to_json()["config"]["value"], r.to_json()["config"]["source"]) == (False, "declared")
 
 
 def test_untied_config_with_identical_copies_is_tied(tmp_path):
@@ -250,7 +250,7 @@ def test_untied_config_with_identical_copies_is_tied(tmp_path):
         rest = {n: ck.read(n) for n in ck.tensors}
     rest["lm_head.weight"] = e.copy()
     save_file(rest, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    g = ties.verify_tie(folder)["groups"][0]
+    g = ties.verify_tie(folder).to_json()["groups"][0]
     assert (g["kind"], g["verdict"]) == ("duplicate-copies", "tied")
     assert g["consistency"]["consistent"] is True
 
@@ -259,12 +259,12 @@ def test_bfloat16_copies(tmp_path):
     e = _emb(dtype=ml_dtypes.bfloat16)
     p = tmp_path / "b.safetensors"
     save_file({"model.embed_tokens.weight": e, "lm_head.weight": e.copy()}, str(p))
-    assert ties.verify_tie(p)["groups"][0]["verdict"] == "tied"
+    assert ties.verify_tie(p).to_json()["groups"][0]["verdict"] == "tied"
     h = e.copy()
     bits = h.view(np.uint16)
     bits[9, 3] += 1  # one bfloat16 ulp
     save_file({"model.embed_tokens.weight": e, "lm_head.weight": h}, str(p))
-    g = ties.verify_tie(p)["groups"][0]
+    g = ties.verify_tie(p).to_json()["groups"][0]
     assert g["verdict"] == "near copy" and g["first_rows"] == [9]
     assert g["max_abs_diff"] == abs(float(h[9, 3]) - float(e[9, 3])) > 0
 
@@ -278,17 +278,17 @@ def test_nan_bits(tmp_path):
     e[4, 2] = _nan(1)
     p = tmp_path / "n.safetensors"
     save_file({"model.embed_tokens.weight": e, "lm_head.weight": e.copy()}, str(p))
-    assert ties.verify_tie(p)["tied"] is True  # same NaN bits: identical
+    assert ties.verify_tie(p).to_json()["tied"] is True  # same NaN bits: identical
     h = e.copy()
     h[4, 2] = _nan(2)
     save_file({"model.embed_tokens.weight": e, "lm_head.weight": h}, str(p))
     r = ties.verify_tie(p)
-    g = r["groups"][0]
-    assert r["tied"] is False and g["first_rows"] == [4]  # exact: payloads differ
-    assert ties.verify_tie(p, atol=0.0)["tied"] is True  # tolerance: any NaN matches any NaN
+    g = r.to_json()["groups"][0]
+    assert r.to_json()["tied"] is False and g["first_rows"] == [4]  # exact: payloads differ
+    assert ties.verify_tie(p, atol=0.0).to_json()["tied"] is True  # tolerance: any NaN matches any NaN
     h[4, 2] = 1.0
     save_file({"model.embed_tokens.weight": e, "lm_head.weight": h}, str(p))
-    g = ties.verify_tie(p, atol=1.0)["groups"][0]
+    g = ties.verify_tie(p, atol=1.0).to_json()["groups"][0]
     assert g["verdict"] != "tied" and g["comparisons"][0]["nan_mismatch"] == 1
 
 
@@ -296,12 +296,12 @@ def test_explicit_pair():
     bert = fixture("tf/bert_mlm")
     a = "bert/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0"
     b = "mlm___cls/tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0"
-    g = ties.verify_tie(bert, embedding=b, decoder=a)["groups"][0]
+    g = ties.verify_tie(bert, embedding=b, decoder=a).to_json()["groups"][0]
     assert [m["name"] for m in g["members"]] == [b, a] and g["verdict"] == "tied"
     g = ties.verify_tie(fixture("pt/llama_untied"), embedding="model.embed_tokens.weight", decoder="lm_head.weight")
-    assert g["tied"] is False
+    assert g.tied is False
     g = ties.verify_tie(fixture("tf/mistral_untied"), decoder="lm_head/tf_mistral_for_causal_lm/lm_head/kernel:0")
-    assert g["groups"][0]["members"][1]["transposed"] is True
+    assert g.groups[0].members[1].transposed is True
     with pytest.raises(TensorNotFoundError):
         ties.verify_tie(bert, embedding="nope")
     with pytest.raises(KeyError):
@@ -370,12 +370,12 @@ def test_bfloat16_transposed_copy(tmp_path):
     e = _emb(300, 20, dtype=ml_dtypes.bfloat16)
     p = tmp_path / "b.safetensors"
     save_file({"tok_embeddings.weight": e, "output.kernel": np.ascontiguousarray(e.T)}, str(p))
-    g = ties.verify_tie(p)["groups"][0]
+    g = ties.verify_tie(p).to_json()["groups"][0]
     assert (g["kind"], g["verdict"]) == ("transposed-copy", "tied")
     t = np.ascontiguousarray(e.T)
     t.view(np.uint16)[3, 250] ^= 1
     save_file({"tok_embeddings.weight": e, "output.kernel": t}, str(p))
-    g = ties.verify_tie(p, )["groups"][0]
+    g = ties.verify_tie(p, ).to_json()["groups"][0]
     assert (g["kind"], g["verdict"], g["first_rows"]) == ("transposed-copy", "near copy", [250])
 
 
@@ -396,12 +396,12 @@ def test_unnamed_dense_head_found_by_shape(tmp_path):
         d.create_dataset("1", data=np.zeros(50, "f4"))
         f.create_group("vars")
     report = ties.verify_tie(path)
-    assert report["tied"] is False
-    (g,) = report["groups"]
+    assert report.to_json()["tied"] is False
+    (g,) = report.to_json()["groups"]
     assert g["kind"] == "separate"
     assert [m["name"] for m in g["members"] if m["role"] == "decoder"] == ["layers/dense/vars/0"]
     # and the same head holding the transposed embedding is a tie
     with h5py.File(path, "r+") as f:
         f["layers/dense/vars/0"][...] = f["layers/embedding/vars/0"][()].T
     report = ties.verify_tie(path)
-    assert report["tied"] is True and report["groups"][0]["kind"] == "transposed-copy"
+    assert report.to_json()["tied"] is True and report.to_json()["groups"][0]["kind"] == "transposed-copy"

@@ -19,6 +19,8 @@ import pytest
 from tietool.convert import convert, convert_to_pt
 
 KHHF = Path(__file__).resolve().parents[2] / "fixtures" / "kerashub_hf"
+HF = Path(__file__).resolve().parents[2] / "fixtures" / "hf_kerashub"  # saved by transformers 5 itself
+HF_MANIFEST = json.loads((HF / "MANIFEST.json").read_text())
 LOADER = Path(__file__).resolve().parent / "kh_load_many.py"
 MANIFEST = json.loads((KHHF / "MANIFEST.json").read_text())
 FAMILIES = sorted(MANIFEST["families"])
@@ -43,14 +45,19 @@ def loaded(tmp_path_factory, kh_python) -> dict[str, dict]:
     for fam in FAMILIES:
         convert_to_pt(KHHF / fam / "preset", tmp / f"{fam}-hf")
         convert(tmp / f"{fam}-hf", out=tmp / fam, names="keras-hub")
-        jobs.append({"preset": str(tmp / fam), "fixture": str(KHHF / fam)})
+        text = json.loads((KHHF / fam / "tokens.json").read_text())["text"]
+        jobs.append({"preset": str(tmp / fam), "fixture": str(KHHF / fam), "text": text})
+    for fam in sorted(HF_MANIFEST["families"]):
+        convert(HF / fam, out=tmp / f"hf-{fam}", names="keras-hub")
+        jobs.append({"preset": str(tmp / f"hf-{fam}"), "fixture": str(HF / fam)})
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     env.pop("PYTHONPATH", None)
     res = subprocess.run([kh_python, str(LOADER), str(tmp / "jobs.json")], capture_output=True, text=True,
                          timeout=900, env=env)
     assert res.returncode == 0, res.stderr[-4000:]
-    return dict(zip(FAMILIES, json.loads(res.stdout.strip().splitlines()[-1]), strict=True))
+    names = FAMILIES + [f"hf-{f}" for f in sorted(HF_MANIFEST["families"])]
+    return dict(zip(names, json.loads(res.stdout.strip().splitlines()[-1]), strict=True))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -59,3 +66,24 @@ def test_keras_hub_loads_the_preset_with_its_logits(loaded, family):
     assert "error" not in got, got
     assert got["tied"] is MANIFEST["families"][family]["tie_weights"]
     assert got["max_abs_diff"] is not None and got["max_abs_diff"] <= 1e-4 * got["scale"], got
+
+
+@pytest.mark.parametrize("family", sorted(HF_MANIFEST["families"]))
+def test_transformers_saved_folder_imports_with_transformers_logits(loaded, family):
+    """A folder transformers 5 saved (fixtures/hf_kerashub): keras-hub loads the preset and gives
+    the logits transformers gave (1e-4 relative), the tie as transformers had it."""
+    got = loaded[f"hf-{family}"]
+    assert "error" not in got, got
+    assert got["tied"] is HF_MANIFEST["families"][family]["tied"]
+    assert got["max_abs_diff"] is not None and got["max_abs_diff"] <= 1e-4 * got["scale"], got
+
+
+BPE_FAMILIES = ["gpt2", "llama3_tied", "llama3_untied", "qwen2", "qwen3"]
+
+
+@pytest.mark.parametrize("family", BPE_FAMILIES)
+def test_tokenizer_comes_back_with_keras_hubs_ids(loaded, family):
+    """keras-hub -> transformers -> keras-hub: the preset's tokenizer (vocabulary.json, merges.txt and
+    keras-hub's tokenizer.json, built into the family's CausalLM preprocessor) gives the ids the
+    original keras-hub tokenizer gave."""
+    assert loaded[family]["ids"] == json.loads((KHHF / family / "tokens.json").read_text())["ids"]

@@ -339,8 +339,9 @@ def _unread_flags(a: Analysis) -> None:
             what = f"finds no {head} stored (only {emb}) and initialises it at random"
         else:
             continue
-        who = ("transformers 4.x (it reads get_text_config(decoder=True))" if _transformers4_key(cfg) == f.key
-               else "a loader that reads it")
+        if _transformers4_key(cfg) != f.key:
+            continue  # no loader we know of reads that flag: nothing to warn about
+        who = "transformers 4.x (it reads get_text_config(decoder=True))"
         reads = ", ".join(decl.keys) or "no flag"
         a.warnings.append(Problem(FLAGS_DISAGREE, (
             f"{f.label()} differs from what transformers 5 uses ({decl.architecture or 'this class'} reads {reads}: "
@@ -385,8 +386,8 @@ def _copies(a: Analysis, prefer: str | None) -> None:
     a.agreement = (Agreement.from_json(g.agreement) if g.agreement is not None
                    else agreement(ckpt, [Copy(m.name, m.stored_info, m.transposed) for m in distinct]))
     odd = a.agreement.odd
-    where = "; ".join(f"{o.name} differs from {o.reference} first at {list(o.index)} ({o.value} vs {o.expected})"
-                      for o in odd)
+    where = bounded((f"{o.name} differs from {o.reference} first at {list(o.index)} ({o.value} vs {o.expected})"
+                     for o in odd), sep="; ")
     if a.agreement.majority:
         fix_how = f"the majority ({len(a.agreement.majority)} of {len(distinct)}) decides"
     else:

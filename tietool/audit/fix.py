@@ -268,8 +268,7 @@ def fix(src, out=None, head: str | None = None, prefer: str | None = None, force
         check_output(out, sources, folder=is_dir, force=force, writes=side)  # before the work
         files = SourceFiles()
         try:
-            with atomic_output(out, folder=is_dir, force=force, sources=sources, writes=side) as tmp, \
-                    guard.watching():
+            with atomic_output(out, folder=is_dir, force=force, sources=sources, writes=side, guard=guard) as tmp:
                 job = _Job(ckpt, src, out, tmp, is_dir, repairs, files)
                 job.write(cfg_text, progress)
                 if verify:

@@ -15,10 +15,8 @@ import click
 
 from tietool import __version__
 from tietool.cli.app import TietoolGroup, json_option, output, progress_reporter
-from tietool.cli.exits import EXIT_FOUND, EXIT_NOT_TIED, check_exit, exit_status
+from tietool.cli.exits import EXIT_FOUND, check_exit, exit_status
 from tietool.errors import UsageError
-
-# Exit statuses, per error and per command: one table, in tietool.cli.exits.
 
 
 class OutputFormat(click.Choice):
@@ -139,7 +137,7 @@ def verify_tie_cmd(path: str, embedding: str | None, decoder: str | None, atol: 
             progress.close()
     output(report, as_json, render_verify_tie)
     if not report.tied:
-        click.get_current_context().exit(EXIT_NOT_TIED)
+        click.get_current_context().exit(EXIT_FOUND)
 
 
 @cli.command(short_help="Run the shared layer's embedding or linear pass.", epilog=exit_status("run"))
@@ -184,8 +182,12 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
 
     inputs = run_inputs(mode, ids, input_path)
     sources = [p for p in (path, input_path) if p]
+    guard = None
     if output_path:
+        from tietool.io.sourceguard import SourceGuard
+
         check_npy_output(output_path, force, sources=sources)  # before the work, not after it
+        guard = SourceGuard.of(sources)  # the checkpoint as it is read (a folder: the files in it)
     # The command's own process: keep TensorFlow's start-up chatter off stderr
     # (the library leaves the environment and file descriptor 2 alone).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -197,7 +199,8 @@ def run(path: str, mode: str, ids: str | None, input_path: str | None, output_pa
         if progress is not None:
             progress.close()
     if output_path:
-        save_npy_atomically(npy_array(result.output, exact_bytes), output_path, force=force, sources=sources)
+        save_npy_atomically(npy_array(result.output, exact_bytes), output_path, force=force, sources=sources,
+                            guard=guard)
     output(run_summary(result, top=top_k, output_path=output_path), as_json, render_run)
 
 
@@ -238,7 +241,8 @@ def parse_ids(text: str):
               help="Output format. Default: from the -o name (.safetensors, .h5, .keras), else from SRC: "
                    "HDF5 or .keras -> safetensors, safetensors -> the format it was converted from, else h5.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=str, readable=False), default=None,
-              help="Output file (or folder, for a folder source). Default: beside SRC with the new extension.")
+              help="Output file, or folder for a folder source (unless the name ends in .safetensors, .h5 or "
+                   ".keras: then one file). Default: beside SRC with the new extension.")
 @click.option("--ties", type=click.Choice(["dedupe", "keep"]), default="dedupe", show_default=True,
               help="dedupe: write bit-identical stored copies once and record the others as aliases; "
                    "keep: write every copy.")
@@ -380,7 +384,7 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
-# -- diff (appended: keep at the end) -----------------------------------------------------------
+# -- diff -----------------------------------------------------------------------------------------
 
 @cli.command("diff", short_help="Compare two checkpoints tensor by tensor.", epilog=exit_status("diff"))
 @click.argument("a", type=click.Path(path_type=str))

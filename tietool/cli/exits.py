@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 #: verify-tie: not tied; check: a problem found; diff: a difference.
 EXIT_FOUND = 1
-EXIT_NOT_TIED = EXIT_FOUND
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # annotations only: rendering imports no reader
     from tietool.audit.fix import FixResult
     from tietool.convert import ConversionResult
     from tietool.diff.checkpoints import DiffResult, TensorDiff
+    from tietool.layer.run import RunSummary
     from tietool.summary import InspectReport
     from tietool.ties.verify import Member, TieGroup, TieReport
 
@@ -215,32 +216,32 @@ def _agreement_lines(agree: dict | None) -> list[str]:
     return lines
 
 
-def render_run(summary: dict) -> str:
-    pairs = [
-        ("mode", summary["mode"]),
-        ("embedding", printable(summary["embedding"])),
-        ("decoder", printable(summary["decoder"]) if summary["decoder"] else "none used (tied)"),
-        ("tied", f"{str(summary['tied']).lower()} ({summary['tie_kind']})"),
-        ("output shape", shape_str(summary["shape"])),
-        ("dtype", summary["dtype"]),
+def render_run(summary: RunSummary) -> str:
+    pairs: list[tuple[str, object]] = [
+        ("mode", summary.mode),
+        ("embedding", printable(summary.embedding)),
+        ("decoder", printable(summary.decoder) if summary.decoder else "none used (tied)"),
+        ("tied", f"{str(summary.tied).lower()} ({summary.tie_kind})"),
+        ("output shape", shape_str(summary.shape)),
+        ("dtype", summary.dtype),
     ]
-    lay = summary.get("layer") or {}
-    if lay.get("dtype_policy") and lay["dtype_policy"] != summary["dtype"]:
+    lay = summary.layer or {}
+    if lay.get("dtype_policy") and lay["dtype_policy"] != summary.dtype:
         pairs.append(("dtype policy", printable(str(lay["dtype_policy"]))))
     if lay.get("soft_cap") is not None:
         pairs.append(("soft cap", f"{lay['soft_cap']} (tanh(x / cap) * cap)"))
     if lay.get("quantization"):
         pairs.append(("quantized", printable(str(lay["quantization"]))))
     pairs += [
-        ("preview", ", ".join(f"{v:.6g}" for v in summary["preview"]) + (" ..." if summary["preview"] else "")),
+        ("preview", ", ".join(f"{v:.6g}" for v in summary.preview) + (" ..." if summary.preview else "")),
     ]
-    if summary.get("output"):
-        pairs.append(("written to", printable(summary["output"])))
+    if summary.output:
+        pairs.append(("written to", printable(summary.output)))
     parts = [key_values(pairs)]
-    if summary.get("top_k"):
+    if summary.top_k:
         rows = [[shape_str(item["position"]),
                  "  ".join(f"{t}:{v:.4f}" for t, v in zip(item["tokens"], item["logits"], strict=False))]
-                for item in summary["top_k"]]
+                for item in summary.top_k]
         parts.append(table(rows, ["position", "top tokens (id:logit)"]))
     return "\n\n".join(parts)
 

@@ -101,7 +101,7 @@ def _split(ckpt: Checkpoint, names: list[str], files: SourceFiles) -> list[list[
     parts: dict[tuple, list[str]] = {}
     for n in names:
         parts.setdefault(_prefix_key(ckpt.tensors[n], files), []).append(n)
-    if any(key[-1] is None for key in parts):  # one not stored raw: compared with every candidate, as before
+    if any(key[-1] is None for key in parts):  # one not stored raw: compared with every candidate
         return [names]
     return [g for g in parts.values() if len(g) > 1]
 

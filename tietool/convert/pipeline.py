@@ -51,12 +51,11 @@ def execute(ckpt: Checkpoint, plan: Plan, src: str, out: str, *, folder: bool, s
     sources = [src, *ckpt.files, *side.paths]
     writes = [o.name for o in plan.outputs] + list(reserve) + side.names
     check_output(out, sources, folder=folder, force=force, writes=writes)  # before the work
-    guard.add(sources)
     tick = phase_ticker(progress, plan.nbytes)
     written: list[str] = []
     copied: list[str] = []
-    with atomic_output(out, folder=folder, force=force, sources=sources, writes=writes, fsync=fsync) as tmp, \
-            guard.watching():
+    with atomic_output(out, folder=folder, force=force, sources=sources, writes=writes, fsync=fsync,
+                       guard=guard) as tmp:
         def place(o: OutputFile) -> str:
             return os.path.join(tmp, o.name) if folder else tmp
 

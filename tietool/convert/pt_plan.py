@@ -36,12 +36,13 @@ from tietool.io.tensorcopy import SourceFiles, same_tensor_bytes
 
 from ..errors import CopiesDifferError
 from ..model import Checkpoint
+from ..textsafe import bounded
 from . import transpose
 from .plan import Plan, TensorOut, safetensors_outputs
 from .result import PtDetails
 
 if TYPE_CHECKING:
-    from tietool.ties.detect import Member
+    from tietool.ties.group import Member
 
 #: Hub default shard size (transformers' max_shard_size="5GB").
 DEFAULT_SHARD_SIZE = 5 * 10**9
@@ -70,7 +71,7 @@ def _merge_copies(ckpt: Checkpoint, entries: list[PtEntry], files: SourceFiles) 
             bad.append(f"{a.name} and {b.name}")
     if bad:
         raise CopiesDifferError("tensors that map to one PyTorch name differ (not copies of one variable): "
-                         + "; ".join(bad), ckpt.path)
+                         + bounded(bad, sep="; "), ckpt.path)
     return list(kept.values()), removed
 
 
@@ -82,7 +83,7 @@ def _tied_heads(ckpt: Checkpoint, entries: list[PtEntry], tied_keys: dict | None
     transformers 5 ties back are left out (RemBERT ties nothing: its decoder is
     written even when it equals the embedding)."""
     from tietool.ties.compare import compare_copies
-    from tietool.ties.detect import tied_heads
+    from tietool.ties.heads import tied_heads
     from tietool.ties.verify import declared_tie
 
     if declared_tie(ckpt).get("value") is not True:

@@ -54,7 +54,7 @@ the TF *variable name* (``w.name``), without a PyTorch model at hand:
 
    Other architectures get rules 1-4 alone.
 
-Where these rules cannot decide, :func:`plan_pt` names the tensors and raises
+Where these rules cannot decide, :func:`pt_entries` names the tensors and raises
 :class:`~tietool.errors.UsageError` (exit 2) instead of guessing: a ``.bias``
 that is not 1-D or ``[1, n]``; a ``kernel`` of rank 5+; Keras BatchNorm
 moving statistics (PyTorch buffers transformers never mapped); names that
@@ -73,6 +73,7 @@ from typing import Union
 from tietool.errors import UsageError
 from tietool.formats import format_of, origin_of
 from tietool.model import Checkpoint, Role, TensorInfo
+from tietool.textsafe import bounded
 
 PT_LAYOUTS_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pt_layouts.json")
 
@@ -218,7 +219,7 @@ def check_source(ckpt: Checkpoint) -> None:
                              ckpt.path)
 
 
-def plan_pt(ckpt: Checkpoint) -> list[PtEntry]:
+def pt_entries(ckpt: Checkpoint) -> list[PtEntry]:
     """One entry per stored weight that PyTorch gets, in source order (copies not yet merged)."""
     return make_plan(ckpt).entries
 
@@ -279,5 +280,5 @@ def make_plan(ckpt: Checkpoint) -> PtPlan:
                 shape = fitted
         entries.append(PtEntry(pt_name, info, transform, shape))
     if problems:
-        raise UsageError("no PyTorch name/layout rule decides for: " + "; ".join(problems), ckpt.path)
+        raise UsageError("no PyTorch name/layout rule decides for: " + bounded(problems, sep="; "), ckpt.path)
     return PtPlan(entries, dropped, pt_class if layout else None, dict(layout["tied"]) if layout else None)

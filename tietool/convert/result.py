@@ -63,11 +63,6 @@ class ConversionResult:
               "reshaped": list(p.reshaped), "pt_class": p.pt_class, "dropped": dict(p.dropped),
               "copies_merged": dict(p.copies_merged), "tied_heads_left_out": dict(p.tied_heads_left_out)}
         out = {**head, "to": self.to, "names": self.names, **body, **pt, **tail, "to_inferred": self.to_inferred}
-        if self.notes:  # only links left out of the copy (sidefiles); absent otherwise, as before
+        if self.notes:  # only links left out of the copy (sidefiles); absent otherwise
             out["notes"] = list(self.notes)
         return out
-
-    def __getitem__(self, key: str) -> Any:
-        """``result["output"]``: the ``to_json()`` entry (for callers written
-        against the dict this used to be)."""
-        return self.to_json()[key]

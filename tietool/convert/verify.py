@@ -27,7 +27,7 @@ final step re-opens the finished file (tietool's reader and
 ``safetensors.safe_open``) and checks that each early-compared tensor lies at
 the offset it was compared at, so what was compared is what the file holds.
 Transposed and permuted tensors, HDF5 and ``.keras`` outputs are compared
-after writing, as before.
+after writing.
 """
 
 from __future__ import annotations

@@ -44,6 +44,8 @@ def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None
     ``checked[out.name]`` for :func:`~tietool.convert.verify.verify_output`;
     ``label``: the file as the user knows it, for the comparison's errors."""
     if out.kind == "text":
+        if "/" in out.name:  # a file of a sub-folder of the output (a keras-hub preset's assets/tokenizer/)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(out.text)
         return

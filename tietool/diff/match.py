@@ -54,7 +54,7 @@ class Entry:
 
 
 @dataclass(frozen=True)
-class Pair:
+class TensorPair:
     a: Entry | None
     b: Entry | None
     match: str | None  # NAME, ALIAS, RECORD, RULES, TIED_HEAD; None when unmatched
@@ -85,10 +85,10 @@ def _record(ckpt: Checkpoint) -> dict[str, str]:
 def _pt_view(ckpt: Checkpoint, ents: dict[str, Entry]) -> dict[str, tuple[str, tuple[int, ...] | None, bool]] | None:
     """``{name: (PyTorch name, permutation stored -> PyTorch, squeezed)}`` for a
     transformers TF checkpoint; None for any other."""
-    from tietool.convert.ptnames import plan_pt
+    from tietool.convert.ptnames import pt_entries
 
     try:
-        plan = plan_pt(ckpt)
+        plan = pt_entries(ckpt)
     except UsageError:
         return None
     view: dict[str, tuple[str, tuple[int, ...] | None, bool]] = {}
@@ -123,14 +123,14 @@ class _Matcher:
         self.ea, self.eb = entries(ca), entries(cb)
         self.left_a = dict.fromkeys(self.ea)  # ordered sets of unmatched names
         self.left_b = dict.fromkeys(self.eb)
-        self.pairs: list[Pair] = []
+        self.pairs: list[TensorPair] = []
 
     def add(self, a: str, b: str, match: str, perm=None, squeeze: bool = False, key: str | None = None,
             used_a: bool = True, used_b: bool = True) -> None:
         ea, eb = self.ea[a], self.eb[b]
         if match == NAME and (ea.alias or eb.alias):
             match = ALIAS
-        self.pairs.append(Pair(ea, eb, match, perm, squeeze, key or a))
+        self.pairs.append(TensorPair(ea, eb, match, perm, squeeze, key or a))
         if used_a:
             self.left_a.pop(a, None)
         if used_b:
@@ -194,7 +194,7 @@ class _Matcher:
     def _tied_heads(self, side: Checkpoint, left: dict, other: Checkpoint, swap: bool) -> None:
         """A decoder unmatched on ``side`` whose group's embedding is paired
         with an embedding of ``other``, when ``other`` declares the tie."""
-        from tietool.ties.detect import tied_heads
+        from tietool.ties.heads import tied_heads
         from tietool.ties.verify import declared_tie
 
         heads = {n for n in left if not (self.ea if not swap else self.eb)[n].alias}
@@ -224,12 +224,12 @@ class _Matcher:
 
     def rest(self) -> None:
         for n in self.left_a:
-            self.pairs.append(Pair(self.ea[n], None, None, key=n))
+            self.pairs.append(TensorPair(self.ea[n], None, None, key=n))
         for n in self.left_b:
-            self.pairs.append(Pair(None, self.eb[n], None, key=n))
+            self.pairs.append(TensorPair(None, self.eb[n], None, key=n))
 
 
-def match_checkpoints(ca: Checkpoint, cb: Checkpoint) -> list[Pair]:
+def match_checkpoints(ca: Checkpoint, cb: Checkpoint) -> list[TensorPair]:
     """Every name of A and of B, paired where they can be (see the module doc)."""
     m = _Matcher(ca, cb)
     m.by_name()

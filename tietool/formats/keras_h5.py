@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import zipfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from ..errors import CorruptCheckpointError, UnsafeCheckpointError, UnsupportedF
 from ..model import Checkpoint, KerasArchive, Role, TensorInfo
 from ..textsafe import bounded
 from .descriptor import Recognised
+
+if TYPE_CHECKING:  # zipfile is imported where an archive is read: 14 ms of start-up otherwise
+    import zipfile
 
 KERAS3_ROLES = {"optimizer": Role.OPTIMIZER, "metrics": Role.METRIC}
 
@@ -357,6 +360,8 @@ def _member_data_offset(path: str, info: zipfile.ZipInfo) -> int:
 
 
 def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, limit: int) -> bytes:
+    import zipfile
+
     if info.file_size > limit:
         raise UnsafeCheckpointError(f"archive member {info.filename!r} is {info.file_size} bytes (limit {limit})", path)
     try:
@@ -372,6 +377,8 @@ def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, limit: in
 
 
 def open_keras_archive(found: Recognised) -> Checkpoint:
+    import zipfile
+
     path = found.path
     try:
         z = zipfile.ZipFile(path)

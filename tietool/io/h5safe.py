@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import zipfile
 import zlib
 from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, Iterator
@@ -32,8 +31,9 @@ import numpy as np
 
 from tietool import dtypes
 from tietool.errors import CorruptCheckpointError, TietoolError, UnsafeCheckpointError, UnsupportedFormatError
-from tietool.io import h5heaps
+from tietool.io import h5heaps, h5values
 from tietool.io.h5walk import Walk, chunk_tiles
+from tietool.textsafe import bounded
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Largest attribute we will read (model_config of a huge model is a few MB).
@@ -68,18 +68,20 @@ def is_hdf5(path: str) -> bool:
 
 def open_file(source: str | IO[bytes], label: str, size: int | None = None) -> h5py.File:
     """Open read-only. ``label`` is the name used in error messages."""
+    errors = (OSError, EOFError, zlib.error) + h5heaps.zip_errors()
     try:
         if isinstance(source, str):
             return h5py.File(source, "r", locking=False)
         return h5py.File(source, "r")
-    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+    except errors as exc:
         raise CorruptCheckpointError(f"not a readable HDF5 file ({_h5_reason(exc)})", label) from None
 
 
 #: What h5py raises for a file it cannot read (its error stack mapped to
 #: builtins), and what a ``.keras`` member read through raises.
-H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
-             zipfile.BadZipFile, EOFError, zlib.error)
+#: (``zipfile.BadZipFile`` too, once zipfile is imported: :func:`tietool.io.h5heaps.zip_errors`.)
+H5_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
+                                              EOFError, zlib.error)
 #: Modules h5py calls into: an error raised there is still h5py's.
 H5_CALLEES = ("numpy", "zipfile", "zlib", "io", "_io", "codecs", "encodings", "_compression", "struct")
 
@@ -135,6 +137,10 @@ class SafeH5:
         self.file = open_file(source, label)
         self._heaps_checked = False
         self._open_dataset: tuple[str, h5py.Dataset] | None = None
+        # The whole file's walk, kept once complete (paths and addresses, nothing open): reading a
+        # checkpoint walks it and convert's lossless layout description walks it again.
+        self._tree: list[tuple[str, Any, bool]] | None = None  # (path, address, is a group)
+        self._entries: dict[Any, DatasetEntry] = {}  # checked datasets, by object address
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -150,9 +156,10 @@ class SafeH5:
         errors pass unchanged, and a bug in tietool's code (a ``TypeError``
         or ``KeyError`` raised by tietool itself, also in a callback h5py
         runs) surfaces as what it is: an internal error, not a corrupt file."""
+        errors = H5_ERRORS + h5heaps.zip_errors()
         try:
             return fn()
-        except H5_ERRORS as exc:
+        except errors as exc:
             if isinstance(exc, TietoolError) or not raised_in_h5py(exc):
                 raise
             raise CorruptCheckpointError(f"cannot read {what} ({_h5_reason(exc)})", self.label) from None
@@ -207,15 +214,16 @@ class SafeH5:
         """Every dataset below ``root``, in name order, links checked
         (:meth:`visit`). A dataset reached by two hard links is yielded
         twice, with the same ``object_key``."""
-        start = self.get(root) if root else self.file
-        entries: dict[Any, DatasetEntry] = {}
-        for path, obj, key in Walk(self).start(start, root.strip("/")):
-            entry = entries.get(key)
-            if entry is not None:
-                yield replace(entry, path=path)
-            elif isinstance(obj, h5py.Dataset):
-                entry = entries[key] = self.dataset_entry(obj, path, key)
-                yield entry
+        for path, obj, key, is_group in self._objects(root):
+            if is_group:
+                continue
+            entry = self._entries.get(key)
+            if entry is None:
+                obj = obj if obj is not None else self._open(path)
+                if not isinstance(obj, h5py.Dataset):
+                    continue
+                entry = self._entries[key] = self.dataset_entry(obj, path, key)
+            yield replace(entry, path=path) if entry.path != path else entry
 
     def visit(self, root: str = "") -> Iterator[tuple[str, h5py.Group | h5py.Dataset]]:
         """``(path, object)`` for ``root``'s group and every group and dataset
@@ -223,10 +231,32 @@ class SafeH5:
         told apart by their object address, not their path: a group reached
         again (a hard link, a link back up) is not walked again, so a link
         graph that fans out and loops costs its objects, not its paths.
-        Bounded by :data:`MAX_OBJECTS`, :data:`MAX_LINKS` and :data:`MAX_DEPTH`."""
-        start = self.get(root) if root else self.file
-        for path, obj, _key in Walk(self).start(start, root.strip("/")):
-            yield path, (obj if obj is not None else self.get(path))
+        Bounded by :data:`~tietool.io.h5walk.MAX_OBJECTS`, ``MAX_LINKS`` and ``MAX_DEPTH``."""
+        for path, obj, _key, _is_group in self._objects(root):
+            yield path, (obj if obj is not None else self._open(path))
+
+    def _objects(self, root: str) -> Iterator[tuple[str, Any, Any, bool]]:
+        """``(path, object or None, address, is a group)`` of a walk from ``root``
+        (:class:`~tietool.io.h5walk.Walk`); the whole file is walked once,
+        then replayed from the paths and addresses it found (objects None:
+        nothing is kept open, each costs HDF5 some kilobytes)."""
+        if root.strip("/"):
+            for path, obj, key in Walk(self).start(self.get(root), root.strip("/")):
+                yield path, obj, key, isinstance(obj, h5py.Group)
+            return
+        if self._tree is not None:
+            for path, key, is_group in self._tree:
+                yield path, None, key, is_group
+            return
+        tree = []
+        for path, obj, key in Walk(self).start(self.file, ""):
+            tree.append((path, key, isinstance(obj, h5py.Group)))
+            yield path, obj, key, tree[-1][2]
+        self._tree = tree
+
+    def _open(self, path: str) -> h5py.Group | h5py.Dataset:
+        """An object the walk reached at ``path`` (its links checked then)."""
+        return self.guard(f"/{path}", lambda: self.file[path]) if path else self.file
 
     def object_key(self, obj, path: str):
         # The object header address: one per stored object, shared by hard links.
@@ -272,7 +302,7 @@ class SafeH5:
             raise UnsafeCheckpointError(f"{where} is a virtual dataset (reads other files); refused", self.label)
         external = self.guard(where, lambda: ds.external)
         if external:
-            files = ", ".join(str(e[0]) for e in external)
+            files = bounded(str(e[0]) for e in external)
             raise UnsafeCheckpointError(f"{where} keeps its data in external file(s) {files}; refused", self.label)
 
     def _tensor_dtype(self, ds: h5py.Dataset, h5dtype: np.dtype, where: str) -> tuple[dtypes.DType, str | None]:
@@ -400,12 +430,12 @@ class SafeH5:
                 size = 0
             if size > MAX_ATTR_BYTES:
                 raise UnsafeCheckpointError(f"{label} is {size} bytes (limit {MAX_ATTR_BYTES})", self.label)
-            if aid.get_type().detect_class(h5py.h5t.VLEN) or _is_vlen_string(aid.get_type()):
+            if aid.get_type().detect_class(h5py.h5t.VLEN) or h5values.is_vlen_string(aid.get_type()):
                 self.check_global_heaps()
             return obj.attrs[name]
 
         value = self.guard(label, _read)
-        return _plain(value, label, self.label)
+        return h5values.plain(value, label, self.label)
 
     def check_global_heaps(self) -> None:
         """Variable-length strings live in global heap collections: check
@@ -432,13 +462,6 @@ class SafeH5:
         return parse_json_text(text, f"{self.label}:{name}")
 
 
-def _is_vlen_string(tid) -> bool:
-    try:
-        return tid.get_class() == h5py.h5t.STRING and tid.is_variable_str()
-    except Exception:
-        return False
-
-
 #: HDF5's built-in filters (deflate, shuffle, fletcher32, szip, n-bit,
 #: scale-offset) and the LZF filter h5py registers itself. Any other id would
 #: make HDF5 search its plugin path, so it is refused without asking HDF5.
@@ -452,27 +475,6 @@ def _filter_available(code: int) -> bool:
         return bool(h5py.h5z.filter_avail(code))
     except Exception:
         return False
-
-
-def _plain(value: Any, label: str, file_label: str) -> Any:
-    if isinstance(value, bytes):
-        return _decode(value, label, file_label)
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "SOU":
-            return [_decode(v, label, file_label) if isinstance(v, bytes) else str(v) for v in value.ravel().tolist()]
-        if value.size == 0:
-            return []
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _decode(raw: bytes, label: str, file_label: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CorruptCheckpointError(f"{label} is not valid UTF-8", file_label) from None
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -33,6 +33,7 @@ from typing import Iterable, Iterator
 
 from tietool.errors import CorruptCheckpointError, OutputError, OutputExistsError, TietoolError, UsageError
 from tietool.io import signals
+from tietool.io.sourceguard import CHANGED, SourceChanged, SourceGuard
 from tietool.textsafe import printable
 
 TMP_MARK = ".tietool-tmp-"
@@ -263,9 +264,14 @@ def temporary_beside(path: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[str] = (),
-                  writes: Iterable[str] = (), fsync: bool = True) -> Iterator[str]:
+                  writes: Iterable[str] = (), fsync: bool = True,
+                  guard: SourceGuard | None = None) -> Iterator[str]:
     """Yield a temporary path beside ``target``; when the body returns, fsync
-    it and rename it to ``target``. ``force`` allows replacing an existing
+    it and rename it to ``target``. ``guard``: the sources as they were when
+    the command started reading them (:class:`~tietool.io.sourceguard.SourceGuard`;
+    default: as they are now): one that changed before the output is in place
+    is an error, and nothing is written; an error met while a source changed
+    is reported as that change. ``force`` allows replacing an existing
     target (see :func:`check_output`, applied here with ``sources`` and
     ``writes``). ``fsync=False`` (``--no-fsync``) leaves writing the data to
     disk to the kernel, as ``cp`` does: the output still appears whole or not
@@ -273,7 +279,10 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
     has written it back (seconds to ~30 s) can leave it missing, empty or
     truncated, and a replaced previous output lost."""
     shown = os.fspath(target)
+    sources = [os.fspath(s) for s in sources]
     target = check_output(target, sources, folder=folder, force=force, writes=writes)
+    guard = guard if guard is not None else SourceGuard()
+    guard.add(sources)
     parent = os.path.dirname(target)
     base = os.path.basename(target)
     if not os.path.isdir(parent):
@@ -290,6 +299,7 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
         except OSError as exc:
             raise (write_error(exc, shown) or UsageError(f"cannot write ({exc.strerror})", shown)) from None
         yield tmp
+        guard.check()
         if os.path.lexists(target) and not force:
             raise OutputExistsError("output appeared while converting; not overwritten (use --force)", shown)
         os.chmod(tmp, (0o755 if folder else 0o644) & ~_umask())
@@ -303,15 +313,30 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
             raise
         with signals.held():  # a second signal does not cut the clean-up short
             _remove(tmp)
-        if isinstance(exc, OSError) and not hasattr(exc, "message") and _about_output(exc, tmp, target):
-            err = write_error(exc, shown)
-            if err is not None:
-                raise err from None
-        if isinstance(exc, Exception):
-            name_for_user(exc, {tmp: shown})
+        err = _as_the_user_sees_it(exc, guard, tmp, target, shown)
+        if err is not exc:
+            raise err from None
         raise
     finally:
         signals.unregister(tmp)
+
+
+def _as_the_user_sees_it(exc: BaseException, guard: SourceGuard, tmp: str, target: str, shown: str) -> BaseException:
+    """The error to report for ``exc``, met while writing ``tmp`` (the
+    temporary of ``target``, which the user named ``shown``): a source that
+    changed meanwhile, a write failure in plain words, or ``exc`` naming
+    what the user named."""
+    if isinstance(exc, Exception) and not isinstance(exc, SourceChanged):
+        changed = guard.changed()
+        if changed is not None:  # what went wrong went wrong because a source changed: say that
+            return SourceChanged(CHANGED, changed)
+    if isinstance(exc, OSError) and not hasattr(exc, "message") and _about_output(exc, tmp, target):
+        err = write_error(exc, shown)
+        if err is not None:
+            return err
+    if isinstance(exc, Exception):
+        name_for_user(exc, {tmp: shown})
+    return exc
 
 
 def name_for_user(exc: BaseException, names: dict[str, str]) -> None:
@@ -342,6 +367,8 @@ def name_for_user(exc: BaseException, names: dict[str, str]) -> None:
             exc.strerror = exc.message
         else:
             exc.filename, exc.filename2 = user(exc.filename), user(exc.filename2)
+    elif not isinstance(exc, TietoolError):  # another library's error quoting the temporary (h5py: "name = '...'")
+        exc.args = tuple(user(a) for a in exc.args)
 
 
 def _about_output(exc: OSError, tmp: str, target: str) -> bool:

@@ -33,6 +33,10 @@ CHANGED = "changed while reading (truncated or rewritten?); nothing written"
 Identity = tuple[int, int, int, int, int, bytes]
 
 
+class SourceChanged(CorruptCheckpointError):
+    """A source changed while it was read (nothing was written)."""
+
+
 class SourceGuard:
     """See the module notes. ``paths`` (and :meth:`add`) are the files read;
     folders and missing paths are ignored (a folder's files are added one by
@@ -60,18 +64,32 @@ class SourceGuard:
     def check(self) -> None:
         p = self.changed()
         if p is not None:
-            raise CorruptCheckpointError(CHANGED, p)
+            raise SourceChanged(CHANGED, p)
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
         """Check on the way out; an error met while the source changed is
-        reported as the change."""
+        reported as the change. (:func:`~tietool.io.safe_output.atomic_output`
+        does this for what is written; this is for the reading before it.)"""
         try:
             yield
         except Exception:
             self.check()
             raise
         self.check()
+
+    @classmethod
+    def of(cls, paths: Iterable[str]) -> SourceGuard:
+        """A guard of ``paths``, a folder standing for the files directly in it."""
+        files: list[str] = []
+        for p in paths:
+            p = os.fspath(p)
+            if os.path.isdir(p):
+                with contextlib.suppress(OSError):
+                    files += [os.path.join(p, n) for n in sorted(os.listdir(p))]
+            else:
+                files.append(p)
+        return cls(files)
 
 
 def identity(path: str) -> Identity | None:

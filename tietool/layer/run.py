@@ -176,13 +176,17 @@ def npy_array(array: np.ndarray, exact_bytes: bool = False) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def save_npy_atomically(array: np.ndarray, out_path: str, force: bool = False, sources: Iterable[str] = ()) -> None:
+def save_npy_atomically(array: np.ndarray, out_path: str, force: bool = False, sources: Iterable[str] = (),
+                        guard=None) -> None:
     """Write ``out_path`` through a temporary file beside it, fsynced and
-    renamed into place (:func:`tietool.io.safe_output.atomic_output`)."""
+    renamed into place (:func:`tietool.io.safe_output.atomic_output`);
+    ``guard``: the sources as they were when they were read
+    (:class:`tietool.io.sourceguard.SourceGuard`)."""
     from tietool.io.safe_output import atomic_output
 
     check_npy_output(out_path, force, sources)
-    with atomic_output(out_path, folder=False, force=force, sources=sources) as tmp, open(tmp, "wb") as fh:
+    with atomic_output(out_path, folder=False, force=force, sources=sources, guard=guard) as tmp, \
+            open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
 
 
@@ -198,24 +202,37 @@ def top_k(logits: np.ndarray, k: int) -> list[dict]:
     ]
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """What ``run`` reports: the layer used, the output's shape and dtype, a
+    preview, and the top-k tokens per position in linear mode."""
+
+    mode: str
+    embedding: str
+    decoder: str | None
+    tied: bool
+    tie_kind: str
+    shape: tuple[int, ...]
+    dtype: str
+    output: str | None  # the .npy file written
+    preview: tuple[float, ...]
+    layer: dict | None = None
+    top_k: tuple[dict, ...] | None = None  # linear mode
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mode": self.mode, "embedding": self.embedding, "decoder": self.decoder,
+                             "tied": self.tied, "tie_kind": self.tie_kind, "shape": list(self.shape),
+                             "dtype": self.dtype, "output": self.output, "preview": list(self.preview)}
+        if self.layer:
+            d["layer"] = self.layer
+        if self.top_k is not None:
+            d["top_k"] = list(self.top_k)
+        return d
 
 
-def run_summary(result: RunResult, top: int = 5, output_path: str | None = None, preview: int = 6) -> dict:
+def run_summary(result: RunResult, top: int = 5, output_path: str | None = None, preview: int = 6) -> RunSummary:
     """What `run` prints: shape, dtype, a preview, and top-k tokens in linear mode."""
     out = result.output
-    summary: dict[str, Any] = {
-        "mode": result.mode,
-        "embedding": result.embedding,
-        "decoder": result.decoder,
-        "tied": result.tied,
-        "tie_kind": result.kind,
-        "shape": list(out.shape),
-        "dtype": out.dtype.name,
-        "output": output_path,
-        "preview": [float(v) for v in out.reshape(-1)[:preview]],
-    }
-    if result.layer:
-        summary["layer"] = result.layer
-    if result.mode == "linear":
-        summary["top_k"] = top_k(out, top)
-    return summary
+    return RunSummary(result.mode, result.embedding, result.decoder, result.tied, result.kind, tuple(out.shape),
+                      out.dtype.name, output_path, tuple(float(v) for v in out.reshape(-1)[:preview]),
+                      result.layer or None, tuple(top_k(out, top)) if result.mode == "linear" else None)

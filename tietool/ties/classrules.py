@@ -42,14 +42,8 @@ class ClassPair:
 
 
 def _entry(config: object) -> tuple[str, dict] | None:
-    archs = config.get("architectures") if isinstance(config, dict) else None
-    if not isinstance(archs, list):
-        return None
-    known = data.table().get("architectures", {})
-    for arch in archs:
-        if isinstance(arch, str) and isinstance(known.get(arch), dict):
-            return arch, known[arch]
-    return None
+    name, entry = data.architecture_entry(config.get("architectures") if isinstance(config, dict) else None)
+    return (name, entry) if name is not None and entry is not None else None
 
 
 def _pairs(entry: dict) -> list[tuple[str, str, bool]]:

@@ -60,6 +60,7 @@ class Family:
     rope_factor_arg: str | None = None  # the backbone's linear rope scaling argument
     tie: str = "tied"  # the backbone's head: "tied" always, "untied" always, "arg" its tie_word_embeddings
     kh_fixed: dict[str, Any] = field(default_factory=dict)  # keras-hub arguments the way back sets as they are
+    tokenizer: str | None = None  # the keras-hub byte-level BPE tokenizer class (its module: the backbone's)
 
 
 def _w(hf: str, op: str, *kh: str) -> tuple[str, str, tuple[str, ...]]:
@@ -119,7 +120,7 @@ _SIZES = {
 _LLAMA_LIKE = {**_SIZES, "head_dim": ("head_dim",), "hidden_act": "silu", "attention_dropout": "=dropout",
                "rope_parameters": ("rope",)}
 _GEMMA_LIKE = {**_SIZES, "head_dim": "=head_dim", "intermediate_size": ("half", "intermediate_dim"),
-               "hidden_activation": "gelu_pytorch_tanh", "attention_dropout": "=dropout",
+               "hidden_activation": "gelu_pytorch_tanh", "attention_dropout": "=dropout", "attention_bias": False,
                "rope_parameters": ("rope_fixed", 10000.0)}
 
 #: keras-hub 0.32's Gemma and Gemma 3 decoder blocks build their attention with
@@ -130,7 +131,8 @@ _GEMMA_IGNORED = ("query_head_dim_normalize",)
 
 FAMILIES: tuple[Family, ...] = (
     Family(
-        name="gpt2", backbone="GPT2Backbone", model_type="gpt2", architecture="GPT2LMHeadModel",
+        name="gpt2", tokenizer="GPT2Tokenizer",
+        backbone="GPT2Backbone", model_type="gpt2", architecture="GPT2LMHeadModel",
         block="transformer_decoder", prefix="transformer.", module="keras_hub.src.models.gpt2.gpt2_backbone",
         weights=(
             _w("transformer.wte.weight", "same", "/reversible_embedding/vars/0"),
@@ -159,7 +161,8 @@ FAMILIES: tuple[Family, ...] = (
                 "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"},
     ),
     Family(
-        name="llama3", backbone="Llama3Backbone", model_type="llama", architecture="LlamaForCausalLM",
+        name="llama3", tokenizer="Llama3Tokenizer",
+        backbone="Llama3Backbone", model_type="llama", architecture="LlamaForCausalLM",
         block="llama_transformer_decoder", module="keras_hub.src.models.llama3.llama3_backbone",
         rope_factor_arg="rope_position_scaling_factor", tie="arg",
         weights=(_EMBED, _w("model.norm.weight", "same", "/llama_layer_norm/vars/0"), *_LLAMA_BLOCK),
@@ -175,7 +178,8 @@ FAMILIES: tuple[Family, ...] = (
         config={**_LLAMA_LIKE, "sliding_window": "=sliding_window"},
     ),
     Family(
-        name="qwen2", backbone="QwenBackbone", model_type="qwen2", architecture="Qwen2ForCausalLM",
+        name="qwen2", tokenizer="QwenTokenizer",
+        backbone="QwenBackbone", model_type="qwen2", architecture="Qwen2ForCausalLM",
         block="qwen_transformer_decoder", module="keras_hub.src.models.qwen.qwen_backbone",
         rope_factor_arg="rope_scaling_factor", tie="arg",
         weights=(_EMBED, _w("model.norm.weight", "same", "/qwen_layer_norm/vars/0"), *_LLAMA_BLOCK, *_QKV_BIAS),
@@ -185,7 +189,8 @@ FAMILIES: tuple[Family, ...] = (
         ignore=("sliding_window_size",),  # no window (use_sliding_window_attention is False)
     ),
     Family(
-        name="qwen3", backbone="Qwen3Backbone", model_type="qwen3", architecture="Qwen3ForCausalLM",
+        name="qwen3", tokenizer="Qwen3Tokenizer",
+        backbone="Qwen3Backbone", model_type="qwen3", architecture="Qwen3ForCausalLM",
         block="qwen3_transformer_decoder", module="keras_hub.src.models.qwen3.qwen3_backbone",
         head_dim_arg=True, rope_factor_arg="rope_scaling_factor", tie="arg",
         weights=(_EMBED, _w("model.norm.weight", "same", "/qwen3_layer_norm/vars/0"), *_LLAMA_BLOCK,
@@ -202,7 +207,8 @@ FAMILIES: tuple[Family, ...] = (
                  _w("model.layers.{i}.input_layernorm.weight", "same", "pre_attention_norm/vars/0"),
                  _w("model.layers.{i}.post_attention_layernorm.weight", "same", "pre_ffw_norm/vars/0")),
         head=None,  # GemmaBackbone's embedding is always tied
-        config=dict(_GEMMA_LIKE),
+        config={**{k: v for k, v in _GEMMA_LIKE.items() if k != "hidden_activation"},
+                "hidden_act": "gelu_pytorch_tanh"},  # GemmaConfig's name for it
         when={"use_post_ffw_norm": (False,), "use_post_attention_norm": (False,)},
         require={"attention_logit_soft_cap": (None,), "final_logit_soft_cap": (None,),
                  "use_sliding_window_attention": (False,)},

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from tietool.errors import ConversionError
+from tietool.textsafe import bounded
 
 from .families import Family
 
@@ -128,7 +129,7 @@ def translate(family: Family, cfg: dict, *, tie: bool, dtype: str | None) -> dic
     left = sorted(set(cfg) - used)
     if left:
         raise Unrepresentable(f"keras-hub setting(s) with no {family.architecture} counterpart in tietool's table: "
-                              + ", ".join(f"{k}={cfg[k]!r}" for k in left))
+                              + bounded(f"{k}={cfg[k]!r}" for k in left))
     out["tie_word_embeddings"] = tie
     if dtype is not None:
         out["dtype"] = dtype

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tietool.textsafe import bounded
+
 from .families import Family
 from .hfconfig import Unrepresentable
 
@@ -144,7 +146,7 @@ def to_kerashub(fam: Family, hf: dict) -> dict:
     left = sorted(k for k in hf if k not in used)
     if left:
         raise Unrepresentable(f"setting(s) keras-hub {fam.backbone} has no counterpart for in tietool's table: "
-                              + ", ".join(f"{k}={hf[k]!r}" for k in left))
+                              + bounded(f"{k}={hf[k]!r}" for k in left))
     return kh
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 
 from tietool import dtypes
 from tietool.errors import ConversionError
@@ -25,6 +26,7 @@ from ..plan import OutputFile, Plan, TensorOut
 from . import families, khconfig
 from .assemble import Piece, as_2d
 from .families import Family
+from .khtokenizer import kerashub_tokenizer
 from .plan import assembled, rows_of
 
 KERAS_VERSION = "3.15.1"
@@ -146,9 +148,11 @@ def plan_preset(ckpt: Checkpoint, src: str) -> tuple[Plan, list[str]]:
     metadata = {"keras_version": KERAS_VERSION, "keras_hub_version": KERAS_HUB_VERSION, "parameter_count": params,
                 "date_saved": "", "tasks": ["CausalLM"]}
     tree = {"groups": {"": {}}, "datasets": {t.name: {"attrs": {}, "opaque": False} for t in tensors}}
+    tok_files, tok_note = kerashub_tokenizer(src, fam) if os.path.isdir(src) else ({}, None)
     outputs = (OutputFile("model.weights.h5", "h5", tuple(tensors), tree=tree),
                OutputFile("config.json", "text", text=json.dumps(config, indent=4) + "\n"),
-               OutputFile("metadata.json", "text", text=json.dumps(metadata, indent=4) + "\n"))
+               OutputFile("metadata.json", "text", text=json.dumps(metadata, indent=4) + "\n"),
+               *(OutputFile(name, "text", text=text) for name, text in tok_files.items()))
     notes = [f"keras-hub {fam.backbone} from {fam.architecture} ({fam.model_type}), "
              + ("tied" if tied else "untied: reverse_embeddings from lm_head.weight, transposed")]
-    return Plan(outputs, multi=True), notes
+    return Plan(outputs, multi=True), notes + ([tok_note] if tok_note else [])
