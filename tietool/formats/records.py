@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import unicodedata
 from typing import Any
 
 from tietool.io.h5walk import MAX_DEPTH as MAX_TREE_DEPTH
@@ -83,6 +82,8 @@ def file_name_problem(name: Any, suffixes: tuple[str, ...] = ()) -> str | None:
     or ``:``, not ``.``/``..`` nor hidden, no control character, no Windows
     device name, at most :data:`MAX_NAME_BYTES` bytes) ending in one of
     ``suffixes`` (when given)."""
+    import unicodedata  # only when a record names a file
+
     if not isinstance(name, str):
         return f"is {_json_type(name)}, not a file name"
     shown = ascii(name) if len(name) <= 80 else ascii(name[:80]) + "..."
@@ -114,6 +115,8 @@ def _file_name(value: Any, where: str, suffixes: tuple[str, ...]) -> str:
 
 def _unique_names(names: list[str]) -> None:
     """Output names must differ, also on a case-insensitive file system."""
+    import unicodedata
+
     seen: dict[str, str] = {}
     for n in names:
         key = unicodedata.normalize("NFC", n).casefold()

@@ -141,6 +141,7 @@ class SafeH5:
         # checkpoint walks it and convert's lossless layout description walks it again.
         self._tree: list[tuple[str, Any, bool]] | None = None  # (path, address, is a group)
         self._entries: dict[Any, DatasetEntry] = {}  # checked datasets, by object address
+        self.walks = 0  # walks of the file's groups so far (a replay of the cached walk is not one)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -240,6 +241,7 @@ class SafeH5:
         (:class:`~tietool.io.h5walk.Walk`); the whole file is walked once,
         then replayed from the paths and addresses it found (objects None:
         nothing is kept open, each costs HDF5 some kilobytes)."""
+        self.walks += self._tree is None or bool(root.strip("/"))
         if root.strip("/"):
             for path, obj, key in Walk(self).start(self.get(root), root.strip("/")):
                 yield path, obj, key, isinstance(obj, h5py.Group)
@@ -447,7 +449,8 @@ class SafeH5:
             size = self.guard("file size", lambda: self.file.id.get_filesize())
         # every dataset reachable, walked as reading will walk it (by address, bounded); HDF5's own
         # H5Ovisit took 37 s over a group of 410,000 hard links before any limit could apply
-        datasets = (obj.id for _path, obj, _key in Walk(self).start(self.file, "") if isinstance(obj, h5py.Dataset))
+        datasets = ((obj if obj is not None else self._open(path)).id
+                    for path, obj, _key, is_group in self._objects("") if not is_group)
         extents = self.guard("object headers", lambda: h5heaps.data_extents(datasets, self.label, MAX_CHUNKS))
         h5heaps.check_heaps(self.source, extents, size, self.label)
         self._heaps_checked = True
