@@ -125,7 +125,7 @@ def plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
         tree, data = kl.archive_weights(ckpt)
         kl.record_keras_texts(ckpt, tree)
         return Plan((OutputFile(stem(src_name) + ".weights.h5", "h5", kl.outs(data), tree=tree),))
-    md = kl.file_metadata(ckpt)
+    md = ckpt.metadata
     if LAYOUT_KEY in md:
         layout = kl.recorded_layout(ckpt)
         outputs = []

@@ -163,15 +163,13 @@ def _transformers(cfg: dict) -> TieDeclaration:
 
 
 def _head_levels(entry: dict) -> list[str]:
-    """The config paths the ties of the class's head read ([] : the class never ties its head)."""
+    """The config paths the ties of the class's head read (the table's ``reads_all``; [] : the class never
+    ties its head)."""
     if not entry.get("built"):
         return [entry.get("reads") or ""]  # not built from its default config: the top level, as most classes
-    head = (entry.get("output") or {}).get("name") or (entry.get("input") or {}).get("name")
-    ties = entry.get("ties") or []
-    if head is None:  # no embedding the introspection could name: the top level, as most classes
-        return [""] if ties else []
-    levels = [t.get("config") or "" for t in ties if head in {*t.get("keys", {}), *t.get("keys", {}).values()}]
-    return list(dict.fromkeys(levels))
+    if entry.get("output") is None and entry.get("input") is None:  # no embedding the introspection could name
+        return [""] if entry.get("ties") else []
+    return list(entry.get("reads_all") or [])
 
 
 def _at_level(cfg: dict, arch: str | None, entry: dict | None, level: str) -> TieDeclaration:
