@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -306,7 +307,7 @@ def flag_variants(path: str, tmp: Path) -> dict[str, str]:
     """``{"saved": path, "flipped": ..., "deleted": ...}`` for a transformers checkpoint (a config.json with a
     model_type): copies in ``tmp`` whose config.json has the flag the class reads flipped (the tie declaration's
     ``flag_key``), and every ``tie_word_embeddings`` deleted (top level and one level down); the other files are
-    linked. Any other checkpoint: ``{"saved": path}``."""
+    copied. Any other checkpoint: ``{"saved": path}``."""
     from tietool.formats import open_checkpoint
     from tietool.ties.declaration import FLAG, tie_declaration
 
@@ -334,7 +335,7 @@ def flag_variants(path: str, tmp: Path) -> dict[str, str]:
         copy.mkdir(parents=True)
         for f in os.listdir(folder):
             if f != "config.json" and os.path.isfile(os.path.join(folder, f)):
-                (copy / f).symlink_to(os.path.join(folder, f))
+                shutil.copyfile(os.path.join(folder, f), copy / f)  # check does not follow links out of a folder
         (copy / "config.json").write_text(json.dumps(edited, indent=2))
         out[name] = str(copy / os.path.relpath(path, folder)) if os.path.isfile(path) else str(copy)
     return out

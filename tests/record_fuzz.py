@@ -92,7 +92,10 @@ def _hostile(rng: random.Random, tree) -> object:
 def mutate_json(tree, rng: random.Random):
     """One structural change somewhere in ``tree`` (a copy is changed and returned)."""
     tree = copy.deepcopy(tree)
-    path = rng.choice(_paths(tree))
+    paths = _paths(tree)
+    # the fields that become file names or choose the layout, more often than their share of a large tree
+    named = [p for p in paths if p and p[-1] in ("name", "file", "index", "source_format", "text", "files", "tietool")]
+    path = rng.choice(named if named and rng.random() < 0.4 else paths)
     node = _get(tree, path)
     op = rng.randrange(8)
     if op == 0 or not path:
@@ -131,8 +134,9 @@ def mutate_json(tree, rng: random.Random):
 @dataclass
 class Base:
     name: str
-    path: Path  # a file tietool wrote
+    path: Path  # a file (or a folder) tietool wrote
     to: tuple[str, ...]  # conversions that read its records
+    weights: str | None = None  # a folder's weights file, the one mutated
 
 
 def build_bases(root: Path) -> list[Base]:
@@ -145,13 +149,15 @@ def build_bases(root: Path) -> list[Base]:
         ("layout-keras", FIXTURES / "keras3/tied_revemb.keras", "safetensors", "k.safetensors", ("keras", "h5")),
         ("aliases", FIXTURES / "tf/t5/tf_model.h5", "safetensors", "t5.safetensors", ("h5",)),
         ("origin", FIXTURES / "pt/gpt2/model.safetensors", "h5", "gpt2.h5", ("safetensors",)),
+        # a folder whose layout record names two HDF5 shards and their index: converting back writes them
+        ("layout-shards", FIXTURES / "tf/gpt2_sharded", "safetensors", "gpt2-sharded", ("h5",)),
     ]
     bases = []
     for name, src, to, out, back in made:
         path = root / out
         if not path.exists():
             convert(src, to, path)
-        bases.append(Base(name, path, back))
+        bases.append(Base(name, path, back, "model.safetensors" if path.is_dir() else None))
     return bases
 
 
@@ -296,18 +302,23 @@ def one_case(i: int, bases: list[Base], work: Path, rng: random.Random) -> tuple
     if case.exists():
         shutil.rmtree(case)
     (case / "out").mkdir(parents=True)
-    if i % 5 == 4:
+    k = i % (len(bases) + 1)  # every base in turn, then a link graph
+    if k == len(bases):
         src = case / "graph.h5"
         what = link_graph(src, rng)
         to = "safetensors"
     else:
-        base = bases[i % len(bases)]
+        base = bases[k]
         src = case / base.path.name
-        what = (mutate_h5_origin if base.path.suffix == ".h5" else mutate_safetensors)(base.path, src, rng)
+        if base.weights:  # a folder: its weights file mutated, the rest copied
+            shutil.copytree(base.path, src)
+            what = mutate_safetensors(base.path / base.weights, src / base.weights, rng)
+        else:
+            what = (mutate_h5_origin if base.path.suffix == ".h5" else mutate_safetensors)(base.path, src, rng)
         what = f"{base.name}:{what}"
         to = rng.choice(base.to)
     before = _listing(case)
-    out = case / "out" / f"result.{to if to != 'safetensors' else 'st'}"
+    out = case / "out" / ("result" if src.is_dir() else f"result.{to if to != 'safetensors' else 'st'}")
     old = signal.signal(signal.SIGALRM, _on_alarm)
     signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
     try:

@@ -315,29 +315,22 @@ def test_unwritable_target(tmp_path):
 
 
 @pytest.mark.parametrize("to,src", [("safetensors", "tf/t5"), ("h5", "pt/gpt2")])
-def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch, to, src):
-    import tietool.io.tensorcopy as w
-
+def test_interrupted_write_leaves_nothing(tmp_path, to, src):
+    """An interrupt in the middle of writing (here from the progress callback,
+    at the third report of bytes written) leaves no output and no temporary."""
     calls = {"n": 0}
-    real = w.copy_tensor
 
-    def boom(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
+    def interrupt_third_write(phase, done, total):
+        if phase == "write":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
 
-    monkeypatch.setattr(w, "copy_tensor", boom)
-    import tietool.formats.h5_writer as hw
-    import tietool.formats.safetensors_writer as sw
-
-    monkeypatch.setattr(hw, "copy_tensor", boom)
-    monkeypatch.setattr(sw, "copy_tensor", boom)
     for out in (tmp_path / "folder_out", tmp_path / "file.out"):
         calls["n"] = 0
         source = FIXTURES / src if out.name == "folder_out" else weights_file(FIXTURES / src)
         with pytest.raises(KeyboardInterrupt):
-            convert(source, to, out=out)
+            convert(source, to, out=out, progress=interrupt_third_write)
         assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -449,22 +442,10 @@ def test_name_clash_keeps_dataset_paths(tmp_path):
 
 # -- one pipeline: file metadata, side files, the reference parser, the result ----------------
 
-def test_folder_facts_stay_out_of_file_metadata(tmp_path, monkeypatch):
-    """A folder reader notes facts about the folder (``other_weight_files``: a
-    folder holding both model.safetensors and tf_model.h5) in
-    ``Checkpoint.metadata``; they are not the file's ``__metadata__`` and must not
-    come back in it: safetensors -> H5 -> safetensors stays lossless."""
-    import tietool.convert.pipeline as pipeline
-
-    real = pipeline.open_checkpoint
-
-    def with_folder_fact(path):
-        ck = real(path)
-        if ck.format.startswith("safetensors"):
-            ck.metadata["other_weight_files"] = ["tf_model.h5"]
-        return ck
-
-    monkeypatch.setattr(pipeline, "open_checkpoint", with_folder_fact)
+def test_a_file_beside_another_weights_file_round_trips(tmp_path):
+    """A safetensors file in a folder that also holds tf_model.h5: its own
+    ``__metadata__`` only comes back (nothing about the folder), and
+    safetensors -> H5 -> safetensors stays lossless."""
     src = tmp_path / "both"
     src.mkdir()
     for f in (FIXTURES / "pt/gpt2").iterdir():
@@ -474,7 +455,9 @@ def test_folder_facts_stay_out_of_file_metadata(tmp_path, monkeypatch):
     convert(tmp_path / "m.h5", "safetensors", out=tmp_path / "back.safetensors")
     assert st_items(src / "model.safetensors") == st_items(tmp_path / "back.safetensors")
     with safe_open(str(tmp_path / "back.safetensors"), "np") as f:
-        assert "other_weight_files" not in (f.metadata() or {})
+        back_meta = f.metadata() or {}
+    with safe_open(str(src / "model.safetensors"), "np") as f:
+        assert back_meta == (f.metadata() or {})
 
 
 def test_side_file_policy(tmp_path):
@@ -636,27 +619,21 @@ def test_raw_copies_are_compared_as_they_are_written(tmp_path, monkeypatch):
     assert threading.active_count() == before  # the checking thread ended
 
 
-def test_early_check_stops_when_the_write_fails(tmp_path, monkeypatch):
-    """A failure while writing (here the third tensor) ends the checking
-    thread and is what the caller sees."""
+def test_early_check_stops_when_the_write_fails(tmp_path):
+    """A failure while writing (here at the third report of bytes written) ends
+    the checking thread and is what the caller sees."""
     import threading
 
-    from tietool.convert import write
-    from tietool.io import tensorcopy
-
-    real_copy = tensorcopy.copy_tensor
     count = []
 
-    def fail_third(*a, **k):
-        count.append(1)
-        if len(count) == 3:
+    def fail_third(phase, done, total):  # the third report of bytes written: the write fails there
+        count.append(phase)
+        if count.count("write") == 3:
             raise OSError(5, "Input/output error")
-        return real_copy(*a, **k)
 
-    monkeypatch.setattr(write.writers, "copy_tensor", fail_third)
     before = threading.active_count()
     with pytest.raises(OSError):
-        convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "bad")
+        convert(FIXTURES / "tf/gpt2", "safetensors", out=tmp_path / "bad", progress=fail_third)
     assert threading.active_count() == before and os.listdir(tmp_path) == []
 
 

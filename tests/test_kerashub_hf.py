@@ -126,13 +126,23 @@ def exported(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_tensor_is_keras_hub_moved_by_numpy(exported, family):
     args = MANIFEST["families"][family]["arguments"]
-    got = load_file(exported[family] / "model.safetensors")
+    got = raw_safetensors(exported[family] / "model.safetensors")
     want = expected(family, h5_weights(KHHF / family / "preset"), args["num_layers"])
     assert sorted(got) == sorted(want)
+    stored = {"float32": "F32", "bfloat16": "BF16"}[MANIFEST["families"][family]["dtype"]]
     for name, arr in want.items():
-        assert got[name].shape == arr.shape, name
-        assert got[name].dtype == arr.dtype, name
-        assert got[name].tobytes() == np.ascontiguousarray(arr).tobytes(), name
+        assert got[name][:2] == (stored, arr.shape), name  # bfloat16 kept as stored (Keras' 2-byte opaque)
+        assert got[name][2] == np.ascontiguousarray(arr).tobytes(), name
+
+
+def raw_safetensors(path: Path) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
+    """``{name: (dtype, shape, bytes)}`` read from the file's header and data (bfloat16 too)."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header.pop("__metadata__", None)
+    return {k: (v["dtype"], tuple(v["shape"]), data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+            for k, v in header.items()}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -141,14 +151,15 @@ def test_config_field_by_field(exported, family):
     a = m["arguments"]
     cfg = json.loads((exported[family] / "config.json").read_text())
     assert cfg["tie_word_embeddings"] is m["tie_weights"]
-    assert cfg["dtype"] == "float32"
+    assert cfg["dtype"] == m["dtype"]
     if family == "gpt2":
         assert cfg["architectures"] == ["GPT2LMHeadModel"] and cfg["model_type"] == "gpt2"
         assert (cfg["vocab_size"], cfg["n_embd"], cfg["n_layer"], cfg["n_head"], cfg["n_inner"], cfg["n_positions"]) \
             == (37, a["hidden_dim"], a["num_layers"], a["num_heads"], a["intermediate_dim"], a["max_sequence_length"])
         assert cfg["activation_function"] == "gelu_new"
         return
-    arch = {"llama3_tied": "LlamaForCausalLM", "llama3_untied": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+    arch = {"llama3_tied": "LlamaForCausalLM", "llama3_untied": "LlamaForCausalLM", "llama3_bf16": "LlamaForCausalLM",
+            "mistral": "MistralForCausalLM",
             "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM",
             "gemma2": "Gemma2ForCausalLM", "gemma3": "Gemma3ForCausalLM"}[family]
     assert cfg["architectures"] == [arch]
@@ -359,3 +370,51 @@ def test_transformers_folder_round_trip_is_bit_for_bit(tmp_path, family):
                 "n_inner", "query_pre_attn_scalar", "final_logit_softcapping", "attn_logit_softcapping"):
         if key in want and key in got:
             assert got[key] == want[key], key
+
+
+# -- diff PRESET OUT ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_diff_pairs_preset_with_its_export(exported, family):
+    """diff pairs every keras-hub variable with the transformers tensor made of it (the reshapes
+    included) and finds them identical, either way round."""
+    from tietool.diff.checkpoints import diff_checkpoints
+
+    r = diff_checkpoints(KHHF / family / "preset", exported[family])
+    assert r.identical and r.tensors
+    assert {t.match for t in r.tensors} == {"kerashub-table"}
+    back = diff_checkpoints(exported[family], KHHF / family / "preset")
+    assert back.identical and len(back.tensors) == len(r.tensors)
+
+
+def test_diff_names_the_keras_hub_variables_that_differ(exported, tmp_path):
+    src = exported["gpt2"]
+    dst = tmp_path / "gpt2"
+    shutil.copytree(src, dst)
+    got = raw_safetensors(dst / "model.safetensors")["transformer.h.1.attn.c_attn.weight"]
+    data = bytearray((dst / "model.safetensors").read_bytes())
+    at = data.find(got[2])
+    data[at + 4 * 16 + 1] ^= 0x40  # one element of the second row, in the key kernel's columns
+    (dst / "model.safetensors").write_bytes(bytes(data))
+    res = run_cli("diff", str(KHHF / "gpt2" / "preset"), str(dst), "--json")
+    assert res.returncode == 1, res.stdout + res.stderr
+    rows = [t for t in json.loads(res.stdout)["tensors"] if t["status"] != "identical"]
+    assert [(t["a"], t["b"], t["status"]) for t in rows] == [(
+        "layers/transformer_decoder_1/_self_attention_layer/query_dense/vars/0"
+        "+layers/transformer_decoder_1/_self_attention_layer/key_dense/vars/0"
+        "+layers/transformer_decoder_1/_self_attention_layer/value_dense/vars/0",
+        "transformer.h.1.attn.c_attn.weight", "differs")]
+    assert rows[0]["elements_differ"] == 1
+
+
+def test_a_tasks_keras_archive_exports_as_its_preset(exported, tmp_path):
+    """``convert TASK.keras --names pt``: the backbone's weights found under the task's
+    ``layers/<backbone>/``, the same tensors bit for bit and the same config as the preset's export
+    (no tokenizer: the archive holds no vocabulary files)."""
+    res = run_cli("convert", str(KHHF / "llama3_untied" / "task.keras"), "--names", "pt", "-o", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    assert raw_safetensors(tmp_path / "o" / "model.safetensors") == \
+        raw_safetensors(exported["llama3_untied"] / "model.safetensors")
+    got = json.loads((tmp_path / "o" / "config.json").read_text())
+    want = json.loads((exported["llama3_untied"] / "config.json").read_text())
+    assert got == {k: v for k, v in want.items() if not k.endswith("_token_id")}

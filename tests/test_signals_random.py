@@ -216,3 +216,53 @@ def test_watchdog_bounds_a_stop_that_never_comes(tmp_path, sig):
     assert took <= BOUND and proc.returncode == 128 + sig, (took, proc.returncode, err)
     assert err.strip().splitlines() == [f"Error: interrupted by {sig.name}: nothing written"]
     assert not tmp.exists()
+
+
+def _read_only(cases: list[Case]) -> list[list[str]]:
+    st, h5 = cases[0].src, cases[1].src
+    llama = cases[2].src
+    return [["verify-tie", st], ["diff", st, h5], ["check", llama], ["inspect", h5],
+            ["run", llama, "--mode", "embedding", "--ids", "1,2,3"]]
+
+
+def _read_only_runs(cases: list[Case], n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    load = _load()
+    seen = []
+    try:
+        for i in range(n):
+            args = _read_only(cases)[i % 5]
+            sig = rng.choice(SIGNALS)
+            delay = rng.uniform(0.0, 3.0)
+            proc = start(args)
+            time.sleep(delay)
+            sent = time.monotonic()
+            proc.send_signal(sig)
+            try:
+                _, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise AssertionError(f"{args[0]}: {sig.name} at {delay:.2f} s: still alive after 60 s") from None
+            took = time.monotonic() - sent
+            what = f"{args[0]}: {sig.name} at {delay:.2f} s -> exit {proc.returncode} in {took:.2f} s"
+            seen.append(what)
+            assert took <= BOUND, what + ": " + err[-300:]
+            assert proc.returncode in (0, 1, -sig, 128 + sig), what + ": " + err[-300:]
+            if proc.returncode == 128 + sig:
+                assert err.strip().splitlines()[-1] == f"Error: interrupted by {sig.name}: nothing written", err
+    finally:
+        for p in load:
+            p.kill()
+            p.wait()
+    print("\n".join(seen))
+
+
+def test_signal_read_only_commands_sample(cases):
+    """inspect, verify-tie, check, diff and run (TensorFlow's import included) stop within the bound too."""
+    _read_only_runs(cases, 5, seed=3)
+
+
+@pytest.mark.slow
+def test_signal_read_only_commands_many(cases):
+    _read_only_runs(cases, 20, seed=4)

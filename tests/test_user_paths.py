@@ -141,6 +141,9 @@ def test_name_for_user_maps_temporaries():
     err = FileNotFoundError(2, "No such file or directory", f"{folder}/model.safetensors")
     name_for_user(err, {folder: "o"})
     assert err.filename == "o/model.safetensors"
+    other = RuntimeError(f"Unable to create file (unable to open file: name = '{folder}/model.h5', errno = 5)")
+    name_for_user(other, {folder: "o"})
+    assert str(other) == "Unable to create file (unable to open file: name = 'o/model.h5', errno = 5)"
 
 
 PERMISSION_SCRIPT = r"""

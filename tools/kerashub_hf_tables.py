@@ -32,6 +32,7 @@ warnings.filterwarnings("ignore")
 
 import h5py  # noqa: E402
 import keras_hub  # noqa: E402
+import ml_dtypes  # noqa: E402
 import numpy as np  # noqa: E402
 from keras_hub.src.utils.transformers.preset_loader import TransformersPresetLoader  # noqa: E402
 from keras_hub.src.utils.transformers.safetensor_utils import SafetensorLoader  # noqa: E402
@@ -46,17 +47,27 @@ from tietool.formats import open_checkpoint  # noqa: E402
 KHHF = os.path.join(ROOT, "fixtures", "kerashub_hf")
 
 
+def as_values(arr) -> np.ndarray:
+    """Values as float32 (bfloat16, stored by Keras as 2-byte opaque data, upcast exactly): keras-hub
+    0.32's from_preset builds float32 variables even for a bfloat16 preset."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "V" and arr.dtype.itemsize == 2:
+        arr = arr.view(ml_dtypes.bfloat16)
+    return np.ascontiguousarray(arr.astype(np.float32) if arr.dtype.kind in "fV" or "bfloat16" in str(arr.dtype)
+                                else arr)
+
+
 def dataset_paths(preset: str, backbone) -> dict[int, str]:
     """``{id(variable): dataset path}``: each variable found by its (random, unique) bytes."""
     stored: dict[bytes, list[str]] = {}
     with h5py.File(os.path.join(preset, "model.weights.h5"), "r") as f:
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
-                stored.setdefault(np.ascontiguousarray(obj[()]).tobytes(), []).append(name)
+                stored.setdefault(as_values(obj[()]).tobytes(), []).append(name)
         f.visititems(visit)
     out = {}
     for v in backbone.weights:
-        found = stored.get(np.ascontiguousarray(np.asarray(v.numpy())).tobytes(), [])
+        found = stored.get(as_values(v.numpy()).tobytes(), [])
         if len(found) != 1:
             raise SystemExit(f"{preset}: {v.path} matches {len(found)} datasets")
         out[id(v)] = found[0]
@@ -77,6 +88,8 @@ class Checking(SafetensorLoader):
             hf_tensor = hook_fn(hf_tensor, list(keras_variable.shape))
         want = np.asarray(keras_variable.numpy())
         got = np.asarray(hf_tensor)
+        if got.dtype != want.dtype and "bfloat16" in str(got.dtype):  # a bfloat16 export: exact upcast
+            got = got.astype(want.dtype)
         if got.shape != want.shape:
             verdict = "differs"
         elif got.dtype == want.dtype:

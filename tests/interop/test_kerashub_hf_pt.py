@@ -62,7 +62,10 @@ def _loads_clean_and_agrees(got: dict) -> None:
     assert got["max_abs_diff"] is not None and got["max_abs_diff"] <= REL_TOL * scale, got
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+FLOAT32 = [f for f in FAMILIES if MANIFEST["families"][f]["dtype"] == "float32"]
+
+
+@pytest.mark.parametrize("family", FLOAT32)
 def test_exported_preset_loads_with_keras_hub_logits(loaded, family):
     got = loaded[family]
     _loads_clean_and_agrees(got)
@@ -115,3 +118,35 @@ def test_tokenizer_gives_keras_hub_ids_without_sentencepiece(loaded, pt_python):
         assert g["with_specials"] == ([bos] if adds_bos else []) + ref["ids"], fam
     if no_spm.returncode == 0 or no_pb.returncode == 0:
         pytest.skip("sentencepiece or protobuf is installed beside transformers: ids checked, independence not")
+
+
+BF16_CHECK = """
+import json, sys, numpy as np, torch
+from transformers import AutoModelForCausalLM
+out, fixture = sys.argv[1], sys.argv[2]
+as_saved = AutoModelForCausalLM.from_pretrained(out)
+model, info = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
+ids = torch.from_numpy(np.load(fixture + "/ref_input_ids.npy")).long()
+with torch.no_grad():
+    got = model(input_ids=ids).logits.numpy()
+want = np.load(fixture + "/ref_logits.npy")
+print(json.dumps({"dtype_as_saved": str(as_saved.dtype), "info": {k: [str(x) for x in v] for k, v in info.items()},
+                  "max_abs_diff": float(np.abs(got - want).max()), "scale": float(np.abs(want).max()),
+                  "tied": model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()}))
+"""
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in FLOAT32])
+def test_bfloat16_preset_stays_bfloat16(loaded, pt_python, family):
+    """A bfloat16 preset is written bfloat16 (no upcast): transformers loads it as bfloat16, and in
+    float32 (an exact upcast) it gives the float32 logits keras-hub computes from those weights."""
+    env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1")
+    env.pop("PYTHONPATH", None)
+    res = subprocess.run([pt_python, "-c", BF16_CHECK, str(loaded[family]["out"]), str(KHHF / family)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["dtype_as_saved"] == "torch.bfloat16"
+    assert all(v == [] for v in got["info"].values()), got
+    assert got["tied"] is MANIFEST["families"][family]["tie_weights"]
+    assert got["max_abs_diff"] <= REL_TOL * got["scale"], got

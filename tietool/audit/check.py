@@ -339,8 +339,9 @@ def _unread_flags(a: Analysis) -> None:
             what = f"finds no {head} stored (only {emb}) and initialises it at random"
         else:
             continue
-        who = ("transformers 4.x (it reads get_text_config(decoder=True))" if _transformers4_key(cfg) == f.key
-               else "a loader that reads it")
+        if _transformers4_key(cfg) != f.key:
+            continue  # no loader we know of reads that flag: nothing to warn about
+        who = "transformers 4.x (it reads get_text_config(decoder=True))"
         reads = ", ".join(decl.keys) or "no flag"
         a.warnings.append(Problem(FLAGS_DISAGREE, (
             f"{f.label()} differs from what transformers 5 uses ({decl.architecture or 'this class'} reads {reads}: "

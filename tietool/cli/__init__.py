@@ -12,6 +12,8 @@ not a ``KeyboardInterrupt`` traceback.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import Any
 
@@ -20,7 +22,7 @@ __all__ = ["cli", "main"]
 
 def main() -> None:
     from tietool.cli.exits import exit_code_for
-    from tietool.io.signals import Interrupted, install, stop_line
+    from tietool.io.signals import Interrupted, install, stop_line, stopping
 
     install(exit_code_for)
     try:
@@ -28,7 +30,18 @@ def main() -> None:
     except Interrupted as exc:
         sys.stderr.write(stop_line(exc.name, None) + "\n")
         sys.exit(exit_code_for(exc))
-    run()
+    try:
+        run()
+    except SystemExit as exc:
+        if not stopping():
+            raise
+        # Stopped by a signal, everything cleaned up: end here, not through the interpreter's
+        # finalisation (joining helper threads, libraries' exit handlers), which has nothing left to do
+        # for us and is where a stop could still wait.
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
 
 
 def __getattr__(name: str) -> Any:

@@ -18,16 +18,6 @@ from ..formats.records import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY
 from ..model import Checkpoint, Layout, TensorInfo
 from .plan import TensorOut, stem
 
-#: Keys a folder reader adds to ``Checkpoint.metadata`` about the folder, not
-#: the file: never written into an output file's metadata.
-FOLDER_FACTS = frozenset({"other_weight_files"})
-
-
-def file_metadata(ckpt: Checkpoint) -> dict[str, str]:
-    """The source file's own ``__metadata__`` (what it stores, without what
-    the folder reader noted about the folder around it)."""
-    return {k: v for k, v in ckpt.metadata.items() if k not in FOLDER_FACTS}
-
 
 def h5_files(ckpt: Checkpoint) -> list[SafeH5]:
     """The open HDF5 file(s) of an HDF5 / .keras checkpoint."""

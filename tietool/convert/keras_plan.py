@@ -10,7 +10,7 @@ from tietool.io.tensorcopy import SourceFiles
 
 from ..config import is_hf_config
 from ..errors import UsageError
-from ..formats import Family, format_of, origin_of, records
+from ..formats import CONTAINER_SUFFIXES, Family, format_of, origin_of, records
 from ..formats.records import CONFIG_KEY, KERAS_METADATA_KEY, LAYOUT_KEY, NAMES_KEY, ORIGIN_KEY, RESERVED_KEYS
 from ..model import Checkpoint, TensorInfo
 from . import keras_layout as kl
@@ -19,7 +19,6 @@ from .plan import OutputFile, Plan, TensorOut, safetensors_outputs, stem
 
 TARGETS = ("safetensors", "h5", "keras")
 TIES = ("dedupe", "keep")
-OUTPUT_SUFFIXES = ((".keras", "keras"), (".safetensors", "safetensors"), (".h5", "h5"), (".hdf5", "h5"))
 
 
 def infer_target(ckpt: Checkpoint, names: str = "keras", out: str | None = None) -> tuple[str, str]:
@@ -29,7 +28,7 @@ def infer_target(ckpt: Checkpoint, names: str = "keras", out: str | None = None)
     the format tietool recorded it came from (.keras or HDF5), else HDF5."""
     if names == "pt":
         return "safetensors", "--names pt writes safetensors"
-    for suffix, target in OUTPUT_SUFFIXES:
+    for suffix, target in CONTAINER_SUFFIXES:
         if out is not None and os.fspath(out).endswith(suffix) and not os.path.isdir(ckpt.path):
             return target, f"the output name ends in {suffix}"
     fmt = format_of(ckpt)
@@ -126,7 +125,7 @@ def plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
         tree, data = kl.archive_weights(ckpt)
         kl.record_keras_texts(ckpt, tree)
         return Plan((OutputFile(stem(src_name) + ".weights.h5", "h5", kl.outs(data), tree=tree),))
-    md = kl.file_metadata(ckpt)
+    md = ckpt.metadata
     if LAYOUT_KEY in md:
         layout = kl.recorded_layout(ckpt)
         outputs = []

@@ -42,7 +42,7 @@ from .plan import Plan, TensorOut, safetensors_outputs
 from .result import PtDetails
 
 if TYPE_CHECKING:
-    from tietool.ties.detect import Member
+    from tietool.ties.group import Member
 
 #: Hub default shard size (transformers' max_shard_size="5GB").
 DEFAULT_SHARD_SIZE = 5 * 10**9
@@ -83,7 +83,7 @@ def _tied_heads(ckpt: Checkpoint, entries: list[PtEntry], tied_keys: dict | None
     transformers 5 ties back are left out (RemBERT ties nothing: its decoder is
     written even when it equals the embedding)."""
     from tietool.ties.compare import compare_copies
-    from tietool.ties.detect import tied_heads
+    from tietool.ties.heads import tied_heads
     from tietool.ties.verify import declared_tie
 
     if declared_tie(ckpt).get("value") is not True:

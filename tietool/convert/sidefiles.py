@@ -25,10 +25,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..formats import WEIGHT_SUFFIXES
 from ..model import Checkpoint
-
-WEIGHT_SUFFIXES = (".h5", ".hdf5", ".safetensors", ".bin", ".msgpack", ".keras", ".pt", ".pth", ".ckpt",
-                   ".h5.index.json", ".safetensors.index.json", ".bin.index.json", ".weights.json")
 
 
 @dataclass(frozen=True)

@@ -302,7 +302,8 @@ def diff_checkpoints(a: str | os.PathLike, b: str | os.PathLike, atol: float | N
     _check_tolerance(atol, rtol)
     a, b = os.fspath(a), os.fspath(b)
     with open_checkpoint(a) as ca, open_checkpoint(b) as cb:
-        pairs = match_checkpoints(ca, cb)
+        table = _kerashub_table(a, ca, b, cb, atol, rtol)  # a keras-hub preset against a transformers folder
+        pairs = match_checkpoints(ca, cb) if table is None else []
         sa, sb = _Side(ca), _Side(cb)
         cache: dict[tuple, Tally] = {}
         out: list[TensorDiff] = []
@@ -313,9 +314,46 @@ def diff_checkpoints(a: str | os.PathLike, b: str | os.PathLike, atol: float | N
             sa.close()
             sb.close()
         fa, fb = ca.format, cb.format
+        out += table or []
     order = {s: i for i, s in enumerate(STATUSES)}
     out.sort(key=lambda t: (order[t.status], layer_sort_key(t.layer)))
     return DiffResult(a, b, fa, fb, atol, rtol, tuple(out), summarize_layers(out))
+
+
+def _kerashub_table(a: str, ca: Checkpoint, b: str, cb: Checkpoint, atol, rtol) -> list[TensorDiff] | None:
+    """Pairs made by the keras-hub <-> transformers family table
+    (:mod:`tietool.convert.kerashub_hf.pairing`); None when it does not apply."""
+    from tietool.convert.kerashub_hf import pairing
+
+    if not pairing.applies(a, ca, b, cb):
+        return None
+    preset_is_a = pairing.is_preset(a)
+    out = []
+    for na, nb, t in pairing.pairs(a, ca, b, cb):
+        key = nb if preset_is_a else na
+        common: dict[str, Any] = dict(a=na, b=nb, match=pairing.MATCH if t else None, transform=None,
+                                      layer=layer_of(key or na or nb or ""), key=key or na or nb or "")
+        if t is None:
+            out.append(TensorDiff(status=ONLY_B if na is None else ONLY_A, **common))
+            continue
+        g = (cb if preset_is_a else ca).tensors[t.name]
+        shapes = (tuple(t.shape), tuple(g.shape)) if preset_is_a else (tuple(g.shape), tuple(t.shape))
+        dtypes_ = (t.source.dtype, g.dtype) if preset_is_a else (g.dtype, t.source.dtype)
+        common.update(shape_a=shapes[0], shape_b=shapes[1], dtype_a=dtypes_[0], dtype_b=dtypes_[1],
+                      transform="kerashub-layout")
+        if tuple(g.shape) != tuple(t.shape):
+            out.append(TensorDiff(status=SHAPE, **common))
+            continue
+        acc = pairing.compare(ca if preset_is_a else cb, t, cb if preset_is_a else ca, atol, rtol)
+        status = DTYPE if dtypes_[0] != dtypes_[1] else (
+            DIFFERS if acc.elements_differ else NEAR if acc.bits_differ else IDENTICAL)
+        out.append(TensorDiff(status=status, elements=acc.elements, elements_differ=acc.elements_differ,
+                              bits_differ=acc.bits_differ, rows_differ=acc.rows_differ,
+                              max_abs=acc.max_abs if acc.bits_differ else 0.0,
+                              max_rel=acc.max_rel if acc.bits_differ else 0.0,
+                              rel_l2=_rel_l2(acc) if acc.bits_differ else 0.0, nan_mismatch=acc.nan_mismatch,
+                              **common))
+    return out
 
 
 def _rel_l2(acc: Tally) -> float:

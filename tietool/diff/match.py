@@ -194,7 +194,7 @@ class _Matcher:
     def _tied_heads(self, side: Checkpoint, left: dict, other: Checkpoint, swap: bool) -> None:
         """A decoder unmatched on ``side`` whose group's embedding is paired
         with an embedding of ``other``, when ``other`` declares the tie."""
-        from tietool.ties.detect import tied_heads
+        from tietool.ties.heads import tied_heads
         from tietool.ties.verify import declared_tie
 
         heads = {n for n in left if not (self.ea if not swap else self.eb)[n].alias}

@@ -21,10 +21,20 @@ from ..errors import (
 )
 from ..model import Checkpoint
 from ..textsafe import bounded
+from .descriptor import (
+    CONTAINER_SUFFIXES,
+    WEIGHT_SUFFIXES,
+    Family,
+    Format,
+    Recognised,
+    format_of,
+    get_format,
+    origin_of,
+)
 from .descriptor import FORMATS as DESCRIPTORS
-from .descriptor import Family, Format, Recognised, format_of, get_format, origin_of
 
-__all__ = ["FORMATS", "DESCRIPTORS", "Family", "Format", "Recognised", "format_of", "get_format", "origin_of",
+__all__ = ["FORMATS", "DESCRIPTORS", "CONTAINER_SUFFIXES", "WEIGHT_SUFFIXES",
+           "Family", "Format", "Recognised", "format_of", "get_format", "origin_of",
            "open_checkpoint", "open_as_stored", "recognise", "find_weights", "FOLDER_CONFIG"]
 
 #: Every format tietool reads: name -> description (the descriptors: :mod:`tietool.formats.descriptor`).

@@ -111,6 +111,14 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 )}
 
 
+#: An output file name's suffix -> the container it asks for (``convert -o x.keras``).
+CONTAINER_SUFFIXES: tuple[tuple[str, Container], ...] = (
+    (".keras", "keras"), (".safetensors", "safetensors"), (".h5", "h5"), (".hdf5", "h5"))
+#: Names of weight files of any format (tietool's and others'), never carried beside an output.
+WEIGHT_SUFFIXES = (".h5", ".hdf5", ".safetensors", ".bin", ".msgpack", ".keras", ".pt", ".pth", ".ckpt",
+                   ".h5.index.json", ".safetensors.index.json", ".bin.index.json", ".weights.json")
+
+
 def get_format(name: str) -> Format:
     """The descriptor of the format called ``name``."""
     return FORMATS[name]

@@ -367,6 +367,8 @@ def name_for_user(exc: BaseException, names: dict[str, str]) -> None:
             exc.strerror = exc.message
         else:
             exc.filename, exc.filename2 = user(exc.filename), user(exc.filename2)
+    elif not isinstance(exc, TietoolError):  # another library's error quoting the temporary (h5py: "name = '...'")
+        exc.args = tuple(user(a) for a in exc.args)
 
 
 def _about_output(exc: OSError, tmp: str, target: str) -> bool:

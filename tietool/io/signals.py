@@ -51,6 +51,7 @@ _held = 0
 _pending: int | None = None
 _reported = False
 _installed = False
+_stopping = False
 _status: Callable[[BaseException], int] = lambda exc: 1  # noqa: E731  # set by install(): the CLI's table
 
 
@@ -140,8 +141,14 @@ def join(thread: threading.Thread, timeout: float | None = None) -> None:
 
 # -- the handler and the watchdog ---------------------------------------------------------------------
 
+def stopping() -> bool:
+    """Whether a signal asked this process to stop."""
+    return _stopping
+
+
 def _raise(signum: int, frame: object) -> None:
-    global _pending
+    global _pending, _stopping
+    _stopping = True
     for s in SIGNALS:
         signal.signal(s, signal.SIG_IGN)
     _start_watchdog(signum)

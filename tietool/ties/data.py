@@ -76,6 +76,8 @@ def head_name(architecture: object) -> tuple[str, str] | None:
     keys = tied_weights_keys(architecture)
     name = architecture[2:] if isinstance(architecture, str) and architecture.startswith("TF") else architecture
     entry = table()["architectures"].get(name) if isinstance(name, str) else None
+    for tie in (entry or {}).get("ties") or []:  # the sub-models' ties too (an encoder-decoder's decoder)
+        keys = {**tie.get("keys", {}), **keys}
     output = ((entry or {}).get("output") or {}).get("name")
     if output in keys:
         return output, keys[output]

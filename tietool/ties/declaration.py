@@ -150,10 +150,29 @@ def keras_graph_reuse(cfg: Any) -> str | None:
 
 def _transformers(cfg: dict) -> TieDeclaration:
     arch, entry = data.architecture_entry(cfg.get("architectures"))
-    if entry is not None and entry.get("built") and entry.get("reads") is None and (
-            not entry.get("ties") or entry.get("output") is not None):
-        return _never_ties(cfg, arch, entry)
-    level = (entry.get("reads") or "") if entry is not None else ""
+    levels = _head_levels(entry) if entry is not None else [""]
+    if not levels:
+        return _never_ties(cfg, arch, entry or {})
+    # every PreTrainedModel inside the class whose tie names the head reads its own config's flag; the head is
+    # tied when any of them ties (Kosmos-2 ties it at the top level and again inside text_model)
+    found = [_at_level(cfg, arch, entry, level) for level in levels]
+    decl = next((d for d in found if d.value), found[0])
+    keys = tuple(dict.fromkeys(k for d in found for k in d.keys))
+    return TieDeclaration(decl.value, decl.source, keys, decl.config_class, decl.key, arch, decl.rules, decl.forced,
+                          _unread(cfg, keys), level_key=decl.level_key)
+
+
+def _head_levels(entry: dict) -> list[str]:
+    """The config paths the ties of the class's head read (the table's ``reads_all``; [] : the class never
+    ties its head)."""
+    if not entry.get("built"):
+        return [entry.get("reads") or ""]  # not built from its default config: the top level, as most classes
+    if entry.get("output") is None and entry.get("input") is None:  # no embedding the introspection could name
+        return [""] if entry.get("ties") else []
+    return list(entry.get("reads_all") or [])
+
+
+def _at_level(cfg: dict, arch: str | None, entry: dict | None, level: str) -> TieDeclaration:
     node: dict = cfg
     for part in level.split(".") if level else ():
         sub = node.get(part)
@@ -167,7 +186,7 @@ def _transformers(cfg: dict) -> TieDeclaration:
     rules = RULES_CLASS if entry is not None else RULES_MODEL_TYPE if cls_entry is not None else RULES_UNKNOWN
     value, source, key, keys, forced = _evaluate(node, prefix, cls_entry)
     return TieDeclaration(value, source, keys, cls_entry["config_class"] if cls_entry else None, key, arch, rules,
-                          forced, _unread(cfg, keys), level_key=prefix + FLAG)
+                          forced, level_key=prefix + FLAG)
 
 
 def _never_ties(cfg: dict, arch: str | None, entry: dict) -> TieDeclaration:
@@ -192,7 +211,8 @@ def _evaluate(node: dict, prefix: str, cls: dict | None) -> tuple[bool | None, s
             return own, f"config.json key {own_key}", own_key, (own_key,), False
         return None, f"{own_key} absent and the config class unknown", None, (own_key,), False
     name = cls["config_class"]
-    if cls.get("forced") is not None:
+    nested_values = {v for n in cls.get("nested") or [] for v in n["table"].values()}
+    if cls.get("forced") is not None and nested_values <= {cls["forced"]}:  # a nested flag can still change it
         return (cls["forced"], f"forced by config class {name}" + (
             f", which does not read config.json key {own_key}={str(own).lower()}" if own is not None else ""),
             None, (), True)

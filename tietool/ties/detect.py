@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Container
+from typing import Any
 
 from tietool import config as configlib
 from tietool import kerashub
@@ -17,6 +16,7 @@ from tietool.jsontree import walk
 from tietool.model import Checkpoint, Role, TensorInfo, TieRole
 from tietool.textsafe import bounded
 from tietool.ties.classrules import ClassPair, class_pair
+from tietool.ties.group import Member, TieGroup
 from tietool.ties.rules import (
     DUPLICATE,
     IMPLICIT,
@@ -32,84 +32,6 @@ from tietool.ties.rules import (
     has_output_layer,
     name_parts,
 )
-
-# -- groups -----------------------------------------------------------------------------
-
-@dataclass
-class Member:
-    name: str
-    role: TieRole
-    shape: tuple[int, ...]
-    dtype: str
-    transposed: bool = False
-    stored: bool = True  # False: a name recorded only as an alias (safetensors metadata)
-    same_storage_as: str | None = None  # hard link / alias of an earlier member
-    info: TensorInfo | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def stored_info(self) -> TensorInfo:
-        """The stored tensor (every member but an alias-only name has one)."""
-        if self.info is None:
-            raise ValueError(f"{self.name!r} is an alias, not a stored tensor")
-        return self.info
-
-    def as_dict(self) -> dict:
-        d = {"name": self.name, "role": self.role, "shape": list(self.shape), "dtype": self.dtype,
-             "transposed": self.transposed, "stored": self.stored}
-        if self.same_storage_as is not None:
-            d["same_storage_as"] = self.same_storage_as
-        return d
-
-
-@dataclass
-class TieGroup:
-    members: list[Member]
-    kind: str
-    verdict: str
-    vocab_size: int
-    hidden_size: int
-    reason: str = ""
-    tie_source: str | None = None  # what establishes an implicit tie
-    comparisons: list[dict] = field(default_factory=list)
-    consistency: dict | None = None
-    agreement: dict | None = None  # copies that differ: classes, strict majority, odd ones out (tietool.ties.majority)
-
-    @property
-    def tied(self) -> bool:
-        return self.verdict == TIED
-
-    def distinct(self) -> list[Member]:
-        """One member per stored object, the reference first."""
-        return [m for m in self.members if m.stored and m.same_storage_as is None]
-
-    def to_json(self) -> dict:
-        return self.as_dict()
-
-    def as_dict(self) -> dict:
-        d: dict[str, Any] = {
-            "members": [m.as_dict() for m in self.members],
-            "kind": self.kind,
-            "verdict": self.verdict,
-            "tied": self.tied,
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "reason": self.reason,
-        }
-        if self.tie_source:
-            d["tie_source"] = self.tie_source
-        if self.comparisons:
-            d["comparisons"] = self.comparisons
-            worst = [c for c in self.comparisons if not c["equal"] or not c["identical"]]
-            if worst:
-                d["max_abs_diff"] = max(c.get("max_abs_diff", 0.0) for c in worst)
-                d["rows_differ"] = max(c.get("rows_differ", 0) for c in worst)
-                rows = sorted({r for c in worst for r in c.get("first_rows", [])})
-                d["first_rows"] = rows[:10]
-        if self.consistency is not None:
-            d["consistency"] = self.consistency
-        if self.agreement is not None:
-            d["agreement"] = self.agreement
-        return d
 
 
 def _candidates(ckpt: Checkpoint) -> list[TensorInfo]:
@@ -515,15 +437,3 @@ def find_ties(ckpt: Checkpoint, embedding: str | None = None, decoder: str | Non
                          "matrix with no reverse pass: the output layer is the ReversibleEmbedding)")
     return [group]
 
-
-def tied_heads(ckpt: Checkpoint, embeddings: Container[str], heads: Container[str]) -> list[tuple[Member, Member]]:
-    """``(embedding, head)``: each decoder member named in ``heads`` of a tie
-    group, with the group's first embedding member named in ``embeddings``
-    (the one place ``convert --names pt`` and ``diff`` find a head tied to an
-    embedding; what each then requires of the config is its own rule)."""
-    out = []
-    for g in find_ties(ckpt):
-        emb = next((m for m in g.members if m.role == TieRole.EMBEDDING and m.name in embeddings), None)
-        if emb is not None:
-            out += [(emb, m) for m in g.members if m.role == TieRole.DECODER and m.name in heads]
-    return out

@@ -128,15 +128,18 @@ def declared_tie(ckpt: Checkpoint) -> dict:
 
 
 def has_output_layer(declared: dict, ckpt: Checkpoint | None = None, vocab: int | None = None) -> bool | None:
-    """True when an architecture names an LM head or the weights hold an
+    """True when transformers 5's class (the generated table) has an output
+    embedding, else when an architecture names an LM head or the weights hold an
     output layer's vocabulary-sized bias (Marian's ``final_logits_bias``);
     False only when every architecture names a model without one
     (``BertModel``, ``...ForSequenceClassification``) and the weights do not
     say otherwise; None when nothing tells."""
     archs = declared.get("architectures") or []
     _name, entry = data.architecture_entry(archs)
+    if entry is not None and entry.get("built"):  # transformers 5 built it: its get_output_embeddings() decides
+        return entry.get("output") is not None
     if any(_LM_ARCH_RE.search(a) for a in archs) or (entry is not None and entry.get("lm_head_mapping")):
-        return True  # a class of transformers 5's LM-head mappings (EncoderDecoderModel) by its name or the table
+        return True  # a class of transformers 5's LM-head mappings by its name or the table
     if ckpt is not None and vocab and _vocab_bias(ckpt, vocab):
         return True
     if archs and all(_HEADLESS_ARCH_RE.search(a) for a in archs):

@@ -90,8 +90,9 @@ class Assembly:
 
     # -- the blocks -------------------------------------------------------------------
 
-    def _blocks(self, ckpt: Checkpoint, reader: "PartReader"):
-        """``(first row, block [r1-r0, M])`` for every row block of the output, in order."""
+    def blocks(self, reader: "PartReader"):
+        """``(first row, block [r1-r0, M])`` for every row block of the output, in order (a block
+        is valid until the next one)."""
         n, m = self.shape2d
         dtype = self.pieces[0].source.dtype
         item = dtypes.DTYPES[dtype].itemsize
@@ -118,7 +119,7 @@ class Assembly:
         m = self.shape2d[1]
         item = dtypes.DTYPES[self.pieces[0].source.dtype].itemsize
         with PartReader(ckpt) as reader:
-            for r0, buf in self._blocks(ckpt, reader):
+            for r0, buf in self.blocks(reader):
                 data = le_bytes(buf)
                 write_all(fd, data, pos + r0 * m * item)
                 if tick:
@@ -128,7 +129,7 @@ class Assembly:
         """Whether ``g`` (of the written ``got``) holds exactly the assembled bytes."""
         flat = dataclasses.replace(g, shape=self.shape2d)
         with PartReader(ckpt) as reader, BlockReader(got) as out:
-            for r0, buf in self._blocks(ckpt, reader):
+            for r0, buf in self.blocks(reader):
                 rows = out.rows(flat, r0, r0 + buf.shape[0], slot=0)
                 if not np.array_equal(_bits(buf), _bits(rows)):
                     return False
