@@ -10,6 +10,7 @@ imported it at module level.)
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -163,7 +164,9 @@ BUDGET_COMMANDS = {
 
 
 def _child(args: list[str]) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    # from compiled bytecode, as an installed copy runs (pip compiles on install): the first run writes it
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
     assert "Traceback" not in r.stderr and r.returncode in (0, 1), r.stderr[-3000:]
     return r
 
