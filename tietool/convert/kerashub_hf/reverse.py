@@ -152,7 +152,8 @@ def plan_preset(ckpt: Checkpoint, src: str) -> tuple[Plan, list[str]]:
     outputs = (OutputFile("model.weights.h5", "h5", tuple(tensors), tree=tree),
                OutputFile("config.json", "text", text=json.dumps(config, indent=4) + "\n"),
                OutputFile("metadata.json", "text", text=json.dumps(metadata, indent=4) + "\n"),
-               *(OutputFile(name, "text", text=text) for name, text in tok_files.items()))
+               *(OutputFile(name, "bytes", content=v) if isinstance(v, bytes) else OutputFile(name, "text", text=v)
+                 for name, v in tok_files.items()))
     notes = [f"keras-hub {fam.backbone} from {fam.architecture} ({fam.model_type}), "
              + ("tied" if tied else "untied: reverse_embeddings from lm_head.weight, transposed")]
     return Plan(outputs, multi=True), notes + ([tok_note] if tok_note else [])
