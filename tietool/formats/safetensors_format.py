@@ -60,7 +60,10 @@ def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
     """Validated ``(tensors, metadata, data_start)`` of one safetensors file.
     ``tensors`` keeps header order: name -> {dtype, shape, begin, end}."""
     raw, size = _read_header_bytes(path)
-    header = _parse_header_json(raw, path)
+    data_start = 8 + len(raw)
+    holder = [raw]
+    del raw  # the bytes are freed once decoded: at most two copies of a header (up to 100 MB) at once
+    header = _parse_header_json(holder, path)
     metadata = header.pop("__metadata__", None)
     if metadata is None:
         metadata = {}
@@ -69,7 +72,6 @@ def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
         raise CorruptCheckpointError("__metadata__ must map strings to strings", path)
     if len(header) > MAX_TENSORS:
         raise UnsafeCheckpointError(f"header lists more than {MAX_TENSORS} tensors; refused", path)
-    data_start = 8 + len(raw)
     data_size = size - data_start
     tensors = {name: _tensor_entry(name, entry, data_size, path) for name, entry in header.items()}
     _check_spans(tensors, data_size, path)
@@ -97,10 +99,11 @@ def _read_header_bytes(path: str) -> tuple[bytes, int]:
         raise CorruptCheckpointError(f"cannot read ({(exc.strerror or str(exc)).lower()})", path) from None
 
 
-def _parse_header_json(raw: bytes, path: str) -> dict:
-    """A UTF-8 JSON object without duplicate keys."""
+def _parse_header_json(holder: list[bytes], path: str) -> dict:
+    """A UTF-8 JSON object without duplicate keys, from the header bytes in
+    ``holder`` (taken out of it, so that they are freed once decoded)."""
     try:
-        text = raw.decode("utf-8")
+        text = holder.pop().decode("utf-8")
     except UnicodeDecodeError:
         raise CorruptCheckpointError("header is not valid UTF-8", path) from None
     try:
