@@ -314,7 +314,7 @@ def _import_kerashub(src: str, out, force: bool, verify: bool, progress: Progres
         plan, notes = reverse.plan_preset(ckpt, src)
         out = os.fspath(out) if out is not None else src.rstrip(os.sep) + "-keras-hub"
         written, _ = execute(ckpt, plan, src, out, folder=True, side=NO_SIDE_FILES, force=force, verify=verify,
-                             progress=progress, guard=guard, fsync=fsync)
+                             progress=progress, guard=guard, reserve=("assets",), fsync=fsync)
     return ConversionResult(
         source=src, source_format=ckpt.format, names="keras-hub", to="h5", to_inferred=None, output=out,
         files=tuple(written), copied_files=(), tensors=len(plan.tensors), bytes=plan.nbytes,

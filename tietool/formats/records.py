@@ -25,8 +25,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import unicodedata
 from typing import Any
+
+from tietool.io.h5walk import MAX_DEPTH as MAX_TREE_DEPTH
+from tietool.io.h5walk import MAX_OBJECTS
 
 from .. import config as configlib
 from .. import dtypes
@@ -80,6 +82,8 @@ def file_name_problem(name: Any, suffixes: tuple[str, ...] = ()) -> str | None:
     or ``:``, not ``.``/``..`` nor hidden, no control character, no Windows
     device name, at most :data:`MAX_NAME_BYTES` bytes) ending in one of
     ``suffixes`` (when given)."""
+    import unicodedata  # only when a record names a file
+
     if not isinstance(name, str):
         return f"is {_json_type(name)}, not a file name"
     shown = ascii(name) if len(name) <= 80 else ascii(name[:80]) + "..."
@@ -111,6 +115,8 @@ def _file_name(value: Any, where: str, suffixes: tuple[str, ...]) -> str:
 
 def _unique_names(names: list[str]) -> None:
     """Output names must differ, also on a case-insensitive file system."""
+    import unicodedata
+
     seen: dict[str, str] = {}
     for n in names:
         key = unicodedata.normalize("NFC", n).casefold()
@@ -161,7 +167,6 @@ def _json_text(text: str, where: str) -> Any:
 
 # -- HDF5 trees (tietool.formats.h5_writer) --------------------------------------------------------
 
-MAX_TREE_DEPTH = 64
 MAX_ATTR_RANK = 32
 #: Bytes one fixed-size string attribute may declare (HDF5 keeps attributes in the object header).
 MAX_ATTR_BYTES = 64 * 1024 * 1024
@@ -196,6 +201,8 @@ def _tree(value: Any, where: str) -> dict:
         _attrs(spec.get("attrs", {}), f"{where} dataset {ascii(path[:80])}")
         if not isinstance(spec.get("opaque", False), bool):
             raise RecordProblem(f"{where} dataset {ascii(path[:80])}: opaque is not true or false")
+    if len(groups) + len(datasets) > MAX_OBJECTS:
+        raise RecordProblem(f"{where} has more than {MAX_OBJECTS} groups and datasets")
     clash = sorted(set(datasets) & (set(groups) | parents))
     if clash:
         raise RecordProblem(f"{where} has {ascii(clash[0][:80])} as both a dataset and a group")
