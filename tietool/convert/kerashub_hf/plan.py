@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from tietool import dtypes
 from tietool.errors import ConversionError
 from tietool.model import Checkpoint, Role, TensorInfo
+from tietool.textsafe import bounded
 
 from ..plan import TensorOut
 from .assemble import Assembly, Piece, as_2d
@@ -132,10 +133,8 @@ def plan_weights(ckpt: Checkpoint, family: Family, num_layers: int) -> WeightPla
         pairs.append((hf, kh))
         used.update(kh)
     if missing:
-        raise ConversionError(f"not a {family.backbone} preset tietool knows: no {', '.join(missing[:4])}"
-                              + (f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""), ckpt.path)
+        raise ConversionError(f"not a {family.backbone} preset tietool knows: no {bounded(missing)}", ckpt.path)
     left = sorted(set(ckpt.tensors) - used)
     if left:
-        raise ConversionError(f"stored weights {family.architecture} has no place for: {', '.join(left[:4])}"
-                              + (f" (+{len(left) - 4} more)" if len(left) > 4 else ""), ckpt.path)
+        raise ConversionError(f"stored weights {family.architecture} has no place for: {bounded(left)}", ckpt.path)
     return WeightPlan(tuple(outs), tied, tuple(pairs))
