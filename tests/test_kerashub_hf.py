@@ -418,3 +418,12 @@ def test_a_tasks_keras_archive_exports_as_its_preset(exported, tmp_path):
     got = json.loads((tmp_path / "o" / "config.json").read_text())
     want = json.loads((exported["llama3_untied"] / "config.json").read_text())
     assert got == {k: v for k, v in want.items() if not k.endswith("_token_id")}
+
+
+def test_a_presets_weights_file_exports_as_the_preset(exported, tmp_path):
+    """``convert PRESET/model.weights.h5 --names pt``: the preset beside it is what is exported."""
+    res = run_cli("convert", str(KHHF / "qwen2" / "preset" / "model.weights.h5"), "--names", "pt",
+                  "-o", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert (tmp_path / "o" / name).read_bytes() == (exported["qwen2"] / name).read_bytes(), name

@@ -248,11 +248,12 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
     transformers 5 saves."""
     from .kerashub_hf import export as kerashub_export
 
-    if kerashub_export.is_preset(os.fspath(src)):  # a keras-hub preset: its own tables
+    preset = kerashub_export.preset_of(os.fspath(src))  # a preset's weights file: the preset
+    if kerashub_export.is_preset(preset):  # a keras-hub preset: its own tables
         if head == "explicit":
             raise UsageError("--head explicit is for transformers TF sources (a keras-hub export writes the head "
                              "the preset stores)")
-        return _export_kerashub(os.fspath(src), out, parse_size(shard_size), force, verify, progress, fsync)
+        return _export_kerashub(preset, out, parse_size(shard_size), force, verify, progress, fsync)
     t0 = time.monotonic()
     shard_bytes = parse_size(shard_size)
     src = os.fspath(src)

@@ -33,6 +33,15 @@ DEFAULT_SHARD_SIZE = 5 * 10**9
 FLOAT_POLICIES = ("float32", "bfloat16", "float16")
 
 
+def preset_of(src: str) -> str:
+    """The preset folder of a preset's own weights file (``PRESET/model.weights.h5`` or its
+    ``model.weights.json`` index), else ``src`` as it is."""
+    folder = os.path.dirname(src) or "."
+    if os.path.basename(src) in ("model.weights.h5", "model.weights.json") and is_preset(folder):
+        return folder
+    return src
+
+
 def is_preset(src: str) -> bool:
     """A keras-hub source: a folder whose ``config.json`` is a keras-hub object, or a ``.keras``
     archive whose ``config.json`` is (a task or a backbone); read as JSON, nothing run."""
