@@ -81,27 +81,26 @@ def test_copy_range_without_copy_file_range(tmp_path, src, monkeypatch):
 
 
 @pytest.mark.parametrize("first,block", [(1, 3), (16, 4096), (64 * 1024, 8 * 1024 * 1024)])
-def test_same_range(tmp_path, src, monkeypatch, first, block):
-    monkeypatch.setattr(fastio, "FIRST_BLOCK", first)
+def test_same_range(tmp_path, src, first, block):
     bufs = fastio.Buffers(block)
-    assert fastio.same_range(src, 0, src, 0, SIZE, bufs, "a", "b")
+    assert fastio.same_range(src, 0, src, 0, SIZE, bufs, "a", "b", first_block=first)
     p = tmp_path / "shifted.bin"
     p.write_bytes(b"x" * 37 + DATA)
     other = os.open(p, os.O_RDWR)
     try:
         done = []
-        assert fastio.same_range(src, 0, other, 37, SIZE, bufs, "a", "b", done.append)
+        assert fastio.same_range(src, 0, other, 37, SIZE, bufs, "a", "b", done.append, first_block=first)
         assert sum(done) == SIZE
-        assert fastio.same_range(src, 1000, other, 1037, 200, bufs, "a", "b")
-        assert not fastio.same_range(src, 0, other, 36, SIZE, bufs, "a", "b")
+        assert fastio.same_range(src, 1000, other, 1037, 200, bufs, "a", "b", first_block=first)
+        assert not fastio.same_range(src, 0, other, 36, SIZE, bufs, "a", "b", first_block=first)
         # every position of one flipped byte is found, across the block boundaries
         for pos in sorted({0, 1, 2, 3, 15, 16, 17, 4095, 4096, 8191, 8192, SIZE // 2, SIZE - 2, SIZE - 1}):
             os.pwrite(other, bytes([DATA[pos] ^ 0x80]), 37 + pos)
-            assert not fastio.same_range(src, 0, other, 37, SIZE, bufs, "a", "b"), pos
+            assert not fastio.same_range(src, 0, other, 37, SIZE, bufs, "a", "b", first_block=first), pos
             os.pwrite(other, DATA[pos:pos + 1], 37 + pos)
-        assert fastio.same_range(src, 0, other, 37, SIZE, bufs, "a", "b")
+        assert fastio.same_range(src, 0, other, 37, SIZE, bufs, "a", "b", first_block=first)
         with pytest.raises(CorruptCheckpointError, match="unexpected end of file"):
-            fastio.same_range(src, 0, other, 37, SIZE + 1, bufs, "a", "b")  # equal up to the end of src
+            fastio.same_range(src, 0, other, 37, SIZE + 1, bufs, "a", "b", first_block=first)  # equal up to the end
     finally:
         os.close(other)
 

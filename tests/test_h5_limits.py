@@ -218,3 +218,42 @@ def test_limits_documented_in_readme():
     section = readme[readme.index("## Limits"):]
     for value in (MAX_OBJECTS, MAX_LINKS, MAX_DEPTH, MAX_CHUNKS, MAX_CHUNK_BYTES // (1024 * 1024)):
         assert f"{value:,}" in section, value
+
+
+# -- many tensors -----------------------------------------------------------------------------------
+
+def _many_tensors(path: Path, n: int) -> Path:
+    """A safetensors file of ``n`` one-element tensors, written byte by byte."""
+    import json
+
+    header = {f"t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(n)}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + np.arange(n, dtype="<f4").tobytes())
+    return path
+
+
+def test_too_many_tensors_in_one_safetensors_file_refused(tmp_path):
+    from tietool.formats.safetensors_format import MAX_TENSORS
+
+    src = _many_tensors(tmp_path / "m.safetensors", MAX_TENSORS + 1)
+    _error(invoke("inspect", src), f"more than {MAX_TENSORS} tensors")
+
+
+def test_more_tensors_than_one_hdf5_file_holds_refused_before_writing(tmp_path):
+    src = _many_tensors(tmp_path / "m.safetensors", MAX_OBJECTS)
+    _error(invoke("convert", src, "--to", "h5", "-o", tmp_path / "m.h5"), "nothing written")
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
+
+
+def test_long_layer_names_split_as_keras_does(tmp_path):
+    """3,500 tensors: layer_names no longer fits one HDF5 attribute (it was
+    exit 3), so it is split as Keras splits it, and read back joined."""
+    src = _many_tensors(tmp_path / "m.safetensors", 3500)
+    r = invoke("convert", src, "--to", "h5", "-o", tmp_path / "m.h5")
+    assert r.exit_code == 0, r.stderr
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        assert "layer_names" not in f.attrs and "layer_names0" in f.attrs and "layer_names1" in f.attrs
+    r = invoke("convert", tmp_path / "m.h5", "-o", tmp_path / "back.safetensors")
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "back.safetensors").read_bytes() == src.read_bytes()

@@ -405,3 +405,25 @@ def test_diff_names_the_keras_hub_variables_that_differ(exported, tmp_path):
         "+layers/transformer_decoder_1/_self_attention_layer/value_dense/vars/0",
         "transformer.h.1.attn.c_attn.weight", "differs")]
     assert rows[0]["elements_differ"] == 1
+
+
+def test_a_tasks_keras_archive_exports_as_its_preset(exported, tmp_path):
+    """``convert TASK.keras --names pt``: the backbone's weights found under the task's
+    ``layers/<backbone>/``, the same tensors bit for bit and the same config as the preset's export
+    (no tokenizer: the archive holds no vocabulary files)."""
+    res = run_cli("convert", str(KHHF / "llama3_untied" / "task.keras"), "--names", "pt", "-o", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    assert raw_safetensors(tmp_path / "o" / "model.safetensors") == \
+        raw_safetensors(exported["llama3_untied"] / "model.safetensors")
+    got = json.loads((tmp_path / "o" / "config.json").read_text())
+    want = json.loads((exported["llama3_untied"] / "config.json").read_text())
+    assert got == {k: v for k, v in want.items() if not k.endswith("_token_id")}
+
+
+def test_a_presets_weights_file_exports_as_the_preset(exported, tmp_path):
+    """``convert PRESET/model.weights.h5 --names pt``: the preset beside it is what is exported."""
+    res = run_cli("convert", str(KHHF / "qwen2" / "preset" / "model.weights.h5"), "--names", "pt",
+                  "-o", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert (tmp_path / "o" / name).read_bytes() == (exported["qwen2"] / name).read_bytes(), name

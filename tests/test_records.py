@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tietool import open_checkpoint
-from tietool.formats.records import MAX_NAME_BYTES, file_name_problem
+from tietool.formats.recordcheck import MAX_NAME_BYTES, file_name_problem
 
 from helpers import invoke
 
@@ -62,7 +62,7 @@ def _layout(names: list[str], index: str | None = None, source: str = "hf-tf-h5-
              for i, n in enumerate(names)]
     out = {"tietool": 1, "source_format": source, "files": files, "index": None}
     if index is not None:
-        out["index"] = {"name": index, "text": "{}"}
+        out["index"] = {"name": index, "text": json.dumps({"weight_map": {f"t{i}": n for i, n in enumerate(names)}})}
     out.update(extra)
     return out
 
@@ -160,6 +160,16 @@ def test_duplicate_output_names_refused(tmp_path, names):
                                                                        source="hf-tf-h5-sharded")})
     before = _snapshot(tmp_path)
     _error(invoke("convert", src, "--to", "h5", "-o", tmp_path / "out"), "twice")
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("weight_map", [{"w": "../x.h5"}, {"w": ["a.h5", "/abs.h5"]}, {"w": "c.h5"}, {"w": 1}, []])
+def test_index_text_names_only_recorded_files(tmp_path, weight_map):
+    layout = _layout(["a.h5", "b.h5"], index="m.h5.index.json", source="hf-tf-h5-sharded")
+    layout["index"]["text"] = json.dumps({"weight_map": weight_map})
+    src = _st(tmp_path / "m.safetensors", {"tietool.layout": layout})
+    before = _snapshot(tmp_path)
+    _error(invoke("convert", src, "--to", "h5", "-o", tmp_path / "out"), "index text")
     assert _snapshot(tmp_path) == before
 
 

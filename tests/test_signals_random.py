@@ -266,3 +266,17 @@ def test_signal_read_only_commands_sample(cases):
 @pytest.mark.slow
 def test_signal_read_only_commands_many(cases):
     _read_only_runs(cases, 20, seed=4)
+
+
+def test_a_stop_after_the_output_is_in_place_says_so(tmp_path):
+    """A signal after the commit (while the summary is printed) reports the output written, not 'nothing'."""
+    from tietool.io import signals
+    from tietool.io.safe_output import atomic_output
+
+    out = tmp_path / "o.bin"
+    signals.forget_outputs()
+    assert signals.stop_line("SIGTERM", None) == "Error: interrupted by SIGTERM: nothing written"
+    with atomic_output(str(out), folder=False, force=False) as tmp:
+        Path(tmp).write_bytes(b"x")
+    assert signals.stop_line("SIGTERM", None) == f"Error: interrupted by SIGTERM: after {out} was written in full"
+    signals.forget_outputs()

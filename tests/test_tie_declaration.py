@@ -118,3 +118,21 @@ def test_table_is_generated_from_transformers_5():
     assert t["architectures"]["EncoderDecoderModel"]["reads"] == "decoder"
     assert t["architectures"]["LlamaForCausalLM"]["output"]["name"] == "lm_head.weight"
     assert t["model_types"]["t5"]["forced"] is True and t["model_types"]["llama"]["default"] is False
+
+
+@pytest.mark.interop  # transformers 4.x (tietool's own environment has 4.57 for its TF classes)
+def test_flags_disagree_names_the_flag_transformers_4_reads():
+    """The warning's claim: transformers 4.x ties by ``config.get_text_config(decoder=True).tie_word_embeddings``
+    (4.57 ``PreTrainedModel.tie_embeddings_and_encoder_decoder``), i.e. Llava's text_config flag, which
+    transformers 5 does not follow when the top level says true."""
+    transformers = pytest.importorskip("transformers")
+    if not transformers.__version__.startswith("4."):
+        pytest.skip("needs transformers 4.x")
+    from tietool.audit.check import check_checkpoint
+
+    folder = FIX / "damaged/pt/llava_nested_flag_disagrees"
+    v4 = transformers.AutoConfig.from_pretrained(str(folder)).get_text_config(decoder=True).tie_word_embeddings
+    cfg = json.loads((folder / "config.json").read_text())
+    assert v4 is cfg["text_config"][FLAG] is False and tie_declaration(cfg).value is True
+    (warning,) = check_checkpoint(folder).warnings
+    assert "text_config.tie_word_embeddings=false" in warning.message and "transformers 4.x" in warning.message

@@ -28,7 +28,8 @@ classes built from their default config on the meta device (no memory, no
 weights): ``ties``: every ``PreTrainedModel`` inside the model that ties
 (``{"module": prefix, "config": the config path it reads the flag from, "keys":
 {target: source} with the prefix}``; an encoder-decoder's decoder reads
-``decoder``), ``reads``: the config path the head's tie reads, ``input`` and
+``decoder``), ``reads_all``: the config paths of the ties that name the head
+(``reads``: the first; None: the class never ties its head), ``input`` and
 ``output``: the parameter names of ``get_input_embeddings()`` /
 ``get_output_embeddings()`` and their shapes, ``head``: the shape rule of the
 output embedding against the input one (``extra_rows``: rows beyond the
@@ -156,13 +157,14 @@ def model_entry(cls) -> dict:
     if found_in and found_out and len(found_in[1]) == 2 and len(found_out[1]) == 2:
         entry["head"] = {"extra_rows": found_out[1][0] - found_in[1][0],
                          "same_width": found_out[1][1] == found_in[1][1]}
-    # the tie of the head: the one naming the output embedding (either side: BLT ties the embedding to the
-    # head), else the one naming the input embedding (a head get_output_embeddings does not return)
-    for found in (found_out, found_in):
-        tie = next((t for t in ties if found and found[0] in {*t["keys"], *t["keys"].values()}), None)
-        if tie is not None:
-            entry["reads"] = tie["config"]
-            break
+    # the ties of the head: those naming the output embedding (either side: BLT ties the embedding to the
+    # head), else, for a head get_output_embeddings does not return, those naming the input embedding. Each
+    # reads its own sub-model's config; the head is tied when any of them ties (Kosmos-2: the top level and
+    # text_config). None: the class never ties its head (Pop2Piano ties only its encoder/decoder embeddings).
+    found = found_out or found_in
+    levels = [t["config"] for t in ties if found and found[0] in {*t["keys"], *t["keys"].values()}]
+    entry["reads_all"] = list(dict.fromkeys(levels))
+    entry["reads"] = levels[0] if levels else None
     return entry
 
 

@@ -122,7 +122,10 @@ class TietoolCommand(click.Command):
     for the errors that have no file of their own (out of memory)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from tietool.io.signals import forget_outputs
+
         ctx.meta["tietool.file"] = ctx.params.get("src") or ctx.params.get("path")
+        forget_outputs()  # a stop reports only what this command put in place
         return super().invoke(ctx)
 
 

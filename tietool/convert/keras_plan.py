@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+from tietool.io.h5safe import MAX_ATTR_BYTES
 from tietool.io.tensorcopy import SourceFiles
 
 from ..config import is_hf_config
@@ -137,6 +138,9 @@ def plan_to_h5(ckpt: Checkpoint, src_name: str) -> Plan:
             outputs.append(OutputFile(layout.index.name, "text", text=layout.index.text))
         return Plan(tuple(outputs), multi=len(outputs) > 1, aliases=dict(layout.copies))
     names = list(ckpt.tensors)
+    if sum(len(k) + len(v) for k, v in md.items()) > MAX_ATTR_BYTES:  # checked before it is copied
+        raise UsageError(f"__metadata__ does not fit one HDF5 attribute that tietool reads back ({MAX_ATTR_BYTES:,} "
+                         "bytes): refused (nothing written)", ckpt.path)
     origin = json.dumps({"metadata": md, "file": src_name if src_name.endswith(".safetensors") else
                          stem(src_name) + ".safetensors"}, ensure_ascii=False)
     tree = flat_tree(names, {ORIGIN_KEY: kl.str_attr(origin)})

@@ -248,11 +248,12 @@ def convert_to_pt(src, out=None, shard_size=None, force: bool = False, verify: b
     transformers 5 saves."""
     from .kerashub_hf import export as kerashub_export
 
-    if kerashub_export.is_preset(os.fspath(src)):  # a keras-hub preset: its own tables
+    preset = kerashub_export.preset_of(os.fspath(src))  # a preset's weights file: the preset
+    if kerashub_export.is_preset(preset):  # a keras-hub preset: its own tables
         if head == "explicit":
             raise UsageError("--head explicit is for transformers TF sources (a keras-hub export writes the head "
                              "the preset stores)")
-        return _export_kerashub(os.fspath(src), out, parse_size(shard_size), force, verify, progress, fsync)
+        return _export_kerashub(preset, out, parse_size(shard_size), force, verify, progress, fsync)
     t0 = time.monotonic()
     shard_bytes = parse_size(shard_size)
     src = os.fspath(src)
@@ -314,7 +315,7 @@ def _import_kerashub(src: str, out, force: bool, verify: bool, progress: Progres
         plan, notes = reverse.plan_preset(ckpt, src)
         out = os.fspath(out) if out is not None else src.rstrip(os.sep) + "-keras-hub"
         written, _ = execute(ckpt, plan, src, out, folder=True, side=NO_SIDE_FILES, force=force, verify=verify,
-                             progress=progress, guard=guard, fsync=fsync)
+                             progress=progress, guard=guard, reserve=("assets",), fsync=fsync)
     return ConversionResult(
         source=src, source_format=ckpt.format, names="keras-hub", to="h5", to_inferred=None, output=out,
         files=tuple(written), copied_files=(), tensors=len(plan.tensors), bytes=plan.nbytes,

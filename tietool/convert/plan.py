@@ -46,7 +46,7 @@ class Assembled(Protocol):
 Transform = Union[None, str, tuple, Assembled]
 SAME_BYTES = (None, "squeeze0", "reshape")
 
-OutputKind = Literal["safetensors", "h5", "keras", "text"]
+OutputKind = Literal["safetensors", "h5", "keras", "text", "bytes"]
 
 SUFFIXES = (".safetensors.index.json", ".h5.index.json", ".weights.json", ".weights.h5", ".safetensors",
             ".hdf5", ".h5", ".keras", ".json")
@@ -81,7 +81,7 @@ class OutputFile:
       (``TensorOut.name`` is the dataset path).
     * ``keras``: as ``h5`` for ``model.weights.h5``, plus ``texts`` (member name
       -> text) and ``members`` (recorded order and timestamps, or None).
-    * ``text``: ``text`` written as UTF-8.
+    * ``text``: ``text`` written as UTF-8; ``bytes``: ``content`` written as it is.
     """
 
     name: str  # file name inside the output folder (or of the single output file)
@@ -92,6 +92,7 @@ class OutputFile:
     texts: dict[str, str] = field(default_factory=dict)
     members: list[dict] | None = None
     text: str = ""
+    content: bytes = b""  # a ``bytes`` output's content (a keras-hub preset's vocabulary.spm)
 
     @property
     def nbytes(self) -> int:

@@ -144,6 +144,11 @@ def verify_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | Non
     ``checked``: tensors :class:`EarlyCheck` already compared, at these
     offsets (their bytes are not read again if the file puts them there)."""
     label = label or out.name
+    if out.kind == "bytes":
+        with open(path, "rb") as fb:
+            if fb.read() != out.content:
+                raise _fail("the bytes differ from what was written", label)
+        return
     if out.kind == "text":
         with open(path, encoding="utf-8") as fh:
             if fh.read() != out.text:

@@ -43,9 +43,13 @@ def write_output(out: OutputFile, path: str, ckpt: Checkpoint, tick: Tick | None
     (:class:`~tietool.convert.verify.EarlyCheck`) and record them in
     ``checked[out.name]`` for :func:`~tietool.convert.verify.verify_output`;
     ``label``: the file as the user knows it, for the comparison's errors."""
-    if out.kind == "text":
+    if out.kind in ("text", "bytes"):
         if "/" in out.name:  # a file of a sub-folder of the output (a keras-hub preset's assets/tokenizer/)
             os.makedirs(os.path.dirname(path), exist_ok=True)
+        if out.kind == "bytes":
+            with open(path, "wb") as fb:
+                fb.write(out.content)
+            return
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(out.text)
         return

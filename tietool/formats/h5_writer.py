@@ -35,10 +35,10 @@ from typing import Callable
 import numpy as np
 
 from tietool import dtypes
-from tietool.errors import UsageError
+from tietool.errors import ConversionError, UsageError
 from tietool.io import fastio
 from tietool.io.h5safe import SafeH5
-from tietool.io.h5walk import natural_key
+from tietool.io.h5walk import MAX_OBJECTS, natural_key
 from tietool.io.safe_output import WRITE_ERRNOS
 from tietool.io.tensorcopy import Progress, SourceFiles, copy_tensor
 from tietool.model import Checkpoint, TensorInfo
@@ -91,6 +91,19 @@ def attrs_of(h5: SafeH5, obj) -> dict[str, dict]:
 
 # -- writing --------------------------------------------------------------------------
 
+def _set_attrs(obj, attrs: dict[str, dict], path: str) -> None:
+    """Every attribute of ``attrs`` on ``obj``; one HDF5 cannot store (too
+    large for an object header) is an error naming it, not an internal one."""
+    for name, spec in attrs.items():
+        try:
+            _set_attr(obj, name, spec)
+        except (OSError, RuntimeError, ValueError, TypeError) as exc:
+            if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+                raise
+            raise ConversionError(f"attribute {name!r} of /{path} cannot be written to HDF5 "
+                                  f"(too large for an object header?)") from None
+
+
 def _set_attr(obj, name: str, spec: dict) -> None:
     import h5py
 
@@ -120,6 +133,12 @@ def _set_attr(obj, name: str, spec: dict) -> None:
             obj.attrs.create(name, np.array(spec["value"], dtype=dt).reshape(spec["shape"]), dtype=dt)
 
 
+#: Names in one ``layer_names`` attribute: an attribute must fit an HDF5 object header message (64 KB) and
+#: a variable-length string takes 16 bytes there; longer lists are split as Keras splits them
+#: (``layer_names0``, ``layer_names1`` ..., which Keras and transformers join when reading).
+NAMES_PER_ATTRIBUTE = 3000
+
+
 def flat_tree(names: list[str], root_attrs: dict[str, dict] | None = None) -> dict:
     """The layout of an HDF5 file written from a plain safetensors file:
     transformers' TF shard layout. Root attribute ``layer_names`` lists every
@@ -131,9 +150,14 @@ def flat_tree(names: list[str], root_attrs: dict[str, dict] | None = None) -> di
         parts = n.split("/")[:-1]
         for i in range(1, len(parts) + 1):
             groups.setdefault("/".join(parts[:i]), {})
-    groups[""] = {"layer_names": {"type": "str", "vlen": True, "cset": "utf8", "size": None, "space": "simple",
-                                  "shape": [len(names)], "value": list(names)}}
+    lists = [names[i:i + NAMES_PER_ATTRIBUTE] for i in range(0, len(names), NAMES_PER_ATTRIBUTE)] or [[]]
+    groups[""] = {f"layer_names{i}" if len(lists) > 1 else "layer_names":
+                  {"type": "str", "vlen": True, "cset": "utf8", "size": None, "space": "simple",
+                   "shape": [len(part)], "value": list(part)} for i, part in enumerate(lists)}
     groups[""].update(root_attrs or {})
+    if len(groups) + len(names) > MAX_OBJECTS:
+        raise UsageError(f"{len(names):,} tensors need more groups and datasets than tietool reads back from one "
+                         f"HDF5 file ({MAX_OBJECTS:,}): refused (nothing written)")
     return {"groups": groups, "datasets": {n: {"attrs": {}, "opaque": False} for n in names}}
 
 
@@ -233,8 +257,7 @@ def _write_tree(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorI
     with h5py.File(path, "w", libver="earliest") as f:
         for gpath in sorted(tree["groups"], key=lambda p: (p.count("/") if p else -1, natural_key(p))):
             g = f if gpath == "" else f.require_group(gpath)
-            for name, spec in tree["groups"][gpath].items():
-                _set_attr(g, name, spec)
+            _set_attrs(g, tree["groups"][gpath], gpath)
         for dpath, dspec in tree["datasets"].items():
             info = data[dpath]
             if dspec.get("opaque") or info.dtype == "bfloat16":
@@ -259,8 +282,7 @@ def _write_tree(path: str, ckpt: Checkpoint, tree: dict, data: dict[str, TensorI
                 # Keras 3 reads bfloat16 back only through this marker
                 attrs["dtype"] = {"type": "str", "vlen": True, "cset": "utf8", "size": None,
                                   "space": "scalar", "shape": None, "value": "bfloat16"}
-            for name, spec in attrs.items():
-                _set_attr(ds, name, spec)
+            _set_attrs(ds, attrs, dpath)
             if info.nbytes:
                 off = ds.id.get_offset()
                 if off is None:  # HDF5 kept it elsewhere (scalars): write through h5py, block by block

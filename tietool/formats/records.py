@@ -23,9 +23,6 @@ and a conversion that needs it stops before writing anything
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-import unicodedata
 from typing import Any
 
 from .. import config as configlib
@@ -42,6 +39,17 @@ from ..model import (
 )
 from .descriptor import FORMATS, Family, format_of
 from .keras_h5 import KERAS3_ROLES
+from .recordcheck import (
+    RecordProblem,
+    file_name,
+    h5_path,
+    h5_tree,
+    json_int,
+    json_object,
+    json_str,
+    json_text,
+    unique_names,
+)
 
 LAYOUT_KEY = "tietool.layout"
 NAMES_KEY = "tietool.names"
@@ -62,233 +70,14 @@ RECORD_NAMES = {
 LAYOUT_SOURCES = frozenset(f.name for f in FORMATS.values() if not f.is_safetensors)
 H5_SUFFIXES = (".h5", ".hdf5")
 
-#: A file name from a record: at most this many bytes (UTF-8), as most file systems allow.
-MAX_NAME_BYTES = 255
-_WINDOWS_DEVICES = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
-                              *(f"lpt{i}" for i in range(1, 10))})
-
-
-class RecordProblem(Exception):
-    """What is wrong with a record (internal: becomes a warning or an error)."""
-
-
-# -- file names -------------------------------------------------------------------------------
-
-def file_name_problem(name: Any, suffixes: tuple[str, ...] = ()) -> str | None:
-    """Why ``name`` cannot be a file tietool writes inside its output, or
-    None: it must be one plain file name on every platform (no ``/``, ``\\``
-    or ``:``, not ``.``/``..`` nor hidden, no control character, no Windows
-    device name, at most :data:`MAX_NAME_BYTES` bytes) ending in one of
-    ``suffixes`` (when given)."""
-    if not isinstance(name, str):
-        return f"is {_json_type(name)}, not a file name"
-    shown = ascii(name) if len(name) <= 80 else ascii(name[:80]) + "..."
-    if not name:
-        return "is empty, not a file name"
-    if name in (".", ".."):
-        return f"{shown} is not a file name"
-    if any(sep in name for sep in ("/", "\\", ":")):
-        return f"{shown} is not a plain file name (it has a path separator or drive)"
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
-        return f"{shown} has a control character"
-    if name.startswith("."):
-        return f"{shown} is a hidden file name"
-    if name.endswith((" ", ".")) or name.split(".", 1)[0].lower() in _WINDOWS_DEVICES:
-        return f"{shown} is not a file name on every platform"
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        return f"{shown} is longer than {MAX_NAME_BYTES} bytes"
-    if suffixes and not name.lower().endswith(suffixes):
-        return f"{shown} does not end in {' or '.join(suffixes)}"
-    return None
-
-
-def _file_name(value: Any, where: str, suffixes: tuple[str, ...]) -> str:
-    problem = file_name_problem(value, suffixes)
-    if problem:
-        raise RecordProblem(f"{where} {problem}")
-    return value
-
-
-def _unique_names(names: list[str]) -> None:
-    """Output names must differ, also on a case-insensitive file system."""
-    seen: dict[str, str] = {}
-    for n in names:
-        key = unicodedata.normalize("NFC", n).casefold()
-        if key in seen:
-            raise RecordProblem(f"names the file {ascii(n)} twice" + ("" if seen[key] == n else
-                                                                        f" (as {ascii(seen[key])})"))
-        seen[key] = n
-
-
-# -- JSON shapes --------------------------------------------------------------------------------
-
-def _json_type(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _object(value: Any, where: str, keys: set[str] | None = None, required: set[str] | None = None) -> dict:
-    if not isinstance(value, dict):
-        raise RecordProblem(f"{where} is {_json_type(value)}, not an object")
-    if keys is not None:
-        extra = sorted(set(value) - keys)
-        if extra:
-            raise RecordProblem(f"{where} has an unknown key {ascii(extra[0])}")
-    missing = sorted((required or set()) - set(value))
-    if missing:
-        raise RecordProblem(f"{where} has no {ascii(missing[0])}")
-    return value
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise RecordProblem(f"{where} is {_json_type(value)}, not a string")
-    return value
-
-
-def _int(value: Any, where: str, lo: int, hi: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise RecordProblem(f"{where} is not a whole number from {lo} to {hi}")
-    return value
-
-
-def _json_text(text: str, where: str) -> Any:
-    try:
-        return configlib.parse_json_text(text, where)
-    except TietoolError as exc:
-        raise RecordProblem(exc.message) from None
-
-
-# -- HDF5 trees (tietool.formats.h5_writer) --------------------------------------------------------
-
-MAX_TREE_DEPTH = 64
-MAX_ATTR_RANK = 32
-#: Bytes one fixed-size string attribute may declare (HDF5 keeps attributes in the object header).
-MAX_ATTR_BYTES = 64 * 1024 * 1024
-NUM_DTYPE = re.compile(r"^[<>|=]?(b1|[iu][1248]|f[248])$")
-STR_SPEC = {"type", "vlen", "cset", "size", "space", "shape", "value"}
-NUM_SPEC = {"type", "dtype", "space", "shape", "value"}
-
-
-def _h5_path(path: str, where: str, root: bool = False) -> list[str]:
-    if path == "" and root:
-        return []
-    parts = path.split("/")
-    if (not path or any(p in ("", ".", "..") for p in parts) or "\0" in path
-            or len(parts) > MAX_TREE_DEPTH):
-        raise RecordProblem(f"{where} {ascii(path[:80])} is not an HDF5 path")
-    return parts
-
-
-def _tree(value: Any, where: str) -> dict:
-    tree = _object(value, where, {"groups", "datasets"}, {"groups", "datasets"})
-    groups = _object(tree["groups"], f"{where}.groups")
-    datasets = _object(tree["datasets"], f"{where}.datasets")
-    parents: set[str] = set()
-    for path, attrs in groups.items():
-        parts = _h5_path(path, f"{where} group", root=True)
-        parents.update("/".join(parts[:i]) for i in range(1, len(parts)))
-        _attrs(attrs, f"{where} group {ascii(path[:80])}")
-    for path, spec in datasets.items():
-        parts = _h5_path(path, f"{where} dataset")
-        parents.update("/".join(parts[:i]) for i in range(1, len(parts)))
-        spec = _object(spec, f"{where} dataset {ascii(path[:80])}", {"attrs", "opaque"})
-        _attrs(spec.get("attrs", {}), f"{where} dataset {ascii(path[:80])}")
-        if not isinstance(spec.get("opaque", False), bool):
-            raise RecordProblem(f"{where} dataset {ascii(path[:80])}: opaque is not true or false")
-    clash = sorted(set(datasets) & (set(groups) | parents))
-    if clash:
-        raise RecordProblem(f"{where} has {ascii(clash[0][:80])} as both a dataset and a group")
-    return tree
-
-
-def _attrs(value: Any, where: str) -> None:
-    for name, spec in _object(value, f"{where} attributes").items():
-        if not name or "\0" in name:
-            raise RecordProblem(f"{where} has an attribute without a usable name")
-        _attr_spec(spec, f"{where} attribute {ascii(name[:80])}")
-
-
-def _attr_spec(value: Any, where: str) -> None:
-    kind = value.get("type") if isinstance(value, dict) else None
-    spec = _object(value, where, STR_SPEC if kind == "str" else NUM_SPEC, {"type"})
-    space = spec.get("space", "simple")
-    if space not in ("scalar", "simple", "null"):
-        raise RecordProblem(f"{where}: space is not scalar, simple or null")
-    shape: tuple[int, ...] = ()
-    if space == "simple":
-        dims = spec.get("shape")
-        if not isinstance(dims, list) or len(dims) > MAX_ATTR_RANK:
-            raise RecordProblem(f"{where}: shape is not a list of sizes")
-        shape = tuple(_int(d, f"{where}: a dimension", 0, 2**40) for d in dims)
-    if kind == "str":
-        check, itemsize = _str_checker(spec, where), 16
-        if not spec.get("vlen", True):
-            itemsize = _int(spec.get("size"), f"{where}: size", 1, MAX_ATTR_BYTES)
-    elif kind == "num":
-        dtype = spec.get("dtype")
-        if not isinstance(dtype, str) or not NUM_DTYPE.match(dtype):
-            raise RecordProblem(f"{where}: dtype is not a number type")
-        check, itemsize = _num_checker(dtype, where), int(dtype[-1])
-    else:
-        raise RecordProblem(f"{where}: type is not str or num")
-    if itemsize * math.prod(shape) > MAX_ATTR_BYTES:
-        raise RecordProblem(f"{where} declares more than {MAX_ATTR_BYTES} bytes")
-    if space != "null":
-        _values(spec.get("value"), shape, check, where)
-
-
-def _values(value: Any, shape: tuple[int, ...], check, where: str) -> None:
-    """``value`` holds ``shape`` elements: nested as the shape, or flat."""
-    if not shape:
-        check(value)
-        return
-    if isinstance(value, list) and len(value) == math.prod(shape) and not any(isinstance(v, list) for v in value):
-        for v in value:
-            check(v)
-        return
-    if not isinstance(value, list) or len(value) != shape[0]:
-        raise RecordProblem(f"{where}: the value does not have the shape {list(shape)}")
-    for v in value:
-        _values(v, shape[1:], check, where) if len(shape) > 1 else check(v)
-
-
-def _str_checker(spec: dict, where: str):
-    cset = spec.get("cset", "utf8")
-    if cset not in ("utf8", "ascii") or not isinstance(spec.get("vlen", True), bool):
-        raise RecordProblem(f"{where}: cset or vlen is not valid")
-    encoding, errors = ("utf-8", "strict") if cset == "utf8" else ("ascii", "surrogateescape")
-
-    def check(v: Any) -> None:
-        if not isinstance(v, str) or "\0" in v:
-            raise RecordProblem(f"{where}: a value is not a string without NUL")
-        try:
-            v.encode(encoding, errors)
-        except UnicodeEncodeError:
-            raise RecordProblem(f"{where}: a value cannot be stored as {cset}") from None
-    return check
-
-
-def _num_checker(dtype: str, where: str):
-    code = dtype.lstrip("<>|=")
-    bits = 8 * int(code[1:])
-    lo, hi = {"b": (0, 1), "i": (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1), "u": (0, 2**bits - 1)}.get(
-        code[0], (None, None))
-
-    def check(v: Any) -> None:
-        if not isinstance(v, (int, float)) or (lo is not None and (isinstance(v, float) or not lo <= v <= hi)):
-            raise RecordProblem(f"{where}: a value is not a {dtype} number")
-    return check
-
-
 # -- the records ------------------------------------------------------------------------------------
 
 def _names(text: Any, tensors: dict) -> dict[str, str]:
     """``tietool.names``: ``{dataset path: stored tensor name}``."""
-    value = _json_text(_str(text, "the record"), NAMES_KEY)
-    names = _object(value, "the record")
+    value = json_text(json_str(text, "the record"), NAMES_KEY)
+    names = json_object(value, "the record")
     for path, name in names.items():
-        _h5_path(path, "a dataset path")
+        h5_path(path, "a dataset path")
         if not isinstance(name, str) or name not in tensors:
             raise RecordProblem(f"dataset {ascii(path[:80])} maps to {ascii(str(name)[:80])}, which is not stored")
     if len(set(names.values())) != len(names):
@@ -300,8 +89,8 @@ def _layout(text: Any, ckpt: Checkpoint, names: dict[str, str]) -> Layout:
     """``tietool.layout``: checked, and each dataset path resolved to the
     stored tensor that holds its bytes (itself, its ``tietool.names`` name,
     or the kept copy its alias names)."""
-    value = _json_text(_str(text, "the record"), LAYOUT_KEY)
-    rec = _object(value, "the record", {"tietool", "source_format", "files", "index", "archive"},
+    value = json_text(json_str(text, "the record"), LAYOUT_KEY)
+    rec = json_object(value, "the record", {"tietool", "source_format", "files", "index", "archive"},
                   {"tietool", "source_format", "files"})
     if type(rec["tietool"]) is not int or rec["tietool"] != 1:
         raise RecordProblem("is not version 1")
@@ -319,18 +108,32 @@ def _layout(text: Any, ckpt: Checkpoint, names: dict[str, str]) -> Layout:
     out = [_recorded_file(f, f"files[{i}]", ckpt, names, copies) for i, f in enumerate(files)]
     text_out = None
     if index is not None:
-        index = _object(index, "index", {"name", "text"}, {"name", "text"})
-        text_out = RecordedText(_file_name(index["name"], "index name", (".json",)), _str(index["text"], "index text"))
-    _unique_names([f.name for f in out] + ([text_out.name] if text_out else []))
+        index = json_object(index, "index", {"name", "text"}, {"name", "text"})
+        text_out = RecordedText(file_name(index["name"], "index name", (".json",)),
+                                json_str(index["text"], "index text"))
+    unique_names([f.name for f in out] + ([text_out.name] if text_out else []))
+    if text_out is not None:
+        _index_names_recorded_files(text_out.text, {f.name for f in out})
     archive = _archive(rec.get("archive"), FORMATS[source].is_archive)
     return Layout(source, tuple(out), text_out, archive, copies)
 
 
+def _index_names_recorded_files(text: str, names: set[str]) -> None:
+    """The shard index written from the record may name only the files the
+    record writes beside it (its own reader checks the same when reading)."""
+    index = json_object(json_text(text, "index text"), "index text")
+    weight_map = json_object(index.get("weight_map"), "index text weight_map")
+    for files in weight_map.values():
+        for f in files if isinstance(files, list) else [files]:
+            if not isinstance(f, str) or f not in names:
+                raise RecordProblem(f"index text names the shard {ascii(str(f)[:80])}, which the record does not write")
+
+
 def _recorded_file(value: Any, where: str, ckpt: Checkpoint, names: dict[str, str],
                    copies: dict[str, str]) -> RecordedFile:
-    f = _object(value, where, {"name", "tree"}, {"name", "tree"})
-    name = _file_name(f["name"], f"{where} name", H5_SUFFIXES)
-    tree = _tree(f["tree"], f"{where} tree")
+    f = json_object(value, where, {"name", "tree"}, {"name", "tree"})
+    name = file_name(f["name"], f"{where} name", H5_SUFFIXES)
+    tree = h5_tree(f["tree"], f"{where} tree")
     tensors = {}
     for path in tree["datasets"]:
         stored = names.get(path, path)
@@ -354,8 +157,8 @@ def _archive(value: Any, from_archive: bool) -> tuple[dict, ...] | None:
         raise RecordProblem("archive is not a list of the members of a .keras archive")
     out, seen = [], set()
     for i, m in enumerate(value):
-        m = _object(m, f"archive[{i}]", {"name", "date_time"}, {"name", "date_time"})
-        name = _str(m["name"], f"archive[{i}] name")
+        m = json_object(m, f"archive[{i}]", {"name", "date_time"}, {"name", "date_time"})
+        name = json_str(m["name"], f"archive[{i}] name")
         if not name or "\0" in name or len(name) > 65535 or name in seen:
             raise RecordProblem(f"archive[{i}] name is empty, too long or repeated")
         seen.add(name)
@@ -363,24 +166,24 @@ def _archive(value: Any, from_archive: bool) -> tuple[dict, ...] | None:
         if not isinstance(dt, list) or len(dt) != 6:
             raise RecordProblem(f"archive[{i}] date_time is not [year, month, day, hour, minute, second]")
         limits = ((1980, 2107), (1, 12), (1, 31), (0, 23), (0, 59), (0, 59))
-        out.append({"name": name, "date_time": [_int(v, f"archive[{i}] date_time", lo, hi)
+        out.append({"name": name, "date_time": [json_int(v, f"archive[{i}] date_time", lo, hi)
                                                 for v, (lo, hi) in zip(dt, limits, strict=True)]})
     return tuple(out)
 
 
 def _origin(text: Any) -> SafetensorsOrigin:
     """``tietool.safetensors``: ``{"metadata": {str: str}, "file": name}``."""
-    value = _json_text(_str(text, "the record"), ORIGIN_KEY)
-    rec = _object(value, "the record", {"metadata", "file"}, {"metadata", "file"})
-    metadata = _object(rec["metadata"], "metadata")
+    value = json_text(json_str(text, "the record"), ORIGIN_KEY)
+    rec = json_object(value, "the record", {"metadata", "file"}, {"metadata", "file"})
+    metadata = json_object(rec["metadata"], "metadata")
     if not all(isinstance(v, str) for v in metadata.values()):
         raise RecordProblem("metadata holds a value that is not a string")
-    return SafetensorsOrigin(_file_name(rec["file"], "file", (".safetensors",)), dict(metadata))
+    return SafetensorsOrigin(file_name(rec["file"], "file", (".safetensors",)), dict(metadata))
 
 
 def _keras_metadata(text: Any) -> dict:
-    value = _json_text(_str(text, "the record"), KERAS_METADATA_KEY)
-    return _object(value, "the record")
+    value = json_text(json_str(text, "the record"), KERAS_METADATA_KEY)
+    return json_object(value, "the record")
 
 
 def _aliases(ckpt: Checkpoint) -> dict[str, str]:
@@ -405,7 +208,7 @@ def parse(ckpt: Checkpoint) -> Records:
     md = ckpt.metadata
     records.aliases = _aliases(ckpt)
     steps = [
-        (CONFIG_KEY, lambda text: setattr(records, "config_text", _str(text, "the record"))),
+        (CONFIG_KEY, lambda text: setattr(records, "config_text", json_str(text, "the record"))),
         (KERAS_METADATA_KEY, lambda text: setattr(records, "keras_metadata", _keras_metadata(text))),
     ]
     if format_of(ckpt).is_safetensors:  # each record where tietool writes it

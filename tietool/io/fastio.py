@@ -242,12 +242,13 @@ def _reader() -> ThreadPoolExecutor | None:
 
 
 def same_range(fd_a: int, off_a: int, fd_b: int, off_b: int, n: int, bufs: Buffers, label_a: str, label_b: str,
-               progress: Progress | None = None) -> bool:
+               progress: Progress | None = None, first_block: int = FIRST_BLOCK) -> bool:
     """Whether ``n`` bytes at ``off_a`` of ``fd_a`` equal ``n`` bytes at
     ``off_b`` of ``fd_b``; every byte re-read and compared (see the module
-    notes). A range past the end of either file raises."""
+    notes), the first ``first_block`` bytes alone. A range past the end of
+    either file raises."""
     done = 0
-    size = min(FIRST_BLOCK, len(bufs.a), len(bufs.b))
+    size = min(first_block, len(bufs.a), len(bufs.b))
     ex = _reader()
     while done < n:
         k = min(size, n - done)

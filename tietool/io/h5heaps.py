@@ -17,7 +17,7 @@ import os
 import struct
 import sys
 import zlib
-from typing import IO
+from typing import IO, Any, Iterable
 
 import h5py
 
@@ -33,43 +33,27 @@ def zip_errors() -> tuple[type[BaseException], ...]:
     return (module.BadZipFile,) if module is not None else ()
 
 
-def data_extents(file: h5py.File, label: str, max_objects: int, max_chunks: int) -> list[tuple[int, int]]:
-    """(start, end) byte ranges of every dataset's stored data, from the
-    object headers only (each object once, however many hard links reach it;
-    nothing is read from the data). More than ``max_objects`` objects, or a
-    dataset of more than ``max_chunks`` chunks, is refused before its chunks
-    are listed."""
+def data_extents(datasets: Iterable[Any], label: str, max_chunks: int) -> list[tuple[int, int]]:
+    """(start, end) byte ranges of the stored data of ``datasets`` (h5py
+    dataset ids), from their headers only (nothing is read from the data).
+    A dataset of more than ``max_chunks`` chunks is refused before its
+    chunks are listed."""
     extents: list[tuple[int, int]] = []
-    count = [0]
-
-    def visit(name: bytes) -> int | None:
-        count[0] += 1
-        if count[0] > max_objects:
-            return 1  # stops the visit
-        oid = h5py.h5o.open(file.id, name)
-        try:
-            if not isinstance(oid, h5py.h5d.DatasetID):
-                return None
-            layout = oid.get_create_plist().get_layout()
-            if layout == h5py.h5d.CONTIGUOUS:
-                offset = oid.get_offset()
-                if offset is not None:
-                    extents.append((offset, offset + oid.get_storage_size()))
-            elif layout == h5py.h5d.CHUNKED:
-                n = oid.get_num_chunks()
-                if n > max_chunks:
-                    raise UnsafeCheckpointError(f"dataset /{name.decode('utf-8', 'replace')} is stored in {n} "
-                                                f"chunks (limit {max_chunks}); refused", label)
-                # one pass over the chunk index (get_chunk_info(i) walks it from the start: quadratic)
-                oid.chunk_iter(lambda info: extents.append((info.byte_offset, info.byte_offset + info.size))
-                               if info.byte_offset is not None else None)
-        finally:
-            oid.close() if hasattr(oid, "close") else None
-        return None
-
-    h5py.h5o.visit(file.id, visit)
-    if count[0] > max_objects:
-        raise UnsafeCheckpointError(f"more than {max_objects} objects; refused", label)
+    for oid in datasets:
+        layout = oid.get_create_plist().get_layout()
+        if layout == h5py.h5d.CONTIGUOUS:
+            offset = oid.get_offset()
+            if offset is not None:
+                extents.append((offset, offset + oid.get_storage_size()))
+        elif layout == h5py.h5d.CHUNKED:
+            n = oid.get_num_chunks()
+            if n > max_chunks:
+                name = (h5py.h5i.get_name(oid) or b"?").decode("utf-8", "replace")
+                raise UnsafeCheckpointError(f"dataset {name} is stored in {n} chunks (limit {max_chunks}); refused",
+                                            label)
+            # one pass over the chunk index (get_chunk_info(i) walks it from the start: quadratic)
+            oid.chunk_iter(lambda info: extents.append((info.byte_offset, info.byte_offset + info.size))
+                           if info.byte_offset is not None else None)
     return extents
 
 

@@ -31,8 +31,8 @@ import numpy as np
 
 from tietool import dtypes
 from tietool.errors import CorruptCheckpointError, TietoolError, UnsafeCheckpointError, UnsupportedFormatError
-from tietool.io import h5heaps
-from tietool.io.h5walk import MAX_OBJECTS, Walk, chunk_tiles
+from tietool.io import h5heaps, h5values
+from tietool.io.h5walk import Walk, chunk_tiles
 from tietool.textsafe import bounded
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -114,8 +114,7 @@ def _h5_reason(exc: BaseException) -> str:
 
 @dataclass
 class DatasetEntry:
-    path: str  # full path without the leading "/"
-    dataset: h5py.Dataset
+    path: str  # full path without the leading "/" (opened again to read: nothing is kept open)
     shape: tuple[int, ...]
     dtype: str
     nbytes: int
@@ -137,10 +136,12 @@ class SafeH5:
         self.source = source
         self.file = open_file(source, label)
         self._heaps_checked = False
-        # The whole file's walk, kept once complete: reading a checkpoint walks it and convert's
-        # lossless layout description (tietool.layout) walks it again (0.05 s of CPU on GPT-2).
-        self._tree: list[tuple[str, Any, Any]] | None = None
+        self._open_dataset: tuple[str, h5py.Dataset] | None = None
+        # The whole file's walk, kept once complete (paths and addresses, nothing open): reading a
+        # checkpoint walks it and convert's lossless layout description walks it again.
+        self._tree: list[tuple[str, Any, bool]] | None = None  # (path, address, is a group)
         self._entries: dict[Any, DatasetEntry] = {}  # checked datasets, by object address
+        self.walks = 0  # walks of the file's groups so far (a replay of the cached walk is not one)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -214,12 +215,16 @@ class SafeH5:
         """Every dataset below ``root``, in name order, links checked
         (:meth:`visit`). A dataset reached by two hard links is yielded
         twice, with the same ``object_key``."""
-        for path, obj, key in self._objects(root):
-            if isinstance(obj, h5py.Dataset):
-                entry = self._entries.get(key)
-                if entry is None:
-                    entry = self._entries[key] = self.dataset_entry(obj, path, key)
-                yield replace(entry, path=path) if entry.path != path else entry
+        for path, obj, key, is_group in self._objects(root):
+            if is_group:
+                continue
+            entry = self._entries.get(key)
+            if entry is None:
+                obj = obj if obj is not None else self._open(path)
+                if not isinstance(obj, h5py.Dataset):
+                    continue
+                entry = self._entries[key] = self.dataset_entry(obj, path, key)
+            yield replace(entry, path=path) if entry.path != path else entry
 
     def visit(self, root: str = "") -> Iterator[tuple[str, h5py.Group | h5py.Dataset]]:
         """``(path, object)`` for ``root``'s group and every group and dataset
@@ -227,19 +232,33 @@ class SafeH5:
         told apart by their object address, not their path: a group reached
         again (a hard link, a link back up) is not walked again, so a link
         graph that fans out and loops costs its objects, not its paths.
-        Bounded by :data:`MAX_OBJECTS`, :data:`MAX_LINKS` and :data:`MAX_DEPTH`."""
-        for path, obj, _key in self._objects(root):
-            yield path, obj
+        Bounded by :data:`~tietool.io.h5walk.MAX_OBJECTS`, ``MAX_LINKS`` and ``MAX_DEPTH``."""
+        for path, obj, _key, _is_group in self._objects(root):
+            yield path, (obj if obj is not None else self._open(path))
 
-    def _objects(self, root: str) -> Iterator[tuple[str, Any, Any]]:
-        """``(path, object, address)`` of a walk from ``root``; the whole file
-        is walked once, and walked again from what that walk found."""
+    def _objects(self, root: str) -> Iterator[tuple[str, Any, Any, bool]]:
+        """``(path, object or None, address, is a group)`` of a walk from ``root``
+        (:class:`~tietool.io.h5walk.Walk`); the whole file is walked once,
+        then replayed from the paths and addresses it found (objects None:
+        nothing is kept open, each costs HDF5 some kilobytes)."""
+        self.walks += self._tree is None or bool(root.strip("/"))
         if root.strip("/"):
-            yield from Walk(self).start(self.get(root), root.strip("/"))
+            for path, obj, key in Walk(self).start(self.get(root), root.strip("/")):
+                yield path, obj, key, isinstance(obj, h5py.Group)
             return
-        if self._tree is None:
-            self._tree = list(Walk(self).start(self.file, ""))
-        yield from self._tree
+        if self._tree is not None:
+            for path, key, is_group in self._tree:
+                yield path, None, key, is_group
+            return
+        tree = []
+        for path, obj, key in Walk(self).start(self.file, ""):
+            tree.append((path, key, isinstance(obj, h5py.Group)))
+            yield path, obj, key, tree[-1][2]
+        self._tree = tree
+
+    def _open(self, path: str) -> h5py.Group | h5py.Dataset:
+        """An object the walk reached at ``path`` (its links checked then)."""
+        return self.guard(f"/{path}", lambda: self.file[path]) if path else self.file
 
     def object_key(self, obj, path: str):
         # The object header address: one per stored object, shared by hard links.
@@ -278,7 +297,7 @@ class SafeH5:
         else:
             raise UnsupportedFormatError(f"{where} has an unsupported storage layout", self.label)
         key = self.object_key(ds, path) if key is None else key
-        return DatasetEntry(path, ds, shape, dt.name, declared, offset, key, needs_view, chunks)
+        return DatasetEntry(path, shape, dt.name, declared, offset, key, needs_view, chunks)
 
     def _check_storage_is_local(self, ds: h5py.Dataset, where: str) -> None:
         if self.guard(where, lambda: ds.is_virtual):
@@ -358,7 +377,7 @@ class SafeH5:
         """Rows ``start:stop`` (and, for a 2-D dataset, columns ``cols``: an
         HDF5 hyperslab), in native byte order, in stored form (bfloat16's
         2-byte opaque as uint16: :func:`tietool.dtypes.stored_dtype`)."""
-        ds = entry.dataset
+        ds = self._dataset(entry.path)
         where = f"dataset /{entry.path}"
         if not entry.shape:
             arr = np.asarray(self.guard(where, lambda: ds[()]))
@@ -373,11 +392,19 @@ class SafeH5:
             arr = arr.astype(arr.dtype.newbyteorder("="))
         return arr
 
+    def _dataset(self, path: str) -> h5py.Dataset:
+        """The dataset at ``path`` (checked when the file was walked), kept
+        open while reads of it follow one another."""
+        last = self._open_dataset  # one read of the attribute: threads may replace it
+        if last is None or last[0] != path:
+            last = self._open_dataset = (path, self.guard(f"dataset /{path}", lambda: self.file[path]))
+        return last[1]
+
     def _read_box(self, entry: DatasetEntry, box: tuple[slice, ...], where: str) -> np.ndarray:
         """The hyperslab ``box``; of a chunked dataset, in reads of at most
         :data:`READ_CHUNKS` chunks each (HDF5 keeps some kilobytes of state per
         chunk a read touches: one read over 90,000 tiny chunks took 1.2 GB)."""
-        ds = entry.dataset
+        ds = self._dataset(entry.path)
         spans = [b.stop - b.start for b in box]
         if entry.chunks is None or min(spans) <= 0:
             return self.guard(where, lambda: ds[box])
@@ -405,12 +432,12 @@ class SafeH5:
                 size = 0
             if size > MAX_ATTR_BYTES:
                 raise UnsafeCheckpointError(f"{label} is {size} bytes (limit {MAX_ATTR_BYTES})", self.label)
-            if aid.get_type().detect_class(h5py.h5t.VLEN) or _is_vlen_string(aid.get_type()):
+            if aid.get_type().detect_class(h5py.h5t.VLEN) or h5values.is_vlen_string(aid.get_type()):
                 self.check_global_heaps()
             return obj.attrs[name]
 
         value = self.guard(label, _read)
-        return _plain(value, label, self.label)
+        return h5values.plain(value, label, self.label)
 
     def check_global_heaps(self) -> None:
         """Variable-length strings live in global heap collections: check
@@ -420,8 +447,11 @@ class SafeH5:
         size = self.file_size
         if size is None:
             size = self.guard("file size", lambda: self.file.id.get_filesize())
-        extents = self.guard("object headers", lambda: h5heaps.data_extents(self.file, self.label, MAX_OBJECTS,
-                                                                             MAX_CHUNKS))
+        # every dataset reachable, walked as reading will walk it (by address, bounded); HDF5's own
+        # H5Ovisit took 37 s over a group of 410,000 hard links before any limit could apply
+        datasets = ((obj if obj is not None else self._open(path)).id
+                    for path, obj, _key, is_group in self._objects("") if not is_group)
+        extents = self.guard("object headers", lambda: h5heaps.data_extents(datasets, self.label, MAX_CHUNKS))
         h5heaps.check_heaps(self.source, extents, size, self.label)
         self._heaps_checked = True
 
@@ -433,13 +463,6 @@ class SafeH5:
         if not isinstance(text, str):
             raise CorruptCheckpointError(f"attribute {name!r} is not a JSON string", self.label)
         return parse_json_text(text, f"{self.label}:{name}")
-
-
-def _is_vlen_string(tid) -> bool:
-    try:
-        return tid.get_class() == h5py.h5t.STRING and tid.is_variable_str()
-    except Exception:
-        return False
 
 
 #: HDF5's built-in filters (deflate, shuffle, fletcher32, szip, n-bit,
@@ -455,27 +478,6 @@ def _filter_available(code: int) -> bool:
         return bool(h5py.h5z.filter_avail(code))
     except Exception:
         return False
-
-
-def _plain(value: Any, label: str, file_label: str) -> Any:
-    if isinstance(value, bytes):
-        return _decode(value, label, file_label)
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "SOU":
-            return [_decode(v, label, file_label) if isinstance(v, bytes) else str(v) for v in value.ravel().tolist()]
-        if value.size == 0:
-            return []
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _decode(raw: bytes, label: str, file_label: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CorruptCheckpointError(f"{label} is not valid UTF-8", file_label) from None
 
 
 def _shape(shape: tuple[int, ...]) -> str:

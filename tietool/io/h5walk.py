@@ -19,9 +19,9 @@ from tietool.errors import UnsafeCheckpointError
 # Limits of one walk through a file (README, "Limits"): exceeding one is
 # UnsafeCheckpointError (exit 2) within seconds, not a walk without end.
 #: Objects (groups and datasets), each counted once however many links reach it.
-MAX_OBJECTS = 50_000
+MAX_OBJECTS = 20_000
 #: Links followed (hard links to an object already seen included).
-MAX_LINKS = 100_000
+MAX_LINKS = 50_000
 #: Groups nested in groups.
 MAX_DEPTH = 64
 
@@ -42,23 +42,25 @@ def chunk_tiles(box: tuple[slice, ...], chunks: tuple[int, ...], limit: int) -> 
 
 class Walk:
     """One walk: every object seen, by its address (a group is walked once,
-    a dataset opened once), and the counts against the limits."""
+    a dataset opened once), and the counts against the limits. Nothing is
+    kept open: one open HDF5 dataset costs some kilobytes."""
 
     def __init__(self, h5: Any):  # a tietool.io.h5safe.SafeH5 (which imports this module)
         self.h5 = h5
-        self.seen: dict[Any, Any] = {}  # address -> the object
+        self.seen: dict[Any, bool] = {}  # address -> is a group
         self.objects = 0
         self.links = 0
 
     def start(self, group: h5py.Group, prefix: str) -> Iterator[tuple[str, Any, Any]]:
-        """``(path, object, address)`` for ``group`` and everything below it."""
+        """``(path, object, address)`` for ``group`` and everything below it;
+        ``object`` is None for a dataset reached again by another hard link."""
         yield from self.group(group, prefix, 0, self.h5.object_key(group, prefix))
 
     def group(self, group: h5py.Group, prefix: str, depth: int, key: Any) -> Iterator[tuple[str, Any, Any]]:
         h5 = self.h5
         if depth > MAX_DEPTH:
             raise UnsafeCheckpointError(f"groups nested deeper than {MAX_DEPTH} at /{prefix}", h5.label)
-        self.seen[key] = group
+        self.seen[key] = True
         self._count_object()
         yield prefix, group, key
         count = h5.guard(f"/{prefix}", lambda: len(group))
@@ -69,17 +71,20 @@ class Walk:
             self.links += 1
             path = f"{prefix}/{name}" if prefix else name
             addr = h5.hard_link(group, name, path)
-            obj = self.seen.get(addr)
-            if obj is None:
+            is_group = self.seen.get(addr)
+            if is_group:
+                continue  # walked already
+            obj = None
+            if is_group is None:
                 obj = h5.guard(f"/{path}", lambda: group[name])  # noqa: B023 (called at once)
                 if isinstance(obj, h5py.Group):
                     yield from self.group(obj, path, depth + 1, addr)
                     continue
-                self.seen[addr] = obj
-            if isinstance(obj, h5py.Dataset):  # again for each hard link to it; a group is walked once
-                self._count_object()
-                yield path, obj, addr
-            # named datatypes carry no data: nothing to list
+                if not isinstance(obj, h5py.Dataset):
+                    continue  # named datatypes carry no data: nothing to list
+                self.seen[addr] = False
+            self._count_object()  # a dataset counts again for each hard link to it
+            yield path, obj, addr
 
     def _count_object(self) -> None:
         self.objects += 1

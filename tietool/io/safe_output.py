@@ -307,6 +307,7 @@ def atomic_output(target: str, *, folder: bool, force: bool, sources: Iterable[s
             fsync_tree(tmp)
         with signals.held():
             committed = _commit(tmp, target, parent, base, fsync)
+            signals.note_in_place(target)
     except BaseException as exc:
         if committed and isinstance(exc, KeyboardInterrupt):
             exc.committed = target  # type: ignore[attr-defined]  # a signal held off until the output was in place

@@ -51,6 +51,7 @@ _held = 0
 _pending: int | None = None
 _reported = False
 _installed = False
+_in_place: list[str] = []
 _stopping = False
 _status: Callable[[BaseException], int] = lambda exc: 1  # noqa: E731  # set by install(): the CLI's table
 
@@ -65,10 +66,23 @@ class Interrupted(KeyboardInterrupt):
         self.committed: str | None = None  # an output that was complete and in place when it arrived
 
 
+def note_in_place(path: str) -> None:
+    """An output of this command is complete and in place (a later stop says so)."""
+    _in_place.append(path)
+
+
+def forget_outputs() -> None:
+    """A new command starts (in-process callers run several)."""
+    _in_place.clear()
+
+
 def stop_line(name: str, committed: str | None) -> str:
-    """The one line a stopped command prints (the CLI, or the watchdog)."""
+    """The one line a stopped command prints (the CLI, or the watchdog):
+    ``committed``, or the last output this command put in place, was
+    written in full; else nothing was."""
     global _reported
     _reported = True
+    committed = committed or (_in_place[-1] if _in_place else None)
     tail = f"after {committed} was written in full" if committed else "nothing written"
     return f"Error: interrupted by {name}: {tail}"
 

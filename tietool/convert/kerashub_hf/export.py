@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 
 from tietool.errors import ConversionError
@@ -27,20 +28,39 @@ from .plan import plan_weights
 from .tokenizer import convert_tokenizer
 
 PT_METADATA = {"format": "pt"}
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
 DEFAULT_SHARD_SIZE = 5 * 10**9
 FLOAT_POLICIES = ("float32", "bfloat16", "float16")
 
 
+def preset_of(src: str) -> str:
+    """The preset folder of a preset's own weights file (``PRESET/model.weights.h5`` or its
+    ``model.weights.json`` index), else ``src`` as it is."""
+    folder = os.path.dirname(src) or "."
+    if os.path.basename(src) in ("model.weights.h5", "model.weights.json") and is_preset(folder):
+        return folder
+    return src
+
+
 def is_preset(src: str) -> bool:
-    """A folder whose ``config.json`` is a keras-hub object (read as JSON, nothing run)."""
-    path = os.path.join(src, "config.json")
-    if not (os.path.isdir(src) and os.path.isfile(path)):
-        return False
+    """A keras-hub source: a folder whose ``config.json`` is a keras-hub object, or a ``.keras``
+    archive whose ``config.json`` is (a task or a backbone); read as JSON, nothing run."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return is_kerashub_config(json.load(fh))
-    except (OSError, ValueError):
+        if os.path.isdir(src):
+            path = os.path.join(src, "config.json")
+            if not os.path.isfile(path) or os.path.getsize(path) > MAX_CONFIG_BYTES:
+                return False
+            with open(path, encoding="utf-8") as fh:
+                return is_kerashub_config(json.load(fh))
+        if src.endswith(".keras") and zipfile.is_zipfile(src):
+            with zipfile.ZipFile(src) as z:
+                info = z.getinfo("config.json")
+                if info.file_size > MAX_CONFIG_BYTES:
+                    return False
+                return is_kerashub_config(json.loads(z.read(info)))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return False
+    return False
 
 
 def choose_family(backbone: str | None, cfg: dict, where: str) -> Family:

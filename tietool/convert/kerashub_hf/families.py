@@ -60,7 +60,7 @@ class Family:
     rope_factor_arg: str | None = None  # the backbone's linear rope scaling argument
     tie: str = "tied"  # the backbone's head: "tied" always, "untied" always, "arg" its tie_word_embeddings
     kh_fixed: dict[str, Any] = field(default_factory=dict)  # keras-hub arguments the way back sets as they are
-    tokenizer: str | None = None  # the keras-hub byte-level BPE tokenizer class (its module: the backbone's)
+    tokenizer: str | None = None  # the keras-hub tokenizer class (its module: the backbone's)
 
 
 def _w(hf: str, op: str, *kh: str) -> tuple[str, str, tuple[str, ...]]:
@@ -170,7 +170,8 @@ FAMILIES: tuple[Family, ...] = (
         config={**_LLAMA_LIKE, "attention_bias": False, "mlp_bias": False},
     ),
     Family(
-        name="mistral", backbone="MistralBackbone", model_type="mistral", architecture="MistralForCausalLM",
+        name="mistral", tokenizer="MistralTokenizer",
+        backbone="MistralBackbone", model_type="mistral", architecture="MistralForCausalLM",
         block="mistral_transformer_decoder", module="keras_hub.src.models.mistral.mistral_backbone",
         head_dim_arg=True, rope_factor_arg="rope_scaling_factor", tie="untied",
         weights=(_EMBED, _w("model.norm.weight", "same", "/mistral_layer_normalization/vars/0"), *_LLAMA_BLOCK),
@@ -201,7 +202,8 @@ FAMILIES: tuple[Family, ...] = (
                 "layer_types": ("layer_types", "qwen3")},
     ),
     Family(
-        name="gemma", backbone="GemmaBackbone", model_type="gemma", architecture="GemmaForCausalLM",
+        name="gemma", tokenizer="GemmaTokenizer",
+        backbone="GemmaBackbone", model_type="gemma", architecture="GemmaForCausalLM",
         block="gemma_decoder_block", module="keras_hub.src.models.gemma.gemma_backbone",
         weights=(*_GEMMA_ATTN,
                  _w("model.layers.{i}.input_layernorm.weight", "same", "pre_attention_norm/vars/0"),
@@ -215,7 +217,8 @@ FAMILIES: tuple[Family, ...] = (
         ignore=("sliding_window_size", "query_head_dim_normalize"),  # no window; see _GEMMA_IGNORED
     ),
     Family(
-        name="gemma2", backbone="GemmaBackbone", model_type="gemma2", architecture="Gemma2ForCausalLM",
+        name="gemma2", tokenizer="GemmaTokenizer",
+        backbone="GemmaBackbone", model_type="gemma2", architecture="Gemma2ForCausalLM",
         block="gemma_decoder_block", module="keras_hub.src.models.gemma.gemma_backbone",
         weights=(*_GEMMA_ATTN, *_GEMMA2_NORMS),
         head=None,
@@ -227,7 +230,8 @@ FAMILIES: tuple[Family, ...] = (
         ignore=_GEMMA_IGNORED,
     ),
     Family(
-        name="gemma3", backbone="Gemma3Backbone", model_type="gemma3_text", architecture="Gemma3ForCausalLM",
+        name="gemma3", tokenizer="Gemma3Tokenizer",
+        backbone="Gemma3Backbone", model_type="gemma3_text", architecture="Gemma3ForCausalLM",
         block="gemma3_decoder_block", module="keras_hub.src.models.gemma3.gemma3_backbone",
         weights=(*_GEMMA_ATTN, *_GEMMA2_NORMS,
                  _w("model.layers.{i}.self_attn.q_norm.weight", "same", "attention/query_norm/vars/0"),

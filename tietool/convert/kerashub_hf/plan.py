@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from tietool import dtypes
 from tietool.errors import ConversionError
-from tietool.model import Checkpoint, TensorInfo
+from tietool.model import Checkpoint, Role, TensorInfo
+from tietool.textsafe import bounded
 
 from ..plan import TensorOut
 from .assemble import Assembly, Piece, as_2d
@@ -36,19 +37,28 @@ def block_group(family: Family, i: int) -> str:
     return f"{LAYERS}{family.block}" + (f"_{i}" if i else "")
 
 
-def keras_name(family: Family, rel: str, i: int | None) -> str:
-    return LAYERS + rel[1:] if rel.startswith("/") else f"{block_group(family, i or 0)}/{rel}"
+def keras_name(family: Family, rel: str, i: int | None, prefix: str = "") -> str:
+    return prefix + (LAYERS + rel[1:] if rel.startswith("/") else f"{block_group(family, i or 0)}/{rel}")
 
 
-def rows_of(family: Family, num_layers: int, with_head: bool):
-    """``(transformers name, op, keras-hub dataset paths)`` for every tensor the family writes."""
+def rows_of(family: Family, num_layers: int, with_head: bool, prefix: str = ""):
+    """``(transformers name, op, keras-hub dataset paths)`` for every tensor the family writes;
+    ``prefix``: where the backbone's weights are (``layers/<backbone>/`` inside a task's ``.keras``)."""
     rows = list(family.weights) + ([family.head] if with_head and family.head else [])
     for hf, op, kh in rows:
         if "{i}" in hf:
             for i in range(num_layers):
-                yield hf.format(i=i), op, tuple(keras_name(family, k, i) for k in kh)
+                yield hf.format(i=i), op, tuple(keras_name(family, k, i, prefix) for k in kh)
         else:
-            yield hf, op, tuple(keras_name(family, k, None) for k in kh)
+            yield hf, op, tuple(keras_name(family, k, None, prefix) for k in kh)
+
+
+def backbone_prefix(ckpt: Checkpoint) -> str:
+    """Where the backbone's weights are stored: ``""`` in a preset or a backbone's file,
+    ``layers/<backbone>/`` in a task's ``.keras`` (found by the one token embedding path)."""
+    emb = LAYERS + "reversible_embedding/vars/0"
+    found = [n[:-len(emb)] for n in ckpt.tensors if n == emb or n.endswith("/" + emb)]
+    return found[0] if len(found) == 1 else ""
 
 
 def _transposed(name: str, src: TensorInfo, split: int) -> TensorOut:
@@ -106,13 +116,15 @@ def tensor_out(name: str, op: str, srcs: list[TensorInfo]) -> TensorOut:
 
 def plan_weights(ckpt: Checkpoint, family: Family, num_layers: int) -> WeightPlan:
     """The transformers tensors of the preset ``ckpt`` (see the module notes)."""
-    head_src = keras_name(family, family.head[2][0], None) if family.head else None
+    prefix = backbone_prefix(ckpt)
+    head_src = keras_name(family, family.head[2][0], None, prefix) if family.head else None
     tied = head_src is None or head_src not in ckpt.tensors
     outs: list[TensorOut] = []
     pairs = []
-    used: set[str] = set()
+    # a task's .keras may carry its optimizer's state: not the model's weights
+    used: set[str] = {n for n, t in ckpt.tensors.items() if t.role == Role.OPTIMIZER}
     missing: list[str] = []
-    for hf, op, kh in rows_of(family, num_layers, with_head=not tied):
+    for hf, op, kh in rows_of(family, num_layers, with_head=not tied, prefix=prefix):
         found = [ckpt.tensors.get(k) for k in kh]
         if any(f is None for f in found):
             missing += [k for k, f in zip(kh, found, strict=True) if f is None]
@@ -121,10 +133,8 @@ def plan_weights(ckpt: Checkpoint, family: Family, num_layers: int) -> WeightPla
         pairs.append((hf, kh))
         used.update(kh)
     if missing:
-        raise ConversionError(f"not a {family.backbone} preset tietool knows: no {', '.join(missing[:4])}"
-                              + (f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""), ckpt.path)
+        raise ConversionError(f"not a {family.backbone} preset tietool knows: no {bounded(missing)}", ckpt.path)
     left = sorted(set(ckpt.tensors) - used)
     if left:
-        raise ConversionError(f"stored weights {family.architecture} has no place for: {', '.join(left[:4])}"
-                              + (f" (+{len(left) - 4} more)" if len(left) > 4 else ""), ckpt.path)
+        raise ConversionError(f"stored weights {family.architecture} has no place for: {bounded(left)}", ckpt.path)
     return WeightPlan(tuple(outs), tied, tuple(pairs))

@@ -21,6 +21,7 @@ import os
 from tietool import dtypes
 from tietool.errors import ConversionError
 from tietool.model import Checkpoint, TensorInfo
+from tietool.textsafe import bounded
 
 from ..plan import OutputFile, Plan, TensorOut
 from . import families, khconfig
@@ -105,12 +106,10 @@ def plan_weights_back(ckpt: Checkpoint, fam: Family, kh: dict) -> tuple[list[Ten
         for part, name in enumerate(khs):
             outs.append(_out(name, base, src, _shape(op, dims, src), part, len(khs)))
     if missing:
-        raise ConversionError(f"not a {fam.architecture} folder tietool knows: no {', '.join(missing[:4])}"
-                              + (f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""), ckpt.path)
+        raise ConversionError(f"not a {fam.architecture} folder tietool knows: no {bounded(missing)}", ckpt.path)
     left = sorted(set(ckpt.tensors) - used)
     if left:
-        raise ConversionError(f"tensors keras-hub {fam.backbone} has no place for: {', '.join(left[:4])}"
-                              + (f" (+{len(left) - 4} more)" if len(left) > 4 else ""), ckpt.path)
+        raise ConversionError(f"tensors keras-hub {fam.backbone} has no place for: {bounded(left)}", ckpt.path)
     return outs, tied
 
 
@@ -152,7 +151,8 @@ def plan_preset(ckpt: Checkpoint, src: str) -> tuple[Plan, list[str]]:
     outputs = (OutputFile("model.weights.h5", "h5", tuple(tensors), tree=tree),
                OutputFile("config.json", "text", text=json.dumps(config, indent=4) + "\n"),
                OutputFile("metadata.json", "text", text=json.dumps(metadata, indent=4) + "\n"),
-               *(OutputFile(name, "text", text=text) for name, text in tok_files.items()))
+               *(OutputFile(name, "bytes", content=v) if isinstance(v, bytes) else OutputFile(name, "text", text=v)
+                 for name, v in tok_files.items()))
     notes = [f"keras-hub {fam.backbone} from {fam.architecture} ({fam.model_type}), "
              + ("tied" if tied else "untied: reverse_embeddings from lm_head.weight, transposed")]
     return Plan(outputs, multi=True), notes + ([tok_note] if tok_note else [])

@@ -14,6 +14,7 @@ identity (a precompiled charsmap) is refused: transformers would need the charsm
 
 from __future__ import annotations
 
+import json
 import struct
 
 from tietool.errors import ConversionError
@@ -144,3 +145,59 @@ def spm_tokenizer(path: str) -> tuple[dict, dict[str, int]]:
            "normalizer": {"type": "Sequence", "normalizers": norm}, "pre_tokenizer": None, "post_processor": None,
            "decoder": {"type": "Sequence", "decoders": decode}, "model": model}
     return tok, vocab
+
+
+# -- the way back: a tokenizer.json BPE model -> a SentencePiece model --------------------------
+
+def _varint_bytes(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num: int, value: bytes | int | float | str) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, bytes):
+        return _varint_bytes(num << 3 | 2) + _varint_bytes(len(value)) + value
+    if isinstance(value, float):
+        return _varint_bytes(num << 3 | 5) + struct.pack("<f", value)
+    return _varint_bytes(num << 3) + _varint_bytes(int(value))
+
+
+def spm_model(tok: dict) -> bytes | None:
+    """The SentencePiece ``ModelProto`` of a ``tokenizer.json`` in transformers' SentencePiece-BPE
+    form (``▁`` for spaces, merges ranked by score; :func:`spm_tokenizer` read backwards), or None
+    for any other tokenizer. Scores: the piece made by the k-th merge scores ``-k`` (SentencePiece
+    merges the best-scored piece first); other pieces score below every merge."""
+    model = tok.get("model") or {}
+    norm = json.dumps(tok.get("normalizer"), ensure_ascii=False)
+    if model.get("type") != "BPE" or "\u2581" not in norm:
+        return None
+    vocab: dict[str, int] = model.get("vocab") or {}
+    merges = [m.split(" ") if isinstance(m, str) else m for m in model.get("merges") or []]
+    rank: dict[str, int] = {}
+    for k, (a, b) in enumerate(merges):
+        rank.setdefault(a + b, k)
+    added = {t["content"]: t for t in tok.get("added_tokens") or []}
+    unk = model.get("unk_token")
+    pieces = b""
+    for piece, i in sorted(vocab.items(), key=lambda kv: kv[1]):
+        if piece == unk:
+            ptype, score = UNKNOWN, 0.0
+        elif piece in added:
+            ptype, score = (CONTROL if added[piece].get("special") else USER_DEFINED), 0.0
+        elif model.get("byte_fallback") and len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            ptype, score = BYTE, 0.0
+        else:
+            ptype = NORMAL
+            score = -float(rank[piece]) if piece in rank else -float(len(merges) + i)
+        pieces += _field(1, _field(1, piece) + _field(2, score) + _field(3, ptype))
+    trainer = _field(3, 2) + _field(35, 1 if model.get("byte_fallback") else 0)
+    normalizer = (_field(1, "identity") + _field(3, 1 if '"Prepend"' in norm else 0) + _field(4, 0)
+                  + _field(5, 1))
+    return pieces + _field(2, trainer) + _field(3, normalizer)
