@@ -12,12 +12,15 @@ and review the diff (``git diff tests/golden``) before committing.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,3 +342,46 @@ def flag_variants(path: str, tmp: Path) -> dict[str, str]:
         (copy / "config.json").write_text(json.dumps(edited, indent=2))
         out[name] = str(copy / os.path.relpath(path, folder)) if os.path.isfile(path) else str(copy)
     return out
+
+
+# -- faults the tests produce (root on Linux) and what they must leave unchanged ---------------
+
+def digest(path: Path) -> dict[str, str]:
+    """name -> sha256 of a file, or of every file under a folder (relative paths)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    out = {}
+    for p in files:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 22), b""):
+                h.update(block)
+        out[str(p.relative_to(path) if p != path else p.name)] = h.hexdigest()
+    return out
+
+
+def needs(what: str, ok: bool) -> None:
+    """Skip loudly where a fault cannot be produced; under CI=true that is a failure."""
+    if ok:
+        return
+    import pytest
+
+    reason = f"CANNOT PRODUCE THIS FAULT HERE: {what} (needs root on Linux)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason + " -- CI must run these tests")
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def tmpfs(size: str = "2m"):
+    """A small tmpfs mounted on a new folder (for a full disk), removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="tietool-tmpfs-"))
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(folder)],
+                       capture_output=True, text=True) if shutil.which("mount") else None
+    try:
+        needs(f"mount -t tmpfs ({r.stderr.strip() if r else 'no mount'})", r is not None and r.returncode == 0)
+        yield folder
+    finally:
+        if r is not None and r.returncode == 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

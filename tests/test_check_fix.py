@@ -24,17 +24,14 @@ from tietool.errors import CopiesDifferError, UsageError
 from tietool.formats import open_checkpoint
 from tietool.ties.verify import verify_tie
 
+from helpers import digest
+
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"
 DAMAGED = FIX / "damaged"
 MANIFEST = json.loads((DAMAGED / "MANIFEST.json").read_text())
 CASES = sorted(MANIFEST)
 PROBLEMS = [c for c in CASES if MANIFEST[c]["expect"]["check"] == 1]
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def prefer_for(case: str) -> str | None:

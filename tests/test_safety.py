@@ -17,7 +17,6 @@ is a failure.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -35,25 +34,12 @@ from click.testing import CliRunner
 
 from tietool.cli.commands import cli
 
-from helpers import NOBODY, ROOT, Calls, fixture, nobody_can_run
+from helpers import NOBODY, ROOT, Calls, digest, fixture, needs, nobody_can_run, tmpfs
 
 TMP_MARK = ".tietool-tmp-"
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-def digest(path: Path) -> dict[str, str]:
-    """name -> sha256 of a file, or of every file under a folder."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    out = {}
-    for p in files:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 22), b""):
-                h.update(block)
-        out[str(p.relative_to(path) if p != path else p.name)] = h.hexdigest()
-    return out
 
 
 def temporaries(*folders: Path) -> list[str]:
@@ -82,28 +68,6 @@ def invoke(*args) -> tuple[int, str, str]:
     return r.exit_code, r.stdout, r.stderr
 
 
-def needs(what: str, ok: bool) -> None:
-    """Skip loudly where a fault cannot be produced; under CI=true that is a failure."""
-    if ok:
-        return
-    reason = f"CANNOT PRODUCE THIS FAULT HERE: {what} (needs root on Linux)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason + " -- CI must run these tests")
-    pytest.skip(reason)
-
-
-@contextlib.contextmanager
-def tmpfs(size: str = "2m"):
-    folder = Path(tempfile.mkdtemp(prefix="tietool-tmpfs-"))
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(folder)],
-                       capture_output=True, text=True) if shutil.which("mount") else None
-    try:
-        needs(f"mount -t tmpfs ({r.stderr.strip() if r else 'no mount'})", r is not None and r.returncode == 0)
-        yield folder
-    finally:
-        if r is not None and r.returncode == 0:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def fill(folder: Path, leave_kb: int) -> None:

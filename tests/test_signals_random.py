@@ -18,7 +18,6 @@ The default run takes a sample (:data:`RUNS`); ``pytest -m slow`` runs
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, grow_llama_tied
+from helpers import ROOT, digest, grow_llama_tied
 
 RUNS = int(os.environ.get("TIETOOL_SIGNAL_RUNS", 6))
 SLOW_RUNS = int(os.environ.get("TIETOOL_SIGNAL_RUNS", 30))
@@ -38,17 +37,6 @@ BOUND = 5.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 TMP = (".tietool-tmp-", ".tietool-old-")
 
-
-def digest(path: Path) -> dict[str, str]:
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    out = {}
-    for p in files:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 22), b""):
-                h.update(block)
-        out[p.name] = h.hexdigest()
-    return out
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -124,9 +112,10 @@ def _load():
             for _ in range(os.cpu_count() or 2)]
 
 
-def _one(case: Case, sig: signal.Signals, delay: float) -> str:
-    before = case.previous()
-    proc = start(case.command())
+def signal_after(args: list[str], sig: signal.Signals, delay: float, label: str):
+    """Start tietool with ``args``, send ``sig`` after ``delay`` s, wait for the end (60 s at most):
+    the process, its stderr and the seconds from the signal to the exit."""
+    proc = start(args)
     time.sleep(delay)
     sent = time.monotonic()
     proc.send_signal(sig)
@@ -135,8 +124,13 @@ def _one(case: Case, sig: signal.Signals, delay: float) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise AssertionError(f"{case.name}: {sig.name} at {delay:.2f} s: still alive after 60 s") from None
-    took = time.monotonic() - sent
+        raise AssertionError(f"{label}: {sig.name} at {delay:.2f} s: still alive after 60 s") from None
+    return proc, err, time.monotonic() - sent
+
+
+def _one(case: Case, sig: signal.Signals, delay: float) -> str:
+    before = case.previous()
+    proc, err, took = signal_after(case.command(), sig, delay, case.name)
     what = f"{case.name}: {sig.name} at {delay:.2f} s -> exit {proc.returncode} in {took:.2f} s: {err.strip()[:200]}"
     assert took <= BOUND, what
     assert not leftovers(case.out.parent), (what, leftovers(case.out.parent))
@@ -234,17 +228,7 @@ def _read_only_runs(cases: list[Case], n: int, seed: int) -> None:
             args = _read_only(cases)[i % 5]
             sig = rng.choice(SIGNALS)
             delay = rng.uniform(0.0, 3.0)
-            proc = start(args)
-            time.sleep(delay)
-            sent = time.monotonic()
-            proc.send_signal(sig)
-            try:
-                _, err = proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-                raise AssertionError(f"{args[0]}: {sig.name} at {delay:.2f} s: still alive after 60 s") from None
-            took = time.monotonic() - sent
+            proc, err, took = signal_after(args, sig, delay, args[0])
             what = f"{args[0]}: {sig.name} at {delay:.2f} s -> exit {proc.returncode} in {took:.2f} s"
             seen.append(what)
             assert took <= BOUND, what + ": " + err[-300:]

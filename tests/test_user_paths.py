@@ -14,7 +14,6 @@ failure under CI=true.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -32,32 +31,11 @@ from tietool.cli.commands import cli
 from tietool.errors import OutputError
 from tietool.io.safe_output import name_for_user
 
-from helpers import NOBODY, fixture, nobody_can_run
+from helpers import NOBODY, fixture, needs, nobody_can_run, tmpfs
 
 TMP = ".tietool-tmp-"
 
 
-def needs(what: str, ok: bool) -> None:
-    if ok:
-        return
-    reason = f"CANNOT PRODUCE THIS FAULT HERE: {what} (needs root on Linux)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason + " -- CI must run these tests")
-    pytest.skip(reason)
-
-
-@contextlib.contextmanager
-def tmpfs(size: str):
-    folder = Path(tempfile.mkdtemp(prefix="tietool-tmpfs-"))
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(folder)],
-                       capture_output=True, text=True) if shutil.which("mount") else None
-    try:
-        needs(f"mount -t tmpfs ({r.stderr.strip() if r else 'no mount'})", r is not None and r.returncode == 0)
-        yield folder
-    finally:
-        if r is not None and r.returncode == 0:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_st(path: Path, tensors: dict[str, np.ndarray]) -> None:
